@@ -1,0 +1,221 @@
+"""The HTTP client every httpx-based provider uses, and the one retry policy.
+
+Retry rules (DESIGN.md "Reliability contract"): 408/409/429/5xx and connection errors are
+retried, honouring ``x-should-retry``, ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP
+date), a JSON body's ``retry_after`` (Replicate) and Google's ``RetryInfo.retryDelay``;
+attempts and total sleep are bounded; delays carry jitter. A request that is not idempotent
+(a paid create) is retried only when it provably never reached the server (connect errors)
+or the server answered with a retryable status; any other failure after sending raises
+`AmbiguousSubmitError`, because the job may exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from abebeats_lab import __version__
+from abebeats_lab.errors import (
+    AmbiguousSubmitError,
+    ProtocolError,
+    ProviderHTTPError,
+    ProviderTransportError,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "RetryPolicy",
+    "build_client",
+    "json_body",
+    "retry_delay",
+    "retry_hint",
+    "send",
+    "should_retry",
+]
+
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+USER_AGENT = f"abebeats-lab/{__version__}"
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_MAX_HINT_S = 60.0
+# Errors raised before a single byte of the request left this machine.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class RetryPolicy:
+    """Bounds for retries: attempts, per-delay cap, total sleep; constants, not magic numbers."""
+
+    __slots__ = ("backoff_cap_s", "base_delay_s", "max_attempts", "max_total_s")
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 4,
+        base_delay_s: float = 0.5,
+        backoff_cap_s: float = 8.0,
+        max_total_s: float = 120.0,
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.backoff_cap_s = backoff_cap_s
+        self.max_total_s = max_total_s
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def build_client(
+    *,
+    base_url: str,
+    headers: Mapping[str, str] | None = None,
+    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An AsyncClient with our User-Agent, explicit timeouts and no implicit redirects."""
+    merged = {"User-Agent": USER_AGENT, **(headers or {})}
+    return httpx.AsyncClient(
+        base_url=base_url, headers=merged, timeout=timeout, transport=transport
+    )
+
+
+def retry_hint(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait, from headers or the error body; None if none."""
+    headers = response.headers
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return _sane(float(ms) / 1000)
+        except ValueError:
+            pass
+    if (value := headers.get("retry-after")) is not None:
+        parsed = _parse_retry_after(value)
+        if parsed is not None:
+            return parsed
+    return _body_hint(response)
+
+
+def _parse_retry_after(value: str) -> float | None:
+    try:
+        return _sane(float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return _sane((when - datetime.now(UTC)).total_seconds())
+
+
+def _body_hint(response: httpx.Response) -> float | None:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("retry_after"), int | float):
+        return _sane(float(body["retry_after"]))
+    error = body.get("error")
+    details = error.get("details", []) if isinstance(error, dict) else []
+    for detail in details if isinstance(details, list) else []:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return _sane(float(delay[:-1]))
+            except ValueError:
+                continue
+    return None
+
+
+def _sane(seconds: float) -> float | None:
+    return seconds if 0 <= seconds <= _MAX_HINT_S else None
+
+
+def should_retry(response: httpx.Response) -> bool:
+    """The server's ``x-should-retry`` wins; else the retryable status set."""
+    explicit = response.headers.get("x-should-retry")
+    if explicit in ("true", "false"):
+        return explicit == "true"
+    return response.status_code in RETRY_STATUSES
+
+
+def retry_delay(attempt: int, hint: float | None, policy: RetryPolicy = DEFAULT_RETRY) -> float:
+    """Delay before retry number ``attempt`` (1-based): the hint, else jittered backoff."""
+    if hint is not None:
+        return hint
+    backoff = min(policy.base_delay_s * 2 ** (attempt - 1), policy.backoff_cap_s)
+    return backoff * (1 - 0.25 * random.random())
+
+
+def error_from(response: httpx.Response, provider: str) -> ProviderHTTPError:
+    """A ProviderHTTPError carrying status, body, request id and any retry hint."""
+    request_id = response.headers.get("x-request-id") or response.headers.get("x-fal-request-id")
+    return ProviderHTTPError(
+        provider=provider,
+        status_code=response.status_code,
+        body=response.text,
+        request_id=request_id,
+        retry_after_s=retry_hint(response),
+    )
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    idempotent: bool,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send with the retry policy; return a 2xx/3xx response or raise our error types."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            response = await client.request(method, url, **kwargs)
+        except _NOT_SENT as exc:
+            error: Exception = ProviderTransportError(f"{type(exc).__name__}: {exc}", provider=provider)
+            hint = None
+        except httpx.HTTPError as exc:
+            if not idempotent:
+                raise AmbiguousSubmitError(
+                    f"{method} {url} was sent but no answer came back ({type(exc).__name__})",
+                    provider=provider,
+                ) from exc
+            error = ProviderTransportError(f"{type(exc).__name__}: {exc}", provider=provider)
+            hint = None
+        else:
+            if response.status_code < 400:
+                return response
+            error = error_from(response, provider)
+            if not should_retry(response):
+                raise error
+            hint = retry_hint(response)
+        delay = retry_delay(attempt, hint, policy)
+        out_of_budget = time.monotonic() - started + delay > policy.max_total_s
+        if attempt >= policy.max_attempts or out_of_budget:
+            raise error
+        await asyncio.sleep(delay)
+
+
+def json_body(response: httpx.Response, provider: str) -> dict[str, Any]:
+    """The response's JSON object, or a ProtocolError that says what was wrong."""
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        snippet = response.text[:80]
+        raise ProtocolError(f"expected JSON, got {snippet!r}", provider=provider) from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(data).__name__}", provider=provider)
+    return data

@@ -1,0 +1,163 @@
+"""Provider-neutral values: what is asked for, where it goes, and what came back."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from abebeats_lab.errors import UnknownRouteError
+
+
+class JobState(enum.StrEnum):
+    """The five states every provider's status is normalised to."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the job can no longer change."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Route:
+    """One way to buy one model: ``provider:model``, e.g. ``runway:gen4.5``."""
+
+    provider: str
+    """Registry name of the provider client (``runway``, ``replicate``, ``veo``, ``pika``, ``local``)."""
+    model: str
+    """The model as the provider names it (``gen4.5``, ``google/veo-3-fast``, ...)."""
+
+    @classmethod
+    def parse(cls, text: str | Route) -> Route:
+        """Parse ``provider:model``; only the first colon separates (Replicate versions use one)."""
+        if isinstance(text, Route):
+            return text
+        provider, sep, model = text.strip().partition(":")
+        if not sep or not provider or not model:
+            raise UnknownRouteError(text, hint="a route looks like provider:model, e.g. local:procedural")
+        return cls(provider.lower(), model)
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRequest:
+    """What to generate, in provider-neutral terms; routes translate it to their own payload."""
+
+    prompt: str
+    duration_s: int = 5
+    aspect_ratio: str = "16:9"
+    resolution: str = "720p"
+    seed: int | None = None
+    negative_prompt: str | None = None
+    image: str | None = None
+    """Optional first frame: an https URL or a ``data:`` URI."""
+    generate_audio: bool = False
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    """Route-specific fields passed through to the provider payload unchanged."""
+
+    def replace(self, **changes: Any) -> VideoRequest:
+        """A copy with some fields changed."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return VideoRequest(**values)
+
+    def settings(self) -> dict[str, Any]:
+        """The fields as plain JSON-friendly values (for the store and reports)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["extras"] = dict(self.extras)
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRef:
+    """Where a finished video can be fetched: a URL, or bytes the provider returned inline."""
+
+    url: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """One observation of a job, normalised; ``raw`` keeps the provider's payload."""
+
+    state: JobState
+    raw_status: str
+    """The provider's own word for the state (``THROTTLED``, ``starting``, ``IN_QUEUE``...)."""
+    progress: float | None = None
+    """0..1 where the provider reports it."""
+    queue_position: int | None = None
+    error: str | None = None
+    error_code: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    """Provider timestamps (UTC) where the provider reports them."""
+    outputs: tuple[OutputRef, ...] = ()
+    retry_after_s: float | None = None
+    """A server hint on when to ask again."""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request submitted to one route."""
+
+    route: Route
+    id: str
+    """The provider's id for the job (task id, prediction id, operation name, request id)."""
+    request: VideoRequest
+    submitted_at: datetime
+    """UTC wall clock when the create call was sent."""
+    handles: Mapping[str, str] = field(default_factory=dict)
+    """Provider-specific URLs or names needed to re-attach (stored, so resume works)."""
+    initial: JobStatus | None = None
+    """The status carried by the create response, if it had one (Replicate's ``Prefer: wait``)."""
+
+
+@dataclass(slots=True)
+class Timing:
+    """The figures of DESIGN.md "Timing"; ``sources`` says per field who measured it."""
+
+    submit_s: float | None = None
+    queue_s: float | None = None
+    run_s: float | None = None
+    detect_lag_s: float | None = None
+    download_s: float | None = None
+    total_s: float | None = None
+    polls: int = 0
+    sources: dict[str, str] = field(default_factory=dict)
+    """field name -> ``provider``, ``client`` or ``emulator``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What PyAV saw in a video file."""
+
+    duration_s: float
+    width: int
+    height: int
+    fps: float
+    codec: str
+    has_audio: bool
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A verified video on disk."""
+
+    path: Path
+    probe: Probe
+    sha256: str

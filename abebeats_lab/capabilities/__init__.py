@@ -1,0 +1,198 @@
+"""What each route accepts and costs, loaded from the TOML files beside this module.
+
+Capabilities are data, not code branches: one ``[[route]]`` table per route (or per model
+family, with a ``*`` pattern, for open catalogues such as Replicate). `validate` checks a
+`VideoRequest` against them before anything is sent, so bad input never costs money.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from abebeats_lab._types import Route, VideoRequest
+from abebeats_lab.errors import UnknownRouteError, ValidationError
+
+__all__ = ["Capabilities", "Price", "all_routes", "capabilities_for", "validate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """An estimated price per second of output, with where it came from and when."""
+
+    usd_per_s: float | None
+    """``None`` when no trustworthy price was found; estimates then say "unknown"."""
+    source: str
+    date: str
+    audio_usd_per_s: float | None = None
+    """Replaces ``usd_per_s`` when audio is generated, where the provider prices it apart."""
+    by_resolution: dict[str, float] = field(default_factory=dict)
+    """Replaces ``usd_per_s`` for these resolutions."""
+    per_video_usd: float | None = None
+    """A flat price per video, for routes priced that way (wins over per-second)."""
+
+    def estimate(self, duration_s: float, resolution: str, audio: bool) -> float | None:
+        """Estimated USD for one video, or ``None`` when unknown."""
+        if self.per_video_usd is not None:
+            return self.per_video_usd
+        rate = self.by_resolution.get(resolution, self.usd_per_s)
+        if audio and self.audio_usd_per_s is not None:
+            rate = self.audio_usd_per_s
+        return None if rate is None else round(rate * duration_s, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What one route accepts; loaded from data, see the module docstring."""
+
+    pattern: str
+    durations: tuple[int, ...]
+    aspect_ratios: tuple[str, ...]
+    resolutions: tuple[str, ...]
+    prompt_max: int
+    price: Price
+    prompt_units: str = "chars"
+    """``chars`` or ``utf16`` (Runway counts UTF-16 code units)."""
+    seed_min: int = 0
+    seed_max: int = 4_294_967_295
+    image: bool = False
+    image_required: bool = False
+    audio: bool = False
+    negative_prompt: bool = True
+    cancel: bool = True
+    concurrency: int = 4
+    """Default cap on jobs in flight at once for this route."""
+    rate_per_min: int | None = None
+    """Default cap on create calls per minute, where the provider documents one."""
+    typical_run_s: float = 60.0
+    """A prior for the wait schedule until the store has seen this route run."""
+    input_map: dict[str, str] = field(default_factory=dict)
+    """Request field -> provider input name, for routes whose payload varies by model."""
+    fixed_inputs: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    def estimate_usd(self, request: VideoRequest) -> float | None:
+        """Estimated cost of one job for this request."""
+        return self.price.estimate(request.duration_s, request.resolution, request.generate_audio)
+
+
+def _load_file(text: str) -> list[Capabilities]:
+    data = tomllib.loads(text)
+    out = []
+    for entry in data.get("route", []):
+        entry = dict(entry)
+        price = Price(**entry.pop("price"))
+        for key in ("durations", "aspect_ratios", "resolutions"):
+            entry[key] = tuple(entry[key])
+        out.append(Capabilities(price=price, **entry))
+    return out
+
+
+@functools.cache
+def _table() -> tuple[Capabilities, ...]:
+    folder = resources.files(__package__)
+    entries: list[Capabilities] = []
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if item.name.endswith(".toml"):
+            entries.extend(_load_file(item.read_text(encoding="utf-8")))
+    return tuple(entries)
+
+
+def all_routes() -> list[Capabilities]:
+    """Every route and route family with data, in file order."""
+    return list(_table())
+
+
+def capabilities_for(route: Route | str) -> Capabilities:
+    """The capabilities of one route: an exact entry first, then the first matching pattern."""
+    name = str(Route.parse(route))
+    table = _table()
+    for caps in table:
+        if caps.pattern == name:
+            return caps
+    for caps in table:
+        if "*" in caps.pattern and fnmatch.fnmatchcase(name, caps.pattern):
+            return caps
+    raise UnknownRouteError(name, known=[c.pattern for c in table])
+
+
+def _prompt_length(prompt: str, units: str) -> int:
+    if units == "utf16":
+        return len(prompt.encode("utf-16-le")) // 2
+    return len(prompt)
+
+
+def _one_of(values: tuple[Any, ...]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def validate(request: VideoRequest, route: Route | str) -> Capabilities:
+    """Raise `ValidationError` naming the field, value and allowed values; else return caps."""
+    caps = capabilities_for(route)
+    name = str(Route.parse(route))
+    length = _prompt_length(request.prompt, caps.prompt_units)
+    if not request.prompt.strip():
+        raise ValidationError("prompt", request.prompt, "a non-empty prompt", route=name)
+    if length > caps.prompt_max:
+        limit = f"at most {caps.prompt_max} {caps.prompt_units} (got {length})"
+        raise ValidationError("prompt", request.prompt[:40] + "…", limit, route=name)
+    checks: list[tuple[str, Any, tuple[Any, ...]]] = [
+        ("duration_s", request.duration_s, caps.durations),
+        ("aspect_ratio", request.aspect_ratio, caps.aspect_ratios),
+        ("resolution", request.resolution, caps.resolutions),
+    ]
+    for field_name, value, allowed in checks:
+        if value not in allowed:
+            raise ValidationError(field_name, value, _one_of(allowed), route=name)
+    if request.seed is not None and not caps.seed_min <= request.seed <= caps.seed_max:
+        raise ValidationError("seed", request.seed, f"{caps.seed_min}..{caps.seed_max}", route=name)
+    if request.image and not caps.image:
+        raise ValidationError("image", "<image>", "none: this route is text-to-video", route=name)
+    if caps.image_required and not request.image:
+        raise ValidationError("image", None, "an image: this route is image-to-video", route=name)
+    if request.generate_audio and not caps.audio:
+        raise ValidationError("generate_audio", True, "False: no audio on this route", route=name)
+    if request.negative_prompt and not caps.negative_prompt:
+        raise ValidationError("negative_prompt", request.negative_prompt, "none", route=name)
+    return caps
+
+
+def nearest(request: VideoRequest, route: Route | str) -> tuple[VideoRequest, dict[str, Any]]:
+    """Snap duration, ratio and resolution to the nearest values the route allows.
+
+    Returns the adjusted request and ``{field: (asked, used)}`` for each change, so a
+    comparison can record honestly where a route could not take the common settings.
+    """
+    caps = capabilities_for(route)
+    changes: dict[str, Any] = {}
+    duration = request.duration_s
+    if duration not in caps.durations:
+        duration = min(caps.durations, key=lambda d: (abs(d - request.duration_s), d))
+        changes["duration_s"] = (request.duration_s, duration)
+    ratio = request.aspect_ratio
+    if ratio not in caps.aspect_ratios:
+        ratio = min(caps.aspect_ratios, key=lambda r: abs(_ratio(r) - _ratio(request.aspect_ratio)))
+        changes["aspect_ratio"] = (request.aspect_ratio, ratio)
+    resolution = request.resolution
+    if resolution not in caps.resolutions:
+        resolution = min(caps.resolutions, key=lambda r: abs(_lines(r) - _lines(request.resolution)))
+        changes["resolution"] = (request.resolution, resolution)
+    adjusted = request.replace(duration_s=duration, aspect_ratio=ratio, resolution=resolution)
+    return adjusted, changes
+
+
+def _ratio(text: str) -> float:
+    width, _, height = text.partition(":")
+    try:
+        return float(width) / float(height)
+    except (ValueError, ZeroDivisionError):
+        return 1.0
+
+
+def _lines(text: str) -> int:
+    digits = "".join(ch for ch in text if ch.isdigit())
+    return 2160 if text.lower() == "4k" else int(digits or 0)

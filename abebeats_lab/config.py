@@ -1,0 +1,112 @@
+"""Settings: which environment variables hold keys and base URLs, and the rule that arguments win.
+
+A ``.env`` file in the working directory is read once (values never printed, never
+overriding variables already set). Keys are wrapped in `Secret` so no repr, log line or
+exception can show them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from abebeats_lab.errors import MissingKeyError
+
+__all__ = ["PROVIDER_ENV", "ProviderEnv", "Secret", "base_url_for", "key_for", "load_dotenv_once"]
+
+
+class Secret:
+    """A string that never shows itself in a repr or str."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value, for the one place that puts it in a header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEnv:
+    """The environment variable names one provider reads, official name first."""
+
+    keys: tuple[str, ...]
+    base_url: str
+    default_base_url: str
+
+
+PROVIDER_ENV: Mapping[str, ProviderEnv] = {
+    "runway": ProviderEnv(
+        ("RUNWAYML_API_SECRET", "RUNWAY_API_KEY"), "RUNWAYML_BASE_URL", "https://api.dev.runwayml.com"
+    ),
+    "replicate": ProviderEnv(
+        ("REPLICATE_API_TOKEN",), "REPLICATE_BASE_URL", "https://api.replicate.com"
+    ),
+    # Veo authenticates with Google credentials (ADC); a static token serves emulators and CI.
+    "veo": ProviderEnv(("GOOGLE_OAUTH_ACCESS_TOKEN",), "GOOGLE_VERTEX_BASE_URL", ""),
+    "pika": ProviderEnv(("FAL_KEY", "PIKA_API_KEY"), "FAL_QUEUE_BASE_URL", "https://queue.fal.run"),
+}
+
+
+@functools.cache
+def load_dotenv_once() -> bool:
+    """Read ``./.env`` into the environment (never overriding what is set). True if found."""
+    path = Path.cwd() / ".env"
+    if not path.is_file():
+        return False
+    from dotenv import load_dotenv  # only when there is a file to read
+
+    load_dotenv(path, override=False)
+    return True
+
+
+def key_for(provider: str, explicit: str | Secret | None = None, *, required: bool = True) -> Secret | None:
+    """The provider's key: the argument if given, else the first variable set, else an error."""
+    if isinstance(explicit, Secret):
+        return explicit
+    if explicit:
+        return Secret(explicit)
+    load_dotenv_once()
+    env = PROVIDER_ENV[provider]
+    for name in env.keys:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return Secret(value)
+    if required:
+        raise MissingKeyError(provider, env.keys)
+    return None
+
+
+def base_url_for(provider: str, explicit: str | None = None) -> str:
+    """The provider's base URL: the argument, else its variable, else the public default."""
+    if explicit:
+        return explicit.rstrip("/")
+    load_dotenv_once()
+    env = PROVIDER_ENV[provider]
+    return (os.environ.get(env.base_url) or env.default_base_url).rstrip("/")
+
+
+def env_first(*names: str, default: str | None = None) -> str | None:
+    """The first of these variables that is set (aliases), else the default."""
+    load_dotenv_once()
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return default

@@ -1,0 +1,104 @@
+"""Loopback emulators of every provider API, so everything runs offline with no keys.
+
+Each provider module exposes ``create_app(state) -> Starlette``; `Emulators` serves the
+ones asked for on 127.0.0.1 (port 0) and tells clients where to find them. This package
+never imports ``abebeats_lab.providers``: it checks the clients, it does not copy them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+from abebeats_lab.emulator.core import EmulatorState
+from abebeats_lab.emulator.scenario import Dist, Scenario
+from abebeats_lab.emulator.server import RunningServer, serve
+
+__all__ = ["EMULATED_PROVIDERS", "Dist", "EmulatorState", "Emulators", "Scenario", "create_app"]
+
+_APPS = {
+    "pika": "abebeats_lab.emulator.pika:create_app",
+    "replicate": "abebeats_lab.emulator.replicate:create_app",
+    "runway": "abebeats_lab.emulator.runway:create_app",
+    "veo": "abebeats_lab.emulator.veo:create_app",
+}
+EMULATED_PROVIDERS = tuple(sorted(_APPS))
+
+# Fake credentials the emulators accept. Recognisably fake, so a leak scan can find them.
+EMULATOR_KEYS = {
+    "runway": "key_" + "e" * 128,
+    "replicate": "r8_emulated_token",
+    "veo": "emulated-oauth-token",
+    "pika": "emulated-fal-key",
+}
+EMULATOR_PROJECT = "emulated-project"
+EMULATOR_LOCATION = "us-central1"
+
+
+def create_app(provider: str, state: EmulatorState | None = None) -> Any:
+    """The ASGI app emulating ``provider``."""
+    module_name, _, attr = _APPS[provider].partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(state or EmulatorState(provider))
+
+
+class Emulators:
+    """A set of emulators served on loopback; use as a context manager or call `stop`."""
+
+    def __init__(self, providers: Iterable[str] = EMULATED_PROVIDERS, scenario: Scenario | None = None) -> None:
+        self.states: dict[str, EmulatorState] = {}
+        self.servers: dict[str, RunningServer] = {}
+        for name in providers:
+            state = EmulatorState(name, scenario)
+            server = serve(create_app(name, state))
+            state.base_url = server.url
+            self.states[name], self.servers[name] = state, server
+
+    def url(self, provider: str) -> str:
+        """Base URL of one emulator."""
+        return self.servers[provider].url
+
+    def client_options(self, provider: str) -> dict[str, Any]:
+        """Constructor options that point a provider client at its emulator."""
+        options: dict[str, Any] = {
+            "api_key": EMULATOR_KEYS[provider],
+            "base_url": self.url(provider),
+            "emulated": True,
+        }
+        if provider == "veo":
+            options.update(project=EMULATOR_PROJECT, location=EMULATOR_LOCATION)
+        return options
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the clients (and official SDKs) here."""
+        names = {
+            "runway": ("RUNWAYML_BASE_URL", "RUNWAYML_API_SECRET"),
+            "replicate": ("REPLICATE_BASE_URL", "REPLICATE_API_TOKEN"),
+            "veo": ("GOOGLE_VERTEX_BASE_URL", "GOOGLE_OAUTH_ACCESS_TOKEN"),
+            "pika": ("FAL_QUEUE_BASE_URL", "FAL_KEY"),
+        }
+        env: dict[str, str] = {}
+        for provider in self.servers:
+            url_var, key_var = names[provider]
+            env[url_var], env[key_var] = self.url(provider), EMULATOR_KEYS[provider]
+        if "veo" in self.servers:
+            env["GOOGLE_CLOUD_PROJECT"] = EMULATOR_PROJECT
+            env["GOOGLE_CLOUD_LOCATION"] = EMULATOR_LOCATION
+        return env
+
+    def set_scenario(self, scenario: Scenario, *providers: str) -> None:
+        """Switch the scenario of some (default: all) emulators."""
+        for name in providers or tuple(self.states):
+            self.states[name].set_scenario(scenario)
+
+    def stop(self) -> None:
+        """Stop every server."""
+        for server in self.servers.values():
+            server.stop()
+
+    def __enter__(self) -> Emulators:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

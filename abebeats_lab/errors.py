@@ -1,0 +1,168 @@
+"""Every error abebeats-lab raises, under one base.
+
+```
+LabError
+├── ConfigError                      settings are missing or wrong
+│   └── MissingKeyError              a provider key is not set (names the variable and --emulate)
+├── ValidationError (ValueError)     a request a route cannot take; raised before any paid call
+│   └── UnknownRouteError (KeyError) no such provider or route (lists the known ones)
+├── ProviderError                    talking to a provider went wrong
+│   ├── ProviderHTTPError            the provider answered with an error status
+│   ├── ProviderTransportError       no usable answer: connection refused, dropped, timed out
+│   ├── ProtocolError                an answer we cannot parse (bad JSON, unknown status)
+│   └── AmbiguousSubmitError         a create may or may not have reached the provider
+├── JobFailed                        the job ran and the provider says it failed
+├── JobCanceled                      the job was cancelled (by us on a deadline, or elsewhere)
+├── JobTimeout (TimeoutError)        the wait hit its deadline
+└── DownloadError                    an output was rejected (scheme, size, content, probe)
+```
+
+Messages never contain secrets: keys are held by `config.Secret`, whose repr is masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "AmbiguousSubmitError",
+    "ConfigError",
+    "DownloadError",
+    "JobCanceled",
+    "JobFailed",
+    "JobTimeout",
+    "LabError",
+    "MissingKeyError",
+    "ProtocolError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderTransportError",
+    "UnknownRouteError",
+    "ValidationError",
+]
+
+_BODY_LIMIT = 500
+
+
+class LabError(Exception):
+    """Base of every abebeats-lab error."""
+
+
+class ConfigError(LabError):
+    """Settings are missing or inconsistent."""
+
+
+class MissingKeyError(ConfigError):
+    """A provider needs a key that is not set."""
+
+    def __init__(self, provider: str, env_vars: Iterable[str], argument: str = "api_key") -> None:
+        self.provider = provider
+        self.env_vars = tuple(env_vars)
+        names = " or ".join(self.env_vars)
+        super().__init__(
+            f"{provider}: no key. Set {names}, pass {argument}=..., "
+            "or use --emulate (emulate=True) to run against the built-in emulator"
+        )
+
+
+class ValidationError(LabError, ValueError):
+    """A request that a route cannot take. Names the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: Any, allowed: str, *, route: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        where = f"{route}: " if route else ""
+        super().__init__(f"{where}{field}={value!r} is not allowed; allowed: {allowed}")
+
+
+class UnknownRouteError(ValidationError, KeyError):
+    """No such provider or route."""
+
+    def __init__(self, route: str, *, known: Iterable[str] = (), hint: str = "") -> None:
+        allowed = ", ".join(sorted(known)) or hint or "see `abebeats-lab routes`"
+        ValidationError.__init__(self, "route", route, allowed)
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class ProviderError(LabError):
+    """Talking to a provider went wrong."""
+
+    def __init__(self, message: str, *, provider: str) -> None:
+        self.provider = provider
+        super().__init__(f"{provider}: {message}")
+
+
+class ProviderHTTPError(ProviderError):
+    """The provider answered with an error status."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        status_code: int,
+        body: str = "",
+        request_id: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.body = body[:_BODY_LIMIT]
+        self.request_id = request_id
+        self.retry_after_s = retry_after_s
+        detail = f": {self.body}" if self.body else ""
+        super().__init__(f"HTTP {status_code}{detail}", provider=provider)
+
+
+class ProviderTransportError(ProviderError):
+    """No usable answer: connection refused or dropped, or a timeout."""
+
+
+class ProtocolError(ProviderError):
+    """The provider's answer could not be understood (bad JSON, unknown status, missing field)."""
+
+
+class AmbiguousSubmitError(ProviderError):
+    """A create call may have reached the provider but we never saw its answer.
+
+    The job is recorded as ambiguous and reconciled; it is never blindly resubmitted.
+    """
+
+    def __init__(self, message: str, *, provider: str, client_ref: str | None = None) -> None:
+        self.client_ref = client_ref
+        super().__init__(message, provider=provider)
+
+
+class JobFailed(LabError):
+    """The job ran and the provider reports failure."""
+
+    def __init__(self, message: str, *, job_id: str, code: str | None = None) -> None:
+        self.job_id = job_id
+        self.code = code
+        suffix = f" [{code}]" if code else ""
+        super().__init__(f"job {job_id} failed: {message}{suffix}")
+
+
+class JobCanceled(LabError):
+    """The job was cancelled, by us (deadline, interrupt) or elsewhere."""
+
+    def __init__(self, job_id: str, reason: str = "canceled") -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} {reason}")
+
+
+class JobTimeout(LabError, TimeoutError):
+    """The wait reached its deadline."""
+
+    def __init__(self, job_id: str, deadline_s: float, *, canceled: bool) -> None:
+        self.job_id = job_id
+        self.deadline_s = deadline_s
+        self.canceled = canceled
+        then = "cancelled it" if canceled else "the provider cannot cancel; it may still finish"
+        super().__init__(f"job {job_id} not done after {deadline_s:g} s; {then}")
+
+
+class DownloadError(LabError):
+    """An output was refused: wrong scheme, too large, truncated, not a video."""

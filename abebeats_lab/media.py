@@ -1,0 +1,241 @@
+"""Video bytes: fetch outputs safely, verify them, probe them.
+
+Every output lands through `save_output`: written to a temporary name in the target
+folder, checked (non-empty, MP4/QuickTime signature, a clean PyAV probe), then renamed.
+A failed check leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from abebeats_lab._types import Output, OutputRef, Probe
+from abebeats_lab.errors import DownloadError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "download",
+    "probe",
+    "safe_name",
+    "save_bytes",
+    "save_output",
+]
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+"""Refuse outputs above 2 GiB: a 10 s 4K clip is far smaller; anything bigger is a fault."""
+MAX_REDIRECTS = 5
+_CHUNK = 1024 * 1024
+_MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(*parts: object, max_len: int = 120) -> str:
+    """A file name built from untrusted strings: no separators, no dots in front, bounded."""
+    text = "_".join(str(p) for p in parts if p is not None and str(p) != "")
+    cleaned = _UNSAFE.sub("-", text).strip(".-_") or "output"
+    return cleaned[:max_len]
+
+
+def looks_like_mp4(head: bytes) -> bool:
+    """True when the bytes start with an ISO-BMFF / QuickTime box."""
+    return len(head) >= 8 and head[4:8] in _MP4_BOXES
+
+
+def probe(path: Path | str) -> Probe:
+    """Duration, size, frame rate, codec and audio presence, as PyAV reads them."""
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DownloadError(f"{path.name}: no video stream")
+            video = container.streams.video[0]
+            if container.duration is not None:
+                duration = container.duration / av.time_base
+            elif video.duration is not None and video.time_base is not None:
+                duration = float(video.duration * video.time_base)
+            else:
+                duration = 0.0
+            rate = video.average_rate or video.guessed_rate
+            return Probe(
+                duration_s=round(float(duration), 3),
+                width=video.codec_context.width,
+                height=video.codec_context.height,
+                fps=round(float(rate), 3) if rate else 0.0,
+                codec=video.codec_context.name,
+                has_audio=bool(container.streams.audio),
+                bytes=path.stat().st_size,
+            )
+    except av.error.FFmpegError as exc:
+        raise DownloadError(f"{path.name}: not a playable video ({exc})") from exc
+
+
+def _verify_and_place(tmp: Path, dest: Path) -> Output:
+    with tmp.open("rb") as handle:
+        head = handle.read(12)
+    if not head:
+        raise DownloadError(f"{dest.name}: empty body")
+    if not looks_like_mp4(head):
+        raise DownloadError(f"{dest.name}: not an MP4/QuickTime file (starts {head[:8]!r})")
+    info = probe(tmp)
+    digest = hashlib.sha256()
+    with tmp.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    os.replace(tmp, dest)
+    return Output(path=dest, probe=info, sha256=digest.hexdigest())
+
+
+@contextlib.contextmanager
+def _temporary_beside(dest: Path):  # type: ignore[no-untyped-def]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_bytes(data: bytes, dest: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Output:
+    """Verify inline bytes and place them at ``dest`` atomically."""
+    if len(data) > max_bytes:
+        raise DownloadError(f"{dest.name}: {len(data)} bytes is over the {max_bytes} byte cap")
+    with _temporary_beside(dest) as tmp:
+        tmp.write_bytes(data)
+        return _verify_and_place(tmp, dest)
+
+
+def _decode_data_url(url: str) -> bytes:
+    header, sep, payload = url.partition(",")
+    if not sep:
+        raise DownloadError("malformed data: URL")
+    try:
+        if header.endswith(";base64"):
+            return base64.b64decode(payload, validate=True)
+        return urllib.parse.unquote_to_bytes(payload)
+    except (binascii.Error, ValueError) as exc:
+        raise DownloadError(f"malformed data: URL ({exc})") from exc
+
+
+def _check_scheme(url: str) -> None:
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise DownloadError(f"refusing to download a {scheme or 'schemeless'}: URL; only http(s)")
+
+
+async def _stream_to(
+    client: httpx.AsyncClient, url: str, tmp: Path, max_bytes: int, headers: dict[str, str]
+) -> None:
+    for _ in range(MAX_REDIRECTS + 1):
+        _check_scheme(url)
+        async with client.stream("GET", url, headers=headers, follow_redirects=False) as response:
+            if response.is_redirect:
+                url = str(response.url.join(response.headers.get("location", "")))
+                continue
+            if response.status_code != 200:
+                raise DownloadHTTPError(response.status_code, url)
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise DownloadError(f"declared size {declared} is over the {max_bytes} byte cap")
+            await _write_body(response.aiter_raw(_CHUNK), tmp, max_bytes, declared)
+            return
+    raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _write_body(
+    chunks: AsyncIterator[bytes], tmp: Path, max_bytes: int, declared: str | None
+) -> None:
+    written = 0
+    with tmp.open("wb") as handle:
+        try:
+            async for chunk in chunks:
+                written += len(chunk)
+                if written > max_bytes:
+                    raise DownloadError(f"body is over the {max_bytes} byte cap")
+                handle.write(chunk)
+        except httpx.HTTPError as exc:
+            raise DownloadError(f"connection lost after {written} bytes ({exc})") from exc
+    if declared and declared.isdigit() and written != int(declared):
+        raise DownloadError(f"truncated: got {written} of {declared} bytes")
+
+
+class DownloadHTTPError(DownloadError):
+    """The output URL answered with an error status (expired URLs give 401/403/404)."""
+
+    def __init__(self, status_code: int, url: str) -> None:
+        self.status_code = status_code
+        host = urllib.parse.urlsplit(url).netloc
+        super().__init__(f"HTTP {status_code} fetching output from {host}")
+
+    @property
+    def expired(self) -> bool:
+        """True for the statuses an expired signed URL gives."""
+        return self.status_code in (401, 403, 404, 410)
+
+
+async def download(
+    url: str,
+    dest: Path,
+    *,
+    client: httpx.AsyncClient | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    headers: dict[str, str] | None = None,
+) -> Output:
+    """Stream an http(s) URL to ``dest`` through a temporary file, verify it, rename it."""
+    _check_scheme(url)
+    own = client is None
+    http = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+    try:
+        with _temporary_beside(dest) as tmp:
+            try:
+                await _stream_to(http, url, tmp, max_bytes, headers or {})
+            except httpx.HTTPError as exc:
+                raise DownloadError(f"download failed: {type(exc).__name__}: {exc}") from exc
+            return _verify_and_place(tmp, dest)
+    finally:
+        if own:
+            await http.aclose()
+
+
+async def save_output(
+    ref: OutputRef,
+    dest: Path,
+    *,
+    client: httpx.AsyncClient | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    refresh: Callable[[], Awaitable[OutputRef | None]] | None = None,
+) -> Output:
+    """Place one output at ``dest``: inline bytes, a ``data:`` URL, or an http(s) URL.
+
+    ``refresh`` is called once when a URL turns out expired (401/403/404/410) and may return
+    a fresh reference (Runway: fetch the task again for new signed URLs).
+    """
+    if ref.data is not None:
+        return save_bytes(ref.data, dest, max_bytes=max_bytes)
+    if not ref.url:
+        raise DownloadError("output has neither a URL nor bytes")
+    if ref.url.startswith("data:"):
+        return save_bytes(_decode_data_url(ref.url), dest, max_bytes=max_bytes)
+    try:
+        return await download(ref.url, dest, client=client, max_bytes=max_bytes)
+    except DownloadHTTPError as exc:
+        if not (exc.expired and refresh):
+            raise
+        fresh = await refresh()
+        if fresh is None:
+            raise
+        return await save_output(fresh, dest, client=client, max_bytes=max_bytes)

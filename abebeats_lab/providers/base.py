@@ -1,0 +1,75 @@
+"""The one small interface every provider implements.
+
+A provider translates a `VideoRequest` into its payload and its payloads into `JobStatus`
+values. It knows nothing of waiting, concurrency or storage: `waiting.wait` decides when to
+ask again, the runner decides how many jobs run at once.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from abebeats_lab import capabilities
+from abebeats_lab._types import Job, JobStatus, OutputRef, Route, VideoRequest
+
+__all__ = ["Provider", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """Timezone-aware UTC now (one place, so tests and records agree)."""
+    return datetime.now(UTC)
+
+
+class Provider(abc.ABC):
+    """Base class for provider clients.
+
+    Subclasses implement `submit`, `status`, `cancel` and may override `outputs` (when the
+    result lives behind another call) and `stream` (when the provider pushes status).
+    """
+
+    name: ClassVar[str]
+    """Registry name, the part of a route before the colon."""
+
+    emulated: bool = False
+    """True when the base URL points at the built-in emulator; every figure is labelled."""
+
+    def validate(self, request: VideoRequest, route: Route) -> capabilities.Capabilities:
+        """Check the request against the route's capabilities; raises before any network call."""
+        return capabilities.validate(request, route)
+
+    @abc.abstractmethod
+    async def submit(self, request: VideoRequest, route: Route) -> Job:
+        """Create the job. Must be called with a validated request."""
+
+    @abc.abstractmethod
+    async def status(self, job: Job) -> JobStatus:
+        """One status observation (one HTTP request)."""
+
+    @abc.abstractmethod
+    async def cancel(self, job: Job) -> None:
+        """Ask the provider to stop the job. Safe on finished jobs. No-op where unsupported."""
+
+    async def outputs(self, job: Job, status: JobStatus) -> list[OutputRef]:
+        """Where the finished videos are; by default what the status carried."""
+        return list(status.outputs)
+
+    def stream(self, job: Job) -> AsyncIterator[JobStatus] | None:
+        """A push stream of statuses where the provider has one, else ``None``."""
+        return None
+
+    @property
+    def can_cancel(self) -> bool:
+        """Whether `cancel` really stops remote work."""
+        return True
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    async def __aenter__(self) -> Provider:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()

@@ -1,0 +1,224 @@
+"""The one wait loop: every provider's job is waited on here and nowhere else.
+
+It uses the best signal a provider offers: a status carried by the create response
+(Replicate's ``Prefer: wait``), a push stream (fal's SSE), else polls on a schedule that
+spends requests where completion is likely (provider ``progress``, then the run times this
+route has shown before), never faster than `WaitPolicy.min_interval_s` and never slower than
+`WaitPolicy.max_interval_s`, and never before a server's ``Retry-After``.
+
+Every wait has a deadline. On the deadline, or when the waiting task is cancelled or
+interrupted, the remote job is cancelled where the provider can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from abebeats_lab._types import Job, JobState, JobStatus
+from abebeats_lab.errors import JobTimeout, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.providers.base import Provider
+
+__all__ = ["UpdateCallback", "WaitPolicy", "WaitResult", "next_interval", "wait"]
+
+UpdateCallback = Callable[[Job, JobStatus], None]
+
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_MAX_CONSECUTIVE_ERRORS = 6
+_CANCEL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPolicy:
+    """How long to wait and how often to ask."""
+
+    deadline_s: float = 900.0
+    """Give up (and cancel where possible) after this many seconds."""
+    min_interval_s: float = 0.25
+    max_interval_s: float = 5.0
+    expected_run_s: float | None = None
+    """Typical run time of this route (history median, else the capability prior)."""
+    spread_s: float | None = None
+    """Typical deviation of the run time; the dense-polling window is about ±2 of these."""
+    cancel_on_deadline: bool = True
+    use_stream: bool = True
+
+
+@dataclass(slots=True)
+class WaitResult:
+    """The terminal status and what it cost to learn it."""
+
+    status: JobStatus
+    polls: int = 0
+    """Status requests made (a stream counts as one)."""
+    running_seen_at: float | None = None
+    """Monotonic time the client first saw the job running."""
+    done_seen_at: float = 0.0
+    """Monotonic time the client learnt the job was terminal."""
+    transitions: list[tuple[float, JobStatus]] = field(default_factory=list)
+
+
+def next_interval(
+    policy: WaitPolicy, status: JobStatus, polls: int, running_for: float | None
+) -> float:
+    """Seconds until the next status request. Pure, so the schedule is testable."""
+    low, high = policy.min_interval_s, policy.max_interval_s
+    remaining = None
+    if status.state is JobState.RUNNING and running_for is not None:
+        remaining = _remaining(policy, status, running_for)
+    if remaining is not None:
+        # Half the expected remainder: few requests early, dense ones near the end.
+        interval = _clamp(remaining / 2 if remaining > 0 else low * 2, low, high)
+    else:
+        interval = _clamp(low * math.pow(1.5, min(polls, 20)), low, high)
+    if status.retry_after_s:
+        interval = max(interval, status.retry_after_s)
+    return interval
+
+
+def _remaining(policy: WaitPolicy, status: JobStatus, running_for: float) -> float | None:
+    if status.progress is not None and 0.02 <= status.progress < 1:
+        return running_for * (1 - status.progress) / status.progress
+    if policy.expected_run_s is not None:
+        spread = policy.spread_s if policy.spread_s is not None else policy.expected_run_s / 6
+        # Aim at the early edge of the likely window, then tighten.
+        return policy.expected_run_s - 2 * spread - running_for
+    return None
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+class _Tracker:
+    """Counts, transitions and callbacks shared by the stream and poll paths."""
+
+    def __init__(self, job: Job, on_update: UpdateCallback | None) -> None:
+        self.job = job
+        self.on_update = on_update
+        self.result: WaitResult | None = None
+        self.polls = 0
+        self.running_seen_at: float | None = None
+        self.last: JobStatus | None = None
+        self.transitions: list[tuple[float, JobStatus]] = []
+
+    def see(self, status: JobStatus) -> None:
+        now = time.monotonic()
+        if status.state is not JobState.QUEUED and self.running_seen_at is None:
+            self.running_seen_at = now
+        last = self.last
+        changed = last is None or (
+            (status.state, status.progress, status.queue_position)
+            != (last.state, last.progress, last.queue_position)
+        )
+        self.last = status
+        if changed:
+            self.transitions.append((now, status))
+            if self.on_update is not None:
+                self.on_update(self.job, status)
+
+    def finish(self, status: JobStatus) -> WaitResult:
+        return WaitResult(
+            status=status,
+            polls=self.polls,
+            running_seen_at=self.running_seen_at,
+            done_seen_at=time.monotonic(),
+            transitions=self.transitions,
+        )
+
+
+async def wait(
+    provider: Provider,
+    job: Job,
+    *,
+    policy: WaitPolicy | None = None,
+    on_update: UpdateCallback | None = None,
+) -> WaitResult:
+    """Wait until ``job`` is terminal and return its last status; see the module docstring.
+
+    Raises `JobTimeout` on the deadline (after cancelling where possible). Provider errors
+    that persist past a few retries propagate; a FAILED or CANCELED job is a normal return.
+    """
+    policy = policy or WaitPolicy()
+    tracker = _Tracker(job, on_update)
+    try:
+        async with asyncio.timeout(policy.deadline_s):
+            return await _until_terminal(provider, job, policy, tracker)
+    except TimeoutError:
+        canceled = False
+        if policy.cancel_on_deadline and provider.can_cancel:
+            canceled = await _cancel_quietly(provider, job)
+        raise JobTimeout(job.id, policy.deadline_s, canceled=canceled) from None
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if provider.can_cancel:
+            await asyncio.shield(_cancel_quietly(provider, job))
+        raise
+
+
+async def _cancel_quietly(provider: Provider, job: Job) -> bool:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_CANCEL_TIMEOUT_S):
+            await provider.cancel(job)
+            return True
+    return False
+
+
+async def _until_terminal(
+    provider: Provider, job: Job, policy: WaitPolicy, tracker: _Tracker
+) -> WaitResult:
+    if job.initial is not None:
+        tracker.see(job.initial)
+        if job.initial.state.terminal:
+            return tracker.finish(job.initial)
+    if policy.use_stream:
+        streamed = await _follow_stream(provider, job, tracker)
+        if streamed is not None:
+            return streamed
+    return await _poll(provider, job, policy, tracker)
+
+
+async def _follow_stream(provider: Provider, job: Job, tracker: _Tracker) -> WaitResult | None:
+    stream = provider.stream(job)
+    if stream is None:
+        return None
+    tracker.polls += 1
+    try:
+        async for status in stream:
+            tracker.see(status)
+            if status.state.terminal:
+                return tracker.finish(status)
+    except (ProviderTransportError, ProviderHTTPError):
+        pass  # the stream is an optimisation; polling below is the ground truth
+    return None
+
+
+async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Tracker) -> WaitResult:
+    status = tracker.last or JobStatus(JobState.QUEUED, "submitted")
+    errors = 0
+    while True:
+        running_for = time.monotonic() - tracker.running_seen_at if tracker.running_seen_at else None
+        await asyncio.sleep(next_interval(policy, status, tracker.polls, running_for))
+        tracker.polls += 1
+        try:
+            status = await provider.status(job)
+        except (ProviderTransportError, ProviderHTTPError) as exc:
+            errors += 1
+            if errors >= _MAX_CONSECUTIVE_ERRORS or not _transient(exc):
+                raise
+            hint = exc.retry_after_s if isinstance(exc, ProviderHTTPError) else None
+            status = JobStatus(status.state, status.raw_status, retry_after_s=hint or 2.0**errors / 4)
+            continue
+        errors = 0
+        tracker.see(status)
+        if status.state.terminal:
+            return tracker.finish(status)
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, ProviderHTTPError):
+        return exc.status_code in _RETRYABLE_STATUS
+    return True
