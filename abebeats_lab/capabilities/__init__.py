@@ -85,7 +85,10 @@ def _load_file(text: str) -> list[Capabilities]:
     out = []
     for entry in data.get("route", []):
         entry = dict(entry)
-        price = Price(**entry.pop("price"))
+        price_data = dict(entry.pop("price"))
+        # TOML has no null: a price row without usd_per_s means "no trustworthy price found".
+        price_data.setdefault("usd_per_s", None)
+        price = Price(**price_data)
         for key in ("durations", "aspect_ratios", "resolutions"):
             entry[key] = tuple(entry[key])
         out.append(Capabilities(price=price, **entry))
