@@ -141,18 +141,18 @@ def _sane(seconds: float) -> float | None:
 
 def should_retry(response: httpx.Response) -> bool:
     """The server's ``x-should-retry`` wins; else the retryable status set."""
-    explicit = response.headers.get("x-should-retry")
+    explicit = str(response.headers.get("x-should-retry", ""))
     if explicit in ("true", "false"):
         return explicit == "true"
-    return response.status_code in RETRY_STATUSES
+    return int(response.status_code) in RETRY_STATUSES
 
 
 def retry_delay(attempt: int, hint: float | None, policy: RetryPolicy = DEFAULT_RETRY) -> float:
     """Delay before retry number ``attempt`` (1-based): the hint, else jittered backoff."""
     if hint is not None:
         return hint
-    backoff = min(policy.base_delay_s * 2 ** (attempt - 1), policy.backoff_cap_s)
-    return backoff * (1 - 0.25 * random.random())
+    backoff = min(policy.base_delay_s * 2.0 ** (attempt - 1), policy.backoff_cap_s)
+    return float(backoff * (1 - 0.25 * random.random()))
 
 
 def error_from(response: httpx.Response, provider: str) -> ProviderHTTPError:
@@ -185,7 +185,9 @@ async def send(
         try:
             response = await client.request(method, url, **kwargs)
         except _NOT_SENT as exc:
-            error: Exception = ProviderTransportError(f"{type(exc).__name__}: {exc}", provider=provider)
+            error: Exception = ProviderTransportError(
+                f"{type(exc).__name__}: {exc}", provider=provider
+            )
             hint = None
         except httpx.HTTPError as exc:
             if not idempotent:

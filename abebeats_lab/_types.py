@@ -32,7 +32,7 @@ class Route:
     """One way to buy one model: ``provider:model``, e.g. ``runway:gen4.5``."""
 
     provider: str
-    """Registry name of the provider client (``runway``, ``replicate``, ``veo``, ``pika``, ``local``)."""
+    """Registry name of the provider client (``runway``, ``replicate``, ``veo``, ...)."""
     model: str
     """The model as the provider names it (``gen4.5``, ``google/veo-3-fast``, ...)."""
 
@@ -43,7 +43,9 @@ class Route:
             return text
         provider, sep, model = text.strip().partition(":")
         if not sep or not provider or not model:
-            raise UnknownRouteError(text, hint="a route looks like provider:model, e.g. local:procedural")
+            raise UnknownRouteError(
+                text, hint="a route looks like provider:model, e.g. local:procedural"
+            )
         return cls(provider.lower(), model)
 
     def __str__(self) -> str:

@@ -53,7 +53,9 @@ class ProviderEnv:
 
 PROVIDER_ENV: Mapping[str, ProviderEnv] = {
     "runway": ProviderEnv(
-        ("RUNWAYML_API_SECRET", "RUNWAY_API_KEY"), "RUNWAYML_BASE_URL", "https://api.dev.runwayml.com"
+        ("RUNWAYML_API_SECRET", "RUNWAY_API_KEY"),
+        "RUNWAYML_BASE_URL",
+        "https://api.dev.runwayml.com",
     ),
     "replicate": ProviderEnv(
         ("REPLICATE_API_TOKEN",), "REPLICATE_BASE_URL", "https://api.replicate.com"
@@ -76,7 +78,9 @@ def load_dotenv_once() -> bool:
     return True
 
 
-def key_for(provider: str, explicit: str | Secret | None = None, *, required: bool = True) -> Secret | None:
+def key_for(
+    provider: str, explicit: str | Secret | None = None, *, required: bool = True
+) -> Secret | None:
     """The provider's key: the argument if given, else the first variable set, else an error."""
     if isinstance(explicit, Secret):
         return explicit

@@ -3,7 +3,8 @@
 ```
 LabError
 ├── ConfigError                      settings are missing or wrong
-│   └── MissingKeyError              a provider key is not set (names the variable and --emulate)
+│   ├── MissingKeyError              a provider key is not set (names the variable and --emulate)
+│   └── CostLimitError               a comparison's estimated cost is over --max-cost
 ├── ValidationError (ValueError)     a request a route cannot take; raised before any paid call
 │   └── UnknownRouteError (KeyError) no such provider or route (lists the known ones)
 ├── ProviderError                    talking to a provider went wrong
@@ -12,6 +13,7 @@ LabError
 │   ├── ProtocolError                an answer we cannot parse (bad JSON, unknown status)
 │   └── AmbiguousSubmitError         a create may or may not have reached the provider
 ├── JobFailed                        the job ran and the provider says it failed
+│   └── AllRoutesFailed              a fallback chain ran out of routes (lists every attempt)
 ├── JobCanceled                      the job was cancelled (by us on a deadline, or elsewhere)
 ├── JobTimeout (TimeoutError)        the wait hit its deadline
 └── DownloadError                    an output was rejected (scheme, size, content, probe)
@@ -26,8 +28,10 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "AllRoutesFailed",
     "AmbiguousSubmitError",
     "ConfigError",
+    "CostLimitError",
     "DownloadError",
     "JobCanceled",
     "JobFailed",
@@ -63,6 +67,20 @@ class MissingKeyError(ConfigError):
         super().__init__(
             f"{provider}: no key. Set {names}, pass {argument}=..., "
             "or use --emulate (emulate=True) to run against the built-in emulator"
+        )
+
+
+class CostLimitError(ConfigError):
+    """The estimated cost of a comparison is over the limit the caller set; nothing was sent."""
+
+    def __init__(self, estimate_usd: float | None, limit_usd: float, detail: str = "") -> None:
+        self.estimate_usd = estimate_usd
+        self.limit_usd = limit_usd
+        shown = "unknown" if estimate_usd is None else f"${estimate_usd:.2f}"
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"estimated cost {shown} is over the limit ${limit_usd:.2f}{extra}; nothing was "
+            "submitted. Raise --max-cost (max_cost_usd=), or use fewer prompts, routes or repeats"
         )
 
 
@@ -143,6 +161,17 @@ class JobFailed(LabError):
         self.code = code
         suffix = f" [{code}]" if code else ""
         super().__init__(f"job {job_id} failed: {message}{suffix}")
+
+
+class AllRoutesFailed(JobFailed):
+    """Every route of a fallback chain failed; ``attempts`` holds one reason per route."""
+
+    def __init__(self, attempts: Iterable[tuple[str, str]]) -> None:
+        self.attempts = tuple(attempts)
+        self.job_id = "-"
+        self.code = None
+        reasons = "; ".join(f"{route}: {reason}" for route, reason in self.attempts)
+        LabError.__init__(self, f"every route failed: {reasons}")
 
 
 class JobCanceled(LabError):

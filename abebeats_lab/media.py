@@ -94,7 +94,7 @@ def _verify_and_place(tmp: Path, dest: Path) -> Output:
     with tmp.open("rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
-    os.replace(tmp, dest)
+    tmp.replace(dest)
     return Output(path=dest, probe=info, sha256=digest.hexdigest())
 
 
@@ -168,7 +168,9 @@ async def _write_body(
                     raise DownloadError(f"body is over the {max_bytes} byte cap")
                 handle.write(chunk)
         except httpx.HTTPError as exc:
-            raise DownloadError(f"connection lost after {written} bytes ({exc})") from exc
+            raise DownloadError(
+                f"truncated: connection lost after {written} bytes ({exc})"
+            ) from exc
     if declared and declared.isdigit() and written != int(declared):
         raise DownloadError(f"truncated: got {written} of {declared} bytes")
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
 
 from abebeats_lab._font import draw_text
 
-__all__ = ["FPS", "frame_size", "render_video"]
+__all__ = ["FPS", "RenderStopped", "frame_size", "render_video"]
 
 FPS = 24
 _SCALE = 4  # frames are drawn this many times smaller and scaled up by swscale: fast enough
@@ -23,20 +25,21 @@ _AUDIO_RATE = 48_000
 _LINES = {"240p": 240, "360p": 360, "480p": 480, "720p": 720, "1080p": 1080, "4k": 2160}
 
 
+class RenderStopped(Exception):
+    """A render was abandoned because its job was cancelled."""
+
+
 def frame_size(aspect_ratio: str, resolution: str) -> tuple[int, int]:
     """Width and height for a ratio like ``16:9`` and a resolution like ``720p`` (short side)."""
     width_part, _, height_part = aspect_ratio.partition(":")
     ratio = float(width_part) / float(height_part)
-    short = _LINES.get(resolution.lower(), 720)
-    if ratio >= 1:
-        width, height = short * ratio, short
-    else:
-        width, height = short, short / ratio
+    short = float(_LINES.get(resolution.lower(), 720))
+    width, height = (short * ratio, short) if ratio >= 1 else (short, short / ratio)
     return _even(width), _even(height)
 
 
 def _even(value: float) -> int:
-    return max(2, int(round(value / 2)) * 2)
+    return max(2, round(value / 2) * 2)
 
 
 def _digest(*parts: object) -> int:
@@ -46,7 +49,7 @@ def _digest(*parts: object) -> int:
 
 def _frames(
     prompt: str, seed: int, style: str, width: int, height: int, count: int
-) -> list[np.ndarray]:
+) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(_digest(prompt, seed, style))
     words = [w for w in prompt.split() if w.strip()][:12] or ["video"]
     gw, gh = -(-width // _SCALE), -(-height // _SCALE)
@@ -63,7 +66,6 @@ def _frames(
         discs.append((colour, radius, orbit, speed, phase))
     caption = prompt.upper()[:48]
     rows, wave = ys / gh, xs / gw * 3.0
-    frames = []
     for index in range(count):
         t = index / FPS
         mix = (rows + 0.25 * np.sin(t * 0.8 + wave))[..., None]
@@ -75,8 +77,7 @@ def _frames(
             grid[inside] = 0.35 * grid[inside] + 0.65 * colour
         frame = np.clip(grid, 0, 255).astype(np.uint8)
         draw_text(frame, caption, x=max(1, gw // 40), y=gh - gh // 8, scale=max(1, gh // 180))
-        frames.append(frame)
-    return frames
+        yield frame
 
 
 def _tones(prompt: str, seed: int, duration_s: float) -> np.ndarray:
@@ -99,8 +100,12 @@ def render_video(
     height: int = 720,
     audio: bool = False,
     style: str = "procedural",
+    stop: threading.Event | None = None,
 ) -> bytes:
-    """Render an MP4 (H.264, 24 fps, optional AAC) and return its bytes. Deterministic."""
+    """Render an MP4 (H.264, 24 fps, optional AAC) and return its bytes. Deterministic.
+
+    Setting ``stop`` from another thread abandons the render with `RenderStopped`.
+    """
     import av  # heavy: imported only when something is rendered
 
     if width % 2 or height % 2:
@@ -115,8 +120,12 @@ def render_video(
         video.codec_context.thread_count = 1
         sound = container.add_stream("aac", rate=_AUDIO_RATE, layout="stereo") if audio else None
         for frame in _frames(prompt, seed, style, width, height, count):
+            if stop is not None and stop.is_set():
+                raise RenderStopped("render stopped")
             small = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            full = small.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
+            full = small.reformat(
+                width=width, height=height, format="yuv420p", interpolation="BILINEAR"
+            )
             for packet in video.encode(full):
                 container.mux(packet)
         for packet in video.encode():

@@ -200,7 +200,9 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
     status = tracker.last or JobStatus(JobState.QUEUED, "submitted")
     errors = 0
     while True:
-        running_for = time.monotonic() - tracker.running_seen_at if tracker.running_seen_at else None
+        running_for = (
+            time.monotonic() - tracker.running_seen_at if tracker.running_seen_at else None
+        )
         await asyncio.sleep(next_interval(policy, status, tracker.polls, running_for))
         tracker.polls += 1
         try:
@@ -210,7 +212,9 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
             if errors >= _MAX_CONSECUTIVE_ERRORS or not _transient(exc):
                 raise
             hint = exc.retry_after_s if isinstance(exc, ProviderHTTPError) else None
-            status = JobStatus(status.state, status.raw_status, retry_after_s=hint or 2.0**errors / 4)
+            status = JobStatus(
+                status.state, status.raw_status, retry_after_s=hint or 2.0**errors / 4
+            )
             continue
         errors = 0
         tracker.see(status)

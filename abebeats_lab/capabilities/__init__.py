@@ -182,7 +182,9 @@ def nearest(request: VideoRequest, route: Route | str) -> tuple[VideoRequest, di
         changes["aspect_ratio"] = (request.aspect_ratio, ratio)
     resolution = request.resolution
     if resolution not in caps.resolutions:
-        resolution = min(caps.resolutions, key=lambda r: abs(_lines(r) - _lines(request.resolution)))
+        resolution = min(
+            caps.resolutions, key=lambda r: abs(_lines(r) - _lines(request.resolution))
+        )
         changes["resolution"] = (request.resolution, resolution)
     adjusted = request.replace(duration_s=duration, aspect_ratio=ratio, resolution=resolution)
     return adjusted, changes

@@ -46,7 +46,9 @@ def create_app(provider: str, state: EmulatorState | None = None) -> Any:
 class Emulators:
     """A set of emulators served on loopback; use as a context manager or call `stop`."""
 
-    def __init__(self, providers: Iterable[str] = EMULATED_PROVIDERS, scenario: Scenario | None = None) -> None:
+    def __init__(
+        self, providers: Iterable[str] = EMULATED_PROVIDERS, scenario: Scenario | None = None
+    ) -> None:
         self.states: dict[str, EmulatorState] = {}
         self.servers: dict[str, RunningServer] = {}
         for name in providers:

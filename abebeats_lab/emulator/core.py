@@ -60,7 +60,11 @@ class EmulatedJob:
     def phase(self, now: float | None = None) -> str:
         """``queued``, ``running``, ``succeeded``, ``failed`` or ``canceled`` at ``now``."""
         now = time.time() if now is None else now
-        if self.canceled_at is not None and self.canceled_at <= now and not self._done_before_cancel():
+        if (
+            self.canceled_at is not None
+            and self.canceled_at <= now
+            and not self._done_before_cancel()
+        ):
             return "canceled"
         if now < self.started:
             return "queued"
@@ -112,11 +116,15 @@ class EmulatorState:
     def record(self, request: Request, kind: str, job_id: str | None = None) -> None:
         """Log one request (for request counts and detection-lag truth)."""
         with self._lock:
-            self.requests.append(RequestRecord(time.time(), request.method, request.url.path, kind, job_id))
+            self.requests.append(
+                RequestRecord(time.time(), request.method, request.url.path, kind, job_id)
+            )
 
     def count(self, kind: str, job_id: str | None = None) -> int:
         """How many requests of ``kind`` (optionally for one job) were received."""
-        return sum(1 for r in self.requests if r.kind == kind and (job_id is None or r.job_id == job_id))
+        return sum(
+            1 for r in self.requests if r.kind == kind and (job_id is None or r.job_id == job_id)
+        )
 
     def take_fault(self, name: str, budget: int) -> bool:
         """True for the first ``budget`` calls with this fault name, then False."""
@@ -135,7 +143,9 @@ class EmulatorState:
 
     # -- jobs -------------------------------------------------------------------------
 
-    def new_job(self, model: str, payload: dict[str, Any], job_id: str | None = None) -> EmulatedJob:
+    def new_job(
+        self, model: str, payload: dict[str, Any], job_id: str | None = None
+    ) -> EmulatedJob:
         """Create a job whose queue and run times come from the scenario."""
         now = time.time()
         sc = self.scenario
@@ -159,7 +169,9 @@ class EmulatorState:
     def _apply_concurrency(self, job: EmulatedJob) -> None:
         # Queue behind the jobs already holding the limited slots: start when one frees.
         limit = self.scenario.concurrency or 1
-        ends = sorted(j.finished for j in self.jobs.values() if j.phase(job.created) in ("queued", "running"))
+        ends = sorted(
+            j.finished for j in self.jobs.values() if j.phase(job.created) in ("queued", "running")
+        )
         if len(ends) >= limit:
             slot_free = ends[len(ends) - limit]
             job.hold_until = slot_free
@@ -187,14 +199,25 @@ class EmulatorState:
 
     # -- files ------------------------------------------------------------------------
 
-    def output_for(self, job: EmulatedJob, *, prompt: str, seed: int | None, duration_s: float,
-                   aspect_ratio: str, resolution: str, audio: bool = False) -> str:
+    def output_for(
+        self,
+        job: EmulatedJob,
+        *,
+        prompt: str,
+        seed: int | None,
+        duration_s: float,
+        aspect_ratio: str,
+        resolution: str,
+        audio: bool = False,
+    ) -> str:
         """Render (once) the job's MP4 and return its URL on this server."""
         if self.scenario.bad_output:
             data = b"<html>this is not a video</html>"
         else:
             width, height = frame_size(aspect_ratio, resolution)
-            data = _render_cached(self.provider, prompt, seed or 0, float(duration_s), width, height, audio)
+            data = _render_cached(
+                self.provider, prompt, seed or 0, float(duration_s), width, height, audio
+            )
         token = job.extra.get("file_token")
         if token is None:
             token = secrets.token_urlsafe(12)
@@ -232,10 +255,18 @@ class EmulatorState:
 
 
 @functools.lru_cache(maxsize=64)
-def _render_cached(style: str, prompt: str, seed: int, duration_s: float, width: int, height: int,
-                   audio: bool) -> bytes:
-    return render_video(prompt=prompt, seed=seed, duration_s=duration_s, width=width, height=height,
-                        audio=audio, style=style)
+def _render_cached(
+    style: str, prompt: str, seed: int, duration_s: float, width: int, height: int, audio: bool
+) -> bytes:
+    return render_video(
+        prompt=prompt,
+        seed=seed,
+        duration_s=duration_s,
+        width=width,
+        height=height,
+        audio=audio,
+        style=style,
+    )
 
 
 class _Truncated(Response):

@@ -16,7 +16,7 @@ __all__ = ["Dist", "Scenario"]
 
 @dataclass(frozen=True, slots=True)
 class Dist:
-    """A duration in seconds: ``mean`` alone is fixed; with ``sd`` it is normal, floored at ``low``."""
+    """Seconds: ``mean`` alone is fixed; with ``sd`` it is normal, floored at ``low``."""
 
     mean: float
     sd: float = 0.0

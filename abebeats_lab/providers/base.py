@@ -65,7 +65,7 @@ class Provider(abc.ABC):
         """Whether `cancel` really stops remote work."""
         return True
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook; most providers have nothing to close
         """Release connections."""
 
     async def __aenter__(self) -> Provider:

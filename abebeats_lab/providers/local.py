@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar
 
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
@@ -25,8 +27,9 @@ class _Render:
     def __init__(self) -> None:
         self.task: asyncio.Task[bytes] | None = None
         self.state = JobState.QUEUED
-        self.started_at = None
-        self.completed_at = None
+        self.started_at: datetime | None = None
+        self.completed_at: datetime | None = None
+        self.stop = threading.Event()
 
 
 class LocalProvider(Provider):
@@ -39,7 +42,9 @@ class LocalProvider(Provider):
         self._slots = asyncio.Semaphore(max_parallel)
 
     async def submit(self, request: VideoRequest, route: Route) -> Job:
-        job = Job(route=route, id=f"local-{uuid.uuid4().hex[:16]}", request=request, submitted_at=utcnow())
+        job = Job(
+            route=route, id=f"local-{uuid.uuid4().hex[:16]}", request=request, submitted_at=utcnow()
+        )
         self._start(job)
         return job
 
@@ -63,6 +68,7 @@ class LocalProvider(Provider):
                 height=height,
                 audio=request.generate_audio,
                 style=job.route.model,
+                stop=record.stop,
             )
         record.state, record.completed_at = JobState.SUCCEEDED, utcnow()
         return data
@@ -90,12 +96,14 @@ class LocalProvider(Provider):
     async def cancel(self, job: Job) -> None:
         record = self._renders.get(job.id)
         if record is not None and record.task is not None and not record.task.done():
+            record.stop.set()
             record.task.cancel()
             record.completed_at = utcnow()
 
     async def aclose(self) -> None:
         for record in self._renders.values():
             if record.task is not None and not record.task.done():
+                record.stop.set()
                 record.task.cancel()
 
 

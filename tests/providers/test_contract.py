@@ -1,0 +1,152 @@
+"""One contract, every provider: each client against its emulator over a real loopback socket.
+
+The assertions are identical for every provider; only the route differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from abebeats_lab import JobState, Route, VideoRequest
+from abebeats_lab.capabilities import nearest
+from abebeats_lab.emulator import Emulators, Scenario
+from abebeats_lab.errors import JobTimeout, MissingKeyError, ValidationError
+from abebeats_lab.media import save_output
+from abebeats_lab.providers import Provider, get_provider
+from abebeats_lab.render import frame_size
+from abebeats_lab.waiting import WaitPolicy, wait
+
+ROUTES = {
+    "runway": "runway:gen4.5",
+    "replicate": "replicate:google/veo-3-fast",
+    "veo": "veo:veo-3.1-fast-generate-001",
+    "pika": "pika:fal-ai/pika/v2.2/text-to-video",
+}
+FAST = WaitPolicy(deadline_s=30, min_interval_s=0.05, max_interval_s=0.3)
+
+
+@pytest.fixture(params=sorted(ROUTES))
+def provider_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def emulator(provider_name: str) -> AsyncIterator[Emulators]:
+    with Emulators([provider_name], Scenario.fast()) as emus:
+        yield emus
+
+
+@pytest.fixture
+async def client(provider_name: str, emulator: Emulators) -> AsyncIterator[Provider]:
+    provider = get_provider(provider_name, **emulator.client_options(provider_name))
+    yield provider
+    await provider.aclose()
+
+
+def _request(provider_name: str, **changes: object) -> tuple[Route, VideoRequest]:
+    route = Route.parse(ROUTES[provider_name])
+    base = VideoRequest("a red kite over dunes", duration_s=5, aspect_ratio="16:9", seed=7)
+    request, _ = nearest(base.replace(**changes), route)
+    return route, request
+
+
+async def test_submit_wait_download_probe(
+    provider_name: str, emulator: Emulators, client: Provider, tmp_path: Path
+) -> None:
+    route, request = _request(provider_name)
+    client.validate(request, route)
+    job = await client.submit(request, route)
+    result = await wait(client, job, policy=FAST)
+    assert result.status.state is JobState.SUCCEEDED
+    refs = await client.outputs(job, result.status)
+    assert len(refs) == 1
+    output = await save_output(refs[0], tmp_path / "out.mp4")
+    width, height = frame_size(request.aspect_ratio, request.resolution)
+    assert output.probe.codec == "h264"
+    assert (output.probe.width, output.probe.height) == (width, height)
+    assert abs(output.probe.duration_s - request.duration_s) < 0.1
+    state = emulator.states[provider_name]
+    assert state.count("create") == 1
+    assert len(state.jobs) == 1
+    assert client.emulated
+
+
+async def test_failure_is_a_terminal_state_with_a_reason(
+    provider_name: str, emulator: Emulators, client: Provider
+) -> None:
+    emulator.set_scenario(Scenario.fast(fail=True, failure_message="content rejected (emulated)"))
+    route, request = _request(provider_name)
+    job = await client.submit(request, route)
+    result = await wait(client, job, policy=FAST)
+    assert result.status.state is JobState.FAILED
+    assert result.status.error
+
+
+async def test_cancel_stops_the_job_or_says_it_cannot(
+    provider_name: str, emulator: Emulators, client: Provider
+) -> None:
+    emulator.set_scenario(Scenario.fast().with_times(0.05, 30.0))
+    route, request = _request(provider_name)
+    job = await client.submit(request, route)
+    if client.can_cancel:
+        await client.cancel(job)
+        result = await wait(client, job, policy=FAST)
+        assert result.status.state is JobState.CANCELED
+    else:
+        with pytest.raises(JobTimeout) as caught:
+            await wait(client, job, policy=WaitPolicy(deadline_s=0.5, min_interval_s=0.05))
+        assert not caught.value.canceled
+
+
+async def test_cancel_after_finish_is_harmless(
+    provider_name: str, emulator: Emulators, client: Provider
+) -> None:
+    route, request = _request(provider_name)
+    job = await client.submit(request, route)
+    result = await wait(client, job, policy=FAST)
+    await client.cancel(job)
+    assert result.status.state is JobState.SUCCEEDED
+
+
+async def test_429_on_create_is_retried_and_creates_one_job(
+    provider_name: str, emulator: Emulators, client: Provider
+) -> None:
+    emulator.set_scenario(Scenario.fast(create_429=2, retry_after_s=0.05))
+    route, request = _request(provider_name)
+    job = await client.submit(request, route)
+    result = await wait(client, job, policy=FAST)
+    assert result.status.state is JobState.SUCCEEDED
+    state = emulator.states[provider_name]
+    assert state.count("create") == 3
+    assert len(state.jobs) == 1
+
+
+async def test_5xx_burst_on_status_is_ridden_out(
+    provider_name: str, emulator: Emulators, client: Provider
+) -> None:
+    emulator.set_scenario(Scenario.fast(status_5xx=2))
+    route, request = _request(provider_name)
+    job = await client.submit(request, route)
+    result = await wait(client, job, policy=FAST)
+    assert result.status.state is JobState.SUCCEEDED
+
+
+async def test_invalid_request_never_reaches_the_network(
+    provider_name: str, emulator: Emulators, client: Provider
+) -> None:
+    route, request = _request(provider_name)
+    with pytest.raises(ValidationError) as caught:
+        client.validate(request.replace(aspect_ratio="7:3"), route)
+    assert "aspect_ratio" in str(caught.value) and "16:9" in str(caught.value)
+    assert emulator.states[provider_name].requests == []
+
+
+def test_missing_key_names_the_variable_and_emulate(provider_name: str) -> None:
+    with pytest.raises(MissingKeyError) as caught:
+        get_provider(provider_name)
+    message = str(caught.value)
+    assert "--emulate" in message
+    assert any(var in message for var in caught.value.env_vars)

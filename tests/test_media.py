@@ -1,0 +1,152 @@
+"""Downloads against a real loopback server: every rejection leaves nothing behind."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from abebeats_lab._types import OutputRef
+from abebeats_lab.emulator.server import RunningServer, serve
+from abebeats_lab.errors import DownloadError
+from abebeats_lab.media import download, safe_name, save_output
+from abebeats_lab.render import render_video
+
+VIDEO = render_video(prompt="download me", seed=1, duration_s=1, width=320, height=180)
+
+
+async def _truncated(scope: dict, receive: object, send: object) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,  # type: ignore[operator]
+            "headers": [
+                (b"content-length", str(len(VIDEO)).encode()),
+                (b"content-type", b"video/mp4"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": VIDEO[: len(VIDEO) // 2]})  # type: ignore[operator]
+
+
+def _app() -> Starlette:
+    async def good(_: Request) -> Response:
+        return Response(VIDEO, media_type="video/mp4")
+
+    async def html(_: Request) -> Response:
+        return Response(b"<html>not a video</html>" * 10, media_type="video/mp4")
+
+    async def empty(_: Request) -> Response:
+        return Response(b"", media_type="video/mp4")
+
+    async def gone(_: Request) -> Response:
+        return Response("expired", status_code=403)
+
+    async def to_file(_: Request) -> Response:
+        return RedirectResponse("file:///etc/passwd", status_code=302)
+
+    async def to_good(_: Request) -> Response:
+        return RedirectResponse("/good.mp4", status_code=302)
+
+    async def mp4_header_garbage(_: Request) -> Response:
+        return Response(VIDEO[:64] + b"\0" * 4096, media_type="video/mp4")
+
+    app = Starlette(
+        routes=[
+            Route("/good.mp4", good),
+            Route("/html", html),
+            Route("/empty", empty),
+            Route("/gone", gone),
+            Route("/to-file", to_file),
+            Route("/to-good", to_good),
+            Route("/garbage", mp4_header_garbage),
+        ]
+    )
+    app.mount("/truncated", _truncated)
+    return app
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with serve(_app()) as running:
+        yield running
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+async def test_good_download_is_verified_and_probed(server: RunningServer, tmp_path: Path) -> None:
+    output = await download(f"{server.url}/good.mp4", tmp_path / "v.mp4")
+    assert output.path.read_bytes() == VIDEO
+    assert output.probe.codec == "h264" and output.probe.width == 320
+    assert _leftovers(tmp_path) == ["v.mp4"]
+
+
+async def test_redirect_within_http_is_followed(server: RunningServer, tmp_path: Path) -> None:
+    output = await download(f"{server.url}/to-good", tmp_path / "v.mp4")
+    assert output.probe.bytes == len(VIDEO)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/truncated/", "truncated"),
+        ("/html", "not an MP4"),
+        ("/empty", "empty"),
+        ("/gone", "HTTP 403"),
+        ("/to-file", "only http"),
+        ("/garbage", "not a playable video"),
+    ],
+)
+async def test_rejections_leave_no_file(
+    server: RunningServer, tmp_path: Path, path: str, reason: str
+) -> None:
+    with pytest.raises(DownloadError, match=reason):
+        await download(f"{server.url}{path}", tmp_path / "v.mp4")
+    assert _leftovers(tmp_path) == []
+
+
+async def test_size_cap(server: RunningServer, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="cap"):
+        await download(f"{server.url}/good.mp4", tmp_path / "v.mp4", max_bytes=1000)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x.mp4", "/etc/passwd"])
+async def test_non_http_urls_are_refused(url: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="only http"):
+        await download(url, tmp_path / "v.mp4")
+
+
+async def test_inline_bytes_and_data_urls(tmp_path: Path) -> None:
+    inline = await save_output(OutputRef(data=VIDEO), tmp_path / "a.mp4")
+    encoded = "data:video/mp4;base64," + base64.b64encode(VIDEO).decode()
+    from_url = await save_output(OutputRef(url=encoded), tmp_path / "b.mp4")
+    assert inline.sha256 == from_url.sha256
+
+
+async def test_expired_url_is_refreshed_once(server: RunningServer, tmp_path: Path) -> None:
+    calls = []
+
+    async def refresh() -> OutputRef:
+        calls.append(1)
+        return OutputRef(url=f"{server.url}/good.mp4")
+
+    output = await save_output(
+        OutputRef(url=f"{server.url}/gone"), tmp_path / "v.mp4", refresh=refresh
+    )
+    assert calls == [1] and output.probe.bytes == len(VIDEO)
+
+
+@pytest.mark.parametrize("hostile", ["../../etc/passwd", "a/b\\c", "..", "", "ok name?.mp4"])
+def test_safe_names_cannot_escape(hostile: str) -> None:
+    name = safe_name("runway:gen4.5", hostile, 0)
+    assert "/" not in name and "\\" not in name and not name.startswith(".")
+    assert name

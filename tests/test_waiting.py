@@ -1,0 +1,96 @@
+"""The one wait loop: schedule, hints, deadline, cancellation, callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from abebeats_lab import JobState, JobStatus, Route, VideoRequest
+from abebeats_lab.errors import JobTimeout
+from abebeats_lab.providers.local import LocalProvider
+from abebeats_lab.waiting import WaitPolicy, next_interval, wait
+
+POLICY = WaitPolicy(min_interval_s=0.25, max_interval_s=5.0)
+RUNNING = JobStatus(JobState.RUNNING, "RUNNING")
+QUEUED = JobStatus(JobState.QUEUED, "PENDING")
+LOCAL = Route.parse("local:procedural")
+
+
+def test_backoff_grows_from_the_floor_to_the_cap() -> None:
+    intervals = [next_interval(POLICY, QUEUED, polls, None) for polls in range(12)]
+    assert intervals[0] == pytest.approx(0.25)
+    assert intervals == sorted(intervals)
+    assert intervals[-1] == 5.0
+
+
+def test_progress_predicts_the_end_and_polls_densely_near_it() -> None:
+    halfway = JobStatus(JobState.RUNNING, "RUNNING", progress=0.5)
+    nearly = JobStatus(JobState.RUNNING, "RUNNING", progress=0.95)
+    assert next_interval(POLICY, halfway, 3, running_for=4.0) == pytest.approx(2.0)
+    assert next_interval(POLICY, nearly, 3, running_for=19.0) == pytest.approx(0.5)
+
+
+def test_history_holds_off_until_the_likely_window() -> None:
+    policy = WaitPolicy(min_interval_s=0.25, max_interval_s=5.0, expected_run_s=30, spread_s=5)
+    early = next_interval(policy, RUNNING, 1, running_for=2.0)
+    late = next_interval(policy, RUNNING, 8, running_for=25.0)
+    assert early == 5.0
+    assert late == pytest.approx(0.5)
+
+
+def test_retry_after_is_never_undercut() -> None:
+    hinted = JobStatus(JobState.QUEUED, "PENDING", retry_after_s=3.5)
+    assert next_interval(POLICY, hinted, 0, None) == 3.5
+
+
+async def test_callback_sees_every_state_change_in_order() -> None:
+    provider = LocalProvider()
+    job = await provider.submit(VideoRequest("a kite", duration_s=1, resolution="240p"), LOCAL)
+    seen: list[JobState] = []
+    result = await wait(
+        provider,
+        job,
+        policy=WaitPolicy(min_interval_s=0.01),
+        on_update=lambda j, s: seen.append(s.state),
+    )
+    assert result.status.state is JobState.SUCCEEDED
+    assert seen[-1] is JobState.SUCCEEDED
+    assert seen == sorted(seen, key=list(JobState).index)
+    assert result.polls >= 1 and result.running_seen_at is not None
+
+
+async def test_deadline_cancels_the_remote_job() -> None:
+    provider = LocalProvider()
+    job = await provider.submit(
+        VideoRequest("a long one", duration_s=10, resolution="1080p"), LOCAL
+    )
+    with pytest.raises(JobTimeout) as caught:
+        await wait(provider, job, policy=WaitPolicy(deadline_s=0.05, min_interval_s=0.01))
+    assert caught.value.canceled
+    assert isinstance(caught.value, TimeoutError)
+    assert (await provider.status(job)).state is JobState.CANCELED
+
+
+async def test_cancelling_the_waiting_task_cancels_the_job() -> None:
+    provider = LocalProvider()
+    job = await provider.submit(
+        VideoRequest("a long one", duration_s=10, resolution="1080p"), LOCAL
+    )
+    task = asyncio.create_task(wait(provider, job, policy=WaitPolicy(min_interval_s=0.01)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await provider.status(job)).state is JobState.CANCELED
+
+
+async def test_a_terminal_status_from_the_create_call_costs_no_poll() -> None:
+    provider = LocalProvider()
+    job = await provider.submit(VideoRequest("instant", duration_s=1, resolution="240p"), LOCAL)
+    done = JobStatus(JobState.SUCCEEDED, "succeeded")
+    from dataclasses import replace
+
+    result = await wait(provider, replace(job, initial=done))
+    assert result.polls == 0 and result.status is done
+    await provider.aclose()
