@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +23,7 @@ from abebeats_lab.errors import LabError, ValidationError
 
 __all__ = ["main"]
 
-Handler = Callable[[argparse.Namespace], Awaitable[int]]
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 DEMO_PROMPTS = (
     "a paper boat drifting down a neon river at night",
     "a red kite over desert dunes at golden hour",

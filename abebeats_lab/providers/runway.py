@@ -1,0 +1,233 @@
+"""The Runway developer API: ``runway:gen4.5``, ``runway:veo3.1_fast`` and friends.
+
+Create with ``POST /v1/text_to_video`` (or ``image_to_video`` when the request has an
+image), poll ``GET /v1/tasks/{id}``, cancel with ``DELETE /v1/tasks/{id}``. Output URLs are
+signed and expire; `RunwayProvider.refresh_outputs` fetches the task again for fresh ones.
+Wire facts: provider-apis.md §1.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from abebeats_lab import capabilities, config
+from abebeats_lab._http import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    RetryPolicy,
+    build_client,
+    json_body,
+    send,
+)
+from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
+from abebeats_lab.providers.base import Provider, utcnow
+
+__all__ = ["API_VERSION", "RATIOS", "RunwayProvider", "runway_ratio"]
+
+API_VERSION = "2024-11-06"
+_NAME = "runway"
+_NOT_FOUND = 404
+
+RATIOS: dict[tuple[str, str], str] = {
+    ("16:9", "720p"): "1280:720",
+    ("9:16", "720p"): "720:1280",
+    ("16:9", "1080p"): "1920:1080",
+    ("9:16", "1080p"): "1080:1920",
+    ("1:1", "720p"): "960:960",
+    ("4:3", "720p"): "1104:832",
+    ("3:4", "720p"): "832:1104",
+    ("21:9", "720p"): "1584:672",
+}
+"""(aspect ratio, resolution) -> Runway's pixel ``ratio`` field."""
+
+_STATES = {
+    "PENDING": JobState.QUEUED,
+    "THROTTLED": JobState.QUEUED,
+    "RUNNING": JobState.RUNNING,
+    "SUCCEEDED": JobState.SUCCEEDED,
+    "FAILED": JobState.FAILED,
+    "CANCELLED": JobState.CANCELED,
+}
+
+
+def runway_ratio(request: VideoRequest) -> str:
+    """Runway's ``ratio`` (``1280:720``) for a request's aspect ratio and resolution."""
+    try:
+        return RATIOS[(request.aspect_ratio, request.resolution)]
+    except KeyError:
+        allowed = ", ".join(f"{a} at {r}" for a, r in RATIOS)
+        raise ValidationError(
+            "aspect_ratio", f"{request.aspect_ratio} at {request.resolution}", allowed
+        ) from None
+
+
+def build_payload(request: VideoRequest, route: Route) -> dict[str, Any]:
+    """The camelCase create body; optional fields only where the route's model takes them."""
+    caps = capabilities.capabilities_for(route)
+    body: dict[str, Any] = {
+        "model": route.model,
+        "promptText": request.prompt,
+        "ratio": runway_ratio(request),
+        "duration": request.duration_s,
+    }
+    if request.image:
+        body["promptImage"] = request.image
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.negative_prompt and caps.negative_prompt:
+        body["negativePrompt"] = request.negative_prompt
+    if caps.audio:
+        body["audio"] = request.generate_audio
+    body.update(request.extras)
+    return body
+
+
+def parse_task(data: dict[str, Any]) -> JobStatus:
+    """A ``GET /v1/tasks/{id}`` body as a `JobStatus`; unknown words raise `ProtocolError`."""
+    word = data.get("status")
+    state = _STATES.get(word) if isinstance(word, str) else None
+    if state is None:
+        raise ProtocolError(f"unknown task status {word!r}", provider=_NAME)
+    return JobStatus(
+        state,
+        str(word),
+        progress=_progress(data, state),
+        error=_failure(data) if state is JobState.FAILED else None,
+        error_code=data.get("failureCode") if state is JobState.FAILED else None,
+        created_at=_timestamp(data.get("createdAt")),
+        outputs=_outputs(data) if state is JobState.SUCCEEDED else (),
+        raw=data,
+    )
+
+
+def _progress(data: dict[str, Any], state: JobState) -> float | None:
+    if state is JobState.SUCCEEDED:
+        return 1.0
+    value = data.get("progress")
+    if state is not JobState.RUNNING or not isinstance(value, int | float):
+        return None
+    return min(1.0, max(0.0, float(value)))
+
+
+def _failure(data: dict[str, Any]) -> str:
+    failure = data.get("failure")
+    return failure if isinstance(failure, str) and failure else "failed (no reason given)"
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ProtocolError(f"createdAt {value!r} is not ISO-8601", provider=_NAME) from exc
+
+
+def _outputs(data: dict[str, Any]) -> tuple[OutputRef, ...]:
+    urls = data.get("output")
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ProtocolError(f"SUCCEEDED task without an output list: {urls!r}", provider=_NAME)
+    return tuple(OutputRef(url=url, content_type="video/mp4") for url in urls)
+
+
+class RunwayProvider(Provider):
+    """Runway's task API over httpx; see the module docstring."""
+
+    name: ClassVar[str] = _NAME
+
+    def __init__(
+        self,
+        *,
+        api_key: str | config.Secret | None = None,
+        base_url: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        emulated: bool = False,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        key = config.key_for(_NAME, api_key)
+        assert key is not None  # required=True raises instead of returning None
+        self._key = key
+        self._base = config.base_url_for(_NAME, base_url)
+        self._own_client = http_client is None
+        self._client = http_client or build_client(base_url=self._base, timeout=timeout)
+        self._retry = retry
+        self._deleted: set[str] = set()
+        self.emulated = emulated
+
+    def __repr__(self) -> str:
+        return f"RunwayProvider(base_url={self._base!r}, emulated={self.emulated})"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key.reveal()}", "X-Runway-Version": API_VERSION}
+
+    async def _call(
+        self, method: str, path: str, *, idempotent: bool, **kwargs: Any
+    ) -> httpx.Response:
+        url = f"{self._base}{path}"
+        return await send(
+            self._client,
+            method,
+            url,
+            provider=_NAME,
+            idempotent=idempotent,
+            policy=self._retry,
+            headers=self._headers(),
+            **kwargs,
+        )
+
+    async def submit(self, request: VideoRequest, route: Route) -> Job:
+        """Create the task; a create is never retried once it may have reached Runway."""
+        endpoint = "/v1/image_to_video" if request.image else "/v1/text_to_video"
+        body = build_payload(request, route)
+        submitted_at = utcnow()
+        response = await self._call("POST", endpoint, idempotent=False, json=body)
+        data = json_body(response, _NAME)
+        task_id = data.get("id")
+        if not isinstance(task_id, str) or not task_id:
+            raise ProtocolError(f"create answer without an id: {data!r}"[:200], provider=_NAME)
+        return Job(
+            route=route,
+            id=task_id,
+            request=request,
+            submitted_at=submitted_at,
+            handles={"task_url": f"{self._base}/v1/tasks/{task_id}"},
+        )
+
+    async def status(self, job: Job) -> JobStatus:
+        try:
+            response = await self._call("GET", f"/v1/tasks/{job.id}", idempotent=True)
+        except ProviderHTTPError as exc:
+            # Runway may forget a task we deleted: that is our cancel, not a lost job.
+            if exc.status_code == _NOT_FOUND and job.id in self._deleted:
+                return JobStatus(JobState.CANCELED, "DELETED")
+            raise
+        return parse_task(json_body(response, _NAME))
+
+    async def cancel(self, job: Job) -> None:
+        """DELETE the task: cancels it if in flight, deletes it if finished; 404 is fine."""
+        self._deleted.add(job.id)
+        try:
+            await self._call("DELETE", f"/v1/tasks/{job.id}", idempotent=True)
+        except ProviderHTTPError as exc:
+            if exc.status_code != _NOT_FOUND:
+                raise
+
+    async def outputs(self, job: Job, status: JobStatus) -> list[OutputRef]:
+        """The signed output URLs; fetched again if the status at hand carried none."""
+        if status.outputs:
+            return list(status.outputs)
+        return await self.refresh_outputs(job)
+
+    async def refresh_outputs(self, job: Job) -> list[OutputRef]:
+        """Fresh signed URLs: Runway re-signs them on every task fetch."""
+        status = await self.status(job)
+        return list(status.outputs) if status.state is JobState.SUCCEEDED else []
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()

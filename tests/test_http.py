@@ -1,0 +1,147 @@
+"""The one retry policy, against a real loopback server with scripted answers."""
+
+from __future__ import annotations
+
+import email.utils
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from abebeats_lab import _http
+from abebeats_lab.emulator.core import drop_connection
+from abebeats_lab.emulator.server import RunningServer, serve
+from abebeats_lab.errors import AmbiguousSubmitError, ProviderHTTPError, ProviderTransportError
+
+FAST = _http.RetryPolicy(max_attempts=4, base_delay_s=0.01, backoff_cap_s=0.02)
+
+
+class Script:
+    """Answers to hand out in order; the last one repeats."""
+
+    def __init__(self) -> None:
+        self.answers: list[Response] = []
+        self.calls = 0
+
+    async def __call__(self, request: Request) -> Response:
+        self.calls += 1
+        answer = self.answers[min(self.calls, len(self.answers)) - 1]
+        if answer.status_code == 599:
+            return await drop_connection()
+        return answer
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[Script, RunningServer]]:
+    script = Script()
+
+    async def endpoint(request: Request) -> Response:
+        return await script(request)
+
+    with serve(Starlette(routes=[Route("/x", endpoint, methods=["GET", "POST"])])) as server:
+        yield script, server
+
+
+def _ok() -> Response:
+    return JSONResponse({"ok": True})
+
+
+async def _send(server: RunningServer, *, idempotent: bool, method: str = "GET") -> httpx.Response:
+    async with _http.build_client(base_url=server.url) as client:
+        return await _http.send(client, method, "/x", provider="test", idempotent=idempotent, policy=FAST)
+
+
+async def test_429_with_retry_after_then_success(scripted: tuple[Script, RunningServer]) -> None:
+    script, server = scripted
+    script.answers = [Response(status_code=429, headers={"Retry-After": "0.05"}), _ok()]
+    response = await _send(server, idempotent=False, method="POST")
+    assert response.json() == {"ok": True} and script.calls == 2
+
+
+async def test_5xx_burst_is_bounded(scripted: tuple[Script, RunningServer]) -> None:
+    script, server = scripted
+    script.answers = [Response("down", status_code=503)]
+    with pytest.raises(ProviderHTTPError) as caught:
+        await _send(server, idempotent=True)
+    assert caught.value.status_code == 503 and script.calls == FAST.max_attempts
+
+
+async def test_4xx_is_not_retried_and_keeps_the_body(scripted: tuple[Script, RunningServer]) -> None:
+    script, server = scripted
+    script.answers = [JSONResponse({"error": "ratio: must be 1280:720"}, status_code=400)]
+    with pytest.raises(ProviderHTTPError, match="ratio") as caught:
+        await _send(server, idempotent=False, method="POST")
+    assert caught.value.status_code == 400 and script.calls == 1
+
+
+async def test_server_can_forbid_a_retry(scripted: tuple[Script, RunningServer]) -> None:
+    script, server = scripted
+    script.answers = [Response(status_code=503, headers={"x-should-retry": "false"})]
+    with pytest.raises(ProviderHTTPError):
+        await _send(server, idempotent=True)
+    assert script.calls == 1
+
+
+async def test_dropped_create_is_ambiguous_and_never_repeated(scripted: tuple[Script, RunningServer]) -> None:
+    script, server = scripted
+    script.answers = [Response(status_code=599), _ok()]
+    with pytest.raises(AmbiguousSubmitError):
+        await _send(server, idempotent=False, method="POST")
+    assert script.calls == 1
+
+
+async def test_dropped_read_is_retried_when_idempotent(scripted: tuple[Script, RunningServer]) -> None:
+    script, server = scripted
+    script.answers = [Response(status_code=599), _ok()]
+    assert (await _send(server, idempotent=True)).json() == {"ok": True}
+    assert script.calls == 2
+
+
+async def test_connection_refused_is_a_transport_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with _http.build_client(base_url=f"http://127.0.0.1:{port}") as client:
+        with pytest.raises(ProviderTransportError):
+            await _http.send(client, "POST", "/x", provider="test", idempotent=False, policy=FAST)
+
+
+def _response(status: int = 429, headers: dict[str, str] | None = None, body: object = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers or {}, json=body)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ({"retry-after": "3"}, None, 3.0),
+        ({"retry-after": "0"}, None, 0.0),
+        ({"retry-after": "61"}, None, None),
+        ({"retry-after": "-1"}, None, None),
+        ({"retry-after": "soon"}, None, None),
+        ({"retry-after-ms": "250"}, None, 0.25),
+        ({}, {"detail": "throttled", "retry_after": 7}, 7.0),
+        ({}, {"error": {"code": 429, "details": [{"retryDelay": "12s"}]}}, 12.0),
+        ({}, {"error": "nope"}, None),
+        ({}, None, None),
+    ],
+)
+def test_retry_hints(headers: dict[str, str], body: object, expected: float | None) -> None:
+    assert _http.retry_hint(_response(headers=headers, body=body)) == expected
+
+
+def test_retry_after_as_http_date() -> None:
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
+    hint = _http.retry_hint(_response(headers={"retry-after": when}))
+    assert hint is not None and 8 <= hint <= 10
+
+
+def test_backoff_is_bounded_and_jittered() -> None:
+    delays = [_http.retry_delay(n, None) for n in range(1, 12)]
+    assert all(0 < d <= _http.DEFAULT_RETRY.backoff_cap_s for d in delays)
+    assert _http.retry_delay(1, 4.0) == 4.0
