@@ -11,6 +11,10 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from abebeats_lab.emulator.control import control_routes
 from abebeats_lab.emulator.core import EmulatorState
 from abebeats_lab.emulator.scenario import Dist, Scenario
 from abebeats_lab.emulator.server import RunningServer, serve
@@ -37,10 +41,11 @@ EMULATOR_LOCATION = "us-central1"
 
 
 def create_app(provider: str, state: EmulatorState | None = None) -> Any:
-    """The ASGI app emulating ``provider``."""
+    """The ASGI app emulating ``provider``, plus the ``/_emulator/*`` control routes."""
     module_name, _, attr = _APPS[provider].partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    return factory(state or EmulatorState(provider))
+    state = state or EmulatorState(provider)
+    api = getattr(importlib.import_module(module_name), attr)(state)
+    return Starlette(routes=[*control_routes(state), Mount("/", app=api)])
 
 
 class Emulators:

@@ -8,7 +8,7 @@ whether they fail, and which faults the server injects. Faults are counted per s
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 __all__ = ["Dist", "Scenario"]
@@ -81,3 +81,17 @@ class Scenario:
     def with_times(self, queue_s: float | Dist, run_s: float | Dist) -> Scenario:
         """A copy with other queue and run times."""
         return replace(self, queue_s=_dist(queue_s), run_s=_dist(run_s))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (to configure an emulator in another process)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        """Inverse of `to_dict`; unknown keys are an error, so typos do not pass silently."""
+        values = dict(data)
+        for name in ("queue_s", "run_s"):
+            if name in values and not isinstance(values[name], Dist):
+                raw = values[name]
+                values[name] = Dist(**raw) if isinstance(raw, dict) else Dist(float(raw))
+        return cls(**values)
