@@ -1,0 +1,385 @@
+"""Replicate routes (``replicate:owner/name`` and ``replicate:owner/name:<version>``).
+
+Built on the official ``replicate`` SDK (1.x, async methods). Three things the SDK does not do
+are added here: a create holds briefly with ``Prefer: wait`` so short jobs come back finished;
+a create answered with 429/5xx is retried honouring ``Retry-After`` (the SDK never retries a
+POST), while a create that may have reached the server is never repeated
+(`AmbiguousSubmitError`); and every SDK or httpx exception becomes one of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+from replicate.client import Client as SdkClient
+from replicate.exceptions import ModelError, ReplicateError
+from replicate.pagination import Page
+from replicate.prediction import Prediction
+
+from abebeats_lab import capabilities, config
+from abebeats_lab._http import DEFAULT_RETRY, RetryPolicy, retry_delay, retry_hint, should_retry
+from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab.errors import (
+    AmbiguousSubmitError,
+    JobFailed,
+    ProtocolError,
+    ProviderHTTPError,
+    ProviderTransportError,
+    ValidationError,
+)
+from abebeats_lab.providers.base import Provider, utcnow
+
+__all__ = ["ModelRef", "ReplicateProvider", "build_input", "parse_model"]
+
+T = TypeVar("T")
+DEFAULT_WAIT_S = 1
+"""Seconds a create holds under ``Prefer: wait``: enough for short jobs, short enough that the
+prediction id reaches the store quickly (a crash during a long hold would lose it)."""
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=10.0)
+RECONCILE_PAGES = 5
+RECONCILE_SKEW = timedelta(seconds=120)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_MODEL_RE = re.compile(
+    r"^(?P<owner>[A-Za-z0-9][A-Za-z0-9_.-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)"
+    r"(?::(?P<version>[0-9a-f]{64}))?$"
+)
+_FORMS = "replicate:owner/name or replicate:owner/name:<64-hex version id>"
+_STATES = {
+    "starting": JobState.QUEUED,
+    "processing": JobState.RUNNING,
+    "succeeded": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+    "canceled": JobState.CANCELED,
+}
+
+
+class ModelRef:
+    """A parsed Replicate model reference: owner, name and an optional version id."""
+
+    __slots__ = ("name", "owner", "version")
+
+    def __init__(self, owner: str, name: str, version: str | None) -> None:
+        self.owner, self.name, self.version = owner, name, version
+
+    @property
+    def model(self) -> str:
+        """``owner/name``."""
+        return f"{self.owner}/{self.name}"
+
+
+def parse_model(route: Route) -> ModelRef:
+    """Parse ``owner/name[:version]``; a malformed one is a `ValidationError` naming both forms."""
+    match = _MODEL_RE.match(route.model)
+    if match is None:
+        raise ValidationError("route", str(route), _FORMS)
+    return ModelRef(match["owner"], match["name"], match["version"])
+
+
+def build_input(request: VideoRequest, caps: capabilities.Capabilities) -> dict[str, Any]:
+    """The model's ``input``: fixed inputs, then mapped request fields, then the extras."""
+    values: dict[str, Any] = {
+        "prompt": request.prompt,
+        "duration_s": request.duration_s,
+        "aspect_ratio": request.aspect_ratio,
+        "resolution": request.resolution,
+        "seed": request.seed,
+        "negative_prompt": request.negative_prompt,
+        "image": request.image,
+        "generate_audio": request.generate_audio,
+    }
+    payload = dict(caps.fixed_inputs)
+    for field_name, input_name in caps.input_map.items():
+        if values.get(field_name) is not None:
+            payload[input_name] = values[field_name]
+    payload.update(request.extras)
+    return payload
+
+
+class _RetryCreates(httpx.AsyncBaseTransport):
+    """Retries POSTs the server refused with 429/5xx (or that never left), honouring hints.
+
+    The SDK's own transport wraps this one and retries only GETs. A POST that failed after
+    it was sent is not retried here: the caller turns that into `AmbiguousSubmitError`.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, policy: RetryPolicy) -> None:
+        self._inner = inner
+        self._policy = policy
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST":
+            return await self._inner.handle_async_request(request)
+        started, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._inner.handle_async_request(request)
+            except _NOT_SENT:
+                if self._exhausted(attempt, started, retry_delay(attempt, None, self._policy)):
+                    raise
+                hint = None
+            else:
+                if response.status_code < 400 or not should_retry(response):
+                    return response
+                await response.aread()
+                hint = retry_hint(response)
+                if self._exhausted(attempt, started, retry_delay(attempt, hint, self._policy)):
+                    return response
+                await response.aclose()
+            await asyncio.sleep(retry_delay(attempt, hint, self._policy))
+
+    def _exhausted(self, attempt: int, started: float, delay: float) -> bool:
+        elapsed = time.monotonic() - started
+        return attempt >= self._policy.max_attempts or elapsed + delay > self._policy.max_total_s
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _SharedClients:
+    """One SDK client per (event loop, key, base URL), shared by providers, closed by the last."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[config.Secret, str], list[Any]]
+        ] = weakref.WeakKeyDictionary()
+
+    def acquire(
+        self, key: config.Secret, base_url: str, build: Callable[[], SdkClient]
+    ) -> SdkClient:
+        table = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        entry = table.setdefault((key, base_url), [build(), 0])
+        entry[1] += 1
+        client: SdkClient = entry[0]
+        return client
+
+    async def release(self, key: config.Secret, base_url: str) -> None:
+        table = self._by_loop.get(asyncio.get_running_loop(), {})
+        entry = table.get((key, base_url))
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del table[(key, base_url)]
+            await entry[0]._async_client.aclose()
+
+
+_CLIENTS = _SharedClients()
+
+
+class ReplicateProvider(Provider):
+    """Replicate predictions through the official SDK; see the module docstring."""
+
+    name: ClassVar[str] = "replicate"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | config.Secret | None = None,
+        base_url: str | None = None,
+        emulated: bool = False,
+        wait_s: int = DEFAULT_WAIT_S,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        **_: Any,
+    ) -> None:
+        key = config.key_for("replicate", api_key)
+        assert key is not None  # required=True raises instead of returning None
+        self._key = key
+        self._base_url = config.base_url_for("replicate", base_url)
+        self.emulated = emulated
+        self._wait_s = wait_s
+        self._timeout = timeout
+        self._retry = retry
+        self._sdk: SdkClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"ReplicateProvider(base_url={self._base_url!r}, emulated={self.emulated})"
+
+    def _client(self) -> SdkClient:
+        loop = asyncio.get_running_loop()
+        if self._sdk is None or self._loop is not loop:
+            self._sdk = _CLIENTS.acquire(self._key, self._base_url, self._build)
+            self._loop = loop
+        return self._sdk
+
+    def _build(self) -> SdkClient:
+        transport = _RetryCreates(httpx.AsyncHTTPTransport(), self._retry)
+        return SdkClient(
+            api_token=self._key.reveal(),
+            base_url=self._base_url,
+            timeout=self._timeout,
+            transport=transport,
+        )
+
+    def validate(self, request: VideoRequest, route: Route) -> capabilities.Capabilities:
+        parse_model(route)
+        return super().validate(request, route)
+
+    async def submit(self, request: VideoRequest, route: Route) -> Job:
+        ref = parse_model(route)
+        payload = build_input(request, capabilities.capabilities_for(route))
+        submitted_at = utcnow()
+        prediction = await self._call(lambda: self._create(ref, payload), creating=True)
+        status = parse_prediction(prediction)
+        urls = prediction.urls or {}
+        return Job(
+            route=route,
+            id=prediction.id,
+            request=request,
+            submitted_at=submitted_at,
+            handles={k: v for k, v in urls.items() if k in ("get", "cancel", "web")},
+            initial=status,
+        )
+
+    async def _create(self, ref: ModelRef, payload: dict[str, Any]) -> Prediction:
+        client = self._client()
+        wait: int | bool = self._wait_s if self._wait_s > 0 else False
+        prediction: Prediction
+        if ref.version is not None:
+            prediction = await client.predictions.async_create(
+                version=ref.version, input=payload, wait=wait
+            )
+        else:
+            # Not predictions.async_create(model=...): SDK 1.0.7 drops ``wait`` on that path.
+            prediction = await client.models.predictions.async_create(
+                model=ref.model, input=payload, wait=wait
+            )
+        return prediction
+
+    async def status(self, job: Job) -> JobStatus:
+        prediction = await self._call(lambda: self._client().predictions.async_get(job.id))
+        return parse_prediction(prediction)
+
+    async def cancel(self, job: Job) -> None:
+        await self._call(lambda: self._client().predictions.async_cancel(job.id))
+
+    async def reconcile(self, job_hint: Job) -> Job | None:
+        """After an ambiguous create: find the prediction it made (same model and input,
+        created after the submit, allowing for clock skew), or None if there is none."""
+        ref = parse_model(job_hint.route)
+        payload = build_input(job_hint.request, capabilities.capabilities_for(job_hint.route))
+        earliest = job_hint.submitted_at - RECONCILE_SKEW
+        cursor: Any = ...
+        for _ in range(RECONCILE_PAGES):
+            page = await self._call(functools.partial(self._list, cursor))
+            for prediction in page.results:
+                created = _timestamp(prediction.created_at)
+                if created is not None and created < earliest:
+                    return None
+                if prediction.model == ref.model and prediction.input == payload:
+                    return _job_from(job_hint, prediction)
+            if not page.next:
+                return None
+            cursor = page.next
+        return None
+
+    async def _list(self, cursor: Any) -> Page[Prediction]:
+        page: Page[Prediction] = await self._client().predictions.async_list(cursor)
+        return page
+
+    async def _call(self, make: Callable[[], Awaitable[T]], *, creating: bool = False) -> T:
+        """Run one SDK call and translate whatever it raises into our error types."""
+        try:
+            return await make()
+        except ReplicateError as exc:
+            raise ProviderHTTPError(
+                provider=self.name, status_code=exc.status or 0, body=_problem_text(exc)
+            ) from exc
+        except ModelError as exc:
+            raise JobFailed(str(exc), job_id=exc.prediction.id) from exc
+        except _NOT_SENT as exc:
+            raise ProviderTransportError(
+                f"{type(exc).__name__}: {exc}", provider=self.name
+            ) from exc
+        except httpx.HTTPError as exc:
+            if creating:
+                raise AmbiguousSubmitError(
+                    f"the create was sent but no answer came back ({type(exc).__name__}); "
+                    "reconcile before resubmitting",
+                    provider=self.name,
+                ) from exc
+            raise ProviderTransportError(
+                f"{type(exc).__name__}: {exc}", provider=self.name
+            ) from exc
+        except ValueError as exc:  # bad JSON, or a payload the SDK's model rejects
+            raise ProtocolError(
+                f"unreadable answer: {_first_line(exc)}", provider=self.name
+            ) from exc
+
+    async def aclose(self) -> None:
+        if self._sdk is not None and self._loop is asyncio.get_running_loop():
+            self._sdk = None
+            await _CLIENTS.release(self._key, self._base_url)
+
+
+def parse_prediction(prediction: Prediction) -> JobStatus:
+    """A prediction as a `JobStatus`; an undocumented status word is a `ProtocolError`."""
+    state = _STATES.get(prediction.status)
+    if state is None:
+        raise ProtocolError(
+            f"unknown prediction status {prediction.status!r}", provider="replicate"
+        )
+    progress = prediction.progress
+    return JobStatus(
+        state=state,
+        raw_status=prediction.status,
+        progress=1.0
+        if state is JobState.SUCCEEDED
+        else (progress.percentage if progress else None),
+        error=prediction.error if state is JobState.FAILED else None,
+        created_at=_timestamp(prediction.created_at),
+        started_at=_timestamp(prediction.started_at),
+        completed_at=_timestamp(prediction.completed_at),
+        outputs=_outputs(prediction.output) if state is JobState.SUCCEEDED else (),
+        raw=prediction.dict(),
+    )
+
+
+def _outputs(output: Any) -> tuple[OutputRef, ...]:
+    if output is None:
+        return ()
+    items = output if isinstance(output, list) else [output]
+    if not all(isinstance(item, str) for item in items):
+        raise ProtocolError(
+            f"expected output URL(s), got {type(output).__name__}", provider="replicate"
+        )
+    return tuple(OutputRef(url=item) for item in items)
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ProtocolError(f"bad timestamp {text!r}", provider="replicate") from exc
+
+
+def _job_from(hint: Job, prediction: Prediction) -> Job:
+    return Job(
+        route=hint.route,
+        id=prediction.id,
+        request=hint.request,
+        submitted_at=hint.submitted_at,
+        handles=dict(prediction.urls or {}),
+        initial=parse_prediction(prediction),
+    )
+
+
+def _problem_text(exc: ReplicateError) -> str:
+    parts = [p for p in (exc.title, exc.detail) if p]
+    return ": ".join(parts)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
