@@ -30,6 +30,13 @@ UpdateCallback = Callable[[Job, JobStatus], None]
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _MAX_CONSECUTIVE_ERRORS = 6
 _CANCEL_TIMEOUT_S = 10.0
+_BACKOFF = 1.5
+_BACKOFF_STEPS = 20
+_MIN_PROGRESS = 0.02  # below this a progress-based estimate of the end is mostly noise
+_AIM = 0.9  # fraction of the predicted remainder to sleep; the next poll re-aims
+_WINDOW_STEP_FRACTION = 0.25  # dense-window step as a fraction of the run-time spread
+_WINDOW_STEP_MAX_S = 1.5  # keeps median detection lag under a second inside the window
+_LATE_GROWTH = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +46,7 @@ class WaitPolicy:
     deadline_s: float = 900.0
     """Give up (and cancel where possible) after this many seconds."""
     min_interval_s: float = 0.25
-    max_interval_s: float = 5.0
+    max_interval_s: float = 8.0
     expected_run_s: float | None = None
     """Typical run time of this route (history median, else the capability prior)."""
     spread_s: float | None = None
@@ -66,28 +73,40 @@ def next_interval(
     policy: WaitPolicy, status: JobStatus, polls: int, running_for: float | None
 ) -> float:
     """Seconds until the next status request. Pure, so the schedule is testable."""
-    low, high = policy.min_interval_s, policy.max_interval_s
-    remaining = None
+    planned = None
     if status.state is JobState.RUNNING and running_for is not None:
-        remaining = _remaining(policy, status, running_for)
-    if remaining is not None:
-        # Half the expected remainder: few requests early, dense ones near the end.
-        interval = _clamp(remaining / 2 if remaining > 0 else low * 2, low, high)
-    else:
-        interval = _clamp(low * math.pow(1.5, min(polls, 20)), low, high)
+        planned = _from_progress(policy, status, running_for)
+        if planned is None:
+            planned = _from_history(policy, running_for)
+    if planned is None:
+        planned = policy.min_interval_s * math.pow(_BACKOFF, min(polls, _BACKOFF_STEPS))
+    interval = _clamp(planned, policy.min_interval_s, policy.max_interval_s)
     if status.retry_after_s:
         interval = max(interval, status.retry_after_s)
     return interval
 
 
-def _remaining(policy: WaitPolicy, status: JobStatus, running_for: float) -> float | None:
-    if status.progress is not None and 0.02 <= status.progress < 1:
-        return running_for * (1 - status.progress) / status.progress
-    if policy.expected_run_s is not None:
-        spread = policy.spread_s if policy.spread_s is not None else policy.expected_run_s / 6
-        # Aim at the early edge of the likely window, then tighten.
-        return policy.expected_run_s - 2 * spread - running_for
-    return None
+def _from_progress(policy: WaitPolicy, status: JobStatus, running_for: float) -> float | None:
+    """Progress predicts the end: aim just before it, and re-aim as it comes closer."""
+    progress = status.progress
+    if progress is None or not _MIN_PROGRESS <= progress < 1:
+        return None
+    remaining = running_for * (1 - progress) / progress
+    return remaining * _AIM + policy.min_interval_s / 2
+
+
+def _from_history(policy: WaitPolicy, running_for: float) -> float | None:
+    """No progress: sleep to the start of the likely window (expected ± 2 spreads), then step."""
+    if policy.expected_run_s is None:
+        return None
+    spread = policy.spread_s if policy.spread_s is not None else policy.expected_run_s / 6
+    step = _clamp(spread * _WINDOW_STEP_FRACTION, policy.min_interval_s, _WINDOW_STEP_MAX_S)
+    window_start = policy.expected_run_s - 2 * spread
+    window_end = policy.expected_run_s + 2 * spread
+    if running_for < window_start:
+        return max(step, window_start - running_for)
+    # Past the window the job is late; step out gradually rather than hammering.
+    return step + max(0.0, running_for - window_end) * _LATE_GROWTH
 
 
 def _clamp(value: float, low: float, high: float) -> float:

@@ -24,19 +24,19 @@ def test_backoff_grows_from_the_floor_to_the_cap() -> None:
     assert intervals[-1] == 5.0
 
 
-def test_progress_predicts_the_end_and_polls_densely_near_it() -> None:
+def test_progress_predicts_the_end_and_aims_just_before_it() -> None:
     halfway = JobStatus(JobState.RUNNING, "RUNNING", progress=0.5)
     nearly = JobStatus(JobState.RUNNING, "RUNNING", progress=0.95)
-    assert next_interval(POLICY, halfway, 3, running_for=4.0) == pytest.approx(2.0)
-    assert next_interval(POLICY, nearly, 3, running_for=19.0) == pytest.approx(0.5)
+    assert next_interval(POLICY, halfway, 3, running_for=4.0) == pytest.approx(4 * 0.9 + 0.125)
+    assert next_interval(POLICY, nearly, 3, running_for=19.0) == pytest.approx(1.0 * 0.9 + 0.125)
 
 
-def test_history_holds_off_until_the_likely_window() -> None:
-    policy = WaitPolicy(min_interval_s=0.25, max_interval_s=5.0, expected_run_s=30, spread_s=5)
-    early = next_interval(policy, RUNNING, 1, running_for=2.0)
-    late = next_interval(policy, RUNNING, 8, running_for=25.0)
-    assert early == 5.0
-    assert late == pytest.approx(0.5)
+def test_history_sleeps_to_the_likely_window_then_steps_through_it() -> None:
+    policy = WaitPolicy(min_interval_s=0.25, max_interval_s=8.0, expected_run_s=30, spread_s=5)
+    assert next_interval(policy, RUNNING, 1, running_for=2.0) == 8.0
+    assert next_interval(policy, RUNNING, 3, running_for=16.0) == pytest.approx(4.0)
+    assert next_interval(policy, RUNNING, 8, running_for=25.0) == pytest.approx(1.25)
+    assert next_interval(policy, RUNNING, 20, running_for=60.0) > 1.25
 
 
 def test_retry_after_is_never_undercut() -> None:
