@@ -1,0 +1,352 @@
+"""A self-contained HTML report of one run: one file that opens offline in any browser.
+
+Everything is inline: the CSS, the charts (SVG from `plots`), and each video below
+``embed_max_bytes`` (as a ``data:`` URI); bigger videos are referenced relative to the
+report, so the run directory can be moved or zipped whole. Sections: request settings,
+per-route summary, timing breakdown, cost per second of video, output conformance, a video
+grid (prompt rows × route columns), failures with reasons, environment and versions. Every
+figure from an emulated route carries the label ``emulated``.
+
+``abebeats-lab report RUN_DIR [--out FILE]`` calls `write_report`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import platform
+import sys
+import urllib.parse
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from abebeats_lab import plots
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DEFAULT_NAME", "EMBED_MAX_BYTES", "render_report", "write_report"]
+
+DEFAULT_NAME = "report.html"
+EMBED_MAX_BYTES = 4 * 1024 * 1024
+"""Videos up to 4 MiB go inside the file: a short preview clip fits, a 1080p master does not."""
+_VERSIONS_OF = (
+    "abebeats-lab", "httpx", "av", "numpy", "pandas", "matplotlib", "replicate",
+    "google-genai", "runwayml", "fal-client", "ipywidgets",
+)  # fmt: skip
+_SETTING_FIELDS = ("duration_s", "aspect_ratio", "resolution", "seed", "negative_prompt",
+                   "generate_audio", "image")  # fmt: skip
+_CHECKS = ("duration_ok", "ratio_ok", "resolution_ok")
+_SUMMARY_HEADERS = ("route", "succeeded", "median total", "p90 total", "median queue",
+                    "median run", "cost per second")  # fmt: skip
+_CONFORMANCE_HEADERS = ("route", "job", "asked", "got", "duration", "ratio", "resolution")
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d1d1f;
+ background:#fafafa}
+h1{margin:0 0 4px}h2{margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+section,header{max-width:1400px}
+table{border-collapse:collapse;margin:8px 0;background:#fff}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+thead th{background:#f0f0f0}
+code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+.badge{display:inline-block;background:#fff3cd;color:#7a5b00;border:1px solid #e6c65c;
+ border-radius:8px;padding:0 6px;font-size:11px;font-weight:600}
+.banner{background:#fff8e1;border-left:4px solid #e6c65c;padding:8px 12px}
+.chart svg{max-width:100%;height:auto}
+.chart{margin:0}
+.grid-wrap{overflow-x:auto}
+.video-grid th.prompt{max-width:220px;font-weight:normal}
+.video-grid video{width:320px;max-width:100%;display:block;background:#000}
+.cell{margin-bottom:8px}.cell-head{font-size:12px;margin-bottom:2px}
+.facts{font-size:12px;color:#555;margin:2px 0}
+.error{color:#a00000}.ok{color:#137333}.bad{color:#a00000;font-weight:700}.na{color:#999}
+"""
+
+
+def write_report(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    embed_max_bytes: int = EMBED_MAX_BYTES,
+) -> Path:
+    """Write the report of the run in ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``).
+
+    Returns the path written. The file is written under a temporary name and renamed, so
+    a reader never sees half a report.
+    """
+    from abebeats_lab.runner import load_run
+
+    run_path = Path(run_dir).resolve()
+    comparison = load_run(run_path)
+    target = Path(out).resolve() if out is not None else run_path / DEFAULT_NAME
+    text = render_report(
+        comparison.to_pandas(),
+        run_dir=run_path,
+        base=target.parent,
+        run_id=str(comparison.run_id),
+        embed_max_bytes=embed_max_bytes,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)
+    return target
+
+
+def render_report(
+    rows: pd.DataFrame,
+    *,
+    run_dir: Path,
+    base: Path,
+    run_id: str = "",
+    embed_max_bytes: int = EMBED_MAX_BYTES,
+) -> str:
+    """The report as one HTML string; video links are made relative to ``base``."""
+    emulated = _any(rows, "emulated")
+    sections = [
+        _header(run_id, rows, emulated),
+        _section("Request settings", _settings_html(rows)),
+        _section("Summary per route", _summary_html(rows)),
+        _section("Timing breakdown", _figure(plots.timing_figure(rows), "timing-chart")),
+        _section("Cost per second of video", _figure(plots.cost_figure(rows), "cost-chart")),
+        _section("Videos", _grid_html(rows, run_dir, base, embed_max_bytes)),
+        _section("Output conformance", _conformance_html(rows)),
+        _section("Failures", _failures_html(rows)),
+        _section("Environment", _environment_html()),
+    ]
+    title = f"abebeats-lab report {run_id}".strip()
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<body>{''.join(sections)}</body></html>\n"
+    )
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _table(css_class: str, headers: tuple[str, ...], lines: list[str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join(lines)
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _row(cells: list[str]) -> str:
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _section(title: str, body: str) -> str:
+    slug = title.lower().replace(" ", "-")
+    return f'<section id="{slug}"><h2>{_e(title)}</h2>{body}</section>'
+
+
+def _any(rows: pd.DataFrame, column: str) -> bool:
+    return column in rows and bool(rows[column].fillna(False).astype(bool).any())
+
+
+def _badge(emulated: Any) -> str:
+    return f' <span class="badge">{plots.EMULATED_LABEL}</span>' if _truthy(emulated) else ""
+
+
+def _truthy(value: Any) -> bool:
+    return bool(value) and value == value  # NaN is truthy but means "unknown"
+
+
+def _label(row: Any) -> str:
+    return f"<code>{_e(row['route'])}</code>{_badge(row.get('emulated'))}"
+
+
+def _header(run_id: str, rows: pd.DataFrame, emulated: bool) -> str:
+    states = rows["state"].value_counts().to_dict() if "state" in rows else {}
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    banner = (
+        '<p class="banner">Figures marked <span class="badge">emulated</span> come from the '
+        "built-in emulator on 127.0.0.1, not from the real provider: they test the tooling, "
+        "they say nothing about the provider.</p>"
+        if emulated
+        else ""
+    )
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"<header><h1>abebeats-lab report</h1><p>run <code>{_e(run_id)}</code> · "
+        f"{len(rows)} jobs ({_e(counts)}) · written {when}</p>{banner}</header>"
+    )
+
+
+def _settings_of(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip().startswith("{"):
+        loaded = json.loads(value)
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def _settings_html(rows: pd.DataFrame) -> str:
+    prompts = _prompts(rows)
+    items = "".join(f"<li><b>#{i}</b> {_e(p)}</li>" for i, p in prompts)
+    seen: dict[str, str] = {}
+    for _, row in rows.iterrows():
+        settings = _settings_of(row.get("settings"))
+        shown = {k: settings.get(k) for k in _SETTING_FIELDS if k in settings}
+        seen.setdefault(str(row["route"]), json.dumps(shown, sort_keys=True, default=str))
+    body = "".join(
+        f"<tr><td><code>{_e(route)}</code></td><td><code>{_e(text)}</code></td></tr>"
+        for route, text in sorted(seen.items())
+    )
+    return (
+        f"<h3>Prompts</h3><ol class='prompts'>{items}</ol><h3>Settings sent per route</h3>"
+        f"<table><thead><tr><th>route</th><th>settings</th></tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def _prompts(rows: pd.DataFrame) -> list[tuple[int, str]]:
+    pairs = rows[["prompt_index", "prompt"]].drop_duplicates().sort_values("prompt_index")
+    return [(int(i), str(p)) for i, p in pairs.itertuples(index=False, name=None)]
+
+
+def _seconds(value: Any) -> str:
+    return "–" if value is None or value != value else f"{float(value):.2f} s"
+
+
+def _summary_html(rows: pd.DataFrame) -> str:
+    import pandas as pd
+
+    cost = plots.cost_per_second(rows)
+    lines = []
+    for route, group in rows.groupby("route", sort=True):
+        ok = group[group["state"] == "succeeded"]
+        total = pd.to_numeric(ok["total_s"], errors="coerce").dropna()
+        emulated = _any(group, "emulated")
+        label = plots.route_label(str(route), emulated)
+        usd = cost["usd_per_s"].get(label) if label in cost.index else None
+        cells = [
+            f"<code>{_e(route)}</code>{_badge(emulated)}",
+            f"{len(ok)}/{len(group)}",
+            _seconds(total.median() if len(total) else None),
+            _seconds(total.quantile(0.9) if len(total) else None),
+            _seconds(_median(ok, "queue_s")),
+            _seconds(_median(ok, "run_s")),
+            plots.cost_note(usd, bool(cost["estimate"].get(label, True))),
+        ]
+        lines.append(_row(cells))
+    return _table("summary", _SUMMARY_HEADERS, lines)
+
+
+def _median(frame: pd.DataFrame, column: str) -> float | None:
+    import pandas as pd
+
+    if column not in frame:
+        return None
+    values = pd.to_numeric(frame[column], errors="coerce").dropna()
+    return float(values.median()) if len(values) else None
+
+
+def _figure(fig: Any, css_class: str) -> str:
+    return f'<figure class="chart {css_class}">{plots.figure_svg(fig)}</figure>'
+
+
+def _video_src(path_value: Any, run_dir: Path, base: Path, embed_max_bytes: int) -> str | None:
+    if not isinstance(path_value, str | os.PathLike) or not str(path_value):
+        return None
+    path = Path(path_value)
+    path = path if path.is_absolute() else run_dir / path
+    if not path.is_file():
+        return None
+    if path.stat().st_size <= embed_max_bytes:
+        return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    relative = Path(os.path.relpath(path, base)).as_posix()
+    return urllib.parse.quote(relative)
+
+
+def _cell_html(row: Any, run_dir: Path, base: Path, embed_max_bytes: int) -> str:
+    src = _video_src(row.get("output_path"), run_dir, base, embed_max_bytes)
+    head = f'<div class="cell-head">{_label(row)} · repeat {_e(row.get("repeat"))}</div>'
+    if src is None:
+        reason = row.get("error") or f"no output ({row.get('state')})"
+        return f'<div class="cell failed">{head}<p class="error">{_e(reason)}</p></div>'
+    facts = (
+        f"total {_seconds(row.get('total_s'))} · queue {_seconds(row.get('queue_s'))} · "
+        f"run {_seconds(row.get('run_s'))} · {_e(row.get('width'))}×{_e(row.get('height'))}"
+    )
+    return (
+        f'<div class="cell">{head}<video controls muted loop playsinline preload="metadata" '
+        f'src="{_e(src)}"></video><p class="facts">{facts}</p></div>'
+    )
+
+
+def _grid_html(rows: pd.DataFrame, run_dir: Path, base: Path, embed_max_bytes: int) -> str:
+    routes = sorted(str(r) for r in rows["route"].unique())
+    head = "".join(f"<th><code>{_e(r)}</code></th>" for r in routes)
+    body = []
+    for index, prompt in _prompts(rows):
+        cells = []
+        for route in routes:
+            jobs = rows[(rows["prompt_index"] == index) & (rows["route"] == route)]
+            jobs = jobs.sort_values("repeat") if "repeat" in jobs else jobs
+            inner = "".join(
+                _cell_html(r, run_dir, base, embed_max_bytes) for _, r in jobs.iterrows()
+            )
+            cells.append(f"<td>{inner}</td>")
+        prompt_cell = f'<th class="prompt">#{index} {_e(prompt)}</th>'
+        body.append(f"<tr>{prompt_cell}{''.join(cells)}</tr>")
+    return (
+        f'<div class="grid-wrap"><table class="video-grid"><thead><tr><th>prompt</th>{head}'
+        f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _check(value: Any) -> str:
+    if value is None or value != value:
+        return '<span class="na">–</span>'
+    return '<span class="ok">✓</span>' if bool(value) else '<span class="bad">✗</span>'
+
+
+def _conformance_html(rows: pd.DataFrame) -> str:
+    done = rows[rows["state"] == "succeeded"]
+    lines = []
+    for _, row in done.sort_values(["prompt_index", "route"]).iterrows():
+        asked = _settings_of(row.get("settings"))
+        got = f"{_e(row.get('duration_s'))} s, {_e(row.get('width'))}×{_e(row.get('height'))}"
+        cells = [
+            _label(row),
+            f"#{_e(row.get('prompt_index'))} r{_e(row.get('repeat'))}",
+            _e(f"{asked.get('duration_s')} s, {asked.get('aspect_ratio')}, ")
+            + _e(asked.get("resolution")),
+            f"{got}, {_e(row.get('fps'))} fps {_e(row.get('codec'))}",
+            *(_check(row.get(c)) for c in _CHECKS),
+        ]
+        lines.append(_row(cells))
+    return _table("conformance", _CONFORMANCE_HEADERS, lines)
+
+
+def _failures_html(rows: pd.DataFrame) -> str:
+    failed = rows[rows["state"] != "succeeded"]
+    if failed.empty:
+        return "<p>None: every job succeeded.</p>"
+    lines = "".join(
+        f"<tr><td>{_label(r)}</td><td>#{_e(r.get('prompt_index'))} r{_e(r.get('repeat'))}</td>"
+        f"<td>{_e(r.get('state'))}</td><td class='error'>{_e(r.get('error'))}</td></tr>"
+        for _, r in failed.iterrows()
+    )
+    head = "<tr><th>route</th><th>job</th><th>state</th><th>reason</th></tr>"
+    return f'<table class="failures"><thead>{head}</thead><tbody>{lines}</tbody></table>'
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _environment_html() -> str:
+    facts = [("python", sys.version.split()[0]), ("platform", platform.platform())]
+    facts += [(name, _version(name)) for name in _VERSIONS_OF]
+    body = "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(v)}</code></td></tr>" for k, v in facts)
+    return f"<p>Where this report was written.</p><table class='env'><tbody>{body}</tbody></table>"
