@@ -250,7 +250,9 @@ class _Runway:
         if self.state.take_fault("status_429", scenario.status_429):
             return self._too_many()
         if self.state.take_fault("status_5xx", scenario.status_5xx):
-            return _error(503, "Service unavailable: load shedding")
+            # Retry-After on shedding is UNCONFIRMED for Runway; it keeps SDK retries quick.
+            retry = f"{scenario.retry_after_s:g}"
+            return _error(503, "Service unavailable: load shedding", **{"Retry-After": retry})
         if self.state.take_fault("malformed_status", scenario.malformed_status):
             return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
         return None
