@@ -1,0 +1,403 @@
+"""The life of one job inside a run: submit, record, wait, download, figure, store.
+
+`RunContext.run_one` walks a stored row from wherever it stands (``planned``,
+``submitting``, in flight, ``downloading``) to a final state, writing the store at every
+step: ``submitting`` before the create call, the provider's id right after it and before
+the first status request. Every exception except cancellation ends as a failed row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from abebeats_lab import capabilities
+from abebeats_lab._types import (
+    Job,
+    JobState,
+    JobStatus,
+    Output,
+    OutputRef,
+    Probe,
+    Route,
+    VideoRequest,
+)
+from abebeats_lab.connect import Clients
+from abebeats_lab.errors import AmbiguousSubmitError, DownloadError
+from abebeats_lab.media import safe_name, save_output
+from abebeats_lab.providers import Provider
+from abebeats_lab.store import JobRow, RunStore
+from abebeats_lab.timing import Clock, Marks, build_timing
+from abebeats_lab.waiting import WaitPolicy, WaitResult, wait
+
+__all__ = ["JobEvent", "Limiter", "Live", "RunContext", "conformance", "live_row"]
+
+log = logging.getLogger("abebeats_lab.runner")
+
+SECONDS_PER_MINUTE = 60.0
+SUBMIT_GRACE_S = 10.0
+"""After a cancel, how long a create already sent may take to answer so we can cancel its job."""
+CANCEL_TIMEOUT_S = 10.0
+HASH_CHARS = 12
+"""Hex digits of the content hash in an output's file name."""
+DURATION_TOLERANCE_S = 0.5
+RATIO_TOLERANCE = 0.02
+RESOLUTION_TOLERANCE = 0.02
+_LINES = {"240p": 240, "360p": 360, "480p": 480, "540p": 540, "720p": 720, "1080p": 1080,
+          "1440p": 1440, "2160p": 2160, "4k": 2160}  # fmt: skip
+AMBIGUOUS = (
+    "the create call was sent but its answer was lost (the process stopped mid-create); "
+    "the provider offers no reconcile, so it was not resubmitted: check the provider's "
+    "dashboard before running it again"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One change of one job, for ``on_update`` (progress bars, widgets, the CLI)."""
+
+    run_id: str
+    key: tuple[int, str, int]
+    """(prompt_index, route, repeat)."""
+    route: str
+    prompt: str
+    state: JobState | str
+    """A `JobState`, or ``submitting``, ``downloading``, ``ambiguous``, ``planned``."""
+    progress: float | None = None
+    queue_position: int | None = None
+    elapsed_s: float | None = None
+    error: str | None = None
+    output_path: str | None = None
+
+
+class Limiter:
+    """A provider's cap on jobs in flight and on create calls per minute."""
+
+    def __init__(self, cap: int, rate_per_min: float | None = None) -> None:
+        self.cap = cap
+        self.rate_per_min = rate_per_min
+        self.slots = asyncio.Semaphore(cap)
+        self._next_create = 0.0
+        self._lock = asyncio.Lock()
+
+    async def pace(self) -> None:
+        """Wait until the next create call is allowed."""
+        if not self.rate_per_min:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            if self._next_create > now:
+                await asyncio.sleep(self._next_create - now)
+            self._next_create = max(now, self._next_create) + SECONDS_PER_MINUTE / self.rate_per_min
+
+
+@dataclass
+class Live:
+    """A row being worked on, with the client-side facts that are not stored."""
+
+    row: JobRow
+    job: Job | None = None
+    marks: Marks | None = None
+    result: WaitResult | None = None
+    output: Output | None = None
+
+
+def live_row(row: JobRow) -> Live:
+    """Wrap a stored row for `RunContext.run_one`."""
+    return Live(row)
+
+
+def request_of(row: JobRow) -> VideoRequest:
+    """The request a row sent (or will send), rebuilt from its stored settings."""
+    return VideoRequest(**row.settings)
+
+
+def _parse_time(text: str | None) -> datetime:
+    return datetime.fromisoformat(text) if text else datetime.now(UTC)
+
+
+def conformance(probe: Probe, request: VideoRequest) -> tuple[bool, bool, bool]:
+    """Did the output match the requested duration, aspect ratio and resolution?"""
+    duration_ok = abs(probe.duration_s - request.duration_s) <= DURATION_TOLERANCE_S
+    width_part, _, height_part = request.aspect_ratio.partition(":")
+    asked = float(width_part) / float(height_part)
+    ratio_ok = (
+        probe.height > 0 and abs(probe.width / probe.height - asked) <= RATIO_TOLERANCE * asked
+    )
+    lines = _LINES.get(request.resolution.lower())
+    short = min(probe.width, probe.height)
+    resolution_ok = lines is not None and abs(short - lines) <= RESOLUTION_TOLERANCE * lines
+    return duration_ok, bool(ratio_ok), resolution_ok
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class RunContext:
+    """Everything the jobs of one run share: store, clients, limits, policy, callback."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        clients: Clients,
+        limiters: Mapping[str, Limiter],
+        *,
+        on_update: Callable[[JobEvent], None] | None = None,
+        policy: WaitPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.clients = clients
+        self.limiters = limiters
+        self.on_update = on_update
+        self.policy = policy
+
+    async def run_all(self, lives: Sequence[Live]) -> None:
+        """Run every job at once under the limits; returns when all are final."""
+        async with asyncio.TaskGroup() as group:
+            for live in lives:
+                group.create_task(self.run_one(live))
+
+    async def run_one(self, live: Live) -> JobRow:
+        """Take one row to a final state; only cancellation escapes."""
+        try:
+            async with self.limiters[live.row.provider].slots:
+                await self._advance(live)
+        except asyncio.CancelledError:
+            self._on_cancel(live)
+            raise
+        except Exception as exc:
+            self._finish(live, "failed", _error_text(exc))
+        return live.row
+
+    async def _advance(self, live: Live) -> None:
+        state = live.row.state
+        if state == "planned":
+            await self.limiters[live.row.provider].pace()
+            await self._submit(live)
+        elif state in ("submitting", "ambiguous"):
+            await self._reconcile(live)
+        else:
+            self._reattach(live)
+        if live.job is not None:
+            await self._follow(live)
+
+    # -- state and events --------------------------------------------------------------
+
+    def _save(self, live: Live, **changes: Any) -> None:
+        live.row = live.row.evolve(**changes)
+        self.store.save(live.row)
+
+    def _emit(self, live: Live, state: JobState | str, status: JobStatus | None = None) -> None:
+        if self.on_update is None:
+            return
+        row = live.row
+        event = JobEvent(
+            row.run_id, row.key, row.route, row.prompt, state,
+            progress=status.progress if status else None,
+            queue_position=status.queue_position if status else None,
+            elapsed_s=self._elapsed(live), error=row.error, output_path=row.output_path,
+        )  # fmt: skip
+        try:
+            self.on_update(event)
+        except Exception:  # a broken progress view must not lose a paid job
+            log.exception("on_update callback failed; the run continues")
+
+    def _elapsed(self, live: Live) -> float | None:
+        marks = live.marks
+        if marks is None:
+            return None
+        if marks.submit_start is not None:
+            return time.monotonic() - marks.submit_start
+        return (datetime.now(UTC) - marks.submitted_at).total_seconds()
+
+    def _on_cancel(self, live: Live) -> None:
+        state = live.row.state
+        if state == "planned":
+            self._save(live, state="canceled", error="comparison cancelled before submit")
+        elif state in (JobState.QUEUED.value, JobState.RUNNING.value):
+            self._save(live, state="canceled", error="comparison cancelled; remote job cancelled")
+        # "submitting" and "downloading" stay as they are: resume settles them.
+
+    # -- submit ------------------------------------------------------------------------
+
+    async def _submit(self, live: Live) -> None:
+        provider = self.clients[live.row.provider]
+        marks = live.marks = Marks(submitted_at=datetime.now(UTC))
+        self._save(live, state="submitting", submitted_at=marks.submitted_at.isoformat())
+        self._emit(live, "submitting")
+        marks.submit_start = time.monotonic()
+        task = asyncio.ensure_future(
+            provider.submit(request_of(live.row), Route.parse(live.row.route))
+        )
+        try:
+            job = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await self._settle_cancelled_submit(live, provider, task)
+            raise
+        except AmbiguousSubmitError as exc:
+            self._save(live, state="ambiguous", error=_error_text(exc))
+            self._emit(live, "ambiguous")
+            await self._reconcile(live)
+            return
+        marks.submit_end = time.monotonic()
+        marks.accepted_at = datetime.now(UTC)
+        self._attach(live, job, marks.submit_end - marks.submit_start)
+
+    def _attach(self, live: Live, job: Job, submit_s: float | None) -> None:
+        """Commit the provider's id (before any status request) and mark the job queued."""
+        live.job = job
+        self._save(
+            live, job_id=job.id, handles=dict(job.handles), state=JobState.QUEUED.value,
+            submit_s=submit_s, submit_s_source="client" if submit_s is not None else None,
+        )  # fmt: skip
+        self._emit(live, JobState.QUEUED)
+
+    async def _settle_cancelled_submit(
+        self, live: Live, provider: Provider, task: asyncio.Future[Job]
+    ) -> None:
+        """A create was in flight when we were cancelled: if it answers, cancel its job."""
+        try:
+            async with asyncio.timeout(SUBMIT_GRACE_S):
+                job = await task
+        except BaseException:
+            task.cancel()
+            return
+        self._attach(live, job, None)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await provider.cancel(job)
+        self._save(live, state="canceled", error="comparison cancelled; remote job cancelled")
+
+    async def _reconcile(self, live: Live) -> None:
+        """Settle a create whose answer was lost: ask the provider, never resubmit blindly."""
+        provider = self.clients[live.row.provider]
+        method = getattr(provider, "reconcile", None)
+        if method is None:
+            self._save(live, state="ambiguous", error=live.row.error or AMBIGUOUS)
+            self._emit(live, "ambiguous")
+            return
+        submitted = _parse_time(live.row.submitted_at)
+        job = await method(
+            Route.parse(live.row.route), request_of(live.row),
+            submitted_at=submitted, client_ref=live.row.client_ref,
+        )  # fmt: skip
+        if job is None:
+            message = "reconciled: the provider has no such job; not resubmitted"
+            self._save(live, state="failed", error=message)
+            return
+        live.marks = Marks(submitted_at=submitted)
+        self._attach(live, job, None)
+
+    def _reattach(self, live: Live) -> None:
+        """Rebuild the Job of an in-flight row from the store (resume)."""
+        row = live.row
+        submitted = _parse_time(row.submitted_at)
+        live.job = Job(
+            Route.parse(row.route), row.job_id or "", request_of(row), submitted, dict(row.handles)
+        )
+        accepted = submitted + timedelta(seconds=row.submit_s) if row.submit_s is not None else None
+        live.marks = Marks(
+            submitted_at=submitted,
+            accepted_at=accepted,
+            prior_submit_s=row.submit_s,
+            prior_polls=row.polls,
+        )
+
+    # -- wait and download -------------------------------------------------------------
+
+    def _policy(self, route: str) -> WaitPolicy:
+        base = self.policy or WaitPolicy()
+        if base.expected_run_s is not None:
+            return base
+        prior = self.store.run_time_prior(route)
+        if prior is None:
+            return replace(base, expected_run_s=capabilities.capabilities_for(route).typical_run_s)
+        return replace(base, expected_run_s=prior[0], spread_s=prior[1])
+
+    def _observe(self, live: Live, status: JobStatus) -> None:
+        if status.state.value != live.row.state and not status.state.terminal:
+            self._save(live, state=status.state.value)
+        self._emit(live, status.state, status)
+
+    async def _follow(self, live: Live) -> None:
+        assert live.job is not None
+        provider = self.clients[live.row.provider]
+        policy = self._policy(live.row.route)
+        result = live.result = await wait(
+            provider, live.job, policy=policy, on_update=lambda _job, s: self._observe(live, s)
+        )
+        status = result.status
+        if status.state is not JobState.SUCCEEDED:
+            reason = status.error or f"ended {status.raw_status}"
+            if status.error_code:
+                reason += f" [{status.error_code}]"
+            self._finish(live, status.state.value, reason)
+            return
+        self._save(live, state="downloading")
+        self._emit(live, "downloading")
+        live.output = await self._download(live, provider, status)
+        self._finish(live, JobState.SUCCEEDED.value, None)
+
+    async def _download(self, live: Live, provider: Provider, status: JobStatus) -> Output:
+        job, marks, row = live.job, live.marks, live.row
+        assert job is not None and marks is not None
+        refs = await provider.outputs(job, status)
+        if not refs:
+            raise DownloadError("the job succeeded but listed no output")
+        dest = self.store.outputs_dir / f"{safe_name(row.route, row.prompt_index, row.repeat)}.mp4"
+        marks.download_start = time.monotonic()
+        output = await save_output(refs[0], dest, refresh=_refresher(provider, job))
+        final = dest.with_name(
+            f"{safe_name(row.route, row.prompt_index, row.repeat, output.sha256[:HASH_CHARS])}.mp4"
+        )
+        output.path.replace(final)
+        marks.download_end = time.monotonic()
+        return replace(output, path=final)
+
+    def _finish(self, live: Live, state: str, error: str | None) -> None:
+        changes: dict[str, Any] = {"state": state, "error": error}
+        changes["finished_at"] = datetime.now(UTC).isoformat()
+        if live.marks is not None:
+            timing = build_timing(live.job, live.result, live.marks, Clock.now())
+            for name in ("submit_s", "queue_s", "run_s", "detect_lag_s", "download_s", "total_s"):
+                changes[name] = getattr(timing, name)
+                changes[f"{name}_source"] = timing.sources.get(name)
+            changes["polls"] = timing.polls
+        if live.output is not None:
+            changes.update(_output_fields(live.output, self.store, request_of(live.row)))
+        self._save(live, **changes)
+        self._emit(live, state, live.result.status if live.result else None)
+
+
+def _output_fields(output: Output, store: RunStore, request: VideoRequest) -> dict[str, Any]:
+    probe = output.probe
+    duration_ok, ratio_ok, resolution_ok = conformance(probe, request)
+    return {
+        "output_path": output.path.relative_to(store.run_dir).as_posix(),
+        "sha256": output.sha256,
+        "duration_s": probe.duration_s, "width": probe.width, "height": probe.height,
+        "fps": probe.fps, "codec": probe.codec, "has_audio": probe.has_audio, "bytes": probe.bytes,
+        "duration_ok": duration_ok, "ratio_ok": ratio_ok, "resolution_ok": resolution_ok,
+    }  # fmt: skip
+
+
+def _refresher(provider: Provider, job: Job) -> Callable[[], Any] | None:
+    """Wrap a provider's optional ``refresh_outputs(job)`` as `media.save_output` wants it."""
+    method = getattr(provider, "refresh_outputs", None)
+    if method is None:
+        return None
+
+    async def refresh() -> OutputRef | None:
+        fresh = await method(job)
+        if fresh is None or isinstance(fresh, OutputRef):
+            return fresh
+        return next(iter(fresh), None)
+
+    return refresh
