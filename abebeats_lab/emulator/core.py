@@ -225,6 +225,11 @@ class EmulatorState:
             self._files[token] = (data, "video/mp4")
         return f"{self.base_url}/_files/{token}/output.mp4"
 
+    def output_data(self, job: EmulatedJob) -> bytes | None:
+        """The bytes behind the job's rendered output, for APIs that return video inline (Veo)."""
+        entry = self._files.get(job.extra.get("file_token", ""))
+        return entry[0] if entry else None
+
     def refresh_output(self, job: EmulatedJob) -> None:
         """Issue a new file token (a fresh signed URL), keeping the same bytes."""
         old = job.extra.pop("file_token", None)

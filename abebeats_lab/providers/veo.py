@@ -1,0 +1,385 @@
+"""Google Veo on Vertex AI (``veo:<model>``), through the official ``google-genai`` SDK.
+
+genai sends ``:predictLongRunning`` and polls ``:fetchPredictOperation``; this module adds
+what it lacks: retries of a refused create (429/5xx, honouring Google's ``RetryInfo``), no
+blind retry of a create that may have arrived (`AmbiguousSubmitError`), and our error types.
+Veo reports only ``done``: there is no queue signal, so a job that is not done is RUNNING,
+and no cancel exists. genai 3.x runs on ``httpx2``, so it talks to the emulator over
+loopback like any server; no transport is injected.
+
+Credentials, in order: the ``credentials`` argument; a static OAuth token (``api_key`` or
+``GOOGLE_OAUTH_ACCESS_TOKEN``); application default credentials, read from
+``GOOGLE_APPLICATION_CREDENTIALS`` or gcloud's ADC file only. ``google.auth.default()`` is
+never called, because it would probe the GCE metadata server over the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import importlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+import httpx2
+from google import genai
+from google.auth.credentials import Credentials
+from google.genai import errors as genai_errors
+from google.genai import types
+from google.oauth2.credentials import Credentials as TokenCredentials
+
+from abebeats_lab import config
+from abebeats_lab._http import DEFAULT_RETRY, RETRY_STATUSES, RetryPolicy, retry_delay, retry_hint
+from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab.errors import (
+    AmbiguousSubmitError,
+    ConfigError,
+    DownloadError,
+    MissingKeyError,
+    ProtocolError,
+    ProviderHTTPError,
+    ProviderTransportError,
+    ValidationError,
+)
+from abebeats_lab.providers.base import Provider, utcnow
+
+__all__ = ["VeoProvider", "build_config", "parse_operation"]
+
+T = TypeVar("T")
+API_VERSION = "v1"
+"""GA Veo models fail on genai's default v1beta1 (python-genai issue #2079); v1 works."""
+DEFAULT_LOCATION = "us-central1"
+DEFAULT_TIMEOUT_S = 60.0
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+PROJECT_VARS = ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT_ID")
+KEY_VARS = ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
+_ADC_FILE = "application_default_credentials.json"
+_MS = 1000
+_CODE_CANCELLED = 1
+_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+_CONFIG_EXTRAS = frozenset(
+    {
+        "enhance_prompt",
+        "person_generation",
+        "output_gcs_uri",
+        "fps",
+        "compression_quality",
+        "resize_mode",
+        "labels",
+        "pubsub_topic",
+        "number_of_videos",
+    }
+)
+
+
+def _adc_path() -> Path | None:
+    """The ADC file to use, if one exists; never a network lookup."""
+    explicit = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "").strip()
+    if explicit:
+        return Path(explicit)
+    folder = os.environ.get("CLOUDSDK_CONFIG") or str(Path.home() / ".config" / "gcloud")
+    candidate = Path(folder) / _ADC_FILE
+    return candidate if candidate.is_file() else None
+
+
+def resolve_credentials(
+    credentials: Credentials | None, api_key: str | config.Secret | None
+) -> tuple[Credentials, str | None]:
+    """Credentials and the project the ADC file names (if any); see the module docstring."""
+    if credentials is not None:
+        return credentials, None
+    token = config.key_for("veo", api_key, required=False)
+    if token is not None:
+        return TokenCredentials(token=token.reveal()), None  # type: ignore[no-untyped-call]
+    path = _adc_path()
+    if path is None:
+        raise MissingKeyError("veo", KEY_VARS)
+    import google.auth
+
+    try:
+        loaded, project = google.auth.load_credentials_from_file(str(path), scopes=SCOPES)  # type: ignore[no-untyped-call]
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise ConfigError(f"veo: cannot read credentials from {path.name}: {exc}") from exc
+    return loaded, project
+
+
+def build_config(
+    request: VideoRequest, route: Route
+) -> tuple[types.GenerateVideosSource, types.GenerateVideosConfig]:
+    """The genai source and config for one request (one video per job)."""
+    unknown = sorted(set(request.extras) - _CONFIG_EXTRAS)
+    if unknown:
+        raise ValidationError(
+            "extras", unknown, ", ".join(sorted(_CONFIG_EXTRAS)), route=str(route)
+        )
+    options: dict[str, Any] = {
+        "number_of_videos": 1,
+        "duration_seconds": request.duration_s,
+        "aspect_ratio": request.aspect_ratio,
+        "resolution": request.resolution,
+        "seed": request.seed,
+        "negative_prompt": request.negative_prompt,
+        "generate_audio": request.generate_audio,
+        **request.extras,
+    }
+    image = _image(request.image, route) if request.image else None
+    source = types.GenerateVideosSource(prompt=request.prompt, image=image)
+    return source, types.GenerateVideosConfig(**options)
+
+
+def _image(text: str, route: Route) -> types.Image:
+    if text.startswith("gs://"):
+        return types.Image(gcs_uri=text)
+    header, sep, payload = text.partition(",")
+    if text.startswith("data:") and sep and header.endswith(";base64"):
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except binascii.Error as exc:
+            raise ValidationError("image", "<data: URI>", "valid base64", route=str(route)) from exc
+        return types.Image(image_bytes=data, mime_type=header[len("data:") : -len(";base64")])
+    raise ValidationError("image", text[:40], "a base64 data: URI or a gs:// URI", route=str(route))
+
+
+class VeoProvider(Provider):
+    """Veo video generation on Vertex AI; see the module docstring."""
+
+    name: ClassVar[str] = "veo"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | config.Secret | None = None,
+        base_url: str | None = None,
+        project: str | None = None,
+        location: str | None = None,
+        credentials: Credentials | None = None,
+        emulated: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        **_: Any,
+    ) -> None:
+        self._credentials, adc_project = resolve_credentials(credentials, api_key)
+        self.project = project or config.env_first(*PROJECT_VARS) or adc_project
+        if not self.project:
+            raise ConfigError(
+                "veo: no Google Cloud project. Set GOOGLE_CLOUD_PROJECT "
+                "(or GOOGLE_CLOUD_PROJECT_ID), pass project=..., or use --emulate"
+            )
+        self.location = location or config.env_first(
+            "GOOGLE_CLOUD_LOCATION", default=DEFAULT_LOCATION
+        )
+        self._base_url = config.base_url_for("veo", base_url) or None
+        self.emulated = emulated
+        self._timeout_s = timeout_s
+        self._retry = retry
+        self._genai: genai.Client | None = None
+
+    def __repr__(self) -> str:
+        where = f"project={self.project!r}, location={self.location!r}"
+        return f"VeoProvider({where}, emulated={self.emulated})"
+
+    @property
+    def can_cancel(self) -> bool:
+        """Veo operations have no cancel."""
+        return False
+
+    def _client(self) -> genai.Client:
+        if self._genai is None:
+            options = types.HttpOptions(
+                base_url=self._base_url, api_version=API_VERSION, timeout=int(self._timeout_s * _MS)
+            )
+            self._genai = genai.Client(
+                vertexai=True,
+                project=self.project,
+                location=self.location,
+                credentials=self._credentials,
+                http_options=options,
+            )
+        return self._genai
+
+    async def submit(self, request: VideoRequest, route: Route) -> Job:
+        source, video_config = build_config(request, route)
+        submitted_at = utcnow()
+        models = self._client().aio.models
+        operation = await self._create_with_retries(
+            lambda: models.generate_videos(model=route.model, source=source, config=video_config)
+        )
+        if not operation.name:
+            raise ProtocolError("the create answer carried no operation name", provider=self.name)
+        return Job(
+            route=route,
+            id=operation.name,
+            request=request,
+            submitted_at=submitted_at,
+            handles={"operation": operation.name},
+        )
+
+    async def _create_with_retries(
+        self, create: Callable[[], Awaitable[types.GenerateVideosOperation]]
+    ) -> types.GenerateVideosOperation:
+        started, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
+            try:
+                return await self._call(create, creating=True)
+            except ProviderHTTPError as exc:
+                if exc.status_code not in RETRY_STATUSES:
+                    raise
+                error: Exception = exc
+                delay = retry_delay(attempt, exc.retry_after_s, self._retry)
+            except ProviderTransportError as exc:  # never sent: safe to repeat
+                error, delay = exc, retry_delay(attempt, None, self._retry)
+            if (
+                attempt >= self._retry.max_attempts
+                or time.monotonic() - started + delay > self._retry.max_total_s
+            ):
+                raise error
+            await asyncio.sleep(delay)
+
+    async def status(self, job: Job) -> JobStatus:
+        operations = self._client().aio.operations
+        operation = await self._call(
+            lambda: operations.get(types.GenerateVideosOperation.model_validate({"name": job.id}))
+        )
+        return parse_operation(operation)
+
+    async def cancel(self, job: Job) -> None:
+        """No-op: Vertex has no cancel for Veo operations."""
+
+    async def outputs(self, job: Job, status: JobStatus) -> list[OutputRef]:
+        """Inline bytes as they are; ``gs://`` objects are fetched with google-cloud-storage."""
+        return [await self._fetch_gcs(ref) if _is_gcs(ref) else ref for ref in status.outputs]
+
+    async def _fetch_gcs(self, ref: OutputRef) -> OutputRef:
+        try:
+            storage = importlib.import_module("google.cloud.storage")
+        except ImportError as exc:
+            raise DownloadError(
+                f"{ref.url} is in Cloud Storage; downloading it needs the optional package "
+                "google-cloud-storage (pip install google-cloud-storage), or leave out "
+                "output_gcs_uri so Veo returns the video inline"
+            ) from exc
+        bucket, _, blob = (ref.url or "")[len("gs://") :].partition("/")
+        gcs = storage.Client(project=self.project, credentials=self._credentials)
+        data = await asyncio.to_thread(gcs.bucket(bucket).blob(blob).download_as_bytes)
+        return OutputRef(data=data, content_type=ref.content_type)
+
+    async def _call(self, make: Callable[[], Awaitable[T]], *, creating: bool = False) -> T:
+        """Run one genai call and translate whatever it raises into our error types."""
+        try:
+            return await make()
+        except genai_errors.APIError as exc:
+            raise _http_error(exc) from exc
+        except _NOT_SENT as exc:
+            raise ProviderTransportError(
+                f"{type(exc).__name__}: {exc}", provider=self.name
+            ) from exc
+        except httpx2.HTTPError as exc:
+            if creating:
+                raise AmbiguousSubmitError(
+                    f"the create was sent but no answer came back ({type(exc).__name__}); "
+                    "reconcile before resubmitting",
+                    provider=self.name,
+                ) from exc
+            raise ProviderTransportError(
+                f"{type(exc).__name__}: {exc}", provider=self.name
+            ) from exc
+        except ValueError as exc:  # bad JSON, or a payload genai's models reject
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ProtocolError(f"unreadable answer: {message}", provider=self.name) from exc
+
+    async def aclose(self) -> None:
+        if self._genai is not None:
+            client, self._genai = self._genai, None
+            await client.aio.aclose()
+
+
+def _http_error(exc: genai_errors.APIError) -> ProviderHTTPError:
+    """A ProviderHTTPError with the status, Google's message and any retry hint."""
+    response = exc.response
+    hint = None
+    if isinstance(response, httpx2.Response):
+        # Read the hint (Retry-After, RetryInfo.retryDelay) with the one shared parser.
+        mirror = httpx.Response(
+            response.status_code, headers=list(response.headers.items()), content=response.content
+        )
+        hint = retry_hint(mirror)
+    body = f"{exc.status or ''} {exc.message or ''}".strip()
+    return ProviderHTTPError(provider="veo", status_code=exc.code, body=body, retry_after_s=hint)
+
+
+def parse_operation(operation: types.GenerateVideosOperation) -> JobStatus:
+    """An operation as a `JobStatus`. Veo has no queue signal: not done means RUNNING."""
+    raw = _raw(operation)
+    if not operation.done:
+        return JobStatus(JobState.RUNNING, "running", raw=raw)
+    if operation.error:
+        code = operation.error.get("code")
+        state = JobState.CANCELED if code == _CODE_CANCELLED else JobState.FAILED
+        return JobStatus(
+            state,
+            "error",
+            error=str(operation.error.get("message") or operation.error),
+            error_code=None if code is None else str(code),
+            raw=raw,
+        )
+    response = operation.response
+    if response is None:
+        raise ProtocolError("operation done without a response or an error", provider="veo")
+    refs = tuple(
+        ref for video in response.generated_videos or [] if (ref := _ref(video)) is not None
+    )
+    if not refs and (response.rai_media_filtered_count or 0) > 0:
+        reasons = "; ".join(response.rai_media_filtered_reasons or []) or "no reason given"
+        return JobStatus(
+            JobState.FAILED,
+            "filtered",
+            error=f"safety filter removed the video: {reasons}",
+            error_code="RAI_FILTERED",
+            raw=raw,
+        )
+    if not refs:
+        raise ProtocolError("operation done without videos", provider="veo")
+    return JobStatus(JobState.SUCCEEDED, "done", progress=1.0, outputs=refs, raw=raw)
+
+
+def _ref(video: types.GeneratedVideo) -> OutputRef | None:
+    if video.video is None:
+        return None
+    mime = video.video.mime_type or "video/mp4"
+    if video.video.video_bytes:
+        return OutputRef(data=video.video.video_bytes, content_type=mime)
+    if video.video.uri:
+        return OutputRef(url=video.video.uri, content_type=mime)
+    return None
+
+
+def _raw(operation: types.GenerateVideosOperation) -> dict[str, Any]:
+    """The operation without video bytes (they go to disk, not to the store)."""
+    response = operation.response
+    videos = [
+        {
+            "uri": v.video.uri,
+            "mime_type": v.video.mime_type,
+            "bytes": len(v.video.video_bytes or b""),
+        }
+        for v in (response.generated_videos or [] if response else [])
+        if v.video is not None
+    ]
+    return {
+        "name": operation.name,
+        "done": operation.done,
+        "error": operation.error,
+        "rai_media_filtered_count": response.rai_media_filtered_count if response else None,
+        "rai_media_filtered_reasons": response.rai_media_filtered_reasons if response else None,
+        "videos": videos,
+    }
+
+
+def _is_gcs(ref: OutputRef) -> bool:
+    return ref.data is None and bool(ref.url) and (ref.url or "").startswith("gs://")
