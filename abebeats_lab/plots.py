@@ -133,7 +133,7 @@ def timing_figure(
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="small", ncols=len(TIMING_PHASES))
+    fig.legend(loc="outside lower center", fontsize="small", ncols=len(TIMING_PHASES))
     return fig
 
 

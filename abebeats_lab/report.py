@@ -282,7 +282,8 @@ def _cell_html(row: Any, run_dir: Path, base: Path, embed_max_bytes: int) -> str
 
 def _grid_html(rows: pd.DataFrame, run_dir: Path, base: Path, embed_max_bytes: int) -> str:
     routes = sorted(str(r) for r in rows["route"].unique())
-    head = "".join(f"<th><code>{_e(r)}</code></th>" for r in routes)
+    marked = {r: _any(rows[rows["route"] == r], "emulated") for r in routes}
+    head = "".join(f"<th><code>{_e(r)}</code>{_badge(marked[r])}</th>" for r in routes)
     body = []
     for index, prompt in _prompts(rows):
         cells = []

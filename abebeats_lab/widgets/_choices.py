@@ -56,8 +56,16 @@ class Allowed:
 
 
 def default_routes() -> list[str]:
-    """Every route with exact capability data (families with ``*`` need a concrete model)."""
-    return [c.pattern for c in capabilities.all_routes() if "*" not in c.pattern]
+    """Text-to-video routes with exact capability data.
+
+    Families (``*``) need a concrete model name, and image-to-video routes an image, which
+    the panel does not take; both stay reachable through the ``routes`` argument.
+    """
+    return [
+        c.pattern
+        for c in capabilities.all_routes()
+        if "*" not in c.pattern and not c.image_required
+    ]
 
 
 def route_choice(route: str, *, emulate: bool) -> RouteChoice:

@@ -245,6 +245,7 @@ class ControlPanel:
             self._say("No running event loop: use the panel inside Jupyter.", "error")
             return
         self._set_history([request.prompt, *self.prompt_history])
+        self._begin()
         self.task = loop.create_task(self._run(request, routes, int(self.repeats.value)))
 
     def _on_cancel(self, _button: Any = None) -> None:
@@ -261,7 +262,6 @@ class ControlPanel:
     async def _run(self, request: VideoRequest, routes: list[str], repeats: int) -> None:
         from abebeats_lab.runner import compare
 
-        self._begin()
         try:
             comparison = await compare(
                 [request.prompt],
@@ -294,6 +294,7 @@ class ControlPanel:
 
     def _begin(self) -> None:
         self._progress_rows.clear()
+        self.comparison = None
         self.progress.children, self.results.children = (), ()
         self.chart.value = self.report.value = ""
         self._say("Running…", "info")

@@ -1,0 +1,171 @@
+"""The control panel, driven headlessly: set trait values, press buttons, read what it shows.
+
+Every run goes through the real runner: ``local:procedural`` renders on this machine and the
+remote routes are served by the built-in emulators on 127.0.0.1 (``emulate=True``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from abebeats_lab.runner import load_run
+from abebeats_lab.widgets import ControlPanel
+
+LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
+PIKA, VEO_FAST = "pika:fal-ai/pika/v2.2/text-to-video", "veo:veo-3.1-fast-generate-001"
+PROMPT = "a paper boat drifting on a calm lake"
+MP4_BOX = b"ftyp"
+SECRET = "key_" + "s" * 60
+
+
+def _panel(tmp_path: Path, *selected: str, emulate: bool = True) -> ControlPanel:
+    panel = ControlPanel(
+        selected=selected, emulate=emulate, runs_dir=tmp_path / "runs", prompt=PROMPT
+    )
+    panel.duration.value = 2
+    return panel
+
+
+def _find(widget: object, type_name: str) -> list[object]:
+    """Every descendant widget of one type, depth first (what a reader would see)."""
+    found = [widget] if type(widget).__name__ == type_name else []
+    for child in getattr(widget, "children", ()):
+        found += _find(child, type_name)
+    return found
+
+
+def _html_of(widget: object) -> str:
+    return " ".join(h.value for h in _find(widget, "HTML"))  # type: ignore[attr-defined]
+
+
+def test_picker_says_which_routes_have_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    panel = _panel(tmp_path, LOCAL, RUNWAY, emulate=False)
+    runway = panel.route_boxes[RUNWAY]
+    assert runway.disabled and "no key (RUNWAYML_API_SECRET)" in runway.description
+    assert panel.selected_routes == [LOCAL]
+    assert panel.route_boxes[LOCAL].description.endswith("no key needed")
+    monkeypatch.setenv("RUNWAYML_API_SECRET", SECRET)
+    panel.emulate.value = True
+    panel.emulate.value = False
+    assert not runway.disabled and runway.description.endswith("key set")
+    assert SECRET not in runway.description
+    panel.emulate.value = True
+    assert all(
+        box.description.endswith("emulated") for r, box in panel.route_boxes.items() if r != LOCAL
+    )
+
+
+def test_settings_offer_only_what_every_ticked_route_takes(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, LOCAL)
+    assert "240p" in panel.resolution.options and not panel.audio.disabled
+    panel.audio.value = True
+    panel.route_boxes[RUNWAY].value = True
+    assert panel.resolution.options == ("720p",) and panel.resolution.value == "720p"
+    assert set(panel.aspect_ratio.options) == {"16:9", "9:16"}
+    assert panel.audio.disabled and panel.audio.value is False
+    assert panel.negative_prompt.disabled
+    panel.route_boxes[RUNWAY].value = False
+    panel.route_boxes[PIKA].value = True
+    panel.route_boxes[VEO_FAST].value = True
+    assert "nearest allowed value" in panel.settings_note.value
+    assert "durations" in panel.settings_note.value
+
+
+def test_bad_input_is_shown_in_place(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, LOCAL)
+    panel.prompt.value = "   "
+    panel.generate_button.click()
+    assert "prompt" in panel.status.value and "abebeats-error" in panel.status.value
+    assert panel.task is None
+    panel.prompt.value = PROMPT
+    panel.seed.value = "seven"
+    panel.generate_button.click()
+    assert "seed=" in panel.status.value and panel.task is None
+
+
+def test_generate_without_a_running_loop_says_so(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, LOCAL)
+    panel.generate_button.click()
+    assert "No running event loop" in panel.status.value
+
+
+async def test_generate_runs_in_the_background_and_shows_videos(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, LOCAL, RUNWAY)
+    panel.generate_button.click()
+    # The click returned while the comparison is still in flight: the loop is not blocked.
+    assert panel.task is not None and not panel.task.done()
+    assert panel.generate_button.disabled and not panel.cancel_button.disabled
+    await panel.wait()
+    assert len(panel.progress.children) == 2
+    lines = [row.value for row in panel.progress.children]
+    assert all("succeeded" in line for line in lines)
+    assert sum("emulated" in line for line in lines) == 1
+    videos = _find(panel.results, "Video")
+    assert len(videos) == 2
+    assert all(v.value[4:8] == MP4_BOX for v in videos)  # type: ignore[attr-defined]
+    cells = [c for c in _find(panel.results, "VBox") if "abebeats-cell" in c._dom_classes]  # type: ignore[attr-defined]
+    by_route = {
+        r: next(_html_of(c) for c in cells if f"<code>{r}</code>" in _html_of(c))
+        for r in (LOCAL, RUNWAY)
+    }
+    assert "abebeats-figures" in by_route[RUNWAY] and "emulated" in by_route[RUNWAY]
+    assert "emulated" not in by_route[LOCAL]
+    assert "total" in by_route[LOCAL] and "duration ✓" in by_route[LOCAL]
+    assert panel.chart.value.startswith("<svg")
+    assert "2 of 2 jobs succeeded" in panel.status.value
+    assert not panel.generate_button.disabled and not panel.export_button.disabled
+
+
+async def test_history_keeps_earlier_prompts_for_editing(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, LOCAL)
+    panel.generate_button.click()
+    await panel.wait()
+    panel.prompt.value = "a second idea"
+    panel.generate_button.click()
+    await panel.wait()
+    assert panel.prompt_history == ["a second idea", PROMPT]
+    panel.history.value = PROMPT
+    assert panel.prompt.value == PROMPT
+    rows = load_run(panel.comparison.run_dir).to_pandas()
+    assert list(rows["prompt"]) == ["a second idea"]
+
+
+async def test_runner_errors_are_shown_in_place(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, RUNWAY)
+    panel.prompt.value = "x" * 1001  # gen4.5 takes at most 1000 UTF-16 units
+    panel.generate_button.click()
+    await panel.wait()
+    assert "ValidationError" in panel.status.value and "at most 1000" in panel.status.value
+    assert panel.comparison is None and panel.export_button.disabled
+    assert not panel.generate_button.disabled
+
+
+async def test_cancel_stops_the_comparison(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, RUNWAY)
+    panel.generate_button.click()
+    while not any("queued" in r.value or "running" in r.value for r in panel.progress.children):
+        await asyncio.sleep(0.02)
+    panel.cancel_button.click()
+    await panel.wait()
+    assert panel.task is not None and panel.task.cancelled()
+    assert "Cancelled" in panel.status.value
+    assert panel.comparison is None and not panel.generate_button.disabled
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert all(state != "succeeded" for state in load_run(run_dir).to_pandas()["state"])
+
+
+async def test_export_writes_the_report(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, LOCAL)
+    panel.generate_button.click()
+    await panel.wait()
+    panel.export_button.click()
+    await panel.wait()
+    assert panel.report_path is not None and panel.report_path.is_file()
+    assert panel.report_path.parent == Path(panel.comparison.run_dir)
+    assert str(panel.report_path) in panel.report.value
+    assert "<video" in panel.report_path.read_text(encoding="utf-8")
