@@ -1,0 +1,400 @@
+"""The music-video pipeline: an audio track and a prompt in, one video cut on the beat out.
+
+`make_music_video` analyses the track (`beats.analyze`), plans shots whose cuts land on
+detected beats (section changes first) and that fit every route's allowed clip durations,
+writes one prompt per shot (the base prompt, a framing that rotates from shot to shot and a
+mood from the section's energy; one seed throughout), generates each clip through the
+fallback chain, then conforms, cuts and muxes the original audio into one H.264/AAC MP4
+(`assemble.assemble`). A JSON shot list beside the video records each shot's timing,
+prompt, route, every attempt and its figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from abebeats_lab import capabilities, runner
+from abebeats_lab._types import Route, VideoRequest
+from abebeats_lab.assemble import FPS, Shot, assemble, frame_index
+from abebeats_lab.beats import BeatAnalysis, analyze
+from abebeats_lab.errors import AllRoutesFailed, ValidationError
+from abebeats_lab.render import frame_size
+from abebeats_lab.store import JobRow
+from abebeats_lab.waiting import WaitPolicy
+
+__all__ = [
+    "DEFAULT_ROUTES",
+    "MusicVideo",
+    "PlannedShot",
+    "ShotRecord",
+    "generate_from_prompt",
+    "make_music_video",
+    "plan_shots",
+    "shot_prompt",
+]
+
+DEFAULT_ROUTES = ("local:procedural",)
+RUNS_DIR = "runs"
+TARGET_BEATS = 8
+"""A shot lasts about two bars of 4/4 when the routes allow it."""
+MIN_SHOT_S = 1.0
+"""Cuts closer together than this flicker; the planner avoids them where the beats allow."""
+SHOT_CONCURRENCY = 3
+"""Clips generated at once; each route's own caps still apply inside the runner."""
+PREFERRED_RESOLUTION = "720p"
+FRAMINGS = ("wide establishing shot", "medium shot", "close-up", "tracking shot", "aerial view")
+MOODS = (
+    (0.34, "calm, slow drifting camera, soft light"),
+    (0.67, "steady movement, warm light"),
+    (1.01, "energetic, fast camera moves, vivid saturated light"),
+)
+"""(upper energy bound, mood) from the quietest sections to the loudest."""
+
+ATTEMPT_FIELDS = (
+    "run_id", "route", "state", "error", "job_id", "emulated", "seed",
+    "submit_s", "queue_s", "run_s", "detect_lag_s", "download_s", "total_s", "polls",
+    "cost_usd", "cost_estimate_usd", "cost_note",
+    "output_path", "duration_s", "width", "height", "fps", "codec",
+    "submitted_at", "finished_at",
+)  # fmt: skip
+"""What the shot list keeps of each attempt's stored row (the store holds the rest)."""
+
+UpdateCallback = Callable[[runner.JobEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedShot:
+    """One shot before generation: where it sits in the output and what it asks for."""
+
+    index: int
+    start_frame: int
+    end_frame: int
+    start_s: float
+    """The beat (or 0) the shot starts on, in seconds; ``start_frame`` is its nearest frame."""
+    end_s: float
+    section: int
+    prompt: str
+    clip_duration_s: int
+    """The clip length requested: the shortest allowed duration that covers the shot."""
+
+    @property
+    def frames(self) -> int:
+        """Output frames the shot fills."""
+        return self.end_frame - self.start_frame
+
+
+@dataclass(frozen=True, slots=True)
+class ShotRecord:
+    """One shot after generation: its plan, the clip that filled it and every attempt."""
+
+    shot: PlannedShot
+    route: str
+    clip: str
+    attempts: tuple[dict[str, Any], ...]
+    """Every route tried for this shot, in order: state, error and figures."""
+    held_frames: int = 0
+    """Frames that repeat the clip's last frame because the clip came back short."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly values (the shot list's entry)."""
+        values = asdict(self.shot)
+        values.update(route=self.route, clip=self.clip, held_frames=self.held_frames)
+        values["attempts"] = [dict(a) for a in self.attempts]
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class MusicVideo:
+    """The finished video, its shot list, and the analysis it was cut to."""
+
+    path: Path
+    shot_list: Path
+    run_dir: Path
+    analysis: BeatAnalysis
+    shots: tuple[ShotRecord, ...]
+    width: int
+    height: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cuts_s(self) -> list[float]:
+        """Output times of the cuts between shots."""
+        return [record.shot.start_frame / FPS for record in self.shots[1:]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shot list document."""
+        return {
+            "video": str(self.path),
+            "run_dir": str(self.run_dir),
+            "width": self.width,
+            "height": self.height,
+            "fps": FPS,
+            **self.settings,
+            "analysis": self.analysis.to_dict(),
+            "shots": [record.to_dict() for record in self.shots],
+        }
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def common_settings(
+    routes: Sequence[Route], aspect_ratio: str, resolution: str | None
+) -> tuple[tuple[int, ...], str, tuple[int, int]]:
+    """Durations every route allows, the resolution to ask for, and the seed range they share.
+
+    The fallback chain sends one request to each route in turn, so every setting must suit
+    them all; anything that cannot is a `ValidationError` before any clip is paid for.
+    """
+    caps = [capabilities.capabilities_for(route) for route in routes]
+    names = ", ".join(str(r) for r in routes)
+    durations = tuple(sorted(set.intersection(*(set(c.durations) for c in caps))))
+    if not durations:
+        raise ValidationError("routes", names, "routes sharing at least one clip duration")
+    shared = [r for r in caps[0].resolutions if all(r in c.resolutions for c in caps)]
+    if resolution is None:
+        resolution = PREFERRED_RESOLUTION if PREFERRED_RESOLUTION in shared else (shared or [""])[0]
+    if resolution not in shared:
+        raise ValidationError(
+            "resolution", resolution, ", ".join(shared) or "none shared", route=names
+        )
+    if not all(aspect_ratio in c.aspect_ratios for c in caps):
+        raise ValidationError(
+            "aspect_ratio", aspect_ratio, "a ratio every route allows", route=names
+        )
+    seeds = (max(c.seed_min for c in caps), min(c.seed_max for c in caps))
+    return durations, resolution, seeds
+
+
+def _cut_candidates(analysis: BeatAnalysis, total: int) -> list[int]:
+    """Frames of the detected beats strictly inside the video, one per frame."""
+    return sorted({f for f in (frame_index(b) for b in analysis.beats) if 0 < f < total})
+
+
+def _shots_left(frames: int, max_frames: int, target: int) -> int:
+    """How many shots the rest should be: enough to fit, about the target length each."""
+    return max(-(-frames // max_frames), round(frames / max(1, target)), 1)
+
+
+def _next_cut(
+    start: int, total: int, beats: list[int], sections: set[int], max_frames: int, shots: int
+) -> int:
+    """The beat to cut on after ``start`` when ``shots`` shots remain: a section change in
+    reach if there is one, else the beat nearest an even split of what is left."""
+    shortest = round(MIN_SHOT_S * FPS)
+    rest_max = (shots - 1) * max_frames
+    reach = [b for b in beats if start < b <= start + max_frames]
+    reach = [b for b in reach if total - b <= rest_max] or reach
+    comfortable = [b for b in reach if b - start >= shortest and total - b >= shortest] or reach
+    if not comfortable:
+        return min(total, start + max_frames)  # no beat within reach (silence): an off-beat cut
+    changes = [b for b in comfortable if b in sections]
+    if changes:
+        return changes[0]
+    aim = start + (total - start) / shots
+    return min(comfortable, key=lambda b: (abs(b - aim), -b))
+
+
+def plan_cuts(
+    analysis: BeatAnalysis, max_clip_s: int, target_beats: int = TARGET_BEATS
+) -> list[int]:
+    """Shot boundaries in frames, from 0 to the last frame, cut on beats where possible."""
+    total = max(1, frame_index(analysis.duration_s))
+    beats = _cut_candidates(analysis, total)
+    sections = {frame_index(s.start_s) for s in analysis.sections[1:]}
+    max_frames = max_clip_s * FPS
+    period = 60 / analysis.tempo_bpm if analysis.tempo_bpm > 0 else max_clip_s
+    target = min(max_frames, round(target_beats * period * FPS))
+    cuts = [0]
+    while (shots := _shots_left(total - cuts[-1], max_frames, target)) > 1:
+        cut = _next_cut(cuts[-1], total, beats, sections, max_frames, shots)
+        if cut >= total:
+            break
+        cuts.append(cut)
+    return [*cuts, total]
+
+
+def shot_prompt(prompt: str, index: int, energy: float, style: str | None = None) -> str:
+    """The base prompt plus a framing that rotates per shot and a mood from section energy."""
+    mood = next(text for bound, text in MOODS if energy < bound)
+    parts = [prompt.strip().rstrip("."), FRAMINGS[index % len(FRAMINGS)], mood]
+    if style:
+        parts.append(style.strip())
+    return ", ".join(parts)
+
+
+def plan_shots(
+    analysis: BeatAnalysis,
+    prompt: str,
+    durations: Sequence[int],
+    *,
+    style: str | None = None,
+    target_beats: int = TARGET_BEATS,
+) -> list[PlannedShot]:
+    """Shots that tile the track, cut on beats, each within the longest allowed clip."""
+    cuts = plan_cuts(analysis, max(durations), target_beats)
+    beat_at = {frame_index(b): b for b in analysis.beats}
+    shots = []
+    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
+        start_s = 0.0 if start == 0 else beat_at.get(start, start / FPS)
+        section = _section_at(analysis, start_s)
+        energy = analysis.sections[section].energy if analysis.sections else 0.5
+        length_s = (end - start) / FPS
+        clip_s = min((d for d in durations if d >= length_s - 1e-9), default=max(durations))
+        end_s = analysis.duration_s if end == cuts[-1] else beat_at.get(end, end / FPS)
+        text = shot_prompt(prompt, index, energy, style)
+        shots.append(PlannedShot(index, start, end, start_s, end_s, section, text, clip_s))
+    return shots
+
+
+def _section_at(analysis: BeatAnalysis, seconds: float) -> int:
+    starts = [s.start_s for s in analysis.sections]
+    return max(0, sum(1 for s in starts if s <= seconds + 1e-6) - 1)
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def _derived_seed(prompt: str, low: int, high: int) -> int:
+    """A seed that follows from the prompt, so a rerun gives the same clips."""
+    digest = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
+    return low + digest % (high - low + 1)
+
+
+def _attempt(row: JobRow) -> dict[str, Any]:
+    values = row.to_dict()
+    return {name: values.get(name) for name in ATTEMPT_FIELDS}
+
+
+@dataclass(frozen=True, slots=True)
+class _Generation:
+    """What every shot's generation shares."""
+
+    routes: tuple[Route, ...]
+    run_dir: Path
+    emulate: bool
+    on_update: UpdateCallback | None
+    policy: WaitPolicy | None
+    slots: asyncio.Semaphore
+
+
+async def _generate_shot(shot: PlannedShot, request: VideoRequest, job: _Generation) -> ShotRecord:
+    """One clip through the runner's fallback chain; every attempt is a stored, comparable job."""
+    async with job.slots:
+        try:
+            result = await runner.generate(
+                shot.prompt, job.routes, request, fallback=True, run_dir=job.run_dir,
+                emulate=job.emulate, on_update=job.on_update, policy=job.policy,
+            )  # fmt: skip
+        except AllRoutesFailed as exc:
+            tagged = [(f"shot {shot.index} {route}", why) for route, why in exc.attempts]
+            raise AllRoutesFailed(tagged) from exc
+    attempts = tuple(_attempt(row) for row in [*result.failures, result.row])
+    return ShotRecord(shot, result.row.route, str(result.output_path), attempts)
+
+
+async def _generate_all(
+    shots: Sequence[PlannedShot], requests: Sequence[VideoRequest], job: _Generation
+) -> list[ShotRecord]:
+    """Every shot's clip; the first shot that fails on every route cancels the others."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(_generate_shot(s, r, job))
+                for s, r in zip(shots, requests, strict=True)
+            ]
+    except* AllRoutesFailed as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+def _default_run_dir() -> Path:
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return Path.cwd() / RUNS_DIR / f"music-video-{stamp}"
+
+
+async def make_music_video(
+    prompt: str,
+    audio_path: Path | str,
+    routes: Sequence[str | Route] = DEFAULT_ROUTES,
+    fallback: bool = True,
+    style: str | None = None,
+    seed: int | None = None,
+    run_dir: Path | str | None = None,
+    out: Path | str | None = None,
+    emulate: bool = False,
+    on_update: UpdateCallback | None = None,
+    *,
+    aspect_ratio: str = "16:9",
+    resolution: str | None = None,
+    policy: WaitPolicy | None = None,
+    target_beats: int = TARGET_BEATS,
+    concurrency: int = SHOT_CONCURRENCY,
+) -> MusicVideo:
+    """Make a video for ``audio_path`` from ``prompt``, cut on its beats; see the module doc.
+
+    ``routes`` are tried in order for every shot (only the first with ``fallback=False``);
+    the settings must suit them all. Every request is validated before the first clip is
+    asked for. The video goes to ``out`` (default ``<run_dir>/music_video.mp4``) and the
+    shot list beside it as ``<name>.shots.json``; clips and the run store go to ``run_dir``.
+    """
+    chain = tuple(Route.parse(r) for r in routes)[: None if fallback else 1]
+    if not chain:
+        raise ValidationError("routes", [], "at least one route, e.g. local:procedural")
+    durations, resolution, (seed_low, seed_high) = common_settings(chain, aspect_ratio, resolution)
+    analysis = await asyncio.to_thread(analyze, audio_path)
+    if frame_index(analysis.duration_s) < 1:
+        raise ValidationError("audio", Path(audio_path).name, "at least one video frame of audio")
+    shots = plan_shots(analysis, prompt, durations, style=style, target_beats=target_beats)
+    seed = _derived_seed(prompt, seed_low, seed_high) if seed is None else seed
+    base = VideoRequest(prompt, aspect_ratio=aspect_ratio, resolution=resolution, seed=seed)
+    requests = [base.replace(prompt=s.prompt, duration_s=s.clip_duration_s) for s in shots]
+    for request in requests:
+        for route in chain:
+            capabilities.validate(request, route)
+    directory = Path(run_dir) if run_dir is not None else _default_run_dir()
+    job = _Generation(chain, directory, emulate, on_update, policy, asyncio.Semaphore(concurrency))
+    records = await _generate_all(shots, requests, job)
+    settings = {
+        "prompt": prompt, "audio": str(audio_path), "routes": [str(r) for r in chain],
+        "fallback": fallback, "style": style, "seed": seed, "aspect_ratio": aspect_ratio,
+        "resolution": resolution, "emulate": emulate,
+    }  # fmt: skip
+    return await _finish(records, analysis, Path(audio_path), directory, out, settings)
+
+
+async def _finish(
+    records: list[ShotRecord],
+    analysis: BeatAnalysis,
+    audio: Path,
+    directory: Path,
+    out: Path | str | None,
+    settings: dict[str, Any],
+) -> MusicVideo:
+    """Assemble the clips over the audio and write the shot list."""
+    width, height = frame_size(settings["aspect_ratio"], settings["resolution"])
+    target = Path(out) if out is not None else directory / "music_video.mp4"
+    cuts = [Shot(Path(r.clip), r.shot.start_frame, r.shot.end_frame) for r in records]
+    made = await asyncio.to_thread(assemble, cuts, audio, target, width=width, height=height)
+    held = [
+        ShotRecord(r.shot, r.route, r.clip, r.attempts, h)
+        for r, h in zip(records, made.held_frames, strict=True)
+    ]
+    shot_list = target.with_name(f"{target.stem}.shots.json")
+    video = MusicVideo(target, shot_list, directory, analysis, tuple(held), width, height, settings)
+    shot_list.write_text(json.dumps(video.to_dict(), indent=2), encoding="utf-8")
+    return video
+
+
+async def generate_from_prompt(prompt: str, audio_path: Path | str, **options: Any) -> MusicVideo:
+    """The original AbëBEATs entry point: the same as `make_music_video`."""
+    return await make_music_video(prompt, audio_path, **options)
