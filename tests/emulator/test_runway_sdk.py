@@ -182,7 +182,7 @@ def test_sdk_retries_429_and_503(sdk: RunwayML, emulator: Emulators) -> None:
 
 
 def test_over_concurrency_is_throttled_then_runs(sdk: RunwayML, emulator: Emulators) -> None:
-    emulator.set_scenario(Scenario.fast(concurrency=1).with_times(0.0, 0.4))
+    emulator.set_scenario(Scenario.fast(concurrency=1).with_times(0.0, 0.6))
     first = sdk.text_to_video.create(
         model="gen4.5", prompt_text=PROMPT, ratio="1280:720", duration=5
     )

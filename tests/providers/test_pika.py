@@ -184,7 +184,7 @@ async def test_malformed_status_body_is_a_protocol_error(
 async def test_wait_follows_the_sse_stream_instead_of_polling(
     emulator: Emulators, client: PikaProvider, tmp_path: Path
 ) -> None:
-    emulator.set_scenario(Scenario.fast().with_times(0.2, 0.3))
+    emulator.set_scenario(Scenario.fast().with_times(0.5, 0.3))
     job = await client.submit(REQUEST, T2V)
     result = await wait(client, job, policy=FAST)
     assert result.status.state is JobState.SUCCEEDED

@@ -175,7 +175,7 @@ async def test_malformed_status_body_is_a_protocol_error(
 
 
 async def test_throttled_is_queued_then_runs(emulator: Emulators, client: RunwayProvider) -> None:
-    emulator.set_scenario(Scenario.fast(concurrency=1).with_times(0.0, 0.3))
+    emulator.set_scenario(Scenario.fast(concurrency=1).with_times(0.0, 0.6))
     await client.submit(REQUEST, GEN45)
     second = await client.submit(REQUEST, GEN45)
     first_seen = await client.status(second)
