@@ -18,7 +18,7 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 
-KEYS_CELL = '''\
+KEYS_CELL = """\
 # ── Keys or emulators: the one cell to change ───────────────────────────────────────
 # True:  every provider is its built-in emulator on 127.0.0.1: offline, no keys, no cost.
 #        Every figure from an emulated route is labelled "emulated".
@@ -26,15 +26,28 @@ KEYS_CELL = '''\
 #        (RUNWAYML_API_SECRET, REPLICATE_API_TOKEN, FAL_KEY, GOOGLE_CLOUD_PROJECT + ADC).
 #        Real jobs cost real money: keep MAX_COST_USD as a guard.
 EMULATE = True
-MAX_COST_USD = 5.0'''
+MAX_COST_USD = 5.0"""
+
+Cell = tuple[str, str]
+
+
+def md(text: str) -> Cell:
+    """A markdown cell."""
+    return ("md", text)
+
+
+def code(text: str) -> Cell:
+    """A code cell."""
+    return ("code", text)
+
 
 QUICKSTART = [
-    ("md", """# 01 · Quickstart: one prompt, one route
+    md("""# 01 · Quickstart: one prompt, one route
 
 Send one prompt to one route, wait for the video, and look at the figures. Runs offline by
 default: the route is served by the built-in emulator of Runway's API on 127.0.0.1."""),
-    ("code", KEYS_CELL),
-    ("code", """from abebeats_lab import VideoRequest
+    code(KEYS_CELL),
+    code("""from abebeats_lab import VideoRequest
 from abebeats_lab.runner import compare
 
 ROUTE = "runway:gen4.5"
@@ -44,31 +57,31 @@ request = VideoRequest(
     aspect_ratio="16:9",
     resolution="720p",     # the only resolution gen4.5 takes
 )"""),
-    ("md", """`compare` is async: in a notebook just `await` it. It validates the request against the
-route's capabilities before anything is sent, then submits, waits and downloads."""),
-    ("code", """result = await compare(
+    md("""`compare` is async: in a notebook just `await` it. It validates the request against
+the route's capabilities before anything is sent, then submits, waits and downloads."""),
+    code("""result = await compare(
     [request.prompt], [ROUTE], request,
     run_dir="abebeats-runs/01-quickstart", emulate=EMULATE, max_cost_usd=MAX_COST_USD,
 )
 result"""),
-    ("md", "Every job is a row; every timing field says who measured it (`*_source`)."),
-    ("code", """frame = result.to_pandas()
+    md("Every job is a row; every timing field says who measured it (`*_source`)."),
+    code("""frame = result.to_pandas()
 frame[["route", "state", "total_s", "queue_s", "run_s", "download_s", "polls",
        "cost_estimate_usd", "width", "height", "duration_s", "emulated"]]"""),
-    ("md", "The video itself, played from the run directory:"),
-    ("code", """from IPython.display import Video
+    md("The video itself, played from the run directory:"),
+    code("""from IPython.display import Video
 
 Video(str(result.run_dir / frame.loc[0, "output_path"]), embed=True, width=480)"""),
 ]
 
 COMPARE = [
-    ("md", """# 02 · Compare providers
+    md("""# 02 · Compare providers
 
 The same prompts and settings sent to one route of every provider (plus the `local`
 renderer), then the figures side by side: a DataFrame, a summary per route, charts and a
 self-contained HTML report."""),
-    ("code", KEYS_CELL),
-    ("code", """from abebeats_lab import VideoRequest
+    code(KEYS_CELL),
+    code("""from abebeats_lab import VideoRequest
 from abebeats_lab.runner import compare
 
 PROMPTS = [
@@ -83,44 +96,46 @@ ROUTES = [
     "local:procedural",
 ]
 request = VideoRequest(prompt=PROMPTS[0], duration_s=4, aspect_ratio="16:9", resolution="720p")"""),
-    ("md", """The routes do not all take the same durations (Pika only 5 or 10 s). `adapt=True` lets
+    md("""The routes do not all take the same durations (Pika only 5 or 10 s). `adapt=True` lets
 each route use its nearest allowed value and records the change in the `adjusted` column.
 A dry run shows the plan and the cost estimate without sending anything:"""),
-    ("code", """plan = await compare(PROMPTS, ROUTES, request, adapt=True, emulate=EMULATE, dry_run=True)
+    code("""plan = await compare(
+    PROMPTS, ROUTES, request, adapt=True, emulate=EMULATE, dry_run=True
+)
 print(len(plan), "jobs;", plan.estimate.describe())"""),
-    ("code", """result = await compare(
+    code("""result = await compare(
     PROMPTS, ROUTES, request, adapt=True,
     run_dir="abebeats-runs/02-compare", emulate=EMULATE, max_cost_usd=MAX_COST_USD,
 )
 frame = result.to_pandas()
 frame[["route", "prompt_index", "state", "total_s", "queue_s", "run_s", "download_s",
        "cost_estimate_usd", "duration_ok", "ratio_ok", "resolution_ok", "emulated"]]"""),
-    ("code", "result.summary()"),
-    ("md", "The videos side by side, one column per route:"),
-    ("code", "result"),
-    ("md", """Where the time goes, and what a second of video costs (charts from `abebeats_lab.plots`,
-static SVG, so they also work in the report offline):"""),
-    ("code", """from IPython.display import SVG, display
+    code("result.summary()"),
+    md("The videos side by side, one column per route:"),
+    code("result"),
+    md("""Where the time goes, and what a second of video costs (charts from
+`abebeats_lab.plots`, static SVG, so they also work in the report offline):"""),
+    code("""from IPython.display import SVG, display
 from abebeats_lab import plots
 
 display(SVG(plots.figure_svg(plots.timing_figure(frame))))
 display(SVG(plots.figure_svg(plots.cost_figure(frame))))"""),
-    ("md", """A single HTML file with everything above (settings, summary, charts, the video grid,
+    md("""A single HTML file with everything above (settings, summary, charts, the video grid,
 conformance, failures, versions). Same as `abebeats-lab report RUN_DIR`."""),
-    ("code", """from abebeats_lab.report import write_report
+    code("""from abebeats_lab.report import write_report
 
 report_path = write_report(result.run_dir)
 print("Report written:", report_path)"""),
 ]
 
 ITERATION = [
-    ("md", """# 03 · Prompt iteration with the control panel
+    md("""# 03 · Prompt iteration with the control panel
 
 Type a prompt, tick routes, press **Generate**: each job shows its progress, then the videos
 play side by side with their figures. Earlier prompts are in *History*: pick one, edit it,
 generate again. The panel never blocks the notebook while jobs run."""),
-    ("code", KEYS_CELL),
-    ("code", """from abebeats_lab.widgets import ControlPanel
+    code(KEYS_CELL),
+    code("""from abebeats_lab.widgets import ControlPanel
 
 panel = ControlPanel(
     selected=["local:procedural", "runway:gen4.5"],
@@ -129,20 +144,20 @@ panel = ControlPanel(
     prompt="a lighthouse on a cliff, waves crashing, stormy sky",
 )
 panel"""),
-    ("md", """Buttons can also be pressed from code, which is handy for a reproducible notebook:
+    md("""Buttons can also be pressed from code, which is handy for a reproducible notebook:
 `click()` schedules the run and returns at once; `await panel.wait()` waits for it."""),
-    ("code", """panel.duration.value = 2
+    code("""panel.duration.value = 2
 panel.generate_button.click()
 await panel.wait()
 panel.comparison.to_pandas()[["route", "state", "total_s", "queue_s", "run_s", "emulated"]]"""),
-    ("code", """panel.export_button.click()
+    code("""panel.export_button.click()
 await panel.wait()
 print("Report written:", panel.report_path)"""),
-    ("md", """## Variants of a prompt across seeds
+    md("""## Variants of a prompt across seeds
 
 The same prompt with three seeds on the local renderer: same settings, different seeds,
 so any difference comes from the seed alone."""),
-    ("code", """import pandas as pd
+    code("""import pandas as pd
 from abebeats_lab import VideoRequest
 from abebeats_lab.runner import compare
 
@@ -156,7 +171,7 @@ runs = [
 ]
 seeds = pd.concat([run.to_pandas() for run in runs], ignore_index=True)
 seeds[["seed", "route", "state", "total_s", "sha256"]]"""),
-    ("code", """from IPython.display import HTML
+    code("""from IPython.display import HTML
 
 HTML("".join(run.to_html() for run in runs))"""),
 ]
@@ -168,7 +183,7 @@ NOTEBOOKS = {
 }
 
 
-def build(cells: list[tuple[str, str]], expects: dict[str, object], stem: str) -> nbformat.NotebookNode:
+def build(cells: list[Cell], expects: dict[str, object], stem: str) -> nbformat.NotebookNode:
     """A notebook with stable cell ids and the expectations in its metadata."""
     nb = nbformat.v4.new_notebook()
     for index, (kind, source) in enumerate(cells):
@@ -176,7 +191,11 @@ def build(cells: list[tuple[str, str]], expects: dict[str, object], stem: str) -
         cell = make(source)
         cell.id = f"{stem}-{index:02d}"
         nb.cells.append(cell)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata["abebeats"] = {"expects": expects}
     nbformat.validate(nb)
