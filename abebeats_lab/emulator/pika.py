@@ -288,7 +288,7 @@ class _Fal:
             aspect_ratio=job.payload["aspect_ratio"],
             resolution=job.payload["resolution"],
         )
-        size = _served_size(self.state, url)
+        size = len(self.state.output_data(job) or b"")
         return {
             "url": url,
             "content_type": "video/mp4",
@@ -307,12 +307,6 @@ class _Fal:
             job.canceled_at = time.time()
             return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
         return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
-
-
-def _served_size(state: EmulatorState, url: str) -> int:
-    # core keeps served bytes by the token in the URL (…/_files/{token}/output.mp4).
-    token = url.rsplit("/", 2)[-2]
-    return len(state._files[token][0])
 
 
 def _wants_logs(request: Request) -> bool:
