@@ -212,6 +212,11 @@ async def _follow_stream(provider: Provider, job: Job, tracker: _Tracker) -> Wai
                 return tracker.finish(status)
     except (ProviderTransportError, ProviderHTTPError):
         pass  # the stream is an optimisation; polling below is the ground truth
+    finally:
+        # Close the connection now rather than whenever the generator is collected.
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
     return None
 
 
