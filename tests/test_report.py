@@ -1,0 +1,153 @@
+"""The HTML report and its charts, written from real runs (local renderer + loopback emulators)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from abebeats_lab import VideoRequest, plots
+from abebeats_lab.emulator import Emulators, Scenario
+from abebeats_lab.report import DEFAULT_NAME, write_report
+from abebeats_lab.runner import compare, load_run
+
+LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
+PROMPTS = ["a red fox in snow", "rain on a leaf"]
+REQUEST = VideoRequest(prompt=PROMPTS[0], duration_s=2, resolution="720p")
+# Anything a browser would fetch from elsewhere: src/href attributes and CSS url(...).
+EXTERNAL = re.compile(
+    r"""(?:src|href)\s*=\s*["'](?:https?:)?//|url\(\s*["']?(?:https?:)?//""", re.I
+)
+FAILURE_TEXT = "The generation failed (emulated)."
+
+
+class _Sections(HTMLParser):
+    """Text and start tags per report section (``<section id=...>``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: dict[str, str] = {}
+        self.tags: dict[str, list[tuple[str, dict[str, str | None]]]] = {}
+        self.rows: dict[str, list[str]] = {}
+        """Text of each table row, per section."""
+        self._current = "header"
+        self._in_row = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "section":
+            self._current = str(values["id"])
+        self.tags.setdefault(self._current, []).append((tag, values))
+        if tag == "tr":
+            self.rows.setdefault(self._current, []).append("")
+            self._in_row = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr":
+            self._in_row = False
+
+    def handle_data(self, data: str) -> None:
+        self.text[self._current] = self.text.get(self._current, "") + data
+        if self._in_row:
+            self.rows[self._current][-1] += data + " "
+
+
+def _parse(path: Path) -> _Sections:
+    parser = _Sections()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def _rows_text(section: str, parser: _Sections) -> list[str]:
+    return parser.rows[section]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished comparison: two prompts × (local, emulated Runway)."""
+    directory = tmp_path_factory.mktemp("run")
+    asyncio.run(compare(PROMPTS, [LOCAL, RUNWAY], REQUEST, run_dir=directory, emulate=True))
+    return directory
+
+
+@pytest.fixture
+def failing_runway(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A Runway-speaking server on loopback whose every job fails, reached as the real route."""
+    with Emulators(["runway"], Scenario.fast(fail=True)) as emulators:
+        for name, value in emulators.env().items():
+            monkeypatch.setenv(name, value)
+        yield
+
+
+def test_report_is_one_file_that_needs_no_network(run_dir: Path) -> None:
+    path = write_report(run_dir)
+    assert path == run_dir / DEFAULT_NAME
+    text = path.read_text(encoding="utf-8")
+    assert not EXTERNAL.search(text)
+    parser = _parse(path)
+    videos = [a for tag, a in parser.tags["videos"] if tag == "video"]
+    assert len(videos) == len(PROMPTS) * 2
+    assert all(str(a["src"]).startswith("data:video/mp4;base64,") for a in videos)
+    for section in ("timing-breakdown", "cost-per-second-of-video"):
+        assert [tag for tag, _ in parser.tags[section]].count("svg") == 1
+    for section in ("request-settings", "summary-per-route", "output-conformance", "environment"):
+        assert section in parser.text
+    assert "every job succeeded" in parser.text["failures"]
+
+
+def test_emulated_figures_carry_the_label_everywhere(run_dir: Path) -> None:
+    parser = _parse(write_report(run_dir))
+    assert "emulated" in parser.text["header"]
+    for section in ("summary-per-route", "output-conformance"):
+        lines = _rows_text(section, parser)
+        runway = [line for line in lines if line.startswith(RUNWAY)]
+        local = [line for line in lines if line.startswith(LOCAL)]
+        assert runway and all("emulated" in line for line in runway), section
+        assert local and not any("emulated" in line for line in local), section
+    frame = load_run(run_dir).to_pandas()
+    labels = [t.get_text() for t in plots.timing_figure(frame).axes[0].get_yticklabels()]
+    assert sorted(labels) == [LOCAL, f"{RUNWAY} (emulated)"]
+    costs = plots.cost_per_second(frame)
+    assert costs.loc[f"{RUNWAY} (emulated)", "usd_per_s"] == pytest.approx(0.12)
+    assert bool(costs.loc[f"{RUNWAY} (emulated)", "estimate"])
+
+
+def test_timing_chart_shows_the_median_of_each_phase(run_dir: Path) -> None:
+    frame = load_run(run_dir).to_pandas()
+    table = plots.timing_table(frame)
+    local = frame[frame["route"] == LOCAL]
+    for phase in ("queue_s", "run_s"):
+        assert table.loc[LOCAL, phase] == pytest.approx(local[phase].median())
+    assert list(table.columns) == list(plots.TIMING_PHASES)
+
+
+def test_large_videos_are_linked_relative_to_the_report(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "elsewhere" / "r.html"
+    assert write_report(run_dir, out, embed_max_bytes=0) == out
+    sources = [str(a["src"]) for tag, a in _parse(out).tags["videos"] if tag == "video"]
+    assert len(sources) == len(PROMPTS) * 2
+    assert all(not s.startswith(("data:", "/")) for s in sources)
+    assert all((out.parent / s).resolve().is_file() for s in sources)
+
+
+async def test_failures_are_listed_with_their_reasons(tmp_path: Path, failing_runway: None) -> None:
+    await compare(PROMPTS[:1], [LOCAL, RUNWAY], REQUEST, run_dir=tmp_path / "run")
+    parser = _parse(write_report(tmp_path / "run"))
+    assert RUNWAY in parser.text["failures"] and FAILURE_TEXT in parser.text["failures"]
+    assert FAILURE_TEXT in parser.text["videos"]
+    assert [tag for tag, _ in parser.tags["videos"]].count("video") == 1
+    summary = _rows_text("summary-per-route", parser)
+    assert any(line.startswith(RUNWAY) and "0/1" in line for line in summary)
+
+
+async def test_a_run_where_nothing_succeeded_still_reports(
+    tmp_path: Path, failing_runway: None
+) -> None:
+    await compare(PROMPTS[:1], [RUNWAY], REQUEST, run_dir=tmp_path / "run")
+    parser = _parse(write_report(tmp_path / "run"))
+    assert [tag for tag, _ in parser.tags["timing-breakdown"]].count("svg") == 1
+    assert FAILURE_TEXT in parser.text["failures"]
