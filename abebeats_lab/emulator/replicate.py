@@ -71,7 +71,7 @@ class _Replicate:
     def prediction(self, job: EmulatedJob, *, status_word: str | None = None) -> dict[str, Any]:
         """The prediction object at this moment, as GET /v1/predictions/{id} returns it."""
         now = time.time()
-        phase = job.phase(now)
+        phase = self.phase(job, now)
         base = self.state.base_url
         ended = self._ended_at(job, phase)
         started = (
@@ -118,6 +118,19 @@ class _Replicate:
         percent = done * 100 // _PROGRESS_STEPS
         bar = "#" * (done // 5)
         return f"Generating video\n{percent:3d}%|{bar:<10}| {done}/{_PROGRESS_STEPS} [00:01<00:01]"
+
+    def start_render(self, job: EmulatedJob) -> None:
+        """Render the video in a worker thread while the job "runs", as a real provider would;
+        rendering inside a handler would stall every other request (and a held create)."""
+        job.extra["render"] = asyncio.ensure_future(asyncio.to_thread(self._output, job))
+
+    def phase(self, job: EmulatedJob, now: float) -> str:
+        """The job's phase, still ``running`` until its video is rendered (it is uploading)."""
+        phase = job.phase(now)
+        task = job.extra.get("render")
+        if phase == "succeeded" and task is not None and not task.done():
+            return "running"
+        return phase
 
     def _output(self, job: EmulatedJob) -> str | list[str]:
         data = job.payload
@@ -178,6 +191,7 @@ class _Replicate:
         job = self.state.new_job(model, dict(body["input"]), job_id=_prediction_id())
         job.extra["version"] = version or "hidden"
         self.state.record(request, "create", job.id)
+        self.start_render(job)
         if self.state.take_fault("drop_create", sc.drop_create):
             return await drop_connection()
         if self.state.take_fault("hang_create", sc.hang_create):
@@ -191,12 +205,12 @@ class _Replicate:
         if wait_s is not None:
             headers["Preference-Applied"] = f"wait={wait_s}"
             for _ in range(round(wait_s / _HOLD_STEP_S)):
-                if job.phase() not in ("queued", "running"):
+                if self.phase(job, time.time()) not in ("queued", "running"):
                     break
                 await asyncio.sleep(_HOLD_STEP_S)
             # The SDKs' run() keeps polling only on "starting": a held request that is not
             # done answers "starting" even if the model is already running (§2.6).
-            if job.phase() in ("queued", "running"):
+            if self.phase(job, time.time()) in ("queued", "running"):
                 status_word = "starting"
         body = self.prediction(job, status_word=status_word)
         return JSONResponse(body, status_code=201, headers=headers)

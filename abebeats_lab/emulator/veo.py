@@ -13,6 +13,7 @@ is how Vertex reports filtered output (``raiMediaFilteredCount``), so clients ca
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from typing import Any
@@ -177,6 +178,8 @@ class _Veo:
         resource = f"{scope if match['project'] else ''}publishers/google/models/{model}"
         job.extra["name"] = f"{resource}/operations/{job.id}"
         self.state.record(request, "create", job.id)
+        # Render while the job "runs", off the server's loop, so answers never stall on it.
+        job.extra["render"] = asyncio.ensure_future(asyncio.to_thread(self._response, job))
         sc = self.state.scenario
         if self.state.take_fault("drop_create", sc.drop_create):
             return await drop_connection()
@@ -218,6 +221,8 @@ class _Veo:
     def operation(self, job: EmulatedJob) -> dict[str, Any]:
         """The operation as ``fetchPredictOperation`` returns it now."""
         phase = job.phase()
+        if phase == "succeeded" and not job.extra["render"].done():
+            phase = "running"  # the video is still being written out
         name = job.extra["name"]
         if self.state.scenario.unknown_status:
             return {"name": name, "done": _UNDOCUMENTED_DONE}
