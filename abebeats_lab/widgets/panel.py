@@ -93,7 +93,13 @@ class ControlPanel:
         self.prompt.add_class("abebeats-prompt")
         self.history = w.Dropdown(description="History", options=[(_HISTORY_HINT, "")])
         self.history.observe(self._on_history, names="value")
-        self.emulate = w.Checkbox(value=emulate, description="emulate providers (offline, no keys)")
+        self.emulate = w.Checkbox(
+            value=emulate,
+            description="emulate providers (offline, no keys)",
+            indent=False,
+            style={"description_width": "initial"},
+            layout=w.Layout(width="auto"),
+        )
         self.emulate.observe(lambda _change: self._refresh_routes(), names="value")
         self.route_boxes = {r: w.Checkbox(value=r in selected, description=r) for r in routes}
         for box in self.route_boxes.values():
