@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import importlib
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -99,13 +100,32 @@ def resolve_credentials(
     path = _adc_path()
     if path is None:
         raise MissingKeyError("veo", KEY_VARS)
-    import google.auth
+    return _load_adc(path)
+
+
+def _load_adc(path: Path) -> tuple[Credentials, str | None]:
+    """User or service-account credentials from an ADC file, by the file's declared type.
+
+    Type-specific loaders, as google-auth recommends: a file of any other type is refused
+    rather than executed (external-account configs can run commands).
+    """
+    from google.oauth2 import service_account
 
     try:
-        loaded, project = google.auth.load_credentials_from_file(str(path), scopes=SCOPES)  # type: ignore[no-untyped-call]
-    except google.auth.exceptions.DefaultCredentialsError as exc:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        kind = info.get("type")
+        if kind == "authorized_user":
+            user = TokenCredentials.from_authorized_user_info(info, scopes=list(SCOPES))  # type: ignore[no-untyped-call]
+            return user, info.get("quota_project_id")
+        if kind == "service_account":
+            robot = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)  # type: ignore[no-untyped-call]
+            return robot, info.get("project_id")
+    except (OSError, ValueError, AttributeError) as exc:
         raise ConfigError(f"veo: cannot read credentials from {path.name}: {exc}") from exc
-    return loaded, project
+    raise ConfigError(
+        f"veo: {path.name} holds {kind!r} credentials; only authorized_user and "
+        "service_account files are supported (or pass credentials=...)"
+    )
 
 
 def build_config(
