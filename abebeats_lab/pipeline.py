@@ -185,42 +185,40 @@ def _shots_left(frames: int, max_frames: int, target: int) -> int:
     return max(-(-frames // max_frames), round(frames / max(1, target)), 1)
 
 
-def _next_cut(
-    start: int, total: int, beats: list[int], sections: set[int], max_frames: int, shots: int
-) -> int:
-    """The beat to cut on after ``start`` when ``shots`` shots remain: a section change in
-    reach if there is one, else the beat nearest an even split of what is left."""
+def _next_cut(start: int, end: int, beats: list[int], max_frames: int, shots: int) -> int:
+    """The beat to cut on after ``start`` when ``shots`` shots remain before ``end``: the one
+    nearest an even split, leaving no shot too long and, where possible, none too short."""
     shortest = round(MIN_SHOT_S * FPS)
     rest_max = (shots - 1) * max_frames
-    reach = [b for b in beats if start < b <= start + max_frames]
-    reach = [b for b in reach if total - b <= rest_max] or reach
-    comfortable = [b for b in reach if b - start >= shortest and total - b >= shortest] or reach
+    reach = [b for b in beats if start < b <= start + max_frames and b < end]
+    reach = [b for b in reach if end - b <= rest_max] or reach
+    comfortable = [b for b in reach if b - start >= shortest and end - b >= shortest] or reach
     if not comfortable:
-        return min(total, start + max_frames)  # no beat within reach (silence): an off-beat cut
-    changes = [b for b in comfortable if b in sections]
-    if changes:
-        return changes[0]
-    aim = start + (total - start) / shots
+        return min(end, start + max_frames)  # no beat within reach (silence): an off-beat cut
+    aim = start + (end - start) / shots
     return min(comfortable, key=lambda b: (abs(b - aim), -b))
 
 
 def plan_cuts(
     analysis: BeatAnalysis, max_clip_s: int, target_beats: int = TARGET_BEATS
 ) -> list[int]:
-    """Shot boundaries in frames, from 0 to the last frame, cut on beats where possible."""
+    """Shot boundaries in frames from 0 to the last frame: every section change, then beats
+    that split each section into shots of about ``target_beats`` within the longest clip."""
     total = max(1, frame_index(analysis.duration_s))
     beats = _cut_candidates(analysis, total)
-    sections = {frame_index(s.start_s) for s in analysis.sections[1:]}
+    changes = sorted({frame_index(s.start_s) for s in analysis.sections[1:]} & set(beats))
     max_frames = max_clip_s * FPS
     period = 60 / analysis.tempo_bpm if analysis.tempo_bpm > 0 else max_clip_s
     target = min(max_frames, round(target_beats * period * FPS))
     cuts = [0]
-    while (shots := _shots_left(total - cuts[-1], max_frames, target)) > 1:
-        cut = _next_cut(cuts[-1], total, beats, sections, max_frames, shots)
-        if cut >= total:
-            break
-        cuts.append(cut)
-    return [*cuts, total]
+    for end in [*changes, total]:
+        while (shots := _shots_left(end - cuts[-1], max_frames, target)) > 1:
+            cut = _next_cut(cuts[-1], end, beats, max_frames, shots)
+            if cut >= end:
+                break
+            cuts.append(cut)
+        cuts.append(end)
+    return cuts
 
 
 def shot_prompt(prompt: str, index: int, energy: float, style: str | None = None) -> str:
