@@ -26,7 +26,7 @@ from abebeats_lab import capabilities, runner
 from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.assemble import FPS, Shot, assemble, frame_index
 from abebeats_lab.beats import BeatAnalysis, analyze
-from abebeats_lab.errors import AllRoutesFailed, ValidationError
+from abebeats_lab.errors import AllRoutesFailed, LabError, ValidationError
 from abebeats_lab.render import frame_size
 from abebeats_lab.store import JobRow
 from abebeats_lab.waiting import WaitPolicy
@@ -36,8 +36,10 @@ __all__ = [
     "MusicVideo",
     "PlannedShot",
     "ShotRecord",
+    "common_settings",
     "generate_from_prompt",
     "make_music_video",
+    "plan_cuts",
     "plan_shots",
     "shot_prompt",
 ]
@@ -303,15 +305,20 @@ async def _generate_shot(shot: PlannedShot, request: VideoRequest, job: _Generat
 async def _generate_all(
     shots: Sequence[PlannedShot], requests: Sequence[VideoRequest], job: _Generation
 ) -> list[ShotRecord]:
-    """Every shot's clip; the first shot that fails on every route cancels the others."""
+    """Every shot's clip; the first shot that fails (every route, or a missing key) cancels
+    the others and its error is raised."""
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(_generate_shot(s, r, job))
                 for s, r in zip(shots, requests, strict=True)
             ]
-    except* AllRoutesFailed as failures:
-        raise failures.exceptions[0] from None
+    except* LabError as failures:
+        # Callers catch our errors, not groups: the first one stands for the batch.
+        first: BaseException = failures
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
     return [task.result() for task in tasks]
 
 

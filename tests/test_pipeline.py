@@ -17,7 +17,7 @@ from abebeats_lab.assemble import FPS, click_track, write_audio
 from abebeats_lab.beats import BeatAnalysis, Section, analyze, probe_audio
 from abebeats_lab.capabilities import capabilities_for
 from abebeats_lab.emulator import Emulators, Scenario
-from abebeats_lab.errors import AllRoutesFailed, ValidationError
+from abebeats_lab.errors import AllRoutesFailed, MissingKeyError, ValidationError
 from abebeats_lab.media import probe
 from abebeats_lab.pipeline import MusicVideo, generate_from_prompt, make_music_video, plan_shots
 from abebeats_lab.waiting import WaitPolicy
@@ -148,6 +148,13 @@ async def test_settings_no_route_can_take_fail_before_any_job(song: Path, tmp_pa
             "x", song, routes=[LOCAL], seed=-1, resolution="240p", run_dir=tmp_path / "r"
         )
     assert not (tmp_path / "r").exists()
+
+
+async def test_a_missing_key_is_one_clear_error(tmp_path: Path) -> None:
+    song = write_audio(tmp_path / "s.wav", click_track(120, 9, offset_s=0.3))
+    with pytest.raises(MissingKeyError, match="RUNWAYML_API_SECRET"):
+        await make_music_video("x", song, routes=[RUNWAY], run_dir=tmp_path / "r", target_beats=4)
+    assert not list(tmp_path.glob("r/*.mp4"))
 
 
 async def test_generate_from_prompt_is_the_same_pipeline(tmp_path: Path) -> None:
