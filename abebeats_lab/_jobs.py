@@ -276,7 +276,11 @@ class RunContext:
         self._save(live, state="canceled", error="comparison cancelled; remote job cancelled")
 
     async def _reconcile(self, live: Live) -> None:
-        """Settle a create whose answer was lost: ask the provider, never resubmit blindly."""
+        """Settle a create whose answer was lost: ask the provider, never resubmit blindly.
+
+        The optional provider method is ``async reconcile(job_hint: Job) -> Job | None``: the
+        hint has the route, request, submit time and ``handles["client_ref"]`` but no id.
+        """
         provider = self.clients[live.row.provider]
         method = getattr(provider, "reconcile", None)
         if method is None:
@@ -284,15 +288,17 @@ class RunContext:
             self._emit(live, "ambiguous")
             return
         submitted = _parse_time(live.row.submitted_at)
-        job = await method(
-            Route.parse(live.row.route), request_of(live.row),
-            submitted_at=submitted, client_ref=live.row.client_ref,
+        hint = Job(
+            Route.parse(live.row.route), "", request_of(live.row), submitted,
+            {"client_ref": live.row.client_ref},
         )  # fmt: skip
+        job = await method(hint)
         if job is None:
             message = "reconciled: the provider has no such job; not resubmitted"
             self._save(live, state="failed", error=message)
             return
-        live.marks = Marks(submitted_at=submitted)
+        if live.marks is None:  # resumed: this process never saw the submit
+            live.marks = Marks(submitted_at=submitted)
         self._attach(live, job, None)
 
     def _reattach(self, live: Live) -> None:

@@ -1,0 +1,381 @@
+"""The runner end to end: local renders and emulators over loopback, every row checked."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _runner_support import (
+    FAST,
+    LOCAL,
+    PIKA,
+    REMOTE,
+    ROUTE_OF,
+    RUNWAY,
+    SMALL,
+    db_rows,
+    emulator_available,
+    require_emulator,
+)
+
+from abebeats_lab import JobState
+from abebeats_lab._jobs import Limiter
+from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario, create_app
+from abebeats_lab.emulator.server import serve
+from abebeats_lab.errors import (
+    AllRoutesFailed,
+    CostLimitError,
+    JobFailed,
+    MissingKeyError,
+    ValidationError,
+)
+from abebeats_lab.runner import JobEvent, compare, generate, load_run
+from abebeats_lab.store import RunStore
+from abebeats_lab.waiting import WaitPolicy
+
+NO_QUEUED_STATE = {"veo"}
+"""Vertex operations say only done or not done, so "first seen running" is "first seen"."""
+AVAILABLE = [p for p in ("pika", "replicate", "runway", "veo") if emulator_available(p)]
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulators]:
+    """Every emulator that exists, on loopback; clients find them through the real env vars."""
+    with Emulators(AVAILABLE, Scenario.fast()) as emus:
+        for name, value in emus.env().items():
+            monkeypatch.setenv(name, value)
+        yield emus
+
+
+def _requests(emus: Emulators) -> int:
+    return sum(len(state.requests) for state in emus.states.values())
+
+
+async def test_local_comparison_end_to_end(tmp_path: Path) -> None:
+    events: list[JobEvent] = []
+    result = await compare(
+        ["a red kite", "waves/../on rocks"],
+        [LOCAL],
+        SMALL,
+        repeats=2,
+        run_dir=tmp_path,
+        on_update=events.append,
+        policy=FAST,
+    )
+    assert len(result.rows) == 4
+    for row in result.rows:
+        assert row.state == "succeeded", row.error
+        path = tmp_path / (row.output_path or "")
+        assert path.is_file() and path.parent == tmp_path / "outputs"
+        assert row.sha256 and row.sha256[:12] in path.name and ".." not in path.name
+        assert (row.width, row.height, row.codec) == (426, 240, "h264")
+        assert row.duration_ok and row.ratio_ok and row.resolution_ok
+        assert (row.cost_usd, row.cost_note) == (0.0, "local: free")
+        assert row.job_id and row.submitted_at and row.finished_at
+        assert row.run_s_source == "provider"  # the renderer reports start and finish
+        assert row.queue_s_source == "client"  # ... but not when it accepted the job
+        assert None not in (row.submit_s, row.queue_s, row.run_s, row.download_s, row.total_s)
+    assert load_run(tmp_path).rows == result.rows
+    states = [e.state for e in events if e.key == (0, LOCAL, 0)]
+    assert states[0] == "submitting" and states[1] is JobState.QUEUED
+    assert states[-2:] == ["downloading", "succeeded"]
+    assert events[-1].output_path is not None or any(e.output_path for e in events)
+
+
+async def test_summary_frame_and_notebook_view(tmp_path: Path) -> None:
+    result = await compare(
+        "a lighthouse at dusk", [LOCAL], SMALL, repeats=2, run_dir=tmp_path, policy=FAST
+    )
+    summary = result.summary()
+    line = summary.loc[LOCAL]
+    assert (line["jobs"], line["succeeded"], line["success_rate"]) == (2, 2, 1.0)
+    assert line["median_total_s"] > 0 and line["p90_total_s"] >= line["median_total_s"]
+    assert line["usd_per_video_s"] == 0.0
+    frame = result.to_pandas()
+    assert list(frame["route"]) == [LOCAL, LOCAL]
+    html = result._repr_html_()
+    assert html.count("<video src='data:video/mp4;base64,") == 2
+    big = result.to_html(inline_max_bytes=1)
+    assert "src='outputs/" in big
+
+
+async def test_a_broken_progress_callback_does_not_lose_the_run(tmp_path: Path) -> None:
+    def broken(event: JobEvent) -> None:
+        raise RuntimeError("widget fell over")
+
+    result = await compare(
+        "a kite", [LOCAL], SMALL, run_dir=tmp_path, on_update=broken, policy=FAST
+    )
+    assert result.rows[0].state == "succeeded"
+
+
+async def test_emulated_routes_cost_nothing_but_keep_the_would_be_price(tmp_path: Path) -> None:
+    require_emulator("runway")
+    result = await compare(
+        "a kite",
+        [RUNWAY, LOCAL],
+        REMOTE.replace(resolution="720p"),
+        run_dir=tmp_path,
+        emulate=True,
+        policy=FAST,
+    )
+    runway, local = sorted(result.rows, key=lambda r: r.route != RUNWAY)
+    assert runway.state == local.state == "succeeded"
+    assert runway.emulated and not local.emulated
+    assert (runway.cost_usd, runway.cost_estimate_usd) == (0.0, pytest.approx(0.6))
+    assert runway.cost_note == "emulated: not charged"
+    assert runway.price_source and "runway" in runway.price_source.lower() and runway.price_date
+    assert result.summary().loc[RUNWAY, "would_be_usd_per_video_s"] == pytest.approx(0.12)
+
+
+async def test_failures_and_429s_are_rows_and_the_batch_completes(
+    served: Emulators, tmp_path: Path
+) -> None:
+    served.set_scenario(
+        Scenario.fast(fail=True, failure_message="content rejected (emulated)"), "runway"
+    )
+    served.set_scenario(Scenario.fast(create_429=2, retry_after_s=0.05), "pika")
+    result = await compare("a kite", [RUNWAY, PIKA, LOCAL], REMOTE, run_dir=tmp_path, policy=FAST)
+    by_route = {row.route: row for row in result.rows}
+    assert by_route[RUNWAY].state == "failed"
+    assert "content rejected" in (by_route[RUNWAY].error or "")
+    assert by_route[PIKA].state == "succeeded", by_route[PIKA].error
+    assert served.states["pika"].count("create") == 3 and len(served.states["pika"].jobs) == 1
+    assert by_route[LOCAL].state == "succeeded"
+    assert result.summary().loc[RUNWAY, "success_rate"] == 0.0
+
+
+async def test_a_bad_output_and_a_deadline_are_failed_rows(
+    served: Emulators, tmp_path: Path
+) -> None:
+    served.set_scenario(Scenario.fast(bad_output=True), "runway")
+    result = await compare("a kite", [RUNWAY], REMOTE, run_dir=tmp_path / "a", policy=FAST)
+    assert result.rows[0].state == "failed"
+    assert (result.rows[0].error or "").startswith("DownloadError")
+    assert list((tmp_path / "a" / "outputs").iterdir()) == []  # nothing partial left behind
+    tight = WaitPolicy(deadline_s=0.01, min_interval_s=0.02)
+    late = await compare("a kite", [LOCAL], SMALL, run_dir=tmp_path / "b", policy=tight)
+    assert late.rows[0].state == "failed" and "JobTimeout" in (late.rows[0].error or "")
+
+
+async def test_dry_run_submits_nothing_and_prices_the_plan(
+    served: Emulators, tmp_path: Path
+) -> None:
+    require_emulator("runway"), require_emulator("pika")
+    plan = await compare(
+        ["a kite", "a boat"],
+        [RUNWAY, PIKA, LOCAL],
+        REMOTE,
+        repeats=2,
+        dry_run=True,
+        run_dir=tmp_path / "run",
+    )
+    assert _requests(served) == 0
+    assert plan.dry_run and plan.run_dir is None and not (tmp_path / "run").exists()
+    assert len(plan.rows) == 12 and {r.state for r in plan.rows} == {"planned"}
+    assert plan.estimate is not None
+    assert plan.estimate.charged_usd == pytest.approx(4 * (5 * 0.12 + 5 * 0.04))
+    assert plan.estimate.per_route[LOCAL] == 0.0
+    assert plan.estimated_time_s and plan.estimated_time_s > 0
+    assert "estimated cost $3.20" in plan.estimate.describe()
+
+
+async def test_max_cost_below_the_estimate_refuses_before_any_request(
+    served: Emulators, tmp_path: Path
+) -> None:
+    require_emulator("runway")
+    with pytest.raises(CostLimitError) as caught:
+        await compare(
+            "a kite", [RUNWAY, LOCAL], REMOTE, repeats=2, max_cost_usd=1.0, run_dir=tmp_path / "run"
+        )
+    assert "$1.20" in str(caught.value) and "$1.00" in str(caught.value)
+    assert _requests(served) == 0 and not (tmp_path / "run").exists()
+    fine = await compare("a kite", [RUNWAY], REMOTE, max_cost_usd=1.0, dry_run=True)
+    assert fine.estimate is not None and fine.estimate.charged_usd == pytest.approx(0.6)
+
+
+async def test_invalid_settings_raise_before_any_request_or_adapt(
+    served: Emulators, tmp_path: Path
+) -> None:
+    require_emulator("runway")
+    square = REMOTE.replace(aspect_ratio="1:1", duration_s=5)
+    with pytest.raises(ValidationError) as caught:
+        await compare("a kite", [LOCAL, RUNWAY], square, run_dir=tmp_path / "x")
+    assert "aspect_ratio" in str(caught.value) and "16:9" in str(caught.value)
+    assert _requests(served) == 0 and not (tmp_path / "x").exists()
+    result = await compare(
+        "a kite", [LOCAL, RUNWAY], square, adapt=True, run_dir=tmp_path / "y", policy=FAST
+    )
+    by_route = {row.route: row for row in result.rows}
+    assert by_route[RUNWAY].adjusted == {"aspect_ratio": ["1:1", "9:16"]}
+    assert by_route[RUNWAY].settings["aspect_ratio"] == "9:16"
+    assert by_route[RUNWAY].state == "succeeded" and by_route[RUNWAY].ratio_ok
+    assert by_route[LOCAL].adjusted == {}
+
+
+async def test_a_missing_key_raises_before_anything_is_submitted(tmp_path: Path) -> None:
+    require_emulator("runway")
+    with pytest.raises(MissingKeyError) as caught:
+        await compare("a kite", [LOCAL, RUNWAY], REMOTE, run_dir=tmp_path / "run")
+    assert "RUNWAYML_API_SECRET" in str(caught.value) and "--emulate" in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+class _Watching(EmulatorState):
+    """An emulator state that looks at the run store whenever a request arrives."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__("runway", Scenario.fast())
+        self.run_dir = run_dir
+        self.at_create: list[list[str]] = []
+        self.at_status: list[tuple[str | None, set[str]]] = []
+
+    def record(self, request: object, kind: str, job_id: str | None = None) -> None:
+        rows = db_rows(self.run_dir)
+        if kind == "create":
+            self.at_create.append([r["state"] for r in rows])
+        elif kind == "status":
+            self.at_status.append((job_id, {r["job_id"] for r in rows if r["job_id"]}))
+        super().record(request, kind, job_id)  # type: ignore[arg-type]
+
+
+async def test_the_job_id_is_stored_before_the_first_status_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    require_emulator("runway")
+    state = _Watching(tmp_path)
+    with serve(create_app("runway", state)) as server:
+        state.base_url = server.url
+        monkeypatch.setenv("RUNWAYML_BASE_URL", server.url)
+        monkeypatch.setenv("RUNWAYML_API_SECRET", EMULATOR_KEYS["runway"])
+        result = await compare(
+            ["a kite", "a boat"], [RUNWAY], REMOTE, run_dir=tmp_path, policy=FAST
+        )
+    assert {row.state for row in result.rows} == {"succeeded"}
+    assert len(state.at_create) == 2 and all("submitting" in states for states in state.at_create)
+    assert state.at_status and all(job in stored for job, stored in state.at_status)
+
+
+async def test_cancelling_the_comparison_cancels_its_remote_jobs(
+    served: Emulators, tmp_path: Path
+) -> None:
+    require_emulator("runway")
+    served.set_scenario(Scenario.fast().with_times(0.05, 30.0), "runway")
+    task = asyncio.create_task(
+        compare(["a kite", "a boat"], [RUNWAY], REMOTE, run_dir=tmp_path, policy=FAST)
+    )
+    while sum(1 for r in db_rows(tmp_path) if r["job_id"]) < 2:
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    state = served.states["runway"]
+    assert state.count("cancel") == 2
+    assert {t["phase"] for t in state.truth()} == {"canceled"}
+    assert {r["state"] for r in db_rows(tmp_path)} == {"canceled"}
+
+
+async def test_the_per_provider_cap_holds(served: Emulators, tmp_path: Path) -> None:
+    require_emulator("runway")
+    result = await compare(
+        ["a", "b", "c"], [RUNWAY], REMOTE, run_dir=tmp_path, policy=FAST, concurrency={"runway": 1}
+    )
+    assert {row.state for row in result.rows} == {"succeeded"}
+    truth = sorted(served.states["runway"].truth(), key=lambda t: t["created"])
+    for earlier, later in itertools.pairwise(truth):
+        assert later["created"] >= earlier["finished"]
+
+
+async def test_the_create_rate_limit_spaces_creates() -> None:
+    limiter = Limiter(cap=4, rate_per_min=1200)  # one create every 0.05 s
+    stamps = []
+    for _ in range(3):
+        await limiter.pace()
+        stamps.append(time.monotonic())
+    assert stamps[1] - stamps[0] >= 0.049 and stamps[2] - stamps[1] >= 0.049
+
+
+async def test_generate_falls_back_and_records_every_attempt(
+    served: Emulators, tmp_path: Path
+) -> None:
+    require_emulator("runway")
+    served.set_scenario(Scenario.fast(fail=True, failure_message="moderation (emulated)"), "runway")
+    result = await generate(
+        "a kite",
+        [RUNWAY, LOCAL],
+        SMALL.replace(resolution="720p", duration_s=5),
+        run_dir=tmp_path,
+        policy=FAST,
+    )
+    assert result.row.route == LOCAL and result.output_path.is_file()
+    assert [f.route for f in result.failures] == [RUNWAY]
+    assert "moderation" in (result.failures[0].error or "")
+    with RunStore(tmp_path) as store:
+        assert [(r.route, r.state) for r in store.rows()] == [
+            (LOCAL, "succeeded"),
+            (RUNWAY, "failed"),
+        ]
+
+
+async def test_generate_raises_with_every_reason_when_all_routes_fail(
+    served: Emulators, tmp_path: Path
+) -> None:
+    require_emulator("runway"), require_emulator("pika")
+    served.set_scenario(Scenario.fast(fail=True, failure_message="nope (emulated)"))
+    with pytest.raises(AllRoutesFailed) as caught:
+        await generate("a kite", [RUNWAY, PIKA], REMOTE, run_dir=tmp_path, policy=FAST)
+    assert isinstance(caught.value, JobFailed)
+    assert [route for route, _ in caught.value.attempts] == [RUNWAY, PIKA]
+    assert RUNWAY in str(caught.value) and PIKA in str(caught.value)
+    with pytest.raises(AllRoutesFailed) as single:
+        await generate(
+            "a kite", [RUNWAY, LOCAL], REMOTE, fallback=False, run_dir=tmp_path / "b", policy=FAST
+        )
+    assert len(single.value.attempts) == 1
+    assert served.states["runway"].count("create") == 2
+
+
+@pytest.mark.parametrize("provider", ["pika", "replicate", "runway", "veo"])
+async def test_timing_is_honest_against_the_emulator_truth(
+    provider: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    require_emulator(provider)
+    with Emulators([provider], Scenario.fast().with_times(0.3, 0.6)) as emus:
+        for name, value in emus.env().items():
+            monkeypatch.setenv(name, value)
+        for attempt in ("warm-up", "measured"):  # the warm-up fills the emulator's render cache
+            result = await compare(
+                "a kite",
+                [ROUTE_OF[provider]],
+                REMOTE,
+                run_dir=tmp_path / attempt,
+                policy=FAST,
+                adapt=True,
+            )
+        state = emus.states[provider]
+        truth = max(state.truth(), key=lambda t: t["created"])
+        requests = [r for r in state.requests if r.job_id == truth["id"]]
+    row = result.rows[0]
+    assert row.state == "succeeded", row.error
+    assert row.polls == sum(1 for r in requests if r.kind in ("status", "stream"))
+    assert None not in (row.submit_s, row.queue_s, row.run_s, row.download_s, row.total_s)
+    queue, run = truth["started"] - truth["created"], truth["finished"] - truth["started"]
+    if row.queue_s_source == "provider":
+        assert abs((row.queue_s or 0) - queue) <= 0.1
+    elif provider not in NO_QUEUED_STATE:  # seen from outside: not running before it started
+        assert (row.queue_s or 0) >= queue - (row.submit_s or 0) - 0.02
+    if row.run_s_source == "provider":
+        assert abs((row.run_s or 0) - run) <= 0.1
+    if row.detect_lag_s_source == "provider":
+        asked = [r.at for r in requests if r.kind == "status" and r.at >= truth["finished"]]
+        if asked:  # learnt from a poll: the lag is the wait for that poll, as the emulator saw it
+            assert abs((row.detect_lag_s or 0) - (min(asked) - truth["finished"])) <= 0.1
+        else:  # learnt from a held create (Prefer: wait): no poll, and never before the finish
+            assert row.polls == 0 and (row.detect_lag_s or 0) >= -0.02
+    assert (row.total_s or 0) >= truth["finished"] - truth["created"] - 0.02
+    if provider == "replicate":  # Replicate reports created/started/completed: they must be used
+        assert row.queue_s_source == row.run_s_source == row.detect_lag_s_source == "provider"
