@@ -6,6 +6,9 @@ something uses them.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
 from abebeats_lab._types import (
@@ -21,7 +24,26 @@ from abebeats_lab._types import (
 )
 from abebeats_lab.errors import LabError
 
+# Heavy entry points load on first use, so `import abebeats_lab` stays cheap.
+_LAZY = {
+    "ControlPanel": "abebeats_lab.widgets",
+    "compare": "abebeats_lab.runner",
+    "generate": "abebeats_lab.runner",
+    "load_run": "abebeats_lab.runner",
+    "make_music_video": "abebeats_lab.pipeline",
+    "resume": "abebeats_lab.runner",
+    "write_report": "abebeats_lab.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'abebeats_lab' has no attribute {name!r}")
+
+
 __all__ = [
+    "ControlPanel",
     "Job",
     "JobState",
     "JobStatus",
@@ -33,4 +55,10 @@ __all__ = [
     "Timing",
     "VideoRequest",
     "__version__",
+    "compare",
+    "generate",
+    "load_run",
+    "make_music_video",
+    "resume",
+    "write_report",
 ]
