@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import capabilities
 from abebeats_lab._types import (
@@ -24,10 +24,10 @@ from abebeats_lab._types import (
     JobStatus,
     Output,
     OutputRef,
-    Probe,
     Route,
     VideoRequest,
 )
+from abebeats_lab.comparison import output_fields
 from abebeats_lab.connect import Clients
 from abebeats_lab.errors import AmbiguousSubmitError, DownloadError
 from abebeats_lab.media import safe_name, save_output
@@ -36,21 +36,18 @@ from abebeats_lab.store import JobRow, RunStore
 from abebeats_lab.timing import Clock, Marks, build_timing
 from abebeats_lab.waiting import WaitPolicy, WaitResult, wait
 
-__all__ = ["JobEvent", "Limiter", "Live", "RunContext", "conformance", "live_row"]
+if TYPE_CHECKING:
+    from abebeats_lab.runner import Limiter
+
+__all__ = ["JobEvent", "Live", "RunContext", "live_row"]
 
 log = logging.getLogger("abebeats_lab.runner")
 
-SECONDS_PER_MINUTE = 60.0
 SUBMIT_GRACE_S = 10.0
 """After a cancel, how long a create already sent may take to answer so we can cancel its job."""
 CANCEL_TIMEOUT_S = 10.0
 HASH_CHARS = 12
 """Hex digits of the content hash in an output's file name."""
-DURATION_TOLERANCE_S = 0.5
-RATIO_TOLERANCE = 0.02
-RESOLUTION_TOLERANCE = 0.02
-_LINES = {"240p": 240, "360p": 360, "480p": 480, "540p": 540, "720p": 720, "1080p": 1080,
-          "1440p": 1440, "2160p": 2160, "4k": 2160}  # fmt: skip
 AMBIGUOUS = (
     "the create call was sent but its answer was lost (the process stopped mid-create); "
     "the provider offers no reconcile, so it was not resubmitted: check the provider's "
@@ -76,27 +73,6 @@ class JobEvent:
     output_path: str | None = None
 
 
-class Limiter:
-    """A provider's cap on jobs in flight and on create calls per minute."""
-
-    def __init__(self, cap: int, rate_per_min: float | None = None) -> None:
-        self.cap = cap
-        self.rate_per_min = rate_per_min
-        self.slots = asyncio.Semaphore(cap)
-        self._next_create = 0.0
-        self._lock = asyncio.Lock()
-
-    async def pace(self) -> None:
-        """Wait until the next create call is allowed."""
-        if not self.rate_per_min:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            if self._next_create > now:
-                await asyncio.sleep(self._next_create - now)
-            self._next_create = max(now, self._next_create) + SECONDS_PER_MINUTE / self.rate_per_min
-
-
 @dataclass
 class Live:
     """A row being worked on, with the client-side facts that are not stored."""
@@ -120,20 +96,6 @@ def request_of(row: JobRow) -> VideoRequest:
 
 def _parse_time(text: str | None) -> datetime:
     return datetime.fromisoformat(text) if text else datetime.now(UTC)
-
-
-def conformance(probe: Probe, request: VideoRequest) -> tuple[bool, bool, bool]:
-    """Did the output match the requested duration, aspect ratio and resolution?"""
-    duration_ok = abs(probe.duration_s - request.duration_s) <= DURATION_TOLERANCE_S
-    width_part, _, height_part = request.aspect_ratio.partition(":")
-    asked = float(width_part) / float(height_part)
-    ratio_ok = (
-        probe.height > 0 and abs(probe.width / probe.height - asked) <= RATIO_TOLERANCE * asked
-    )
-    lines = _LINES.get(request.resolution.lower())
-    short = min(probe.width, probe.height)
-    resolution_ok = lines is not None and abs(short - lines) <= RESOLUTION_TOLERANCE * lines
-    return duration_ok, bool(ratio_ok), resolution_ok
 
 
 def _error_text(exc: BaseException) -> str:
@@ -199,11 +161,17 @@ class RunContext:
             return
         row = live.row
         event = JobEvent(
-            row.run_id, row.key, row.route, row.prompt, state,
+            row.run_id,
+            row.key,
+            row.route,
+            row.prompt,
+            state,
             progress=status.progress if status else None,
             queue_position=status.queue_position if status else None,
-            elapsed_s=self._elapsed(live), error=row.error, output_path=row.output_path,
-        )  # fmt: skip
+            elapsed_s=self._elapsed(live),
+            error=row.error,
+            output_path=row.output_path,
+        )
         try:
             self.on_update(event)
         except Exception:  # a broken progress view must not lose a paid job
@@ -254,9 +222,13 @@ class RunContext:
         """Commit the provider's id (before any status request) and mark the job queued."""
         live.job = job
         self._save(
-            live, job_id=job.id, handles=dict(job.handles), state=JobState.QUEUED.value,
-            submit_s=submit_s, submit_s_source="client" if submit_s is not None else None,
-        )  # fmt: skip
+            live,
+            job_id=job.id,
+            handles=dict(job.handles),
+            state=JobState.QUEUED.value,
+            submit_s=submit_s,
+            submit_s_source="client" if submit_s is not None else None,
+        )
         self._emit(live, JobState.QUEUED)
 
     async def _settle_cancelled_submit(
@@ -289,9 +261,12 @@ class RunContext:
             return
         submitted = _parse_time(live.row.submitted_at)
         hint = Job(
-            Route.parse(live.row.route), "", request_of(live.row), submitted,
+            Route.parse(live.row.route),
+            "",
+            request_of(live.row),
+            submitted,
             {"client_ref": live.row.client_ref},
-        )  # fmt: skip
+        )
         job = await method(hint)
         if job is None:
             message = "reconciled: the provider has no such job; not resubmitted"
@@ -377,21 +352,9 @@ class RunContext:
                 changes[f"{name}_source"] = timing.sources.get(name)
             changes["polls"] = timing.polls
         if live.output is not None:
-            changes.update(_output_fields(live.output, self.store, request_of(live.row)))
+            changes.update(output_fields(live.output, self.store.run_dir, request_of(live.row)))
         self._save(live, **changes)
         self._emit(live, state, live.result.status if live.result else None)
-
-
-def _output_fields(output: Output, store: RunStore, request: VideoRequest) -> dict[str, Any]:
-    probe = output.probe
-    duration_ok, ratio_ok, resolution_ok = conformance(probe, request)
-    return {
-        "output_path": output.path.relative_to(store.run_dir).as_posix(),
-        "sha256": output.sha256,
-        "duration_s": probe.duration_s, "width": probe.width, "height": probe.height,
-        "fps": probe.fps, "codec": probe.codec, "has_audio": probe.has_audio, "bytes": probe.bytes,
-        "duration_ok": duration_ok, "ratio_ok": ratio_ok, "resolution_ok": resolution_ok,
-    }  # fmt: skip
 
 
 def _refresher(provider: Provider, job: Job) -> Callable[[], Any] | None:

@@ -16,18 +16,75 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from abebeats_lab._types import Output, Probe, VideoRequest
 from abebeats_lab.costs import CostEstimate
 from abebeats_lab.store import JobRow
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DATA_URI_MAX_BYTES", "Comparison", "percentile", "summarize"]
+__all__ = [
+    "DATA_URI_MAX_BYTES",
+    "Comparison",
+    "conformance",
+    "output_fields",
+    "percentile",
+    "summarize",
+]
 
 DATA_URI_MAX_BYTES = 5 * 1024 * 1024
 """Videos below this are inlined as data: URIs, so a notebook plays them anywhere."""
 P90 = 0.9
 VIDEO_WIDTH_PX = 320
+DURATION_TOLERANCE_S = 0.5
+RATIO_TOLERANCE = 0.02
+RESOLUTION_TOLERANCE = 0.02
+"""How far an output may stray from the request and still conform (seconds, fractions)."""
+_LINES = {
+    "240p": 240,
+    "360p": 360,
+    "480p": 480,
+    "540p": 540,
+    "720p": 720,
+    "1080p": 1080,
+    "1440p": 1440,
+    "2160p": 2160,
+    "4k": 2160,
+}
+
+
+def conformance(probe: Probe, request: VideoRequest) -> tuple[bool, bool, bool]:
+    """Did the output match the requested duration, aspect ratio and resolution?"""
+    duration_ok = abs(probe.duration_s - request.duration_s) <= DURATION_TOLERANCE_S
+    width_part, _, height_part = request.aspect_ratio.partition(":")
+    asked = float(width_part) / float(height_part)
+    ratio_ok = (
+        probe.height > 0 and abs(probe.width / probe.height - asked) <= RATIO_TOLERANCE * asked
+    )
+    lines = _LINES.get(request.resolution.lower())
+    short = min(probe.width, probe.height)
+    resolution_ok = lines is not None and abs(short - lines) <= RESOLUTION_TOLERANCE * lines
+    return duration_ok, bool(ratio_ok), resolution_ok
+
+
+def output_fields(output: Output, run_dir: Path, request: VideoRequest) -> dict[str, Any]:
+    """The store columns describing a verified output: path, hash, probe, conformance."""
+    probe = output.probe
+    duration_ok, ratio_ok, resolution_ok = conformance(probe, request)
+    return {
+        "output_path": output.path.relative_to(run_dir).as_posix(),
+        "sha256": output.sha256,
+        "duration_s": probe.duration_s,
+        "width": probe.width,
+        "height": probe.height,
+        "fps": probe.fps,
+        "codec": probe.codec,
+        "has_audio": probe.has_audio,
+        "bytes": probe.bytes,
+        "duration_ok": duration_ok,
+        "ratio_ok": ratio_ok,
+        "resolution_ok": resolution_ok,
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -12,28 +12,64 @@ optional methods (``refresh_outputs``, ``reconcile``) carry every difference.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import secrets
+import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from abebeats_lab import capabilities, costs
-from abebeats_lab._jobs import JobEvent, Limiter, RunContext, live_row
+from abebeats_lab._jobs import JobEvent, RunContext, live_row
 from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.comparison import Comparison
 from abebeats_lab.connect import connect
 from abebeats_lab.errors import AllRoutesFailed, LabError
-from abebeats_lab.store import JobRow, RunStore
+from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
-__all__ = ["Comparison", "GenerateResult", "JobEvent", "compare", "generate", "load_run", "resume"]
+__all__ = [
+    "Comparison",
+    "GenerateResult",
+    "JobEvent",
+    "Limiter",
+    "compare",
+    "generate",
+    "load_run",
+    "resume",
+]
+
+log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
 """Default parent of run directories, under the working directory."""
-ON_UPDATE = Callable[[JobEvent], None]
+UpdateHandler = Callable[[JobEvent], None]
+SECONDS_PER_MINUTE = 60.0
+
+
+class Limiter:
+    """A provider's cap on jobs in flight and on create calls per minute."""
+
+    def __init__(self, cap: int, rate_per_min: float | None = None) -> None:
+        self.cap = cap
+        self.rate_per_min = rate_per_min
+        self.slots = asyncio.Semaphore(cap)
+        self._next_create = 0.0
+        self._lock = asyncio.Lock()
+
+    async def pace(self) -> None:
+        """Wait until the next create call is allowed."""
+        if not self.rate_per_min:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            if self._next_create > now:
+                await asyncio.sleep(self._next_create - now)
+            self._next_create = max(now, self._next_create) + SECONDS_PER_MINUTE / self.rate_per_min
 
 
 @dataclass(frozen=True)
@@ -79,29 +115,44 @@ def plan_jobs(
             cost = costs.job_cost(caps, sent, provider=route.provider, emulated=emulated)
             for repeat in range(repeats):
                 row = JobRow(
-                    run_id=run_id, prompt_index=index, route=str(route), repeat=repeat,
-                    provider=route.provider, model=route.model, prompt=prompt,
-                    settings=sent.settings(), seed=sent.seed, client_ref=uuid.uuid4().hex,
-                    cost_usd=cost.charged_usd, cost_estimate_usd=cost.estimate_usd,
-                    cost_note=cost.note, price_source=cost.source, price_date=cost.date,
-                    emulated=emulated, adjusted=adjusted,
-                )  # fmt: skip
+                    run_id=run_id,
+                    prompt_index=index,
+                    route=str(route),
+                    repeat=repeat,
+                    provider=route.provider,
+                    model=route.model,
+                    prompt=prompt,
+                    settings=sent.settings(),
+                    seed=sent.seed,
+                    client_ref=uuid.uuid4().hex,
+                    cost_usd=cost.charged_usd,
+                    cost_estimate_usd=cost.estimate_usd,
+                    cost_note=cost.note,
+                    price_source=cost.source,
+                    price_date=cost.date,
+                    emulated=emulated,
+                    adjusted=adjusted,
+                )
                 planned.append(Planned(row, sent, caps))
     return planned
 
 
-def _caps_by_provider(
-    planned: Sequence[Planned], overrides: Mapping[str, int] | None
+def limiters_for(
+    pairs: Iterable[tuple[str, capabilities.Capabilities]],
+    concurrency: Mapping[str, int] | None = None,
+    rate_per_min: Mapping[str, float] | None = None,
 ) -> dict[str, Limiter]:
-    """One limiter per provider: the tightest capability data, unless overridden."""
+    """One limiter per provider from ``(provider, caps)`` pairs: the tightest capability
+    data (``concurrency``, ``rate_per_min``) unless the caller overrides it per provider."""
+    caps_by: dict[str, list[capabilities.Capabilities]] = {}
+    for provider, caps in pairs:
+        caps_by.setdefault(provider, []).append(caps)
     limiters: dict[str, Limiter] = {}
-    for provider in dict.fromkeys(p.row.provider for p in planned):
-        mine = [p.caps for p in planned if p.row.provider == provider]
-        cap = min(c.concurrency for c in mine)
+    for provider, mine in caps_by.items():
+        cap = (concurrency or {}).get(provider, min(c.concurrency for c in mine))
         rates = [c.rate_per_min for c in mine if c.rate_per_min]
-        if overrides and provider in overrides:
-            cap = overrides[provider]
-        limiters[provider] = Limiter(max(1, cap), min(rates) if rates else None)
+        rate = (rate_per_min or {}).get(provider, min(rates) if rates else None)
+        limiters[provider] = Limiter(max(1, cap), rate)
     return limiters
 
 
@@ -133,20 +184,22 @@ async def compare(
     *,
     repeats: int = 1,
     run_dir: Path | str | None = None,
-    on_update: ON_UPDATE | None = None,
+    on_update: UpdateHandler | None = None,
     emulate: bool = False,
     max_cost_usd: float | None = None,
     adapt: bool = False,
     concurrency: Mapping[str, int] | None = None,
     policy: WaitPolicy | None = None,
     dry_run: bool = False,
+    rate_per_min: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Send every prompt to every route ``repeats`` times and return the rows.
 
     ``request`` holds the common settings (its prompt is replaced per prompt). Raises
     `ValidationError` (or adapts, with ``adapt=True``), `CostLimitError` and
-    `MissingKeyError` before anything is submitted. ``concurrency`` overrides the
-    per-provider cap (``{"runway": 1}``). ``dry_run=True`` returns the plan, sends nothing.
+    `MissingKeyError` before anything is submitted. ``concurrency`` and ``rate_per_min``
+    override the per-provider caps (``{"runway": 1}``). ``dry_run=True`` returns the plan
+    (rows in state ``planned``, ``estimate``, ``estimated_time_s``) and sends nothing.
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     route_list = [Route.parse(r) for r in routes]
@@ -159,13 +212,23 @@ async def compare(
     )
     estimate = costs.total((p.row.route, _cost_of(p.row)) for p in planned)
     costs.check_limit(estimate, max_cost_usd)
-    limiters = _caps_by_provider(planned, concurrency)
+    log.info("%s: %d jobs, %s", run_id, len(planned), estimate.describe())
+    limiters = limiters_for(((p.row.provider, p.caps) for p in planned), concurrency, rate_per_min)
     eta = _estimated_time(planned, limiters)
     if dry_run:
         rows = [p.row for p in planned]
         return Comparison(rows, run_id, None, estimate=estimate, estimated_time_s=eta, dry_run=True)
-    directory = Path(run_dir) if run_dir is not None else Path.cwd() / RUNS_DIR / run_id
-    spec = _spec(prompt_list, route_list, base, repeats=repeats, emulate=emulate, adapt=adapt)
+    directory = _directory(run_dir, run_id)
+    spec = _spec(
+        prompt_list,
+        route_list,
+        base,
+        repeats=repeats,
+        emulate=emulate,
+        adapt=adapt,
+        concurrency=dict(concurrency or {}),
+        rate_per_min=dict(rate_per_min or {}),
+    )
     async with connect({p.row.provider for p in planned}, emulate=emulate) as clients:
         with RunStore(directory) as store:
             rows = [p.row.evolve(emulated=clients.emulated(p.row.provider)) for p in planned]
@@ -178,24 +241,25 @@ async def compare(
     return result
 
 
+def _directory(run_dir: Path | str | None, run_id: str) -> Path:
+    return Path(run_dir) if run_dir is not None else Path.cwd() / RUNS_DIR / run_id
+
+
 def _cost_of(row: JobRow) -> costs.JobCost:
-    note = row.cost_note
-    return costs.JobCost(
-        row.cost_usd, row.cost_estimate_usd, note, row.price_source or "", row.price_date or ""
-    )
+    source, date = row.price_source or "", row.price_date or ""
+    return costs.JobCost(row.cost_usd, row.cost_estimate_usd, row.cost_note, source, date)
 
 
 def load_run(run_dir: Path | str, run_id: str | None = None) -> Comparison:
     """The rows of a stored run (default: the latest run in the directory)."""
     directory = Path(run_dir)
+    if not (directory / DB_NAME).is_file():
+        raise LabError(f"no run store in {directory} (expected {DB_NAME})")
     with RunStore(directory) as store:
-        info = (
-            store.latest_run()
-            if run_id is None
-            else next((r for r in store.runs() if r.run_id == run_id), None)
-        )
+        runs = {info.run_id: info for info in store.runs()}
+        info = store.latest_run() if run_id is None else runs.get(run_id)
         if info is None:
-            raise LabError(f"no run {run_id or ''} in {directory}".replace("  ", " "))
+            raise LabError(f"no run {run_id or ''} in {directory}")
         return Comparison(store.rows(info.run_id), info.run_id, directory)
 
 
@@ -203,7 +267,7 @@ async def resume(
     run_dir: Path | str,
     *,
     emulate: bool = False,
-    on_update: ON_UPDATE | None = None,
+    on_update: UpdateHandler | None = None,
     policy: WaitPolicy | None = None,
 ) -> Comparison:
     """Finish the latest run in ``run_dir``: re-attach, download, never resubmit a sent job.
@@ -213,27 +277,19 @@ async def resume(
     offers ``reconcile``; otherwise they are marked ``ambiguous`` and left alone.
     """
     directory = Path(run_dir)
+    run_id = load_run(directory).run_id
     with RunStore(directory) as store:
-        info = store.latest_run()
-        if info is None:
-            raise LabError(f"no run in {directory}")
-        rows = list(store.unfinished(info.run_id))
+        info = next(r for r in store.runs() if r.run_id == run_id)
+        rows = list(store.unfinished(run_id))
         if rows:
+            pairs = ((r.provider, capabilities.capabilities_for(r.route)) for r in rows)
+            limiters = limiters_for(
+                pairs, info.spec.get("concurrency"), info.spec.get("rate_per_min")
+            )
             async with connect({r.provider for r in rows}, emulate=emulate) as clients:
-                limiters = _limiters_for_rows(rows)
                 context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
                 await context.run_all([live_row(row) for row in rows])
-    return load_run(directory, info.run_id)
-
-
-def _limiters_for_rows(rows: Sequence[JobRow]) -> dict[str, Limiter]:
-    limiters: dict[str, Limiter] = {}
-    for row in rows:
-        caps = capabilities.capabilities_for(row.route)
-        current = limiters.get(row.provider)
-        cap = caps.concurrency if current is None else min(current.cap, caps.concurrency)
-        limiters[row.provider] = Limiter(max(1, cap), caps.rate_per_min)
-    return limiters
+    return load_run(directory, run_id)
 
 
 @dataclass(frozen=True)
@@ -254,7 +310,7 @@ async def generate(
     fallback: bool = True,
     run_dir: Path | str | None = None,
     emulate: bool = False,
-    on_update: ON_UPDATE | None = None,
+    on_update: UpdateHandler | None = None,
     policy: WaitPolicy | None = None,
 ) -> GenerateResult:
     """Try ``routes`` in order until one succeeds (only the first with ``fallback=False``).
@@ -268,21 +324,17 @@ async def generate(
     base = (request or VideoRequest(prompt)).replace(prompt=prompt)
     run_id = new_run_id()
     planned = plan_jobs(run_id, [prompt], route_list, base, emulate=emulate)
-    directory = Path(run_dir) if run_dir is not None else Path.cwd() / RUNS_DIR / run_id
-    limiters = _caps_by_provider(planned, None)
+    directory = _directory(run_dir, run_id)
+    limiters = limiters_for((p.row.provider, p.caps) for p in planned)
+    spec = _spec([prompt], route_list, base, fallback=fallback, emulate=emulate)
+    failures: list[JobRow] = []
     async with connect({p.row.provider for p in planned}, emulate=emulate) as clients:
         with RunStore(directory) as store:
-            store.add_run(
-                run_id,
-                datetime.now(UTC).isoformat(),
-                "generate",
-                _spec([prompt], route_list, base, fallback=fallback, emulate=emulate),
-            )
+            store.add_run(run_id, datetime.now(UTC).isoformat(), "generate", spec)
             context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
-            failures: list[JobRow] = []
             for item in planned:
                 row = item.row.evolve(emulated=clients.emulated(item.row.provider))
-                store.insert([row])
+                store.insert([row])  # only when tried: resume must not try later routes
                 done = await context.run_one(live_row(row))
                 if done.state == "succeeded" and done.output_path:
                     return GenerateResult(done, directory / done.output_path, failures, directory)

@@ -62,12 +62,20 @@ def _start_child(
     run_dir: Path, prompts: list[str], route: str, **options: object
 ) -> subprocess.Popen[bytes]:
     request = options.pop("request", {"duration_s": 5, "resolution": "720p"})
-    spec = {"prompts": prompts, "routes": [route], "request": request, "run_dir": str(run_dir),
-            "concurrency": options.pop("concurrency", None)}  # fmt: skip
+    spec = {
+        "prompts": prompts,
+        "routes": [route],
+        "request": request,
+        "run_dir": str(run_dir),
+        "concurrency": options.pop("concurrency", None),
+    }
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(spec)],
-        env=dict(os.environ), cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        env=dict(os.environ),
+        cwd=run_dir.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _kill_when(child: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
