@@ -167,6 +167,27 @@ class Comparison:
 
         return pd.DataFrame(summarize(self.rows)).set_index("route")
 
+    def describe_plan(self) -> str:
+        """The plan as text (``--dry-run``): jobs per route, settings, estimated cost and time."""
+        kind = "plan" if self.dry_run else "run"
+        lines = [f"{kind} {self.run_id}: {len(self.rows)} jobs"]
+        for route in dict.fromkeys(r.route for r in self.rows):
+            mine = [r for r in self.rows if r.route == route]
+            first = mine[0]
+            shown = {
+                k: v for k, v in first.settings.items() if k != "prompt" and v not in (None, {})
+            }
+            cost = sum(r.cost_usd or 0.0 for r in mine)
+            note = f", adjusted {first.adjusted}" if first.adjusted else ""
+            lines.append(
+                f"  {route}: {len(mine)} jobs, ${cost:.2f} ({first.cost_note}), {shown}{note}"
+            )
+        if self.estimate is not None:
+            lines.append(self.estimate.describe())
+        if self.estimated_time_s is not None:
+            lines.append(f"estimated time about {self.estimated_time_s:.0f} s")
+        return "\n".join(lines)
+
     def output_path(self, row: JobRow) -> Path | None:
         """Absolute path of a row's video, if it has one."""
         if self.run_dir is None or not row.output_path:

@@ -181,6 +181,8 @@ async def test_dry_run_submits_nothing_and_prices_the_plan(
     assert plan.estimate.per_route[LOCAL] == 0.0
     assert plan.estimated_time_s and plan.estimated_time_s > 0
     assert "estimated cost $3.20" in plan.estimate.describe()
+    text = plan.describe_plan()
+    assert "12 jobs" in text and f"{RUNWAY}: 4 jobs, $2.40" in text and "estimated time" in text
 
 
 async def test_max_cost_below_the_estimate_refuses_before_any_request(
