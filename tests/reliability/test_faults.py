@@ -1,0 +1,269 @@
+"""The fault-injection matrix: every provider x every scripted fault, through the runner.
+
+Each case runs a one-job comparison against that provider's emulator (over loopback, found
+through the ``*_BASE_URL`` variables, with canary keys) and checks three things: the row
+ends in the expected state with a message that says what happened, the emulator saw exactly
+one job created (a create refused with 429 is a request, not a job), and the run directory
+holds no partial file. The expected outcomes are the table in RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from _reliability import (
+    CANARY_KEYS,
+    PROVIDERS,
+    ROUTES,
+    canary_env,
+    check_outputs,
+    leaks,
+    reset,
+)
+
+from abebeats_lab import Route, VideoRequest, runner
+from abebeats_lab._types import Job
+from abebeats_lab.capabilities import nearest
+from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
+from abebeats_lab.errors import AmbiguousSubmitError
+from abebeats_lab.providers import Provider, get_provider
+from abebeats_lab.runner import JobEvent
+from abebeats_lab.store import JobRow
+from abebeats_lab.waiting import WaitPolicy
+
+PROMPT = "a red kite over desert dunes"
+REQUEST = VideoRequest(PROMPT, duration_s=5, aspect_ratio="16:9", seed=7)
+FAST = WaitPolicy(deadline_s=30, min_interval_s=0.05, max_interval_s=0.25)
+SHORT_DEADLINE = WaitPolicy(deadline_s=1.0, min_interval_s=0.05, max_interval_s=0.25)
+LONG_RUN_S = 1.5
+"""Longer than Replicate's 1 s ``Prefer: wait`` hold, so status faults meet a real poll."""
+NEVER_S = 120.0
+RETRY_AFTER_S = 0.3
+HINT_SLACK = 0.9
+"""The second create must come at least this fraction of Retry-After after the first."""
+FAILURE = "content rejected (emulated)"
+HANG_TIMEOUT_S = 1.0
+OK = ("succeeded", "")
+
+
+def _same(outcome: tuple[str, str]) -> dict[str, tuple[str, str]]:
+    return dict.fromkeys(PROVIDERS, outcome)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted fault and the outcome each provider's row must reach."""
+
+    scenario: Scenario
+    expect: Mapping[str, tuple[str, str]]
+    """provider -> (row state, a fragment its error message must contain)."""
+    policy: WaitPolicy = FAST
+    spend_url: bool = False
+    """Fetch the output URL once before the client does, so the client meets it expired."""
+    extra_creates: int = 0
+    """Create requests refused before the one that made the job."""
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+
+FAULTS: dict[str, Fault] = {
+    "429-retry-after": Fault(
+        Scenario.fast(create_429=1, retry_after_s=RETRY_AFTER_S), _same(OK), extra_creates=1
+    ),
+    "5xx-burst": Fault(
+        Scenario.fast(status_5xx=3, retry_after_s=0.05).with_times(0.05, LONG_RUN_S), _same(OK)
+    ),
+    "drop-after-create": Fault(
+        Scenario.fast(drop_create=1),
+        {
+            **_same(("ambiguous", "AmbiguousSubmitError")),
+            "replicate": OK,  # reconciled by listing predictions
+        },
+    ),
+    "hang-past-deadline": Fault(
+        Scenario.fast().with_times(0.05, NEVER_S),
+        {**_same(("failed", "cancelled it")), "veo": ("failed", "cannot cancel")},
+        policy=SHORT_DEADLINE,
+    ),
+    "truncated-download": Fault(
+        Scenario.fast(truncate_downloads=1),
+        {**_same(("failed", "DownloadError: truncated")), "veo": OK},  # Veo returns bytes inline
+    ),
+    "expired-output-url": Fault(
+        Scenario.fast(expire_outputs_after=1),
+        {
+            "runway": OK,  # re-signed by fetching the task again
+            "veo": OK,  # inline bytes: no URL to expire
+            "replicate": ("failed", "HTTP 404 fetching output"),
+            "pika": ("failed", "HTTP 404 fetching output"),
+        },
+        spend_url=True,
+    ),
+    "malformed-json": Fault(
+        Scenario.fast(malformed_status=1).with_times(0.05, LONG_RUN_S),
+        {
+            "runway": ("failed", "ProtocolError: runway: expected JSON"),
+            "replicate": ("failed", "ProtocolError: replicate: unreadable answer"),
+            "veo": ("failed", "ProtocolError: veo: unreadable answer"),
+            "pika": OK,  # the bad body broke the SSE stream; polling took over
+        },
+    ),
+    "unknown-status": Fault(
+        Scenario.fast(unknown_status=True).with_times(0.05, LONG_RUN_S),
+        {
+            "runway": ("failed", "unknown task status 'ARCHIVED'"),
+            "replicate": ("failed", "ProtocolError: replicate: unreadable answer"),
+            "veo": ("failed", "ProtocolError: veo: unreadable answer"),
+            "pika": ("failed", "unknown queue status 'IN_LIMBO'"),
+        },
+    ),
+    "job-failed": Fault(
+        Scenario.fast(fail=True, failure_message=FAILURE), _same(("failed", FAILURE))
+    ),
+    "cancelled-elsewhere": Fault(
+        Scenario.fast(cancel_elsewhere_after_s=0.1), _same(("canceled", "cancel"))
+    ),
+}
+
+
+def _emulator_id(job_id: str | None) -> str:
+    """The emulator's key for a provider job id (Veo's is the tail of an operation name)."""
+    return (job_id or "").rpartition("/")[2]
+
+
+CASES = [(fault, provider) for fault in FAULTS for provider in PROVIDERS]
+
+
+@pytest.fixture(scope="module")
+def emulators() -> Iterator[Emulators]:
+    with Emulators(PROVIDERS, Scenario.fast()) as emus:
+        yield emus
+
+
+@pytest.fixture
+def env(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> Emulators:
+    """Point every client at the emulators through the user-facing variables."""
+    for name, value in canary_env(emulators).items():
+        monkeypatch.setenv(name, value)
+    return emulators
+
+
+def _spender(state: EmulatorState, provider: str) -> Callable[[JobEvent], None]:
+    """An on_update hook that uses up the output URL just before the runner downloads it."""
+
+    def spend(event: JobEvent) -> None:
+        if event.state != "downloading":
+            return
+        [job] = state.jobs.values()
+        if job.extra.get("file_token") is None and provider == "pika":
+            # fal mints the media URL when the result is first read.
+            headers = {"Authorization": f"Key {CANARY_KEYS['pika']}"}
+            httpx.get(f"{state.base_url}/fal-ai/pika/requests/{job.id}", headers=headers)
+        token = job.extra.get("file_token")
+        if token is not None:
+            httpx.get(f"{state.base_url}/_files/{token}/output.mp4").raise_for_status()
+
+    return spend
+
+
+async def _run(route: str, run_dir: Path, fault: Fault, state: EmulatorState) -> JobRow:
+    hook = _spender(state, Route.parse(route).provider) if fault.spend_url else None
+    result = await runner.compare(
+        PROMPT, [route], REQUEST, run_dir=run_dir, policy=fault.policy, adapt=True, on_update=hook
+    )
+    [row] = result.rows
+    return row
+
+
+@pytest.mark.parametrize(("fault_name", "provider"), CASES, ids=[f"{f}-{p}" for f, p in CASES])
+async def test_fault(fault_name: str, provider: str, env: Emulators, tmp_path: Path) -> None:
+    fault = FAULTS[fault_name]
+    state = reset(env, provider, fault.scenario)
+    run_dir = tmp_path / "run"
+    row = await _run(ROUTES[provider], run_dir, fault, state)
+
+    state_word, fragment = fault.expect[provider]
+    assert (row.state, fragment.lower() in (row.error or "").lower()) == (state_word, True), (
+        row.error
+    )
+    assert len(state.jobs) == 1
+    assert state.count("create") == 1 + fault.extra_creates
+    check_outputs(run_dir, [row])
+    assert leaks(row.error or "") == []
+    if row.state == "succeeded":
+        assert row.error is None and _emulator_id(row.job_id) in state.jobs
+    EXTRA_CHECKS.get(fault_name, _nothing)(provider, state)
+
+
+def _nothing(provider: str, state: EmulatorState) -> None:
+    """Most faults need no check beyond the common ones."""
+
+
+def _waited_for_retry_after(provider: str, state: EmulatorState) -> None:
+    first, second = (r.at for r in state.requests if r.kind == "create")
+    assert second - first >= RETRY_AFTER_S * HINT_SLACK
+
+
+def _met_the_5xx_burst(provider: str, state: EmulatorState) -> None:
+    asked = state.count("status") + state.count("stream")
+    assert asked >= 1 + FAULTS["5xx-burst"].scenario.status_5xx
+
+
+def _cancelled_where_possible(provider: str, state: EmulatorState) -> None:
+    [job] = state.jobs.values()
+    can_cancel = provider != "veo"  # Vertex has no cancel for Veo operations
+    assert state.count("cancel") == int(can_cancel)
+    assert job.phase() == ("canceled" if can_cancel else "running")
+
+
+EXTRA_CHECKS: dict[str, Callable[[str, EmulatorState], None]] = {
+    "429-retry-after": _waited_for_retry_after,
+    "5xx-burst": _met_the_5xx_burst,
+    "hang-past-deadline": _cancelled_where_possible,
+}
+
+
+@pytest.mark.parametrize("provider", ["runway", "veo", "pika"])
+async def test_ambiguous_row_is_never_resubmitted_by_resume(
+    provider: str, env: Emulators, tmp_path: Path
+) -> None:
+    fault = FAULTS["drop-after-create"]
+    state = reset(env, provider, fault.scenario)
+    row = await _run(ROUTES[provider], tmp_path, fault, state)
+    assert row.state == "ambiguous"
+    resumed = await runner.resume(tmp_path, policy=FAST)
+    assert [r.state for r in resumed.rows] == ["ambiguous"]
+    assert state.count("create") == 1 and len(state.jobs) == 1
+
+
+def _hanging_client(provider: str, emulators: Emulators) -> Provider:
+    """A client with a 1 s read timeout, so a hung create gives up quickly."""
+    options = emulators.client_options(provider)
+    options["api_key"] = CANARY_KEYS[provider]
+    if provider == "veo":
+        options["timeout_s"] = HANG_TIMEOUT_S
+    else:
+        options["timeout"] = httpx.Timeout(HANG_TIMEOUT_S)
+    return get_provider(provider, **options)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_hung_create_is_ambiguous_not_repeated(provider: str, env: Emulators) -> None:
+    """A create that hangs after the job exists: the client times out and never re-sends."""
+    state = reset(env, provider, Scenario.fast(hang_create=1))
+    route = Route.parse(ROUTES[provider])
+    request, _ = nearest(REQUEST, route)
+    async with _hanging_client(provider, env) as client:
+        sent = datetime.now(UTC)
+        with pytest.raises(AmbiguousSubmitError) as caught:
+            await client.submit(request, route)
+        assert leaks(repr(caught.value) + str(caught.value)) == []
+        assert state.count("create") == 1 and len(state.jobs) == 1
+        reconcile = getattr(client, "reconcile", None)
+        if reconcile is not None:  # Replicate lists predictions: the lost job is found
+            found = await reconcile(Job(route, "", request, sent))
+            assert found is not None and found.id in state.jobs
