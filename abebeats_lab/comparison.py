@@ -105,12 +105,23 @@ def _figures(rows: Sequence[JobRow], name: str) -> list[float]:
     return [float(v) for r in rows if (v := getattr(r, name)) is not None]
 
 
+def _known_sum(rows: Sequence[JobRow], name: str) -> float | None:
+    """Sum over submitted jobs; None when any price is unknown (never a silent zero)."""
+    values: list[float | None] = [getattr(r, name) for r in rows if r.job_id]
+    known = [v for v in values if v is not None]
+    return round(sum(known), 4) if len(known) == len(values) else None
+
+
+def _per(amount: float | None, video_s: float) -> float | None:
+    return round(amount / video_s, 4) if amount is not None and video_s else None
+
+
 def _route_summary(route: str, rows: Sequence[JobRow]) -> dict[str, Any]:
     done = [r for r in rows if r.state == "succeeded"]
     totals = _figures(done, "total_s")
     video_s = sum(r.duration_s or 0.0 for r in done)
-    charged = sum(r.cost_usd or 0.0 for r in rows if r.job_id)
-    would_be = sum(r.cost_estimate_usd or 0.0 for r in rows if r.job_id)
+    charged = _known_sum(rows, "cost_usd")
+    would_be = _known_sum(rows, "cost_estimate_usd")
     return {
         "route": route,
         "emulated": any(r.emulated for r in rows),
@@ -122,9 +133,9 @@ def _route_summary(route: str, rows: Sequence[JobRow]) -> dict[str, Any]:
         "median_queue_s": _median(_figures(done, "queue_s")),
         "median_run_s": _median(_figures(done, "run_s")),
         "median_detect_lag_s": _median(_figures(done, "detect_lag_s")),
-        "cost_usd": round(charged, 4),
-        "usd_per_video_s": round(charged / video_s, 4) if video_s else None,
-        "would_be_usd_per_video_s": round(would_be / video_s, 4) if video_s else None,
+        "cost_usd": charged,
+        "usd_per_video_s": _per(charged, video_s),
+        "would_be_usd_per_video_s": _per(would_be, video_s),
     }
 
 

@@ -14,6 +14,7 @@ from _runner_support import (
     LOCAL,
     PIKA,
     REMOTE,
+    REPLICATE,
     ROUTE_OF,
     RUNWAY,
     SMALL,
@@ -23,6 +24,7 @@ from _runner_support import (
 )
 
 from abebeats_lab import JobState
+from abebeats_lab.comparison import summarize
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario, create_app
 from abebeats_lab.emulator.server import serve
 from abebeats_lab.errors import (
@@ -380,3 +382,19 @@ async def test_timing_is_honest_against_the_emulator_truth(
     assert (row.total_s or 0) >= truth["finished"] - truth["created"] - 0.02
     if provider == "replicate":  # Replicate reports created/started/completed: they must be used
         assert row.queue_s_source == row.run_s_source == row.detect_lag_s_source == "provider"
+
+
+async def test_an_unknown_price_is_never_a_silent_zero() -> None:
+    request = REMOTE.replace(duration_s=4)
+    plan = await compare("a kite", [REPLICATE, LOCAL], request, dry_run=True)
+    assert plan.estimate is not None and plan.estimate.unknown == (REPLICATE,)
+    assert "no price known for " + REPLICATE in plan.estimate.describe()
+    with pytest.raises(CostLimitError, match="no price known"):
+        await compare("a kite", [REPLICATE], request, max_cost_usd=100.0)
+    done = [
+        row.evolve(job_id=f"j{i}", state="succeeded", duration_s=4.0)
+        for i, row in enumerate(plan.rows)
+    ]
+    lines = {line["route"]: line for line in summarize(done)}
+    assert lines[REPLICATE]["cost_usd"] is None and lines[REPLICATE]["usd_per_video_s"] is None
+    assert lines[LOCAL]["cost_usd"] == 0.0
