@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import random
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,8 @@ from abebeats_lab.render import frame_size, render_video
 __all__ = ["EmulatedJob", "EmulatorState", "RequestRecord", "drop_connection", "hang"]
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Two workers: this machine kind has two cores, and renders are CPU-bound.
+_RENDER_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emulator-render")
 
 
 @dataclass
@@ -45,6 +49,10 @@ class EmulatedJob:
     deleted: bool = False
     hold_until: float | None = None
     """Set while over the concurrency limit; the job starts when a slot frees."""
+    render: Future[Any] | None = None
+    """The output being rendered in a worker thread, if the provider started one."""
+    ready_at: float | None = None
+    """When that render finished."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,9 +61,23 @@ class EmulatedJob:
         return self.created + self.queue_s
 
     @property
-    def finished(self) -> float:
-        """When the job is (or was) done, cancellation aside."""
+    def scripted_finish(self) -> float:
+        """When the scenario says the job is done."""
         return self.started + self.run_s
+
+    @property
+    def finished(self) -> float:
+        """When the job is (or was) really done: scripted time, but never before its video exists.
+
+        Infinite while the render is still going, so the job keeps reading as running and
+        the finish time the emulator reports (and records as truth) is never earlier than
+        the moment a client could actually see the result.
+        """
+        if self.render is None:
+            return self.scripted_finish
+        if self.ready_at is None:
+            return math.inf
+        return max(self.scripted_finish, self.ready_at)
 
     def phase(self, now: float | None = None) -> str:
         """``queued``, ``running``, ``succeeded``, ``failed`` or ``canceled`` at ``now``."""
@@ -170,12 +192,29 @@ class EmulatorState:
         # Queue behind the jobs already holding the limited slots: start when one frees.
         limit = self.scenario.concurrency or 1
         ends = sorted(
-            j.finished for j in self.jobs.values() if j.phase(job.created) in ("queued", "running")
+            j.scripted_finish
+            for j in self.jobs.values()
+            if j.phase(job.created) in ("queued", "running")
         )
         if len(ends) >= limit:
             slot_free = ends[len(ends) - limit]
             job.hold_until = slot_free
             job.queue_s = max(job.queue_s, slot_free - job.created)
+
+    def start_render(self, job: EmulatedJob, render: Callable[[], Any]) -> Future[Any]:
+        """Run ``render`` (which produces the job's output) in a worker thread, from creation on.
+
+        Rendering inside a request handler would stall every other request; until it is
+        done the job reads as running (see `EmulatedJob.finished`).
+        """
+        future = _RENDER_POOL.submit(render)
+        job.render = future
+
+        def mark(_: Future[Any]) -> None:
+            job.ready_at = time.time()
+
+        future.add_done_callback(mark)
+        return future
 
     def get(self, job_id: str) -> EmulatedJob | None:
         """A live (not deleted) job, or None."""
@@ -189,7 +228,7 @@ class EmulatorState:
                 "id": j.id,
                 "created": j.created,
                 "started": j.started,
-                "finished": j.finished,
+                "finished": j.finished if math.isfinite(j.finished) else None,
                 "canceled_at": j.canceled_at,
                 "phase": j.phase(),
                 "status_requests": self.count("status", j.id),

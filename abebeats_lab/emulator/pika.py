@@ -153,6 +153,7 @@ class _Fal:
         except BadInput as exc:
             return exc.response()
         job = self.state.new_job(model_id, payload)
+        self.state.start_render(job, lambda: self._video(job))
         return await self._answer_submit(request, job)
 
     async def _answer_submit(self, request: Request, job: EmulatedJob) -> Response:

@@ -122,15 +122,11 @@ class _Replicate:
     def start_render(self, job: EmulatedJob) -> None:
         """Render the video in a worker thread while the job "runs", as a real provider would;
         rendering inside a handler would stall every other request (and a held create)."""
-        job.extra["render"] = asyncio.ensure_future(asyncio.to_thread(self._output, job))
+        self.state.start_render(job, lambda: self._output(job))
 
     def phase(self, job: EmulatedJob, now: float) -> str:
-        """The job's phase, still ``running`` until its video is rendered (it is uploading)."""
-        phase = job.phase(now)
-        task = job.extra.get("render")
-        if phase == "succeeded" and task is not None and not task.done():
-            return "running"
-        return phase
+        """The job's phase; core keeps it ``running`` until its video is rendered."""
+        return job.phase(now)
 
     def _output(self, job: EmulatedJob) -> str | list[str]:
         data = job.payload

@@ -235,6 +235,7 @@ class _Runway:
             return _error(400, str(exc))
         job = self.state.new_job(body["model"], body)
         job.extra.update(spec=spec, duration=duration)
+        self.state.start_render(job, lambda: self._output_url(job))
         return await self._answer_create(job)
 
     async def _answer_create(self, job: EmulatedJob) -> Response:

@@ -13,7 +13,6 @@ is how Vertex reports filtered output (``raiMediaFilteredCount``), so clients ca
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from typing import Any
@@ -179,7 +178,7 @@ class _Veo:
         job.extra["name"] = f"{resource}/operations/{job.id}"
         self.state.record(request, "create", job.id)
         # Render while the job "runs", off the server's loop, so answers never stall on it.
-        job.extra["render"] = asyncio.ensure_future(asyncio.to_thread(self._response, job))
+        job.extra["render"] = self.state.start_render(job, lambda: self._response(job))
         sc = self.state.scenario
         if self.state.take_fault("drop_create", sc.drop_create):
             return await drop_connection()
@@ -220,9 +219,7 @@ class _Veo:
 
     def operation(self, job: EmulatedJob) -> dict[str, Any]:
         """The operation as ``fetchPredictOperation`` returns it now."""
-        phase = job.phase()
-        if phase == "succeeded" and not job.extra["render"].done():
-            phase = "running"  # the video is still being written out
+        phase = job.phase()  # stays "running" until the video is written out
         name = job.extra["name"]
         if self.state.scenario.unknown_status:
             return {"name": name, "done": _UNDOCUMENTED_DONE}
