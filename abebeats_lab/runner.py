@@ -202,7 +202,7 @@ async def compare(
     (rows in state ``planned``, ``estimate``, ``estimated_time_s``) and sends nothing.
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-    route_list = [Route.parse(r) for r in routes]
+    route_list = list(dict.fromkeys(Route.parse(r) for r in routes))  # a route once, in order
     if not prompt_list or not route_list or repeats < 1:
         raise LabError("compare needs at least one prompt, one route and repeats >= 1")
     base = request or VideoRequest(prompt_list[0])
@@ -274,7 +274,9 @@ async def resume(
 
     Rows that were only planned are submitted now (no create was ever sent for them). Rows
     left ``submitting`` (the process died mid-create) are reconciled where the provider
-    offers ``reconcile``; otherwise they are marked ``ambiguous`` and left alone.
+    offers ``reconcile``; otherwise they are marked ``ambiguous`` and left alone. Jobs of
+    an emulated run can only be re-attached while the same emulators still serve them
+    (``abebeats-lab emulate`` in another process); in-process emulators die with their run.
     """
     directory = Path(run_dir)
     run_id = load_run(directory).run_id

@@ -41,7 +41,7 @@ from abebeats_lab.waiting import WaitPolicy
 spec = json.loads(sys.argv[1])
 asyncio.run(compare(
     spec["prompts"], spec["routes"], VideoRequest("x", **spec["request"]),
-    run_dir=spec["run_dir"], concurrency=spec["concurrency"], adapt=True,
+    repeats=spec["repeats"], run_dir=spec["run_dir"], concurrency=spec["concurrency"], adapt=True,
     policy=WaitPolicy(min_interval_s=0.02, max_interval_s=0.1),
 ))
 """
@@ -61,13 +61,14 @@ def emulators(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulators]:
 def _start_child(
     run_dir: Path, prompts: list[str], route: str, **options: object
 ) -> subprocess.Popen[bytes]:
-    request = options.pop("request", {"duration_s": 5, "resolution": "720p"})
+    request = options.pop("request", {"duration_s": 2, "resolution": "720p"})
     spec = {
         "prompts": prompts,
         "routes": [route],
         "request": request,
         "run_dir": str(run_dir),
         "concurrency": options.pop("concurrency", None),
+        "repeats": options.pop("repeats", 1),
     }
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(spec)],
@@ -101,19 +102,21 @@ async def test_sigkill_mid_flight_then_resume_finishes_every_job_exactly_once(
 ) -> None:
     require_emulator("runway")
     state = emulators.states["runway"]
-    state.set_scenario(Scenario.fast().with_times(0.05, 1.5))
+    state.set_scenario(Scenario.fast().with_times(0.05, 1.0))
     run_dir = tmp_path / "run"
-    prompts = ["a kite", "a boat", "a train", "a comet"]
-    child = _start_child(run_dir, prompts, ROUTE_OF["runway"], concurrency={"runway": 4})
-    _kill_when(child, lambda: sum(1 for r in db_rows(run_dir) if r["job_id"]) == len(prompts))
-    before = {(r["prompt_index"], r["job_id"], r["state"]) for r in db_rows(run_dir)}
+    jobs = 4  # one prompt repeated: the emulator renders its video once
+    child = _start_child(
+        run_dir, ["a kite"], ROUTE_OF["runway"], concurrency={"runway": jobs}, repeats=jobs
+    )
+    _kill_when(child, lambda: sum(1 for r in db_rows(run_dir) if r["job_id"]) == jobs)
+    before = {(r["repeat"], r["job_id"], r["state"]) for r in db_rows(run_dir)}
     assert {s for _, _, s in before} <= {"queued", "running"}  # killed while all were in flight
     if not watched:  # let every job finish while nobody is watching
         await asyncio.sleep(max(t["finished"] for t in state.truth()) - time.time() + 0.05)
     result = await resume(run_dir, policy=FAST)
-    assert [r.state for r in result.rows] == ["succeeded"] * len(prompts)
-    assert {(r.prompt_index, r.job_id) for r in result.rows} == {(i, j) for i, j, _ in before}
-    assert state.count("create") == len(prompts) and len(state.jobs) == len(prompts)
+    assert [r.state for r in result.rows] == ["succeeded"] * jobs
+    assert {(r.repeat, r.job_id) for r in result.rows} == {(i, j) for i, j, _ in before}
+    assert state.count("create") == jobs and len(state.jobs) == jobs
     for row in result.rows:
         assert (run_dir / (row.output_path or "missing")).is_file()
         assert row.download_s is not None and row.total_s is not None
@@ -159,8 +162,8 @@ async def test_an_ambiguous_create_in_a_live_run_is_a_row_not_a_duplicate(
 
 async def test_sigkill_on_local_resumes_planned_and_in_flight_rows(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    prompts = [f"scene {i} of a long night" for i in range(6)]
-    request = {"duration_s": 6, "resolution": "480p"}
+    prompts = [f"scene {i} of a long night" for i in range(4)]
+    request = {"duration_s": 4, "resolution": "360p"}
     child = _start_child(run_dir, prompts, LOCAL, request=request, concurrency={"local": 1})
 
     def some_started_some_planned() -> bool:
