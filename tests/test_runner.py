@@ -398,3 +398,15 @@ async def test_an_unknown_price_is_never_a_silent_zero() -> None:
     lines = {line["route"]: line for line in summarize(done)}
     assert lines[REPLICATE]["cost_usd"] is None and lines[REPLICATE]["usd_per_video_s"] is None
     assert lines[LOCAL]["cost_usd"] == 0.0
+
+
+async def test_429s_that_never_stop_are_a_failed_row_saying_why(
+    served: Emulators, tmp_path: Path
+) -> None:
+    require_emulator("runway")
+    served.set_scenario(Scenario.fast(create_429=50, retry_after_s=0.02), "runway")
+    result = await compare("a kite", [RUNWAY, LOCAL], REMOTE, run_dir=tmp_path, policy=FAST)
+    by_route = {row.route: row for row in result.rows}
+    assert by_route[RUNWAY].state == "failed" and "429" in (by_route[RUNWAY].error or "")
+    assert by_route[RUNWAY].job_id is None and served.states["runway"].jobs == {}
+    assert by_route[LOCAL].state == "succeeded"
