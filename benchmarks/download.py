@@ -1,0 +1,120 @@
+"""Scenario 4: a ~1 GiB output over loopback, `media.download` against a bare httpx stream.
+
+A separate server process (``mp4_server.py``) streams a valid MP4 padded with a ``free`` box.
+Each client runs in its own subprocess, so each peak RSS is its own: growth is the peak
+(``ru_maxrss``) minus the RSS just before the download started. `media.download` writes to a
+temporary file, checks the signature, probes with PyAV, hashes and renames, so its time is
+the whole job a caller waits for; the bare stream only reads into /dev/null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from _common import BENCH_DIR, current_rss_mib, peak_rss_mib, run_json_subprocess
+
+__all__ = ["DownloadConfig", "run"]
+
+_MIB = 1024**2
+_SUBPROCESS_TIMEOUT_S = 300.0
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """The output size in bytes."""
+
+    size_bytes: int = 1024**3
+
+
+def run(config: DownloadConfig) -> dict[str, Any]:
+    """Start the server, measure both clients one after the other, stop the server."""
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH_DIR / "mp4_server.py"), str(config.size_bytes)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = json.loads(server.stdout.readline())["url"]
+        results = {
+            mode: run_json_subprocess(
+                [str(BENCH_DIR / "download.py"), mode, url], timeout_s=_SUBPROCESS_TIMEOUT_S
+            )
+            for mode in ("bare_httpx", "media_download")
+        }
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
+    bare, ours = results["bare_httpx"], results["media_download"]
+    return {
+        "config": asdict(config),
+        "bare_httpx": bare,
+        "media_download": ours,
+        "throughput_ratio": round(ours["mib_per_s"] / bare["mib_per_s"], 3),
+        "rss_growth_mib": ours["rss_growth_mib"],
+    }
+
+
+async def _bare(url: str) -> int:
+    import httpx
+
+    received = 0
+    # Written like media.download writes (a blocking file in the loop), so only the work differs.
+    sink = Path(os.devnull).open("wb")  # noqa: ASYNC230, SIM115 - see above
+    timeout = httpx.Timeout(60.0, connect=10.0)
+    with sink:
+        async with httpx.AsyncClient(timeout=timeout) as client, client.stream("GET", url) as r:
+            r.raise_for_status()
+            async for chunk in r.aiter_raw(_CHUNK):
+                received += len(chunk)
+                sink.write(chunk)
+    return received
+
+
+async def _ours(url: str) -> int:
+    from abebeats_lab import media
+
+    with tempfile.TemporaryDirectory(prefix="abebeats-download-") as folder:
+        output = await media.download(url, Path(folder) / "big.mp4")
+        return output.probe.bytes
+
+
+def main() -> None:
+    """Subprocess entry: ``download.py <bare_httpx|media_download> <url>``, one JSON line out."""
+    mode, url = sys.argv[1], sys.argv[2]
+    import httpx  # noqa: F401 - imported before the baseline so both modes start alike
+
+    from abebeats_lab import media  # noqa: F401
+
+    before = current_rss_mib()
+    started = time.monotonic()
+    size = asyncio.run(_bare(url) if mode == "bare_httpx" else _ours(url))
+    elapsed = time.monotonic() - started
+    print(
+        json.dumps(
+            {
+                "bytes": size,
+                "seconds": round(elapsed, 3),
+                "mib_per_s": round(size / _MIB / elapsed, 1),
+                "rss_before_mib": round(before, 1),
+                "peak_rss_mib": round(peak_rss_mib(), 1),
+                "rss_growth_mib": round(peak_rss_mib() - before, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
