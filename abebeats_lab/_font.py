@@ -62,17 +62,21 @@ def _mask(char: str) -> np.ndarray:
     return np.array([[(row >> (4 - col)) & 1 for col in range(5)] for row in rows], dtype=bool)
 
 
+@functools.lru_cache(maxsize=32)
+def text_mask(text: str, scale: int = 1) -> np.ndarray:
+    """The pixels of ``text`` at ``scale``: one bool array, 6 px per glyph cell, 7 px high."""
+    cells = [np.pad(_mask(char), ((0, 0), (0, 1))) for char in text] or [np.zeros((7, 6), bool)]
+    line = np.concatenate(cells, axis=1)
+    return np.kron(line, np.ones((scale, scale), dtype=bool))
+
+
 def draw_text(frame: np.ndarray, text: str, *, x: int, y: int, scale: int = 1) -> None:
     """Draw ``text`` in white with a dark shadow onto an RGB frame, in place, clipped."""
+    mask = text_mask(text, scale)
     height, width = frame.shape[:2]
-    for index, char in enumerate(text):
-        glyph = np.kron(_mask(char), np.ones((scale, scale), dtype=bool))
-        left = x + index * 6 * scale
-        if left + glyph.shape[1] > width or y + glyph.shape[0] > height or y < 0:
-            break
-        for offset, value in ((scale, 0), (0, 255)):
-            region = frame[
-                y + offset : y + offset + glyph.shape[0],
-                left + offset : left + offset + glyph.shape[1],
-            ]
-            region[glyph[: region.shape[0], : region.shape[1]]] = value
+    for offset, value in ((scale, 0), (0, 255)):
+        top, left = y + offset, x + offset
+        if top < 0 or left < 0 or top >= height or left >= width:
+            continue
+        region = frame[top : top + mask.shape[0], left : left + mask.shape[1]]
+        region[mask[: region.shape[0], : region.shape[1]]] = value

@@ -73,11 +73,29 @@ def _frames(
         for colour, radius, orbit, speed, phase in discs:
             cx = gw / 2 + orbit[0] * np.cos(phase + speed * t)
             cy = gh / 2 + orbit[1] * np.sin(phase + 1.3 * speed * t)
-            inside = (xs - cx) ** 2 + (ys - cy) ** 2 < radius**2
-            grid[inside] = 0.35 * grid[inside] + 0.65 * colour
+            _blend_disc(grid, xs, ys, cx, cy, radius, colour)
         frame = np.clip(grid, 0, 255).astype(np.uint8)
         draw_text(frame, caption, x=max(1, gw // 40), y=gh - gh // 8, scale=max(1, gh // 180))
         yield frame
+
+
+def _blend_disc(
+    grid: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    cx: float,
+    cy: float,
+    r: float,
+    colour: np.ndarray,
+) -> None:
+    # Only the disc's bounding box is touched: most of the frame is not under any disc.
+    top, bottom = max(0, int(cy - r)), min(grid.shape[0], int(cy + r) + 1)
+    left, right = max(0, int(cx - r)), min(grid.shape[1], int(cx + r) + 1)
+    if top >= bottom or left >= right:
+        return
+    box = grid[top:bottom, left:right]
+    inside = (xs[top:bottom, left:right] - cx) ** 2 + (ys[top:bottom, left:right] - cy) ** 2 < r * r
+    box[inside] = 0.35 * box[inside] + 0.65 * colour
 
 
 def _tones(prompt: str, seed: int, duration_s: float) -> np.ndarray:
