@@ -253,6 +253,8 @@ class EmulatorState:
         if self.scenario.bad_output:
             data = b"<html>this is not a video</html>"
         else:
+            if not self.scenario.unique_outputs:
+                prompt, seed = "emulated output", 0  # one cached render per shape: load tests
             width, height = frame_size(aspect_ratio, resolution)
             data = _render_cached(
                 self.provider, prompt, seed or 0, float(duration_s), width, height, audio

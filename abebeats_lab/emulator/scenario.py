@@ -70,6 +70,9 @@ class Scenario:
     """Outputs are not videos."""
     progress: bool = True
     """Report progress where the provider has a progress field."""
+    unique_outputs: bool = True
+    """Render each job's own video (prompt and seed drawn in). False shares one render per
+    duration and size, so load tests measure waiting rather than this machine's encoder."""
     seed: int = 0
     """Seed for the run-time draws, so a scenario replays identically."""
 
