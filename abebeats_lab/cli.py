@@ -186,7 +186,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     )
     progress.done()
     print(comparison.summary().to_string())
-    path = report.write_report(comparison.run_dir)
+    path = report.write_report(comparison.run_dir or run_dir)
     print(f"\nrun directory: {comparison.run_dir}\nreport: {path}")
     print("figures from emulated routes are labelled 'emulated': they measure this tool,")
     print("not the providers.")

@@ -25,8 +25,12 @@ def test_argument_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.key_for("runway").reveal() == "from-env"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("provider", "alias"), [("runway", "RUNWAY_API_KEY"), ("pika", "PIKA_API_KEY")])
-def test_aliases_are_read_after_the_official_name(monkeypatch: pytest.MonkeyPatch, provider: str, alias: str) -> None:
+@pytest.mark.parametrize(
+    ("provider", "alias"), [("runway", "RUNWAY_API_KEY"), ("pika", "PIKA_API_KEY")]
+)
+def test_aliases_are_read_after_the_official_name(
+    monkeypatch: pytest.MonkeyPatch, provider: str, alias: str
+) -> None:
     monkeypatch.setenv(alias, "alias-value")
     assert config.key_for(provider).reveal() == "alias-value"  # type: ignore[union-attr]
 
@@ -39,7 +43,9 @@ def test_missing_key_names_variables_argument_and_emulate() -> None:
     assert "api_key=" in message and "--emulate" in message
 
 
-def test_dotenv_is_read_without_overriding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dotenv_is_read_without_overriding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / ".env").write_text(f"FAL_KEY={CANARY}\nREPLICATE_API_TOKEN=from-file\n")
     monkeypatch.setenv("REPLICATE_API_TOKEN", "from-env")
     config.load_dotenv_once.cache_clear()

@@ -54,7 +54,9 @@ def _ok() -> Response:
 
 async def _send(server: RunningServer, *, idempotent: bool, method: str = "GET") -> httpx.Response:
     async with _http.build_client(base_url=server.url) as client:
-        return await _http.send(client, method, "/x", provider="test", idempotent=idempotent, policy=FAST)
+        return await _http.send(
+            client, method, "/x", provider="test", idempotent=idempotent, policy=FAST
+        )
 
 
 async def test_429_with_retry_after_then_success(scripted: tuple[Script, RunningServer]) -> None:
@@ -72,7 +74,9 @@ async def test_5xx_burst_is_bounded(scripted: tuple[Script, RunningServer]) -> N
     assert caught.value.status_code == 503 and script.calls == FAST.max_attempts
 
 
-async def test_4xx_is_not_retried_and_keeps_the_body(scripted: tuple[Script, RunningServer]) -> None:
+async def test_4xx_is_not_retried_and_keeps_the_body(
+    scripted: tuple[Script, RunningServer],
+) -> None:
     script, server = scripted
     script.answers = [JSONResponse({"error": "ratio: must be 1280:720"}, status_code=400)]
     with pytest.raises(ProviderHTTPError, match="ratio") as caught:
@@ -88,7 +92,9 @@ async def test_server_can_forbid_a_retry(scripted: tuple[Script, RunningServer])
     assert script.calls == 1
 
 
-async def test_dropped_create_is_ambiguous_and_never_repeated(scripted: tuple[Script, RunningServer]) -> None:
+async def test_dropped_create_is_ambiguous_and_never_repeated(
+    scripted: tuple[Script, RunningServer],
+) -> None:
     script, server = scripted
     script.answers = [Response(status_code=599), _ok()]
     with pytest.raises(AmbiguousSubmitError):
@@ -96,7 +102,9 @@ async def test_dropped_create_is_ambiguous_and_never_repeated(scripted: tuple[Sc
     assert script.calls == 1
 
 
-async def test_dropped_read_is_retried_when_idempotent(scripted: tuple[Script, RunningServer]) -> None:
+async def test_dropped_read_is_retried_when_idempotent(
+    scripted: tuple[Script, RunningServer],
+) -> None:
     script, server = scripted
     script.answers = [Response(status_code=599), _ok()]
     assert (await _send(server, idempotent=True)).json() == {"ok": True}
@@ -112,7 +120,9 @@ async def test_connection_refused_is_a_transport_error() -> None:
             await _http.send(client, "POST", "/x", provider="test", idempotent=False, policy=FAST)
 
 
-def _response(status: int = 429, headers: dict[str, str] | None = None, body: object = None) -> httpx.Response:
+def _response(
+    status: int = 429, headers: dict[str, str] | None = None, body: object = None
+) -> httpx.Response:
     return httpx.Response(status, headers=headers or {}, json=body)
 
 
