@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_ROUTES = ("local:procedural",)
-RUNS_DIR = "runs"
+RUNS_DIR = "abebeats-runs"  # one default folder for every entry point (gitignored)
 TARGET_BEATS = 8
 """A shot lasts about two bars of 4/4 when the routes allow it."""
 MIN_SHOT_S = 1.0
