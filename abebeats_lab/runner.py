@@ -45,7 +45,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RUNS_DIR = "runs"
+PARTIAL_GLOB = ".*.part"
+"""The temporary names `media.save_output` writes to before its atomic rename."""
+RUNS_DIR = "abebeats-runs"  # one default folder for every entry point (gitignored)
 """Default parent of run directories, under the working directory."""
 UpdateHandler = Callable[[JobEvent], None]
 SECONDS_PER_MINUTE = 60.0
@@ -283,6 +285,7 @@ async def resume(
     with RunStore(directory) as store:
         info = next(r for r in store.runs() if r.run_id == run_id)
         rows = list(store.unfinished(run_id))
+        _remove_partial_downloads(store.outputs_dir)
         if rows:
             pairs = ((r.provider, capabilities.capabilities_for(r.route)) for r in rows)
             limiters = limiters_for(
@@ -292,6 +295,12 @@ async def resume(
                 context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
                 await context.run_all([live_row(row) for row in rows])
     return load_run(directory, run_id)
+
+
+def _remove_partial_downloads(folder: Path) -> None:
+    """Delete half-written downloads a killed process left behind (resume fetches them again)."""
+    for stale in folder.glob(PARTIAL_GLOB):
+        stale.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
