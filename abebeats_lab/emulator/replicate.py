@@ -200,10 +200,13 @@ class _Replicate:
         status_word = None
         if wait_s is not None:
             headers["Preference-Applied"] = f"wait={wait_s}"
-            for _ in range(round(wait_s / _HOLD_STEP_S)):
-                if self.phase(job, time.time()) not in ("queued", "running"):
+            # Hold until a deadline, not for a count of sleeps: under load sleeps overrun.
+            deadline = time.monotonic() + wait_s
+            while self.phase(job, time.time()) in ("queued", "running"):
+                left = deadline - time.monotonic()
+                if left <= 0:
                     break
-                await asyncio.sleep(_HOLD_STEP_S)
+                await asyncio.sleep(min(_HOLD_STEP_S, left))
             # The SDKs' run() keeps polling only on "starting": a held request that is not
             # done answers "starting" even if the model is already running (§2.6).
             if self.phase(job, time.time()) in ("queued", "running"):

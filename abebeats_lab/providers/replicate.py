@@ -40,10 +40,17 @@ from abebeats_lab.providers.base import Provider, utcnow
 __all__ = ["ModelRef", "ReplicateProvider", "build_input", "parse_model"]
 
 T = TypeVar("T")
-DEFAULT_WAIT_S = 1
-"""Seconds a create holds under ``Prefer: wait``: enough for short jobs, short enough that the
-prediction id reaches the store quickly (a crash during a long hold would lose it)."""
+DEFAULT_WAIT_S = 60
+"""Seconds a create holds under ``Prefer: wait`` (Replicate's maximum). Most video jobs then
+finish inside the create call: one request, the lowest detection lag. The price is that the
+prediction id arrives only with the answer; a crash during the hold leaves a "submitting" row
+that `reconcile` finds again through the predictions list, so it is never paid twice."""
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=10.0)
+HOLD_READ_MARGIN_S = 15.0
+"""Extra read time past the hold: the SDK allows only 0.5 s, which a busy server overruns, and
+a read timeout on a create is ambiguous (the prediction exists, the answer is lost)."""
+MAX_CONNECTIONS = 1000
+"""Every held create occupies a connection for up to a minute; a small pool would starve."""
 RECONCILE_PAGES = 5
 RECONCILE_SKEW = timedelta(seconds=120)
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -117,6 +124,7 @@ class _RetryCreates(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
             return await self._inner.handle_async_request(request)
+        _widen_hold_timeout(request)
         started, attempt = time.monotonic(), 0
         while True:
             attempt += 1
@@ -142,6 +150,19 @@ class _RetryCreates(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _widen_hold_timeout(request: httpx.Request) -> None:
+    """Give a ``Prefer: wait=N`` create N + margin to answer, and no pool deadline."""
+    prefer = request.headers.get("prefer", "")
+    if not prefer.startswith("wait"):
+        return
+    _, _, seconds = prefer.partition("=")
+    hold = float(seconds) if seconds.strip().isdigit() else 60.0
+    timeout = dict(request.extensions.get("timeout", {}))
+    timeout["read"] = hold + HOLD_READ_MARGIN_S
+    timeout["pool"] = None
+    request.extensions["timeout"] = timeout
 
 
 class _SharedClients:
@@ -213,7 +234,8 @@ class ReplicateProvider(Provider):
         return self._sdk
 
     def _build(self) -> SdkClient:
-        transport = _RetryCreates(httpx.AsyncHTTPTransport(), self._retry)
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100)
+        transport = _RetryCreates(httpx.AsyncHTTPTransport(limits=limits), self._retry)
         return SdkClient(
             api_token=self._key.reveal(),
             base_url=self._base_url,

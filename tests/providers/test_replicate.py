@@ -50,6 +50,14 @@ async def provider(emus: Emulators) -> AsyncIterator[ReplicateProvider]:
     await client.aclose()
 
 
+@pytest.fixture
+async def short_hold(emus: Emulators) -> AsyncIterator[ReplicateProvider]:
+    """A client whose create holds 1 s, so tests can see a job before it finishes."""
+    client = ReplicateProvider(**emus.client_options("replicate"), wait_s=1)
+    yield client
+    await client.aclose()
+
+
 def _payload(route: str, request: VideoRequest = REQUEST) -> dict[str, Any]:
     return build_input(request, capabilities_for(route))
 
@@ -167,15 +175,30 @@ async def test_without_prefer_wait_the_create_returns_at_once(emus: Emulators, e
         await client.aclose()
 
 
-async def test_a_hold_that_expires_answers_starting(provider: ReplicateProvider, emu: Any) -> None:
+async def test_a_hold_that_expires_answers_starting(emus: Emulators, emu: Any) -> None:
     emu.set_scenario(Scenario.fast().with_times(0.05, 3.0))
-    job = await provider.submit(REQUEST, VEO)
-    assert job.initial is not None and job.initial.raw_status == "starting"
-    await provider.cancel(job)
+    client = ReplicateProvider(**emus.client_options("replicate"), wait_s=1)
+    try:
+        job = await client.submit(REQUEST, VEO)
+        assert job.initial is not None and job.initial.raw_status == "starting"
+        await client.cancel(job)
+    finally:
+        await client.aclose()
 
 
-async def test_timestamps_and_progress_are_parsed(provider: ReplicateProvider, emu: Any) -> None:
+async def test_the_default_hold_returns_a_finished_job_in_one_request(
+    provider: ReplicateProvider, emu: Any
+) -> None:
     emu.set_scenario(Scenario.fast().with_times(0.05, 1.5))
+    job = await provider.submit(REQUEST, VEO)
+    assert job.initial is not None and job.initial.state is JobState.SUCCEEDED
+    result = await wait(provider, job, policy=FAST)
+    assert result.polls == 0 and emu.count("status") == 0
+
+
+async def test_timestamps_and_progress_are_parsed(short_hold: ReplicateProvider, emu: Any) -> None:
+    provider = short_hold
+    emu.set_scenario(Scenario.fast().with_times(0.05, 2.5))
     job = await provider.submit(REQUEST, VEO)
     running = await provider.status(job)
     assert running.state is JobState.RUNNING
@@ -274,7 +297,10 @@ async def test_failure_carries_the_error(provider: ReplicateProvider, emu: Any) 
     assert result.status.error == "NSFW content detected"
 
 
-async def test_cancel_running_then_finished_is_safe(provider: ReplicateProvider, emu: Any) -> None:
+async def test_cancel_running_then_finished_is_safe(
+    short_hold: ReplicateProvider, emu: Any
+) -> None:
+    provider = short_hold
     emu.set_scenario(Scenario.fast().with_times(0.05, 30.0))
     job = await provider.submit(REQUEST, VEO)
     await provider.cancel(job)
