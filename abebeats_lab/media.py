@@ -82,7 +82,7 @@ def probe(path: Path | str) -> Probe:
         raise DownloadError(f"{path.name}: not a playable video ({exc})") from exc
 
 
-def _verify_and_place(tmp: Path, dest: Path) -> Output:
+def _verify_and_place(tmp: Path, dest: Path, sha256: str | None = None) -> Output:
     with tmp.open("rb") as handle:
         head = handle.read(12)
     if not head:
@@ -90,12 +90,14 @@ def _verify_and_place(tmp: Path, dest: Path) -> Output:
     if not looks_like_mp4(head):
         raise DownloadError(f"{dest.name}: not an MP4/QuickTime file (starts {head[:8]!r})")
     info = probe(tmp)
-    digest = hashlib.sha256()
-    with tmp.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
+    if sha256 is None:
+        digest = hashlib.sha256()
+        with tmp.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+        sha256 = digest.hexdigest()
     tmp.replace(dest)
-    return Output(path=dest, probe=info, sha256=digest.hexdigest())
+    return Output(path=dest, probe=info, sha256=sha256)
 
 
 @contextlib.contextmanager
@@ -116,7 +118,7 @@ def save_bytes(data: bytes, dest: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -
         raise DownloadError(f"{dest.name}: {len(data)} bytes is over the {max_bytes} byte cap")
     with _temporary_beside(dest) as tmp:
         tmp.write_bytes(data)
-        return _verify_and_place(tmp, dest)
+        return _verify_and_place(tmp, dest, hashlib.sha256(data).hexdigest())
 
 
 def _decode_data_url(url: str) -> bytes:
@@ -139,7 +141,8 @@ def _check_scheme(url: str) -> None:
 
 async def _stream_to(
     client: httpx.AsyncClient, url: str, tmp: Path, max_bytes: int, headers: dict[str, str]
-) -> None:
+) -> str:
+    """Write the body to ``tmp``; return its SHA-256, computed while streaming (one pass)."""
     for _ in range(MAX_REDIRECTS + 1):
         _check_scheme(url)
         async with client.stream("GET", url, headers=headers, follow_redirects=False) as response:
@@ -151,15 +154,15 @@ async def _stream_to(
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise DownloadError(f"declared size {declared} is over the {max_bytes} byte cap")
-            await _write_body(response.aiter_raw(_CHUNK), tmp, max_bytes, declared)
-            return
+            return await _write_body(response.aiter_raw(_CHUNK), tmp, max_bytes, declared)
     raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
 
 
 async def _write_body(
     chunks: AsyncIterator[bytes], tmp: Path, max_bytes: int, declared: str | None
-) -> None:
+) -> str:
     written = 0
+    digest = hashlib.sha256()
     with tmp.open("wb") as handle:
         try:
             async for chunk in chunks:
@@ -167,12 +170,14 @@ async def _write_body(
                 if written > max_bytes:
                     raise DownloadError(f"body is over the {max_bytes} byte cap")
                 handle.write(chunk)
+                digest.update(chunk)
         except httpx.HTTPError as exc:
             raise DownloadError(
                 f"truncated: connection lost after {written} bytes ({exc})"
             ) from exc
     if declared and declared.isdigit() and written != int(declared):
         raise DownloadError(f"truncated: got {written} of {declared} bytes")
+    return digest.hexdigest()
 
 
 class DownloadHTTPError(DownloadError):
@@ -204,10 +209,10 @@ async def download(
     try:
         with _temporary_beside(dest) as tmp:
             try:
-                await _stream_to(http, url, tmp, max_bytes, headers or {})
+                sha256 = await _stream_to(http, url, tmp, max_bytes, headers or {})
             except httpx.HTTPError as exc:
                 raise DownloadError(f"download failed: {type(exc).__name__}: {exc}") from exc
-            return _verify_and_place(tmp, dest)
+            return _verify_and_place(tmp, dest, sha256)
     finally:
         if own:
             await http.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def _leftovers(folder: Path) -> list[str]:
 async def test_good_download_is_verified_and_probed(server: RunningServer, tmp_path: Path) -> None:
     output = await download(f"{server.url}/good.mp4", tmp_path / "v.mp4")
     assert output.path.read_bytes() == VIDEO
+    assert output.sha256 == hashlib.sha256(VIDEO).hexdigest()
     assert output.probe.codec == "h264" and output.probe.width == 320
     assert _leftovers(tmp_path) == ["v.mp4"]
 
