@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import string
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -199,5 +200,5 @@ def _ratio(text: str) -> float:
 
 
 def _lines(text: str) -> int:
-    digits = "".join(ch for ch in text if ch.isdigit())
+    digits = "".join(ch for ch in text if ch in string.digits)  # not isdigit(): "²" is one
     return 2160 if text.lower() == "4k" else int(digits or 0)

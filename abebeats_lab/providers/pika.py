@@ -86,7 +86,7 @@ def parse_status(data: dict[str, Any]) -> JobStatus:
 
 
 def _completed(data: dict[str, Any]) -> JobStatus:
-    error, error_type = data.get("error"), data.get("error_type")
+    error, error_type = _text(data.get("error")), _text(data.get("error_type"))
     if error_type in _CANCELED_TYPES:
         return JobStatus(
             JobState.CANCELED, "COMPLETED", error=error, error_code=error_type, raw=data
@@ -97,6 +97,11 @@ def _completed(data: dict[str, Any]) -> JobStatus:
             JobState.FAILED, "COMPLETED", error=message, error_code=error_type, raw=data
         )
     return JobStatus(JobState.SUCCEEDED, "COMPLETED", progress=1.0, raw=data)
+
+
+def _text(value: Any) -> str | None:
+    """A field that should be a string, as one (fal's error fields are free-form JSON)."""
+    return None if value is None or value == "" else str(value)
 
 
 def _video_ref(data: dict[str, Any]) -> OutputRef:

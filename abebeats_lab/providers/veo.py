@@ -309,7 +309,7 @@ class VeoProvider(Provider):
             raise ProviderTransportError(
                 f"{type(exc).__name__}: {exc}", provider=self.name
             ) from exc
-        except ValueError as exc:  # bad JSON, or a payload genai's models reject
+        except (ValueError, TypeError) as exc:  # bad JSON; a body genai cannot read (non-object)
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ProtocolError(f"unreadable answer: {message}", provider=self.name) from exc
 
