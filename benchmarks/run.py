@@ -11,6 +11,7 @@ code paths run in well under a minute; its figures are not comparable with a ful
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -57,6 +58,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny configuration (< 1 min)")
     parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument(
+        "--scale-jobs", type=int, default=None, help="jobs in the scale scenario (default 2000)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=BENCH_DIR / "results", help="folder for the JSON results"
     )
     return parser.parse_args()
@@ -93,7 +97,9 @@ def _need(emulators: EmulatorProcess | None) -> EmulatorProcess:
 def main() -> None:
     """Run, print, write."""
     args = _parse()
-    configs = QUICK if args.quick else FULL
+    configs = dict(QUICK if args.quick else FULL)
+    if args.scale_jobs is not None:
+        configs["scale"] = dataclasses.replace(configs["scale"], jobs=args.scale_jobs)
     started = time.monotonic()
     results = _run_scenarios(list(args.only), configs)
     document = {
