@@ -33,10 +33,32 @@ def test_progress_predicts_the_end_and_aims_just_before_it() -> None:
 
 def test_history_sleeps_to_the_likely_window_then_steps_through_it() -> None:
     policy = WaitPolicy(min_interval_s=0.25, max_interval_s=8.0, expected_run_s=30, spread_s=5)
-    assert next_interval(policy, RUNNING, 1, running_for=2.0) == 8.0
-    assert next_interval(policy, RUNNING, 3, running_for=16.0) == pytest.approx(4.0)
-    assert next_interval(policy, RUNNING, 8, running_for=25.0) == pytest.approx(1.25)
-    assert next_interval(policy, RUNNING, 20, running_for=60.0) > 1.25
+    # Window starts at 30 - 2*5 = 20 s; the first hop stops at its checkpoint, 16 s.
+    assert next_interval(policy, RUNNING, 1, running_for=0.3) == pytest.approx(15.7)
+    assert next_interval(policy, RUNNING, 2, running_for=16.0) == pytest.approx(4.0)
+    early_tail = next_interval(policy, RUNNING, 3, running_for=21.0)
+    core = next_interval(policy, RUNNING, 8, running_for=30.0)
+    late = next_interval(policy, RUNNING, 20, running_for=45.0)
+    assert core == pytest.approx(1.5)
+    assert early_tail == pytest.approx(2.25)
+    assert late > core
+
+
+def test_a_too_long_history_corrects_itself() -> None:
+    """Jobs got faster than the history says: the checkpoint poll comes well before the window."""
+    policy = WaitPolicy(min_interval_s=0.25, max_interval_s=8.0, expected_run_s=60, spread_s=0)
+    first = next_interval(policy, RUNNING, 1, running_for=0.3)
+    assert first < 0.9 * (60 - 2 * 6)
+
+
+def test_a_prior_without_measured_spread_never_sleeps_past_the_blind_cap() -> None:
+    prior = WaitPolicy(expected_run_s=60, max_interval_s=8.0)
+    assert next_interval(prior, RUNNING, 1, running_for=0.3) == 8.0
+
+
+def test_planned_sleeps_have_their_own_cap() -> None:
+    policy = WaitPolicy(expected_run_s=600, spread_s=60, max_planned_s=30.0)
+    assert next_interval(policy, RUNNING, 1, running_for=1.0) == 30.0
 
 
 def test_retry_after_is_never_undercut() -> None:
