@@ -41,6 +41,12 @@ _CANCEL_HARMLESS = frozenset({400, 404})
 """fal answers ALREADY_COMPLETED / NOT_FOUND with these on a finished or unknown request."""
 _HANDLES = ("status_url", "response_url", "cancel_url")
 _QUIET_LOGS = {"logs": "0"}
+MAX_CONNECTIONS = 1000
+"""Each followed SSE status stream holds a connection for the job's whole run. Behind httpx's
+default of 100 the rest queue, and httpcore rescans that queue against every connection on
+each request it starts or ends: hundreds of streams cost quadratic client CPU."""
+MAX_KEEPALIVE = 20
+"""httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
 
 
 def app_root(model_id: str) -> str:
@@ -135,7 +141,9 @@ class PikaProvider(Provider):
         self._key = key
         self._base = config.base_url_for(_NAME, base_url)
         self._own_client = http_client is None
-        self._client = http_client or build_client(base_url=self._base, timeout=timeout)
+        self._client = http_client or build_client(
+            base_url=self._base, timeout=timeout, transport=_transport()
+        )
         self._retry = retry
         self.emulated = emulated
 
@@ -237,6 +245,11 @@ class PikaProvider(Provider):
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()
+
+
+def _transport() -> httpx.AsyncHTTPTransport:
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE)
+    return httpx.AsyncHTTPTransport(limits=limits)
 
 
 def _event_json(text: str) -> dict[str, Any]:

@@ -31,6 +31,12 @@ __all__ = ["API_VERSION", "RATIOS", "RunwayProvider", "runway_ratio"]
 API_VERSION = "2024-11-06"
 _NAME = "runway"
 _NOT_FOUND = 404
+MAX_CONNECTIONS = 1000
+"""Hundreds of jobs submitted at once: behind httpx's default of 100 connections the rest
+queue, and httpcore rescans that queue against every connection on each request it starts
+or ends (quadratic client CPU). Opening more connections is the cheaper way."""
+MAX_KEEPALIVE = 20
+"""httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
 
 RATIOS: dict[tuple[str, str], str] = {
     ("16:9", "720p"): "1280:720",
@@ -154,7 +160,9 @@ class RunwayProvider(Provider):
         self._key = key
         self._base = config.base_url_for(_NAME, base_url)
         self._own_client = http_client is None
-        self._client = http_client or build_client(base_url=self._base, timeout=timeout)
+        self._client = http_client or build_client(
+            base_url=self._base, timeout=timeout, transport=_transport()
+        )
         self._retry = retry
         self._deleted: set[str] = set()
         self.emulated = emulated
@@ -231,3 +239,8 @@ class RunwayProvider(Provider):
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()
+
+
+def _transport() -> httpx.AsyncHTTPTransport:
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE)
+    return httpx.AsyncHTTPTransport(limits=limits)
