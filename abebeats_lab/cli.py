@@ -226,7 +226,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 async def _cmd_emulate(args: argparse.Namespace) -> int:
     from abebeats_lab.emulator import Emulators
 
-    with Emulators() as emulators:
+    with Emulators(base_port=args.port) as emulators:
         for provider in emulators.servers:
             print(f"{provider:10s} {emulators.url(provider)}")
         print("\n# point the clients (and the official SDKs) at the emulators:")
@@ -306,6 +306,13 @@ def _parser() -> argparse.ArgumentParser:
 
     emu = sub.add_parser("emulate", help="serve every provider emulator on 127.0.0.1")
     emu.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
+    emu.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first port (providers take N, N+1, ...); default: ports the OS chooses",
+    )
     emu.set_defaults(handler=_cmd_emulate)
 
     mv = sub.add_parser("music-video", help="an audio track and a prompt in, a beat-cut video out")

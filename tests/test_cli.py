@@ -133,3 +133,34 @@ def test_routes_lists_every_provider_and_key_state(tmp_path: Path) -> None:
     for pattern in patterns:
         assert pattern in done.stdout
     assert "missing (use --emulate)" in done.stdout
+
+
+def test_demo_runs_every_route_offline_and_writes_the_report(tmp_path: Path) -> None:
+    done = run_cli("demo", "--out", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from abebeats_lab.runner import load_run
+
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    comparison = load_run(run_dir)
+    rows = comparison.to_rows()
+    assert len(rows) == 15
+    assert {row["state"] for row in rows} == {"succeeded"}
+    assert {row["route"] for row in rows} == {"local:procedural", *EMULATED_ROUTES}
+    assert all(row["emulated"] for row in rows if row["route"] != "local:procedural")
+    for row in rows:
+        for field in ("submit_s", "queue_s", "run_s", "download_s", "total_s"):
+            assert row[field] is not None, (row["route"], field)
+    assert (run_dir / "report.html").is_file()
+    assert "report:" in done.stdout and "emulated" in done.stdout
+
+
+def test_emulate_serves_on_the_asked_ports_and_prints_the_exports(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    done = run_cli("emulate", "--port", str(port), "--seconds", "0.5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"export RUNWAYML_BASE_URL=http://127.0.0.1:{port + 2}" in done.stdout
+    assert f"export FAL_QUEUE_BASE_URL=http://127.0.0.1:{port}" in done.stdout

@@ -52,13 +52,18 @@ class Emulators:
     """A set of emulators served on loopback; use as a context manager or call `stop`."""
 
     def __init__(
-        self, providers: Iterable[str] = EMULATED_PROVIDERS, scenario: Scenario | None = None
+        self,
+        providers: Iterable[str] = EMULATED_PROVIDERS,
+        scenario: Scenario | None = None,
+        *,
+        base_port: int = 0,
     ) -> None:
+        """Serve each provider on its own loopback port: ``base_port + i``, or OS-chosen (0)."""
         self.states: dict[str, EmulatorState] = {}
         self.servers: dict[str, RunningServer] = {}
-        for name in providers:
+        for index, name in enumerate(providers):
             state = EmulatorState(name, scenario)
-            server = serve(create_app(name, state))
+            server = serve(create_app(name, state), port=base_port + index if base_port else 0)
             state.base_url = server.url
             self.states[name], self.servers[name] = state, server
 
