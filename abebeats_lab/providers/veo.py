@@ -63,6 +63,9 @@ _ADC_FILE = "application_default_credentials.json"
 _MS = 1000
 _CODE_CANCELLED = 1
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+_LIMITS = httpx2.Limits(max_connections=64, max_keepalive_connections=20)
+"""Hundreds of operations polled in the same second queue in the pool either way; a smaller
+pool makes each of httpcore2's per-request passes over its connections cheaper."""
 _CONFIG_EXTRAS = frozenset(
     {
         "enhance_prompt",
@@ -211,7 +214,10 @@ class VeoProvider(Provider):
     def _client(self) -> genai.Client:
         if self._genai is None:
             options = types.HttpOptions(
-                base_url=self._base_url, api_version=API_VERSION, timeout=int(self._timeout_s * _MS)
+                base_url=self._base_url,
+                api_version=API_VERSION,
+                timeout=int(self._timeout_s * _MS),
+                async_client_args={"limits": _LIMITS},
             )
             self._genai = genai.Client(
                 vertexai=True,
