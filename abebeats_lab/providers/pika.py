@@ -30,6 +30,7 @@ from abebeats_lab._http import (
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
 from abebeats_lab.providers.base import Provider, utcnow
+from abebeats_lab.providers.runway import bounded_transport
 
 __all__ = ["PikaProvider", "app_root", "build_input", "parse_status"]
 
@@ -41,10 +42,11 @@ _CANCEL_HARMLESS = frozenset({400, 404})
 """fal answers ALREADY_COMPLETED / NOT_FOUND with these on a finished or unknown request."""
 _HANDLES = ("status_url", "response_url", "cancel_url")
 _QUIET_LOGS = {"logs": "0"}
-MAX_CONNECTIONS = 1000
+MAX_STREAMS = 1000
 """Each followed SSE status stream holds a connection for the job's whole run. Behind httpx's
 default of 100 the rest queue, and httpcore rescans that queue against every connection on
-each request it starts or ends: hundreds of streams cost quadratic client CPU."""
+each request it starts or ends: hundreds of streams cost quadratic client CPU. So streams get
+their own wide pool, and creates, polls and results a small bounded one."""
 MAX_KEEPALIVE = 20
 """httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
 
@@ -142,7 +144,10 @@ class PikaProvider(Provider):
         self._base = config.base_url_for(_NAME, base_url)
         self._own_client = http_client is None
         self._client = http_client or build_client(
-            base_url=self._base, timeout=timeout, transport=_transport()
+            base_url=self._base, timeout=timeout, transport=bounded_transport()
+        )
+        self._streams = http_client or build_client(
+            base_url=self._base, timeout=timeout, transport=_stream_transport()
         )
         self._retry = retry
         self.emulated = emulated
@@ -212,7 +217,7 @@ class PikaProvider(Provider):
         url = self._url(job, "status_url") + "/stream"
         try:
             async with aconnect_sse(
-                self._client, "GET", url, params=_QUIET_LOGS, headers=self._headers()
+                self._streams, "GET", url, params=_QUIET_LOGS, headers=self._headers()
             ) as source:
                 if source.response.status_code >= httpx.codes.BAD_REQUEST:
                     await source.response.aread()
@@ -245,10 +250,11 @@ class PikaProvider(Provider):
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()
+            await self._streams.aclose()
 
 
-def _transport() -> httpx.AsyncHTTPTransport:
-    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE)
+def _stream_transport() -> httpx.AsyncHTTPTransport:
+    limits = httpx.Limits(max_connections=MAX_STREAMS, max_keepalive_connections=MAX_KEEPALIVE)
     return httpx.AsyncHTTPTransport(limits=limits)
 
 

@@ -28,7 +28,14 @@ from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, Vide
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
 from abebeats_lab.providers.base import Provider, utcnow
 
-__all__ = ["API_VERSION", "RATIOS", "RunwayProvider", "runway_ratio"]
+__all__ = [
+    "API_VERSION",
+    "RATIOS",
+    "BoundedTransport",
+    "RunwayProvider",
+    "bounded_transport",
+    "runway_ratio",
+]
 
 API_VERSION = "2024-11-06"
 _NAME = "runway"
@@ -161,7 +168,7 @@ class RunwayProvider(Provider):
         self._base = config.base_url_for(_NAME, base_url)
         self._own_client = http_client is None
         self._client = http_client or build_client(
-            base_url=self._base, timeout=timeout, transport=_transport()
+            base_url=self._base, timeout=timeout, transport=bounded_transport()
         )
         self._retry = retry
         self._deleted: set[str] = set()
@@ -241,7 +248,8 @@ class RunwayProvider(Provider):
             await self._client.aclose()
 
 
-def _transport() -> httpx.AsyncBaseTransport:
+def bounded_transport() -> httpx.AsyncBaseTransport:
+    """A pool of `MAX_IN_FLIGHT` connections behind a semaphore (Pika's short requests too)."""
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_KEEPALIVE)
     return BoundedTransport(httpx.AsyncHTTPTransport(limits=limits), MAX_IN_FLIGHT)
 
