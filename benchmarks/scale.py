@@ -40,6 +40,8 @@ class ScaleConfig:
     jobs: int = 2000
     run_mean_s: float = 25.0
     run_sd_s: float = 2.0
+    providers: tuple[str, ...] = PROVIDERS
+    """A subset isolates one provider's client cost."""
 
     def scenario(self) -> dict[str, Any]:
         """Long enough that every job is submitted before the first one finishes."""
@@ -62,7 +64,7 @@ def run(emulators: EmulatorProcess, config: ScaleConfig) -> dict[str, Any]:
         [str(BENCH_DIR / "scale.py"), argument], timeout_s=_SUBPROCESS_TIMEOUT_S
     )
     totals = {"status": 0, "stream": 0, "all": 0}
-    for name in PROVIDERS:
+    for name in config.providers:
         for record in emulators.requests(name):
             kind = record.get("kind")
             if kind == "download":
@@ -98,12 +100,13 @@ async def _client(urls: dict[str, str], config: ScaleConfig) -> dict[str, Any]:
     from abebeats_lab.waiting import WaitPolicy
 
     routes, requests = we._requests()
-    clients = {name: get_provider(name, **we.client_options(name, urls)) for name in PROVIDERS}
+    names = tuple(config.providers)
+    clients = {name: get_provider(name, **we.client_options(name, urls)) for name in names}
     baseline_rss = current_rss_mib()
     cpu_before, started = cpu_seconds(), time.monotonic()
     coroutines = []
     for index in range(config.jobs):
-        name = PROVIDERS[index % len(PROVIDERS)]
+        name = names[index % len(names)]
         policy = WaitPolicy(expected_run_s=config.run_mean_s, spread_s=config.run_sd_s)
         coroutines.append(_one(clients[name], routes[name], requests[name], policy))
     outcomes = await asyncio.gather(*coroutines, return_exceptions=True)
