@@ -16,7 +16,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,9 @@ from abebeats_lab.errors import (
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "BoundedTransport",
     "RetryPolicy",
+    "bounded_transport",
     "build_client",
     "json_body",
     "retry_delay",
@@ -47,6 +49,10 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_HINT_S = 60.0
 # Errors raised before a single byte of the request left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+MAX_IN_FLIGHT = 64
+"""Requests inside httpcore's pool at once; the rest wait on a semaphore (`BoundedTransport`)."""
+MAX_KEEPALIVE = 20
+"""httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
 
 
 class RetryPolicy:
@@ -83,6 +89,65 @@ def build_client(
     return httpx.AsyncClient(
         base_url=base_url, headers=merged, timeout=timeout, transport=transport
     )
+
+
+def bounded_transport() -> httpx.AsyncBaseTransport:
+    """A pool of `MAX_IN_FLIGHT` connections behind a semaphore (Pika's short requests too)."""
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_KEEPALIVE)
+    return BoundedTransport(httpx.AsyncHTTPTransport(limits=limits), MAX_IN_FLIGHT)
+
+
+class BoundedTransport(httpx.AsyncBaseTransport):
+    """At most ``limit`` requests inside the wrapped pool; the rest queue on a semaphore.
+
+    Why: httpcore rescans every queued request against every connection each time a request
+    starts or ends, so a burst of hundreds (every job polling in the same second) costs
+    quadratic CPU, while a semaphore queues in O(1). The wait keeps the pool timeout's
+    meaning: past it, `httpx.PoolTimeout` (the request never left, so it may be retried).
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
+        self._inner = inner
+        self._slots = asyncio.Semaphore(limit)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        pool_s = request.extensions.get("timeout", {}).get("pool")
+        try:
+            async with asyncio.timeout(pool_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free connection slot", request=request) from None
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self._slots.release()
+            raise
+        # The slot is held until the body is read or closed, like a pooled connection.
+        response.stream = _Releasing(response.stream, self._slots.release)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    """A response stream that gives its slot back once, when closed."""
+
+    def __init__(self, inner: Any, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
 
 
 def retry_hint(response: httpx.Response) -> float | None:

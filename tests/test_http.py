@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import socket
 from collections.abc import Iterator
@@ -155,3 +156,59 @@ def test_backoff_is_bounded_and_jittered() -> None:
     delays = [_http.retry_delay(n, None) for n in range(1, 12)]
     assert all(0 < d <= _http.DEFAULT_RETRY.backoff_cap_s for d in delays)
     assert _http.retry_delay(1, 4.0) == 4.0
+
+
+class _Concurrency:
+    """Counts requests being served at once."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    async def __call__(self, request: Request) -> Response:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(0.1)
+            return _ok()
+        finally:
+            self.now -= 1
+
+
+@pytest.fixture
+def counted() -> Iterator[tuple[_Concurrency, RunningServer]]:
+    counter = _Concurrency()
+
+    async def endpoint(request: Request) -> Response:
+        return await counter(request)
+
+    with serve(Starlette(routes=[Route("/slow", endpoint)])) as server:
+        yield counter, server
+
+
+async def test_bounded_transport_caps_requests_in_flight(
+    counted: tuple[_Concurrency, RunningServer],
+) -> None:
+    counter, server = counted
+    transport = _http.BoundedTransport(httpx.AsyncHTTPTransport(), 2)
+    async with httpx.AsyncClient(base_url=server.url, transport=transport) as client:
+        answers = await asyncio.gather(*(client.get("/slow") for _ in range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert counter.peak == 2
+
+
+async def test_bounded_transport_pool_timeout_and_slot_release(
+    counted: tuple[_Concurrency, RunningServer],
+) -> None:
+    _, server = counted
+    transport = _http.BoundedTransport(httpx.AsyncHTTPTransport(), 1)
+    timeout = httpx.Timeout(5.0, pool=0.05)
+    async with httpx.AsyncClient(
+        base_url=server.url, transport=transport, timeout=timeout
+    ) as client:
+        async with client.stream("GET", "/slow") as held:
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get("/slow")
+            await held.aread()
+        # The held response is closed: its slot is free again.
+        assert (await client.get("/slow")).status_code == 200

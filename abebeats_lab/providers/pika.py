@@ -22,6 +22,7 @@ from abebeats_lab._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     RetryPolicy,
+    bounded_transport,
     build_client,
     error_from,
     json_body,
@@ -30,7 +31,6 @@ from abebeats_lab._http import (
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
 from abebeats_lab.providers.base import Provider, utcnow
-from abebeats_lab.providers.runway import bounded_transport
 
 __all__ = ["PikaProvider", "app_root", "build_input", "parse_status"]
 

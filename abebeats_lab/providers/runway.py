@@ -8,8 +8,6 @@ Wire facts: provider-apis.md §1.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -20,6 +18,7 @@ from abebeats_lab._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     RetryPolicy,
+    bounded_transport,
     build_client,
     json_body,
     send,
@@ -31,19 +30,13 @@ from abebeats_lab.providers.base import Provider, utcnow
 __all__ = [
     "API_VERSION",
     "RATIOS",
-    "BoundedTransport",
     "RunwayProvider",
-    "bounded_transport",
     "runway_ratio",
 ]
 
 API_VERSION = "2024-11-06"
 _NAME = "runway"
 _NOT_FOUND = 404
-MAX_IN_FLIGHT = 64
-"""Requests inside httpcore's pool at once; the rest wait on a semaphore (`BoundedTransport`)."""
-MAX_KEEPALIVE = 20
-"""httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
 
 RATIOS: dict[tuple[str, str], str] = {
     ("16:9", "720p"): "1280:720",
@@ -246,62 +239,3 @@ class RunwayProvider(Provider):
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()
-
-
-def bounded_transport() -> httpx.AsyncBaseTransport:
-    """A pool of `MAX_IN_FLIGHT` connections behind a semaphore (Pika's short requests too)."""
-    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_KEEPALIVE)
-    return BoundedTransport(httpx.AsyncHTTPTransport(limits=limits), MAX_IN_FLIGHT)
-
-
-class BoundedTransport(httpx.AsyncBaseTransport):
-    """At most ``limit`` requests inside the wrapped pool; the rest queue on a semaphore.
-
-    Why: httpcore rescans every queued request against every connection each time a request
-    starts or ends, so a burst of hundreds (every job polling in the same second) costs
-    quadratic CPU, while a semaphore queues in O(1). The wait keeps the pool timeout's
-    meaning: past it, `httpx.PoolTimeout` (the request never left, so it may be retried).
-    """
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
-        self._inner = inner
-        self._slots = asyncio.Semaphore(limit)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        pool_s = request.extensions.get("timeout", {}).get("pool")
-        try:
-            async with asyncio.timeout(pool_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection slot", request=request) from None
-        try:
-            response = await self._inner.handle_async_request(request)
-        except BaseException:
-            self._slots.release()
-            raise
-        # The slot is held until the body is read or closed, like a pooled connection.
-        response.stream = _Releasing(response.stream, self._slots.release)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _Releasing(httpx.AsyncByteStream):
-    """A response stream that gives its slot back once, when closed."""
-
-    def __init__(self, inner: Any, release: Callable[[], None]) -> None:
-        self._inner = inner
-        self._release: Callable[[], None] | None = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
