@@ -14,13 +14,29 @@ from typing import Any, ClassVar
 
 from abebeats_lab import capabilities
 from abebeats_lab._types import Job, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab.errors import AmbiguousSubmitError, ProviderError, ProviderTransportError
 
-__all__ = ["Provider", "utcnow"]
+__all__ = ["Provider", "transport_failure", "utcnow"]
 
 
 def utcnow() -> datetime:
     """Timezone-aware UTC now (one place, so tests and records agree)."""
     return datetime.now(UTC)
+
+
+def transport_failure(exc: Exception, *, provider: str, sent: bool) -> ProviderError:
+    """The error for a call that got no usable answer.
+
+    ``sent`` is True for a paid create that may have reached the provider: then the job may
+    exist, so the error is `AmbiguousSubmitError` (reconcile, never resubmit blindly).
+    """
+    if sent:
+        return AmbiguousSubmitError(
+            f"the create was sent but no answer came back ({type(exc).__name__}); "
+            "reconcile before resubmitting",
+            provider=provider,
+        )
+    return ProviderTransportError(f"{type(exc).__name__}: {exc}", provider=provider)
 
 
 class Provider(abc.ABC):

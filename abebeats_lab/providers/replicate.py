@@ -28,14 +28,12 @@ from abebeats_lab import capabilities, config
 from abebeats_lab._http import DEFAULT_RETRY, RetryPolicy, retry_delay, retry_hint, should_retry
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
-    AmbiguousSubmitError,
     JobFailed,
     ProtocolError,
     ProviderHTTPError,
-    ProviderTransportError,
     ValidationError,
 )
-from abebeats_lab.providers.base import Provider, utcnow
+from abebeats_lab.providers.base import Provider, transport_failure, utcnow
 
 __all__ = ["ModelRef", "ReplicateProvider", "build_input", "parse_model"]
 
@@ -320,19 +318,9 @@ class ReplicateProvider(Provider):
         except ModelError as exc:
             raise JobFailed(str(exc), job_id=exc.prediction.id) from exc
         except _NOT_SENT as exc:
-            raise ProviderTransportError(
-                f"{type(exc).__name__}: {exc}", provider=self.name
-            ) from exc
+            raise transport_failure(exc, provider=self.name, sent=False) from exc
         except httpx.HTTPError as exc:
-            if creating:
-                raise AmbiguousSubmitError(
-                    f"the create was sent but no answer came back ({type(exc).__name__}); "
-                    "reconcile before resubmitting",
-                    provider=self.name,
-                ) from exc
-            raise ProviderTransportError(
-                f"{type(exc).__name__}: {exc}", provider=self.name
-            ) from exc
+            raise transport_failure(exc, provider=self.name, sent=creating) from exc
         except ValueError as exc:  # bad JSON, or a payload the SDK's model rejects
             raise ProtocolError(
                 f"unreadable answer: {_first_line(exc)}", provider=self.name

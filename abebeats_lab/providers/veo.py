@@ -38,7 +38,6 @@ from abebeats_lab import config
 from abebeats_lab._http import DEFAULT_RETRY, RETRY_STATUSES, RetryPolicy, retry_delay, retry_hint
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
-    AmbiguousSubmitError,
     ConfigError,
     DownloadError,
     MissingKeyError,
@@ -47,7 +46,7 @@ from abebeats_lab.errors import (
     ProviderTransportError,
     ValidationError,
 )
-from abebeats_lab.providers.base import Provider, utcnow
+from abebeats_lab.providers.base import Provider, transport_failure, utcnow
 
 __all__ = ["VeoProvider", "build_config", "parse_operation"]
 
@@ -302,19 +301,9 @@ class VeoProvider(Provider):
         except genai_errors.APIError as exc:
             raise _http_error(exc) from exc
         except _NOT_SENT as exc:
-            raise ProviderTransportError(
-                f"{type(exc).__name__}: {exc}", provider=self.name
-            ) from exc
+            raise transport_failure(exc, provider=self.name, sent=False) from exc
         except httpx2.HTTPError as exc:
-            if creating:
-                raise AmbiguousSubmitError(
-                    f"the create was sent but no answer came back ({type(exc).__name__}); "
-                    "reconcile before resubmitting",
-                    provider=self.name,
-                ) from exc
-            raise ProviderTransportError(
-                f"{type(exc).__name__}: {exc}", provider=self.name
-            ) from exc
+            raise transport_failure(exc, provider=self.name, sent=creating) from exc
         except (ValueError, TypeError) as exc:  # bad JSON; a body genai cannot read (non-object)
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ProtocolError(f"unreadable answer: {message}", provider=self.name) from exc
