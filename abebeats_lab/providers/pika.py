@@ -17,20 +17,15 @@ from typing import Any, ClassVar
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from abebeats_lab import config
 from abebeats_lab._http import (
-    DEFAULT_RETRY,
-    DEFAULT_TIMEOUT,
-    RetryPolicy,
-    bounded_transport,
     build_client,
     error_from,
     json_body,
-    send,
 )
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
-from abebeats_lab.providers.base import Provider, utcnow
+from abebeats_lab.providers._httpx import HttpxProvider
+from abebeats_lab.providers.base import utcnow
 
 __all__ = ["PikaProvider", "app_root", "build_input", "parse_status"]
 
@@ -123,54 +118,22 @@ def _video_ref(data: dict[str, Any]) -> OutputRef:
     )
 
 
-class PikaProvider(Provider):
+class PikaProvider(HttpxProvider):
     """fal.ai's queue API over httpx, for the Pika model ids; see the module docstring."""
 
     name: ClassVar[str] = _NAME
 
-    def __init__(
-        self,
-        *,
-        api_key: str | config.Secret | None = None,
-        base_url: str | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        emulated: bool = False,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-    ) -> None:
-        key = config.key_for(_NAME, api_key)
-        assert key is not None  # required=True raises instead of returning None
-        self._key = key
-        self._base = config.base_url_for(_NAME, base_url)
-        self._own_client = http_client is None
-        self._client = http_client or build_client(
-            base_url=self._base, timeout=timeout, transport=bounded_transport()
+    def _setup(self) -> None:
+        # SSE streams stay open for a job's whole run: their own pool, so short calls never
+        # queue behind them. A caller's own client serves both.
+        self._streams = (
+            build_client(base_url=self._base, timeout=self._timeout, transport=_stream_transport())
+            if self._own_client
+            else self._client
         )
-        self._streams = http_client or build_client(
-            base_url=self._base, timeout=timeout, transport=_stream_transport()
-        )
-        self._retry = retry
-        self.emulated = emulated
-
-    def __repr__(self) -> str:
-        return f"PikaProvider(base_url={self._base!r}, emulated={self.emulated})"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self._key.reveal()}"}
-
-    async def _call(
-        self, method: str, url: str, *, idempotent: bool, **kwargs: Any
-    ) -> httpx.Response:
-        return await send(
-            self._client,
-            method,
-            url,
-            provider=_NAME,
-            idempotent=idempotent,
-            policy=self._retry,
-            headers=self._headers(),
-            **kwargs,
-        )
 
     def _url(self, job: Job, handle: str) -> str:
         """A URL the submit answer gave, if it points at our queue host (it gets our key)."""
@@ -249,8 +212,8 @@ class PikaProvider(Provider):
 
     async def aclose(self) -> None:
         if self._own_client:
-            await self._client.aclose()
             await self._streams.aclose()
+        await super().aclose()
 
 
 def _stream_transport() -> httpx.AsyncHTTPTransport:

@@ -11,21 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-import httpx
-
-from abebeats_lab import capabilities, config
+from abebeats_lab import capabilities
 from abebeats_lab._http import (
-    DEFAULT_RETRY,
-    DEFAULT_TIMEOUT,
-    RetryPolicy,
-    bounded_transport,
-    build_client,
     json_body,
-    send,
 )
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
-from abebeats_lab.providers.base import Provider, utcnow
+from abebeats_lab.providers._httpx import HttpxProvider
+from abebeats_lab.providers.base import utcnow
 
 __all__ = [
     "API_VERSION",
@@ -140,53 +133,16 @@ def _outputs(data: dict[str, Any]) -> tuple[OutputRef, ...]:
     return tuple(OutputRef(url=url, content_type="video/mp4") for url in urls)
 
 
-class RunwayProvider(Provider):
+class RunwayProvider(HttpxProvider):
     """Runway's task API over httpx; see the module docstring."""
 
     name: ClassVar[str] = _NAME
 
-    def __init__(
-        self,
-        *,
-        api_key: str | config.Secret | None = None,
-        base_url: str | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        emulated: bool = False,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-    ) -> None:
-        key = config.key_for(_NAME, api_key)
-        assert key is not None  # required=True raises instead of returning None
-        self._key = key
-        self._base = config.base_url_for(_NAME, base_url)
-        self._own_client = http_client is None
-        self._client = http_client or build_client(
-            base_url=self._base, timeout=timeout, transport=bounded_transport()
-        )
-        self._retry = retry
+    def _setup(self) -> None:
         self._deleted: set[str] = set()
-        self.emulated = emulated
-
-    def __repr__(self) -> str:
-        return f"RunwayProvider(base_url={self._base!r}, emulated={self.emulated})"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key.reveal()}", "X-Runway-Version": API_VERSION}
-
-    async def _call(
-        self, method: str, path: str, *, idempotent: bool, **kwargs: Any
-    ) -> httpx.Response:
-        url = f"{self._base}{path}"
-        return await send(
-            self._client,
-            method,
-            url,
-            provider=_NAME,
-            idempotent=idempotent,
-            policy=self._retry,
-            headers=self._headers(),
-            **kwargs,
-        )
 
     async def submit(self, request: VideoRequest, route: Route) -> Job:
         """Create the task; a create is never retried once it may have reached Runway."""
@@ -235,7 +191,3 @@ class RunwayProvider(Provider):
         """Fresh signed URLs: Runway re-signs them on every task fetch."""
         status = await self.status(job)
         return list(status.outputs) if status.state is JobState.SUCCEEDED else []
-
-    async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()

@@ -1,0 +1,81 @@
+"""What the providers that speak HTTP through httpx (Runway, Pika) share: key, base URL, client.
+
+The SDK-backed providers (Replicate, Veo) get the same from their official SDKs.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import httpx
+
+from abebeats_lab import config
+from abebeats_lab._http import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    RetryPolicy,
+    bounded_transport,
+    build_client,
+    send,
+)
+from abebeats_lab.providers.base import Provider
+
+__all__ = ["HttpxProvider"]
+
+
+class HttpxProvider(Provider):
+    """A provider client on one httpx.AsyncClient, with the shared retry policy."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | config.Secret | None = None,
+        base_url: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        emulated: bool = False,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        key = config.key_for(self.name, api_key)
+        assert key is not None  # required=True raises instead of returning None
+        self._key = key
+        self._base = config.base_url_for(self.name, base_url)
+        self._timeout = timeout
+        self._own_client = http_client is None
+        self._client = http_client or build_client(
+            base_url=self._base, timeout=timeout, transport=bounded_transport()
+        )
+        self._retry = retry
+        self.emulated = emulated
+        self._setup()
+
+    def _setup(self) -> None:
+        """Subclass state beyond the shared plumbing (keeps one typed constructor)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._base!r}, emulated={self.emulated})"
+
+    @abc.abstractmethod
+    def _headers(self) -> dict[str, str]:
+        """Authentication (and version) headers; built per call so the key stays in `Secret`."""
+
+    async def _call(
+        self, method: str, url: str, *, idempotent: bool, **kwargs: Any
+    ) -> httpx.Response:
+        """One request with the retry policy; a path starting with ``/`` joins the base URL."""
+        target = f"{self._base}{url}" if url.startswith("/") else url
+        return await send(
+            self._client,
+            method,
+            target,
+            provider=self.name,
+            idempotent=idempotent,
+            policy=self._retry,
+            headers=self._headers(),
+            **kwargs,
+        )
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
