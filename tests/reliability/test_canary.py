@@ -43,7 +43,9 @@ CELL_TIMEOUT_S = 180
 CLI_TIMEOUT_S = 180
 SLOW_JOB_S = 3.0
 """Past the 2 s deadline below (Replicate may hold its create that long and succeed)."""
-FAST = WaitPolicy(deadline_s=2, min_interval_s=0.05, max_interval_s=0.25)
+FAST = WaitPolicy(
+    deadline_s=2, min_interval_s=0.05, max_interval_s=0.25, expected_run_s=0.3, spread_s=0.1
+)
 # Run the CLI in a child with every library logging at DEBUG into a file we can scan.
 LOGGED_CLI = (
     "import logging, sys; "

@@ -38,7 +38,9 @@ from abebeats_lab.store import JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
 JOBS = 50
-FAST = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.25)
+FAST = WaitPolicy(
+    deadline_s=60, min_interval_s=0.05, max_interval_s=0.25, expected_run_s=0.3, spread_s=0.1
+)
 SCENARIO = Scenario.fast().with_times(0.05, 0.3)
 POLL_S = 0.005
 FIRST_CREATE = "first-create"
@@ -54,7 +56,8 @@ run_dir, spec = sys.argv[1], json.loads(sys.argv[2])
 prompts = [f"shot {i}: a paper boat on a neon river" for i in range(spec["prompts"])]
 request = VideoRequest(prompts[0], duration_s=spec["duration_s"], resolution=spec["resolution"])
 caps = {route.partition(":")[0]: 50 for route in spec["routes"]}
-policy = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.25)
+policy = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.25,
+                    expected_run_s=0.3, spread_s=0.1)
 asyncio.run(runner.compare(prompts, spec["routes"], request, repeats=spec["repeats"],
                            run_dir=run_dir, adapt=True, concurrency=caps, policy=policy))
 """
