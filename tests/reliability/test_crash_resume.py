@@ -56,10 +56,12 @@ run_dir, spec = sys.argv[1], json.loads(sys.argv[2])
 prompts = [f"shot {i}: a paper boat on a neon river" for i in range(spec["prompts"])]
 request = VideoRequest(prompts[0], duration_s=spec["duration_s"], resolution=spec["resolution"])
 caps = {route.partition(":")[0]: 50 for route in spec["routes"]}
+rates = {provider: 6000.0 for provider in caps}  # all 50 creates in flight within a second
 policy = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.25,
                     expected_run_s=0.3, spread_s=0.1)
 asyncio.run(runner.compare(prompts, spec["routes"], request, repeats=spec["repeats"],
-                           run_dir=run_dir, adapt=True, concurrency=caps, policy=policy))
+                           run_dir=run_dir, adapt=True, concurrency=caps, rate_per_min=rates,
+                           policy=policy))
 """
 
 
@@ -88,7 +90,7 @@ class Plan:
 
 # Distinct prompts, so reconcile can tell the predictions apart (it matches on input);
 # a catch-all Replicate model takes 1 s at 360p, so 50 distinct renders stay cheap.
-REPLICATE_PLAN = Plan(("replicate:abebeats/tiny-clip",), JOBS, 1, 1, "360p", 4.0)
+REPLICATE_PLAN = Plan(("replicate:abebeats/tiny-clip",), JOBS, 1, 1, "360p", 1.5)
 # Runway and Pika cannot reconcile, so repeats of one prompt lose nothing and render once.
 RUNWAY_PIKA_PLAN = Plan((ROUTES["runway"], ROUTES["pika"]), 1, JOBS // 2, 5, "720p", 1.2)
 
