@@ -54,6 +54,8 @@ AMBIGUOUS = (
     "dashboard before running it again"
 )
 
+RESUBMITTED = "reconciled: the provider shows no job from the lost create; submitted again"
+
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
@@ -119,6 +121,11 @@ class RunContext:
         self.limiters = limiters
         self.on_update = on_update
         self.policy = policy
+        # One reconcile at a time, so two lost creates never claim the same remote job.
+        self._reconcile_lock = asyncio.Lock()
+        # A create lost by an earlier process is older than this one; jobs newer than this
+        # belong to creates this process is making (identical inputs must not be claimed).
+        self._started_at = datetime.now(UTC)
 
     async def run_all(self, lives: Sequence[Live]) -> None:
         """Run every job at once under the limits; returns when all are final."""
@@ -250,8 +257,12 @@ class RunContext:
     async def _reconcile(self, live: Live) -> None:
         """Settle a create whose answer was lost: ask the provider, never resubmit blindly.
 
-        The optional provider method is ``async reconcile(job_hint: Job) -> Job | None``: the
-        hint has the route, request, submit time and ``handles["client_ref"]`` but no id.
+        The optional provider method is ``async reconcile(job_hint, exclude) -> Job | None``:
+        the hint has the route, request, submit time and ``handles["client_ref"]`` but no id;
+        ``exclude`` holds ids other rows already own; ``created_before`` (on resume) rules out
+        jobs this process is creating right now. It returns the job, returns None only
+        when it proves there is none (then the row is sent again), and raises
+        `AmbiguousSubmitError` when it cannot tell (then the row stays ambiguous).
         """
         provider = self.clients[live.row.provider]
         method = getattr(provider, "reconcile", None)
@@ -267,14 +278,24 @@ class RunContext:
             submitted,
             {"client_ref": live.row.client_ref},
         )
-        job = await method(hint)
-        if job is None:
-            message = "reconciled: the provider has no such job; not resubmitted"
-            self._save(live, state="failed", error=message)
-            return
-        if live.marks is None:  # resumed: this process never saw the submit
-            live.marks = Marks(submitted_at=submitted)
-        self._attach(live, job, None)
+        async with self._reconcile_lock:
+            claimed = {row.job_id for row in self.store.rows(live.row.run_id) if row.job_id}
+            before = self._started_at if live.marks is None else None
+            try:
+                job = await method(hint, exclude=claimed, created_before=before)
+            except AmbiguousSubmitError as exc:
+                self._save(live, state="ambiguous", error=_error_text(exc))
+                self._emit(live, "ambiguous")
+                return
+            if job is not None:
+                if live.marks is None:  # resumed: this process never saw the submit
+                    live.marks = Marks(submitted_at=submitted)
+                self._attach(live, job, None)  # stored now, so the next row cannot claim it
+                return
+        # The provider's own list proves the create never arrived: sending it is not paying twice.
+        self._save(live, state="planned", error=RESUBMITTED)
+        await self.limiters[live.row.provider].pace()
+        await self._submit(live)
 
     def _reattach(self, live: Live) -> None:
         """Rebuild the Job of an in-flight row from the store (resume)."""

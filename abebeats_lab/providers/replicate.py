@@ -14,7 +14,7 @@ import functools
 import re
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
@@ -28,6 +28,7 @@ from abebeats_lab import capabilities, config
 from abebeats_lab._http import DEFAULT_RETRY, RetryPolicy, retry_delay, retry_hint, should_retry
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
+    AmbiguousSubmitError,
     JobFailed,
     ProtocolError,
     ProviderHTTPError,
@@ -283,9 +284,18 @@ class ReplicateProvider(Provider):
     async def cancel(self, job: Job) -> None:
         await self._call(lambda: self._client().predictions.async_cancel(job.id))
 
-    async def reconcile(self, job_hint: Job) -> Job | None:
+    async def reconcile(
+        self,
+        job_hint: Job,
+        exclude: Collection[str] = (),
+        created_before: datetime | None = None,
+    ) -> Job | None:
         """After an ambiguous create: find the prediction it made (same model and input,
-        created after the submit, allowing for clock skew), or None if there is none."""
+        created after the submit, allowing for clock skew, not one of ``exclude``).
+
+        None means proven absent: the list was read back past the submit time. If the pages
+        run out first, it cannot tell and raises `AmbiguousSubmitError`.
+        """
         ref = parse_model(job_hint.route)
         payload = build_input(job_hint.request, capabilities.capabilities_for(job_hint.route))
         earliest = job_hint.submitted_at - RECONCILE_SKEW
@@ -296,12 +306,20 @@ class ReplicateProvider(Provider):
                 created = _timestamp(prediction.created_at)
                 if created is not None and created < earliest:
                     return None
-                if prediction.model == ref.model and prediction.input == payload:
+                same = prediction.model == ref.model and prediction.input == payload
+                fresh = (
+                    created_before is not None and created is not None and created > created_before
+                )
+                if same and not fresh and prediction.id not in exclude:
                     return _job_from(job_hint, prediction)
             if not page.next:
                 return None
             cursor = page.next
-        return None
+        raise AmbiguousSubmitError(
+            f"no match in the newest {RECONCILE_PAGES} pages of predictions; cannot tell whether "
+            "the lost create arrived",
+            provider=self.name,
+        )
 
     async def _list(self, cursor: Any) -> Page[Prediction]:
         page: Page[Prediction] = await self._client().predictions.async_list(cursor)
