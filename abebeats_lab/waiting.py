@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from abebeats_lab._types import Job, JobState, JobStatus
-from abebeats_lab.errors import JobTimeout, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.errors import JobTimeout, ProtocolError, ProviderHTTPError, ProviderTransportError
 from abebeats_lab.providers.base import Provider
 
 __all__ = ["UpdateCallback", "WaitPolicy", "WaitResult", "next_interval", "wait"]
@@ -29,6 +29,7 @@ UpdateCallback = Callable[[Job, JobStatus], None]
 
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _MAX_CONSECUTIVE_ERRORS = 6
+_MAX_GARBLED_ANSWERS = 3
 _CANCEL_TIMEOUT_S = 10.0
 _BACKOFF = 1.5
 _BACKOFF_STEPS = 20
@@ -255,7 +256,7 @@ async def _follow_stream(provider: Provider, job: Job, tracker: _Tracker) -> Wai
 
 async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Tracker) -> WaitResult:
     status = tracker.last or JobStatus(JobState.QUEUED, "submitted")
-    errors = 0
+    errors = garbled = 0
     while True:
         running_for = (
             time.monotonic() - tracker.running_seen_at if tracker.running_seen_at else None
@@ -273,7 +274,14 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
                 status.state, status.raw_status, retry_after_s=hint or 2.0**errors / 4
             )
             continue
-        errors = 0
+        except ProtocolError:
+            # A gateway's HTML page or a half-written body is often a one-off; the job itself
+            # is still running and paid for, so ask again a few times before giving up on it.
+            garbled += 1
+            if garbled >= _MAX_GARBLED_ANSWERS:
+                raise
+            continue
+        errors = garbled = 0
         tracker.see(status)
         if status.state.terminal:
             return tracker.finish(status)

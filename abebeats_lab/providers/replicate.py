@@ -339,7 +339,7 @@ class ReplicateProvider(Provider):
             raise transport_failure(exc, provider=self.name, sent=False) from exc
         except httpx.HTTPError as exc:
             raise transport_failure(exc, provider=self.name, sent=creating) from exc
-        except ValueError as exc:  # bad JSON, or a payload the SDK's model rejects
+        except (ValueError, TypeError) as exc:  # bad JSON; a payload the SDK's model rejects
             raise ProtocolError(
                 f"unreadable answer: {_first_line(exc)}", provider=self.name
             ) from exc

@@ -213,9 +213,8 @@ async def _veo_status(url: str) -> JobStatus:
         return await client.status(Job(route, VEO_OPERATION, VideoRequest("x"), utcnow()))
 
 
-# Objects only: a non-object body is a known crash, pinned by the xfail test below.
 @LOOPBACK
-@given(body=REPLICATE_BODIES.filter(lambda b: isinstance(b, dict)))
+@given(body=REPLICATE_BODIES)
 def test_replicate_status_path(answers: _Answers, body: Any) -> None:
     answers.body = json.dumps(body).encode()
     _parsed_or_ours(lambda: asyncio.run(_replicate_status(answers.server.url)))
@@ -228,12 +227,6 @@ def test_veo_status_path(answers: _Answers, body: Any) -> None:
     _parsed_or_ours(lambda: asyncio.run(_veo_status(answers.server.url)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="replicate SDK does Prediction(**body): a non-object body raises TypeError, and "
-    "ReplicateProvider._call turns only ValueError into ProtocolError (RELIABILITY.md, F5)",
-)
 @pytest.mark.parametrize("body", [None, [], "text", 1])
 def test_replicate_non_object_body_is_a_protocol_error(answers: _Answers, body: Any) -> None:
     answers.body = json.dumps(body).encode()
