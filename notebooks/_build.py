@@ -24,7 +24,9 @@ KEYS_CELL = """\
 #        Every figure from an emulated route is labelled "emulated".
 # False: the real providers, with keys from the environment or ./.env
 #        (RUNWAYML_API_SECRET, REPLICATE_API_TOKEN, FAL_KEY, GOOGLE_CLOUD_PROJECT + ADC).
-#        Real jobs cost real money: keep MAX_COST_USD as a guard.
+#        Real jobs cost real money: keep MAX_COST_USD as a guard. A route with no known
+#        price (Replicate's, see `abebeats-lab routes`) makes any guard refuse the run:
+#        drop that route, or set MAX_COST_USD = None once you have checked its price.
 EMULATE = True
 MAX_COST_USD = 5.0"""
 
