@@ -116,13 +116,17 @@ class _RetryCreates(httpx.AsyncBaseTransport):
     it was sent is not retried here: the caller turns that into `AmbiguousSubmitError`.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, policy: RetryPolicy) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, policy: RetryPolicy, timeout: httpx.Timeout
+    ) -> None:
         self._inner = inner
         self._policy = policy
+        self._timeout = timeout
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
             return await self._inner.handle_async_request(request)
+        _bound_timeout(request, self._timeout)
         _widen_hold_timeout(request)
         started, attempt = time.monotonic(), 0
         while True:
@@ -149,6 +153,16 @@ class _RetryCreates(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _bound_timeout(request: httpx.Request, timeout: httpx.Timeout) -> None:
+    """Fill in the timeouts the SDK left unset: without ``Prefer: wait`` it sends a create
+    with ``timeout=None``, and a create that never answers would hang for ever."""
+    current = dict(request.extensions.get("timeout", {}))
+    for phase, value in timeout.as_dict().items():
+        if current.get(phase) is None:
+            current[phase] = value
+    request.extensions["timeout"] = current
 
 
 def _widen_hold_timeout(request: httpx.Request) -> None:
@@ -234,7 +248,9 @@ class ReplicateProvider(Provider):
 
     def _build(self) -> SdkClient:
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100)
-        transport = _RetryCreates(httpx.AsyncHTTPTransport(limits=limits), self._retry)
+        transport = _RetryCreates(
+            httpx.AsyncHTTPTransport(limits=limits), self._retry, self._timeout
+        )
         return SdkClient(
             api_token=self._key.reveal(),
             base_url=self._base_url,

@@ -337,13 +337,6 @@ async def test_replicate_status_faults_without_a_hold(
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="ReplicateProvider(wait_s=0): the SDK sends a create without Prefer: wait with "
-    "timeout=None, which disables every httpx timeout, so a hung create never ends "
-    "(RELIABILITY.md, F9)",
-)
 async def test_replicate_create_without_hold_is_bounded(env: Emulators) -> None:
     reset(env, "replicate", Scenario.fast(hang_create=1))
     route = Route.parse(ROUTES["replicate"])
