@@ -30,7 +30,7 @@ from abebeats_lab._types import (
 from abebeats_lab.comparison import output_fields
 from abebeats_lab.connect import Clients
 from abebeats_lab.errors import AmbiguousSubmitError, DownloadError
-from abebeats_lab.media import safe_name, save_output
+from abebeats_lab.media import DownloadTruncated, safe_name, save_output
 from abebeats_lab.providers import Provider
 from abebeats_lab.store import JobRow, RunStore
 from abebeats_lab.timing import Clock, Marks, build_timing
@@ -54,6 +54,7 @@ AMBIGUOUS = (
     "dashboard before running it again"
 )
 
+DOWNLOAD_ATTEMPTS = 3
 RESUBMITTED = "reconciled: the provider shows no job from the lost create; submitted again"
 
 
@@ -355,7 +356,14 @@ class RunContext:
             raise DownloadError("the job succeeded but listed no output")
         dest = self.store.outputs_dir / f"{safe_name(row.route, row.prompt_index, row.repeat)}.mp4"
         marks.download_start = time.monotonic()
-        output = await save_output(refs[0], dest, refresh=_refresher(provider, job))
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                output = await save_output(refs[0], dest, refresh=_refresher(provider, job))
+                break
+            except DownloadTruncated:
+                # The result is paid for and its URL still good: a cut-off body is worth a retry.
+                if attempt == DOWNLOAD_ATTEMPTS:
+                    raise
         final = dest.with_name(
             f"{safe_name(row.route, row.prompt_index, row.repeat, output.sha256[:HASH_CHARS])}.mp4"
         )

@@ -26,6 +26,8 @@ from abebeats_lab.errors import DownloadError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DownloadHTTPError",
+    "DownloadTruncated",
     "download",
     "probe",
     "safe_name",
@@ -182,15 +184,19 @@ async def _write_body(
                     await pending
                 pending = asyncio.ensure_future(asyncio.to_thread(store, chunk))
         except httpx.HTTPError as exc:
-            raise DownloadError(
+            raise DownloadTruncated(
                 f"truncated: connection lost after {written} bytes ({exc})"
             ) from exc
         finally:
             if pending is not None:
                 await pending
     if declared and declared.isdigit() and written != int(declared):
-        raise DownloadError(f"truncated: got {written} of {declared} bytes")
+        raise DownloadTruncated(f"truncated: got {written} of {declared} bytes")
     return digest.hexdigest()
+
+
+class DownloadTruncated(DownloadError):
+    """The body stopped short: the URL is likely still good, so fetching again may succeed."""
 
 
 class DownloadHTTPError(DownloadError):

@@ -29,6 +29,7 @@ from _reliability import (
 )
 
 from abebeats_lab import JobState, Route, VideoRequest, runner
+from abebeats_lab._jobs import DOWNLOAD_ATTEMPTS
 from abebeats_lab._types import Job
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
@@ -97,9 +98,14 @@ FAULTS: dict[str, Fault] = {
         {**_same(("failed", "cancelled it")), "veo": ("failed", "cannot cancel")},
         policy=SHORT_DEADLINE,
     ),
-    "truncated-download": Fault(
-        Scenario.fast(truncate_downloads=1),
-        {**_same(("failed", "DownloadError: truncated")), "veo": OK},  # Veo returns bytes inline
+    # One cut-off body is fetched again; a URL that cuts off every time fails the row.
+    "truncated-download": Fault(Scenario.fast(truncate_downloads=1), _same(OK)),
+    "truncated-every-time": Fault(
+        Scenario.fast(truncate_downloads=DOWNLOAD_ATTEMPTS),
+        {
+            **_same(("failed", "DownloadTruncated: truncated")),
+            "veo": OK,
+        },  # Veo returns bytes inline
     ),
     "expired-output-url": Fault(
         Scenario.fast(expire_outputs_after=1),
