@@ -16,9 +16,9 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -38,11 +38,13 @@ __all__ = [
     "build_client",
     "json_body",
     "retry_delay",
+    "retry_errors",
     "retry_hint",
     "send",
     "should_retry",
 ]
 
+T = TypeVar("T")
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 USER_AGENT = f"abebeats-lab/{__version__}"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -72,6 +74,11 @@ class RetryPolicy:
         self.base_delay_s = base_delay_s
         self.backoff_cap_s = backoff_cap_s
         self.max_total_s = max_total_s
+
+    def gives_up(self, attempt: int, started: float, delay: float) -> bool:
+        """True when retry ``attempt`` + 1 would exceed the attempts or the time budget."""
+        elapsed = time.monotonic() - started
+        return attempt >= self.max_attempts or elapsed + delay > self.max_total_s
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -270,8 +277,32 @@ async def send(
                 raise error
             hint = retry_hint(response)
         delay = retry_delay(attempt, hint, policy)
-        out_of_budget = time.monotonic() - started + delay > policy.max_total_s
-        if attempt >= policy.max_attempts or out_of_budget:
+        if policy.gives_up(attempt, started, delay):
+            raise error
+        await asyncio.sleep(delay)
+
+
+async def retry_errors(
+    call: Callable[[], Awaitable[T]], *, policy: RetryPolicy = DEFAULT_RETRY
+) -> T:
+    """Retry a call that raises our error types (an SDK call wrapped by its provider).
+
+    The same rules as `send`: a retryable status (honouring its hint) or a request that never
+    left (`ProviderTransportError`); an `AmbiguousSubmitError` is never retried.
+    """
+    started, attempt = time.monotonic(), 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except ProviderHTTPError as exc:
+            if exc.status_code not in RETRY_STATUSES:
+                raise
+            error: Exception = exc
+            delay = retry_delay(attempt, exc.retry_after_s, policy)
+        except ProviderTransportError as exc:
+            error, delay = exc, retry_delay(attempt, None, policy)
+        if policy.gives_up(attempt, started, delay):
             raise error
         await asyncio.sleep(delay)
 

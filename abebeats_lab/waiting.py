@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from abebeats_lab._http import RETRY_STATUSES
 from abebeats_lab._types import Job, JobState, JobStatus
 from abebeats_lab.errors import JobTimeout, ProtocolError, ProviderHTTPError, ProviderTransportError
 from abebeats_lab.providers.base import Provider
@@ -27,7 +28,6 @@ __all__ = ["UpdateCallback", "WaitPolicy", "WaitResult", "next_interval", "wait"
 
 UpdateCallback = Callable[[Job, JobStatus], None]
 
-_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _MAX_CONSECUTIVE_ERRORS = 6
 _MAX_GARBLED_ANSWERS = 3
 _CANCEL_TIMEOUT_S = 10.0
@@ -289,5 +289,5 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
 
 def _transient(exc: Exception) -> bool:
     if isinstance(exc, ProviderHTTPError):
-        return exc.status_code in _RETRYABLE_STATUS
+        return exc.status_code in RETRY_STATUSES
     return True

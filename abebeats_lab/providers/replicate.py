@@ -134,22 +134,18 @@ class _RetryCreates(httpx.AsyncBaseTransport):
             try:
                 response = await self._inner.handle_async_request(request)
             except _NOT_SENT:
-                if self._exhausted(attempt, started, retry_delay(attempt, None, self._policy)):
+                delay = retry_delay(attempt, None, self._policy)
+                if self._policy.gives_up(attempt, started, delay):
                     raise
-                hint = None
             else:
                 if response.status_code < 400 or not should_retry(response):
                     return response
                 await response.aread()
-                hint = retry_hint(response)
-                if self._exhausted(attempt, started, retry_delay(attempt, hint, self._policy)):
+                delay = retry_delay(attempt, retry_hint(response), self._policy)
+                if self._policy.gives_up(attempt, started, delay):
                     return response
                 await response.aclose()
-            await asyncio.sleep(retry_delay(attempt, hint, self._policy))
-
-    def _exhausted(self, attempt: int, started: float, delay: float) -> bool:
-        elapsed = time.monotonic() - started
-        return attempt >= self._policy.max_attempts or elapsed + delay > self._policy.max_total_s
+            await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -21,7 +21,6 @@ import binascii
 import importlib
 import json
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -35,7 +34,7 @@ from google.genai import types
 from google.oauth2.credentials import Credentials as TokenCredentials
 
 from abebeats_lab import config
-from abebeats_lab._http import DEFAULT_RETRY, RETRY_STATUSES, RetryPolicy, retry_delay, retry_hint
+from abebeats_lab._http import DEFAULT_RETRY, RetryPolicy, retry_errors, retry_hint
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
     ConfigError,
@@ -43,7 +42,6 @@ from abebeats_lab.errors import (
     MissingKeyError,
     ProtocolError,
     ProviderHTTPError,
-    ProviderTransportError,
     ValidationError,
 )
 from abebeats_lab.providers.base import Provider, transport_failure, utcnow
@@ -247,24 +245,7 @@ class VeoProvider(Provider):
     async def _create_with_retries(
         self, create: Callable[[], Awaitable[types.GenerateVideosOperation]]
     ) -> types.GenerateVideosOperation:
-        started, attempt = time.monotonic(), 0
-        while True:
-            attempt += 1
-            try:
-                return await self._call(create, creating=True)
-            except ProviderHTTPError as exc:
-                if exc.status_code not in RETRY_STATUSES:
-                    raise
-                error: Exception = exc
-                delay = retry_delay(attempt, exc.retry_after_s, self._retry)
-            except ProviderTransportError as exc:  # never sent: safe to repeat
-                error, delay = exc, retry_delay(attempt, None, self._retry)
-            if (
-                attempt >= self._retry.max_attempts
-                or time.monotonic() - started + delay > self._retry.max_total_s
-            ):
-                raise error
-            await asyncio.sleep(delay)
+        return await retry_errors(lambda: self._call(create, creating=True), policy=self._retry)
 
     async def status(self, job: Job) -> JobStatus:
         operations = self._client().aio.operations
