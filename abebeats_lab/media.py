@@ -7,7 +7,6 @@ A failed check leaves nothing behind.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from abebeats_lab._sink import BodySink
 from abebeats_lab._types import Output, OutputRef, Probe
 from abebeats_lab.errors import DownloadError
 
@@ -157,42 +157,28 @@ async def _stream_to(
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise DownloadError(f"declared size {declared} is over the {max_bytes} byte cap")
-            return await _write_body(response.aiter_raw(_CHUNK), tmp, max_bytes, declared)
+            # Chunks as they come off the socket: the sink buffers them without a join copy.
+            return await _write_body(response.aiter_raw(), tmp, max_bytes, declared)
     raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
 
 
 async def _write_body(
     chunks: AsyncIterator[bytes], tmp: Path, max_bytes: int, declared: str | None
 ) -> str:
-    written = 0
-    digest = hashlib.sha256()
-    with tmp.open("wb") as handle:
-
-        def store(chunk: bytes) -> None:
-            handle.write(chunk)
-            digest.update(chunk)
-
-        # Writing and hashing run in a worker thread (both release the GIL) while the loop
-        # reads the next chunk off the socket: two cores instead of one, same memory bound.
-        pending: asyncio.Future[None] | None = None
+    async with BodySink(tmp) as sink:
         try:
             async for chunk in chunks:
-                written += len(chunk)
-                if written > max_bytes:
+                if sink.size + len(chunk) > max_bytes:
                     raise DownloadError(f"body is over the {max_bytes} byte cap")
-                if pending is not None:
-                    await pending
-                pending = asyncio.ensure_future(asyncio.to_thread(store, chunk))
+                await sink.write(chunk)
         except httpx.HTTPError as exc:
             raise DownloadTruncated(
-                f"truncated: connection lost after {written} bytes ({exc})"
+                f"truncated: connection lost after {sink.size} bytes ({exc})"
             ) from exc
-        finally:
-            if pending is not None:
-                await pending
-    if declared and declared.isdigit() and written != int(declared):
-        raise DownloadTruncated(f"truncated: got {written} of {declared} bytes")
-    return digest.hexdigest()
+        sha256 = await sink.finish()
+    if declared and declared.isdigit() and sink.size != int(declared):
+        raise DownloadTruncated(f"truncated: got {sink.size} of {declared} bytes")
+    return sha256
 
 
 class DownloadTruncated(DownloadError):
