@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "EmulatorControl",
     "EmulatorProcess",
     "cpu_seconds",
     "current_rss_mib",
@@ -40,30 +41,16 @@ _P95 = 0.95
 BENCH_DIR = Path(__file__).resolve().parent
 
 
-class EmulatorProcess:
-    """``python -m abebeats_lab.emulator`` in a child process; stops when its stdin closes."""
+class EmulatorControl:
+    """The emulators' ``/_emulator/*`` control routes, for any process that knows the URLs."""
 
-    def __init__(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "abebeats_lab.emulator"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
-        if not line:
-            self.stop()
-            raise RuntimeError("the emulator process exited before announcing its URLs")
-        announced = json.loads(line)
-        self.urls: dict[str, str] = announced["urls"]
-        self.env: dict[str, str] = announced["env"]
+    def __init__(self, urls: dict[str, str]) -> None:
+        self.urls = urls
         self._http = httpx.Client(timeout=_CONTROL_TIMEOUT_S)
 
-    @property
-    def pid(self) -> int:
-        """The emulator process id (its CPU is not ours)."""
-        return self._proc.pid
+    def close(self) -> None:
+        """Close the control connection."""
+        self._http.close()
 
     def set_scenario(self, scenario: dict[str, Any], *providers: str) -> None:
         """PUT a `Scenario.to_dict()`-shaped dict on some (default: all) emulators."""
@@ -89,6 +76,31 @@ class EmulatorProcess:
         records: list[dict[str, Any]] = response.json()
         return records
 
+
+class EmulatorProcess(EmulatorControl):
+    """``python -m abebeats_lab.emulator`` in a child process; stops when its stdin closes."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "abebeats_lab.emulator"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError("the emulator process exited before announcing its URLs")
+        announced = json.loads(line)
+        super().__init__(announced["urls"])
+        self.env: dict[str, str] = announced["env"]
+
+    @property
+    def pid(self) -> int:
+        """The emulator process id (its CPU is not ours)."""
+        return self._proc.pid
+
     def stop(self) -> None:
         """Close its stdin (it exits) and wait; kill it only if it does not go."""
         if self._proc.stdin is not None and not self._proc.stdin.closed:
@@ -99,7 +111,7 @@ class EmulatorProcess:
             self._proc.kill()
             self._proc.wait()
         if hasattr(self, "_http"):
-            self._http.close()
+            self.close()
 
     def __enter__(self) -> EmulatorProcess:
         return self
