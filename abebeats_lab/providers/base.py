@@ -14,9 +14,14 @@ from typing import Any, ClassVar
 
 from abebeats_lab import capabilities
 from abebeats_lab._types import Job, JobStatus, OutputRef, Route, VideoRequest
-from abebeats_lab.errors import AmbiguousSubmitError, ProviderError, ProviderTransportError
+from abebeats_lab.errors import (
+    AmbiguousSubmitError,
+    ProtocolError,
+    ProviderError,
+    ProviderTransportError,
+)
 
-__all__ = ["Provider", "transport_failure", "utcnow"]
+__all__ = ["Provider", "transport_failure", "unreadable_answer", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -37,6 +42,30 @@ def transport_failure(exc: Exception, *, provider: str, sent: bool) -> ProviderE
             provider=provider,
         )
     return ProviderTransportError(f"{type(exc).__name__}: {exc}", provider=provider)
+
+
+_MISSING = object()
+
+
+def unreadable_answer(exc: Exception, *, provider: str) -> ProtocolError:
+    """The error for an answer an SDK could not read (bad JSON, a body its model rejects).
+
+    A model rejection names the field and the value it got (``status = 'archived'``), which
+    is what a user needs to report an API change; anything else keeps its first line.
+    """
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    problems = getattr(exc, "errors", None)  # pydantic's ValidationError, without importing it
+    if callable(problems):
+        try:
+            first = problems()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "body"
+            # pydantic 2 keeps the value as ``input``; pydantic.v1 (replicate's) as ctx.given
+            value = first.get("input", (first.get("ctx") or {}).get("given", _MISSING))
+            shown = field if value is _MISSING else f"{field} = {value!r}"
+            detail = f"{shown} ({first['msg']})"
+        except (TypeError, KeyError, IndexError, AttributeError):
+            pass
+    return ProtocolError(f"unreadable answer: {detail}", provider=provider)
 
 
 class Provider(abc.ABC):

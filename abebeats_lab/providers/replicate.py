@@ -34,7 +34,7 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ValidationError,
 )
-from abebeats_lab.providers.base import Provider, transport_failure, utcnow
+from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 
 __all__ = ["ModelRef", "ReplicateProvider", "build_input", "parse_model"]
 
@@ -352,9 +352,7 @@ class ReplicateProvider(Provider):
         except httpx.HTTPError as exc:
             raise transport_failure(exc, provider=self.name, sent=creating) from exc
         except (ValueError, TypeError) as exc:  # bad JSON; a payload the SDK's model rejects
-            raise ProtocolError(
-                f"unreadable answer: {_first_line(exc)}", provider=self.name
-            ) from exc
+            raise unreadable_answer(exc, provider=self.name) from exc
 
     async def aclose(self) -> None:
         if self._sdk is not None and self._loop is asyncio.get_running_loop():
@@ -419,7 +417,3 @@ def _job_from(hint: Job, prediction: Prediction) -> Job:
 def _problem_text(exc: ReplicateError) -> str:
     parts = [p for p in (exc.title, exc.detail) if p]
     return ": ".join(parts)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -44,7 +44,7 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ValidationError,
 )
-from abebeats_lab.providers.base import Provider, transport_failure, utcnow
+from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 
 __all__ = ["VeoProvider", "build_config", "parse_operation"]
 
@@ -285,9 +285,8 @@ class VeoProvider(Provider):
             raise transport_failure(exc, provider=self.name, sent=False) from exc
         except httpx2.HTTPError as exc:
             raise transport_failure(exc, provider=self.name, sent=creating) from exc
-        except (ValueError, TypeError) as exc:  # bad JSON; a body genai cannot read (non-object)
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ProtocolError(f"unreadable answer: {message}", provider=self.name) from exc
+        except (ValueError, TypeError) as exc:  # bad JSON; a body genai's models reject
+            raise unreadable_answer(exc, provider=self.name) from exc
 
     async def aclose(self) -> None:
         if self._genai is not None:

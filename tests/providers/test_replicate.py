@@ -285,8 +285,10 @@ async def test_unreadable_status_is_a_protocol_error(
 ) -> None:
     job = await provider.submit(REQUEST, VEO)
     emu.set_scenario(Scenario.fast(**fault))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as caught:
         await provider.status(job)
+    if fault.get("unknown_status"):  # the message names the field and the word (F14)
+        assert "status = 'waiting_for_gpu'" in str(caught.value)
 
 
 async def test_failure_carries_the_error(provider: ReplicateProvider, emu: Any) -> None:

@@ -256,5 +256,7 @@ async def test_unreadable_status_is_a_protocol_error(
 ) -> None:
     job = await provider.submit(REQUEST, ROUTE)
     emu.set_scenario(Scenario.fast(**fault))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as caught:
         await provider.status(job)
+    if fault.get("unknown_status"):  # the message names the field and the word (F14)
+        assert "done = 'PAUSED'" in str(caught.value)

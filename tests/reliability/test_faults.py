@@ -131,7 +131,7 @@ FAULTS: dict[str, Fault] = {
         {
             "runway": ("failed", "unknown task status 'ARCHIVED'"),
             "replicate": OK,  # see HELD below
-            "veo": ("failed", "ProtocolError: veo: unreadable answer"),
+            "veo": ("failed", "unreadable answer: done = 'PAUSED'"),
             "pika": ("failed", "unknown queue status 'IN_LIMBO'"),
         },
     ),
@@ -316,7 +316,10 @@ async def test_hung_create_is_ambiguous_not_repeated(provider: str, env: Emulato
 REPLICATE_STATUS_FAULTS = {
     "5xx-burst": (FAULTS["5xx-burst"].scenario, None),
     "malformed-json": (FAULTS["malformed-json"].scenario, None),  # asked again: recovers
-    "unknown-status": (FAULTS["unknown-status"].scenario, "unreadable answer"),
+    "unknown-status": (
+        FAULTS["unknown-status"].scenario,
+        "unreadable answer: status = 'waiting_for_gpu'",
+    ),
 }
 
 
