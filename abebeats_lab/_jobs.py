@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import capabilities
+from abebeats_lab._http import RETRY_STATUSES
 from abebeats_lab._types import (
     Job,
     JobState,
@@ -29,7 +30,13 @@ from abebeats_lab._types import (
 )
 from abebeats_lab.comparison import output_fields
 from abebeats_lab.connect import Clients
-from abebeats_lab.errors import AmbiguousSubmitError, DownloadError
+from abebeats_lab.errors import (
+    AmbiguousSubmitError,
+    DownloadError,
+    ProtocolError,
+    ProviderHTTPError,
+    ProviderTransportError,
+)
 from abebeats_lab.media import DownloadTruncated, safe_name, save_output
 from abebeats_lab.providers import Provider
 from abebeats_lab.store import JobRow, RunStore
@@ -55,6 +62,11 @@ AMBIGUOUS = (
 )
 
 DOWNLOAD_ATTEMPTS = 3
+LOST_SIGHT = (
+    "its status could not be read, so the job was left running with its id kept: "
+    "`abebeats-lab resume` asks again"
+)
+NEVER_ARRIVED = "the provider shows no job from it, so nothing was charged"
 RESUBMITTED = "reconciled: the provider shows no job from the lost create; submitted again"
 
 
@@ -212,8 +224,21 @@ class RunContext:
         task = asyncio.ensure_future(
             provider.submit(request_of(live.row), Route.parse(live.row.route))
         )
+        deadline_s = self._policy(live.row.route).deadline_s
         try:
-            job = await asyncio.shield(task)
+            # The deadline bounds create + wait together (a held or hung create included).
+            async with asyncio.timeout(deadline_s):
+                job = await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()  # sent, unanswered: the job may exist, so it is settled, not resent
+            exc = AmbiguousSubmitError(
+                f"the create did not answer within the {deadline_s:g} s deadline",
+                provider=live.row.provider,
+            )
+            self._save(live, state="ambiguous", error=_error_text(exc))
+            self._emit(live, "ambiguous")
+            await self._reconcile(live, resubmit=False)
+            return
         except asyncio.CancelledError:
             await self._settle_cancelled_submit(live, provider, task)
             raise
@@ -255,15 +280,16 @@ class RunContext:
                 await provider.cancel(job)
         self._save(live, state="canceled", error="comparison cancelled; remote job cancelled")
 
-    async def _reconcile(self, live: Live) -> None:
+    async def _reconcile(self, live: Live, *, resubmit: bool = True) -> None:
         """Settle a create whose answer was lost: ask the provider, never resubmit blindly.
 
         The optional provider method is ``async reconcile(job_hint, exclude) -> Job | None``:
         the hint has the route, request, submit time and ``handles["client_ref"]`` but no id;
         ``exclude`` holds ids other rows already own; ``created_before`` (on resume) rules out
         jobs this process is creating right now. It returns the job, returns None only
-        when it proves there is none (then the row is sent again), and raises
-        `AmbiguousSubmitError` when it cannot tell (then the row stays ambiguous).
+        when it proves there is none (then the row is sent again, unless ``resubmit`` is False
+        because the deadline has passed: then it fails), and raises `AmbiguousSubmitError`
+        when it cannot tell (then the row stays ambiguous).
         """
         provider = self.clients[live.row.provider]
         method = getattr(provider, "reconcile", None)
@@ -293,6 +319,9 @@ class RunContext:
                     live.marks = Marks(submitted_at=submitted)
                 self._attach(live, job, None)  # stored now, so the next row cannot claim it
                 return
+        if not resubmit:
+            self._finish(live, JobState.FAILED.value, f"{live.row.error}; {NEVER_ARRIVED}")
+            return
         # The provider's own list proves the create never arrived: sending it is not paying twice.
         self._save(live, state="planned", error=RESUBMITTED)
         await self.limiters[live.row.provider].pace()
@@ -333,9 +362,23 @@ class RunContext:
         assert live.job is not None
         provider = self.clients[live.row.provider]
         policy = self._policy(live.row.route)
-        result = live.result = await wait(
-            provider, live.job, policy=policy, on_update=lambda _job, s: self._observe(live, s)
-        )
+        # A create this process sent started the deadline; a resumed row's clock starts now.
+        started = live.marks.submit_start if live.marks is not None else None
+        try:
+            result = live.result = await wait(
+                provider,
+                live.job,
+                policy=policy,
+                on_update=lambda _job, s: self._observe(live, s),
+                started_at=started,
+            )
+        except (ProtocolError, ProviderTransportError, ProviderHTTPError) as exc:
+            if isinstance(exc, ProviderHTTPError) and exc.status_code not in RETRY_STATUSES:
+                raise  # the provider's own answer about this job (gone, forbidden): final
+            # We lost sight of a job that is still paid for: keep the row resumable.
+            self._save(live, error=f"{_error_text(exc)}; {LOST_SIGHT}")
+            self._emit(live, live.row.state)
+            return
         status = result.status
         if status.state is not JobState.SUCCEEDED:
             reason = status.error or f"ended {status.raw_status}"

@@ -44,7 +44,9 @@ class JobRow:
     """One job of a run: what was asked, where, what happened, and the figures.
 
     ``state`` is ``planned``, ``submitting``, a `JobState` value, ``downloading`` or
-    ``ambiguous`` (a create whose answer was lost; never resubmitted silently).
+    ``ambiguous`` (a create whose answer was lost; never resubmitted silently). A ``queued``
+    or ``running`` row with an ``error`` after a run is a job whose status could not be read
+    (the job was left running, its id kept); `resume` asks again.
     """
 
     run_id: str

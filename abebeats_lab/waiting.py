@@ -190,16 +190,20 @@ async def wait(
     *,
     policy: WaitPolicy | None = None,
     on_update: UpdateCallback | None = None,
+    started_at: float | None = None,
 ) -> WaitResult:
     """Wait until ``job`` is terminal and return its last status; see the module docstring.
 
-    Raises `JobTimeout` on the deadline (after cancelling where possible). Provider errors
-    that persist past a few retries propagate; a FAILED or CANCELED job is a normal return.
+    The deadline counts from ``started_at`` (a ``time.monotonic()`` value, e.g. when the
+    create was sent), or from now. Raises `JobTimeout` on the deadline (after cancelling
+    where possible). Provider errors that persist past a few retries propagate; a FAILED or
+    CANCELED job is a normal return.
     """
     policy = policy or WaitPolicy()
     tracker = _Tracker(job, on_update)
+    waited_s = 0.0 if started_at is None else max(0.0, time.monotonic() - started_at)
     try:
-        async with asyncio.timeout(policy.deadline_s):
+        async with asyncio.timeout(policy.deadline_s - waited_s):
             return await _until_terminal(provider, job, policy, tracker)
     except TimeoutError:
         canceled = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -91,6 +92,20 @@ async def test_deadline_cancels_the_remote_job() -> None:
         await wait(provider, job, policy=WaitPolicy(deadline_s=0.05, min_interval_s=0.01))
     assert caught.value.canceled
     assert isinstance(caught.value, TimeoutError)
+    assert (await provider.status(job)).state is JobState.CANCELED
+
+
+async def test_the_deadline_counts_from_started_at() -> None:
+    """A deadline already spent on the create leaves the wait nothing: it cancels at once and
+    reports the whole deadline, not what was left of it."""
+    provider = LocalProvider()
+    job = await provider.submit(
+        VideoRequest("a long one", duration_s=10, resolution="1080p"), LOCAL
+    )
+    policy = WaitPolicy(deadline_s=600.0, min_interval_s=0.01)
+    with pytest.raises(JobTimeout) as caught:
+        await wait(provider, job, policy=policy, started_at=time.monotonic() - 600.0)
+    assert caught.value.canceled and caught.value.deadline_s == 600.0
     assert (await provider.status(job)).state is JobState.CANCELED
 
 

@@ -129,10 +129,11 @@ FAULTS: dict[str, Fault] = {
     "unknown-status": Fault(
         Scenario.fast(unknown_status=True).with_times(0.05, LONG_RUN_S),
         {
-            "runway": ("failed", "unknown task status 'ARCHIVED'"),
+            # Never readable, so the last state seen stays, with the reason; resume asks again.
+            "runway": ("queued", "unknown task status 'ARCHIVED'"),
             "replicate": OK,  # see HELD below
-            "veo": ("failed", "unreadable answer: done = 'PAUSED'"),
-            "pika": ("failed", "unknown queue status 'IN_LIMBO'"),
+            "veo": ("queued", "unreadable answer: done = 'PAUSED'"),
+            "pika": ("queued", "unknown queue status 'IN_LIMBO'"),
         },
     ),
     "job-failed": Fault(
@@ -148,8 +149,6 @@ HELD = ("5xx-burst", "malformed-json", "unknown-status")
 """Status faults Replicate never meets through the runner: its create holds (``Prefer: wait``,
 up to 60 s) until these short jobs are done, so no status request is made. The same faults
 on Replicate's status path are checked by `test_replicate_status_faults_without_a_hold`."""
-SLOW = {("hang-past-deadline", "replicate")}
-"""Replicate's create holds up to 60 s before the wait (and its deadline) even starts."""
 
 
 def _emulator_id(job_id: str | None) -> str:
@@ -157,11 +156,7 @@ def _emulator_id(job_id: str | None) -> str:
     return (job_id or "").rpartition("/")[2]
 
 
-CASES = [
-    pytest.param(f, p, id=f"{f}-{p}", marks=[pytest.mark.slow] if (f, p) in SLOW else [])
-    for f in FAULTS
-    for p in PROVIDERS
-]
+CASES = [pytest.param(f, p, id=f"{f}-{p}") for f in FAULTS for p in PROVIDERS]
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +271,26 @@ async def test_ambiguous_row_is_never_resubmitted_by_resume(
     assert state.count("create") == 1 and len(state.jobs) == 1
 
 
+@pytest.mark.parametrize("provider", ["runway", "veo", "pika"])
+async def test_an_unreadable_status_keeps_the_row_for_resume(
+    provider: str, env: Emulators, tmp_path: Path
+) -> None:
+    """Status answers that stay garbled end the wait, not the job (RELIABILITY F8): the row
+    keeps its id and last state, the remote job is not cancelled, and once the provider
+    answers sensibly again `resume` collects the video without a second create."""
+    fault = Fault(Scenario.fast(malformed_status=1_000).with_times(0.05, 1.0), {})
+    state = reset(env, provider, fault.scenario)
+    row = await _run(ROUTES[provider], tmp_path, fault, state)
+    assert row.state in ("queued", "running") and "resume` asks again" in (row.error or "")
+    [job] = state.jobs.values()
+    assert _emulator_id(row.job_id) == job.id and state.count("cancel") == 0
+    env.set_scenario(Scenario.fast().with_times(0.05, 1.0), provider)
+    [resumed] = (await runner.resume(tmp_path, policy=FAST)).rows
+    assert (resumed.state, resumed.error, resumed.job_id) == ("succeeded", None, row.job_id)
+    assert state.count("create") == 1 and len(state.jobs) == 1
+    check_outputs(tmp_path, [resumed])
+
+
 def _hanging_client(provider: str, emulators: Emulators) -> Provider:
     """A client with a 1 s read timeout, so a hung create gives up quickly."""
     options = emulators.client_options(provider)
@@ -311,6 +326,31 @@ async def test_hung_create_is_ambiguous_not_repeated(provider: str, env: Emulato
         if reconcile is not None:  # Replicate lists predictions: the lost job is found
             found = await reconcile(Job(route, "", request, sent))
             assert found is not None and found.id in state.jobs
+
+
+DEADLINE_BOUND_S = 30.0
+"""Far above the 1 s deadline, far below the 60 s client timeouts a regression would wait."""
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_the_deadline_bounds_a_hung_create(
+    provider: str, env: Emulators, tmp_path: Path
+) -> None:
+    """Through the runner, a create that never answers ends at the deadline (RELIABILITY F10):
+    found again and cancelled where the provider lists jobs (Replicate), ambiguous elsewhere;
+    never sent twice."""
+    state = reset(env, provider, Scenario.fast(hang_create=1).with_times(0.05, NEVER_S))
+    started = asyncio.get_running_loop().time()
+    row = await _run(ROUTES[provider], tmp_path / "run", FAULTS["hang-past-deadline"], state)
+    assert asyncio.get_running_loop().time() - started < DEADLINE_BOUND_S
+    assert state.count("create") == 1 and len(state.jobs) == 1
+    [job] = state.jobs.values()
+    if provider == "replicate":
+        assert (row.state, row.job_id) == ("failed", job.id)
+        assert "cancelled it" in (row.error or "") and job.phase() == "canceled"
+    else:
+        assert row.state == "ambiguous" and "within the 1 s deadline" in (row.error or "")
+    check_outputs(tmp_path / "run", [row])
 
 
 REPLICATE_STATUS_FAULTS = {
