@@ -134,6 +134,14 @@ async def _naive(
 Launch = Callable[[], Awaitable[tuple[str, float]]]
 
 
+@dataclass(frozen=True)
+class _Group:
+    """One async waiter: how to start one job, and the client to close afterwards."""
+
+    launch: Launch
+    client: Provider
+
+
 class _Plan:
     """Every waiter of every provider, launched together."""
 
@@ -142,31 +150,45 @@ class _Plan:
         self.urls = urls
         self.routes, self.requests = _requests()
         self.ctx = peers.PeerContext(urls, self.routes, self.requests, config.scale)
-        self.clients: list[Provider] = []
         self.policies = {name: warm_policy(config, name) for name in ROUTES}
 
-    def _client(self, name: str, **extra: Any) -> Provider:
+    def _group(self, name: str, waiter: Callable[..., Awaitable[tuple[str, float]]],
+               *args: Any, **extra: Any) -> _Group:  # fmt: skip
         client = get_provider(name, **client_options(name, self.urls), **extra)
-        self.clients.append(client)
-        return client
+        return _Group(functools.partial(waiter, client, *args), client)
 
-    def async_waiters(self) -> dict[tuple[str, str], Launch]:
-        waiters: dict[tuple[str, str], Launch] = {}
+    def async_waiters(self) -> dict[tuple[str, str], _Group]:
+        """Ours (and, for Replicate, ours with an explicit 60 s hold) and the naive loop."""
+        groups: dict[tuple[str, str], _Group] = {}
         for name in ROUTES:
             route, request, policy = self.routes[name], self.requests[name], self.policies[name]
-            ours = self._client(name)
-            waiters[(name, OURS)] = functools.partial(_ours, ours, route, request, policy)
+            groups[(name, OURS)] = self._group(name, _ours, route, request, policy)
             if name == "replicate":
-                held = self._client(name, wait_s=HOLD_S)
-                waiters[(name, OURS_HOLD)] = functools.partial(_ours, held, route, request, policy)
-            naive = self._client(name, wait_s=0) if name == "replicate" else self._client(name)
+                groups[(name, OURS_HOLD)] = self._group(
+                    name, _ours, route, request, policy, wait_s=HOLD_S
+                )
+            extra = {"wait_s": 0} if name == "replicate" else {}
             interval = NAIVE_S * self.config.scale
-            waiters[(name, NAIVE)] = functools.partial(_naive, naive, route, request, interval)
-        return waiters
+            groups[(name, NAIVE)] = self._group(name, _naive, route, request, interval, **extra)
+        return groups
 
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.aclose()
+
+def _run_group(group: _Group, jobs: int) -> list[Any]:
+    """A worker thread: ``jobs`` jobs of one async waiter on this thread's own event loop.
+
+    Why a loop per waiter: the blocking peers run one thread per job, so sharing one loop
+    among every async waiter would charge ours for the others' work (and the GIL's turns).
+    """
+
+    async def main() -> list[Any]:
+        try:
+            return await asyncio.gather(
+                *(group.launch() for _ in range(jobs)), return_exceptions=True
+            )
+        finally:
+            await group.client.aclose()
+
+    return asyncio.run(main())
 
 
 async def _launch_all(plan: _Plan) -> dict[tuple[str, str], list[Any]]:
@@ -174,17 +196,21 @@ async def _launch_all(plan: _Plan) -> dict[tuple[str, str], list[Any]]:
     loop = asyncio.get_running_loop()
     jobs = plan.config.jobs
     sync = [(n, label, fn) for n, table in peers.PEERS.items() for label, fn in table.items()]
-    tasks: dict[tuple[str, str], list[asyncio.Future[Any]]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, len(sync) * jobs)) as pool:
-        for key, launch in plan.async_waiters().items():
-            tasks[key] = [asyncio.ensure_future(launch()) for _ in range(jobs)]
-        for name, label, fn in sync:
-            tasks[(name, label)] = [
-                loop.run_in_executor(pool, fn, plan.ctx, i) for i in range(jobs)
-            ]
-        flat = [t for group in tasks.values() for t in group]
+    groups = plan.async_waiters()
+    outcomes: dict[tuple[str, str], list[Any]] = {}
+    with ThreadPoolExecutor(max_workers=len(sync) * jobs + len(groups)) as pool:
+        grouped = {k: loop.run_in_executor(pool, _run_group, g, jobs) for k, g in groups.items()}
+        single: dict[tuple[str, str], list[asyncio.Future[Any]]] = {
+            (name, label): [loop.run_in_executor(pool, fn, plan.ctx, i) for i in range(jobs)]
+            for name, label, fn in sync
+        }
+        flat = [*grouped.values(), *(t for group in single.values() for t in group)]
         await asyncio.gather(*flat, return_exceptions=True)
-    return {key: [_outcome(t) for t in group] for key, group in tasks.items()}
+    for key, future in grouped.items():
+        outcomes[key] = [_outcome(future)] * jobs if future.exception() else future.result()
+    for key, tasks in single.items():
+        outcomes[key] = [_outcome(t) for t in tasks]
+    return outcomes
 
 
 def _outcome(task: asyncio.Future[Any]) -> Any:
@@ -251,13 +277,7 @@ def run(emulators: EmulatorProcess, config: WaitConfig) -> dict[str, Any]:
     emulators.reset()
     started = time.monotonic()
 
-    async def main() -> dict[tuple[str, str], list[Any]]:
-        try:
-            return await _launch_all(plan)
-        finally:
-            await plan.close()
-
-    outcomes = asyncio.run(main())
+    outcomes = asyncio.run(_launch_all(plan))
     wall = time.monotonic() - started
     results: dict[str, Any] = {}
     for name in ROUTES:

@@ -18,15 +18,17 @@ What holds, and is asserted:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,7 @@ from _reliability import ROUTES, canary_env, check_outputs, leaks, reset
 
 from abebeats_lab import runner
 from abebeats_lab.emulator import Emulators, Scenario
-from abebeats_lab.store import JobRow, RunStore
+from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
 JOBS = 50
@@ -46,6 +48,8 @@ POLL_S = 0.005
 FIRST_CREATE = "first-create"
 MOMENTS = (FIRST_CREATE, "random-1", "random-2")
 MANY_IN_FLIGHT = 3
+IN_FLIGHT = "in-flight-"
+"""Kill moments drawn after every create has answered: 50 jobs in flight, each id stored."""
 START_TIMEOUT_S = 60.0
 PROVIDERS = ("pika", "replicate", "runway")
 CHILD = """
@@ -125,22 +129,41 @@ def _creates(emulators: Emulators, providers: Sequence[str]) -> int:
 
 
 def _kill_at(
-    child: subprocess.Popen[bytes], emulators: Emulators, plan: Plan, moment: str
+    child: subprocess.Popen[bytes], emulators: Emulators, plan: Plan, moment: str, run_dir: Path
 ) -> float:
-    """SIGKILL the child ``moment`` after its first create; returns the delay used.
+    """SIGKILL the child ``moment`` after its first create; returns the seconds between.
 
     ``first-create`` kills at once (creates are in flight); ``random-N`` draws the delay
-    from a seeded uniform over the plan's window (anywhere from create to download).
+    from a seeded uniform over the plan's window (anywhere from create to download);
+    ``in-flight-N`` waits until every row has its job id, then draws the same way.
     """
     give_up = time.monotonic() + START_TIMEOUT_S
     while _creates(emulators, plan.providers) < 1 and child.poll() is None:
         assert time.monotonic() < give_up, "the comparison never got going"
         time.sleep(POLL_S)
-    delay = _delay(moment, plan)
-    time.sleep(delay)
+    first_create = time.monotonic()
+    if moment.startswith(IN_FLIGHT):
+        while not _every_id_stored(run_dir) and child.poll() is None:
+            assert time.monotonic() < give_up, "the creates never all answered"
+            time.sleep(POLL_S)
+    time.sleep(_delay(moment, plan))
     child.send_signal(signal.SIGKILL)
     child.wait()
-    return delay
+    return time.monotonic() - first_create
+
+
+def _every_id_stored(run_dir: Path) -> bool:
+    """True once every row of the child's run has its provider job id (read-only peek)."""
+    database = run_dir / DB_NAME
+    if not database.exists():
+        return False
+    try:
+        uri = f"file:{database}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as db:
+            (stored,) = db.execute("SELECT COUNT(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()
+    except sqlite3.Error:
+        return False  # the child is still creating the schema
+    return int(stored) >= JOBS
 
 
 def _delay(moment: str, plan: Plan) -> float:
@@ -160,15 +183,21 @@ def _states(run_dir: Path) -> dict[str, int]:
     return counts
 
 
-async def _crash_and_resume(emulators: Emulators, plan: Plan, moment: str, tmp_path: Path) -> Crash:
+async def _crash_and_resume(
+    emulators: Emulators,
+    plan: Plan,
+    moment: str,
+    tmp_path: Path,
+    scenario: Scenario = SCENARIO,
+) -> Crash:
     for provider in plan.providers:
-        reset(emulators, provider, SCENARIO)
+        reset(emulators, provider, scenario)
     run_dir, log = tmp_path / "run", tmp_path / "child.log"
     argv = [sys.executable, "-c", CHILD, str(run_dir), json.dumps(plan.spec())]
     with log.open("wb") as sink:
         child = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=dict(os.environ))
         try:
-            delay = _kill_at(child, emulators, plan, moment)
+            delay = _kill_at(child, emulators, plan, moment, run_dir)
         finally:
             child.kill()
             child.wait()
@@ -246,6 +275,28 @@ async def test_runway_and_pika_resume_leave_only_killed_creates_ambiguous(
     assert counts.get("succeeded", 0) + ambiguous == JOBS
     assert ambiguous == crash.at_kill.get("submitting", 0) + crash.at_kill.get("ambiguous", 0)
     assert orphans <= ambiguous
+
+
+# Jobs that run long enough for the kill to land while all 50 are waited on or downloaded.
+IN_FLIGHT_PLAN = replace(RUNWAY_PIKA_PLAN, kill_window_s=2.0)
+IN_FLIGHT_SCENARIO = Scenario.fast().with_times(0.05, 1.5)
+
+
+@pytest.mark.parametrize("moment", [f"{IN_FLIGHT}{seed}" for seed in (1, 2, 3)])
+async def test_fifty_jobs_in_flight_all_finish_after_resume(
+    moment: str, env: Emulators, tmp_path: Path
+) -> None:
+    """The issue's case: 50 jobs in flight (every create answered, its id stored), SIGKILL
+    at a random moment, `resume`: 50 of 50 videos and not one second create, on the
+    providers that cannot look a lost create up."""
+    crash = await _crash_and_resume(env, IN_FLIGHT_PLAN, moment, tmp_path, IN_FLIGHT_SCENARIO)
+    rows, counts = crash.final, _count(crash.final)
+    orphans = _check_no_duplicates(env, rows)
+    _summary("runway+pika in flight", crash, counts, orphans)
+    check_outputs(tmp_path / "run", rows)
+    assert crash.at_kill.get("planned", 0) == crash.at_kill.get("submitting", 0) == 0
+    assert counts == {"succeeded": JOBS} and orphans == 0
+    assert sum(env.states[p].count("create") for p in IN_FLIGHT_PLAN.providers) == JOBS
 
 
 # One prompt repeated: every row sends the same input to the same model.
