@@ -52,7 +52,14 @@ log = logging.getLogger("abebeats_lab.runner")
 
 SUBMIT_GRACE_S = 10.0
 """After a cancel, how long a create already sent may take to answer so we can cancel its job."""
+LOOKUP_GRACE_S = 1.0
+"""The same, for a provider that can look the create up instead (its create may be held)."""
 CANCEL_TIMEOUT_S = 10.0
+CANCELLED = "comparison cancelled; remote job cancelled"
+NOT_CANCELLABLE = (
+    "comparison cancelled; this provider cannot cancel a job, so it may still finish "
+    "(and be charged)"
+)
 HASH_CHARS = 12
 """Hex digits of the content hash in an output's file name."""
 AMBIGUOUS = (
@@ -210,7 +217,9 @@ class RunContext:
         if state == "planned":
             self._save(live, state="canceled", error="comparison cancelled before submit")
         elif state in (JobState.QUEUED.value, JobState.RUNNING.value):
-            self._save(live, state="canceled", error="comparison cancelled; remote job cancelled")
+            # `waiting.wait` has cancelled the remote job on its way out, where it could.
+            can_cancel = self.clients[live.row.provider].can_cancel
+            self._save(live, state="canceled", error=CANCELLED if can_cancel else NOT_CANCELLABLE)
         # "submitting" and "downloading" stay as they are: resume settles them.
 
     # -- submit ------------------------------------------------------------------------
@@ -267,18 +276,39 @@ class RunContext:
     async def _settle_cancelled_submit(
         self, live: Live, provider: Provider, task: asyncio.Future[Job]
     ) -> None:
-        """A create was in flight when we were cancelled: if it answers, cancel its job."""
+        """A create was in flight when we were cancelled: find its job and cancel it.
+
+        The answer gets a grace period. A provider that can look a lost create up (Replicate,
+        whose create may be held for a minute) is asked through its list after a short one.
+        Unsettled, the row stays ``submitting`` and `resume` settles it.
+        """
+        lookup = getattr(provider, "reconcile", None)
+        job: Job | None = None
         try:
-            async with asyncio.timeout(SUBMIT_GRACE_S):
+            async with asyncio.timeout(LOOKUP_GRACE_S if lookup else SUBMIT_GRACE_S):
                 job = await task
         except BaseException:
             task.cancel()
+            if lookup is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CANCEL_TIMEOUT_S), self._reconcile_lock:
+                        job = await lookup(self._hint(live), exclude=self._claimed(live))
+        if job is None:
             return
         self._attach(live, job, None)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await provider.cancel(job)
-        self._save(live, state="canceled", error="comparison cancelled; remote job cancelled")
+        self._save(live, state="canceled", error=await _cancel_remote(provider, job))
+
+    def _hint(self, live: Live) -> Job:
+        """What a lost create looked like, for `reconcile`: everything but the id."""
+        row = live.row
+        submitted = _parse_time(row.submitted_at)
+        return Job(
+            Route.parse(row.route), "", request_of(row), submitted, {"client_ref": row.client_ref}
+        )
+
+    def _claimed(self, live: Live) -> set[str]:
+        """Job ids other rows of this run already own."""
+        return {row.job_id for row in self.store.rows(live.row.run_id) if row.job_id}
 
     async def _reconcile(self, live: Live, *, resubmit: bool = True) -> None:
         """Settle a create whose answer was lost: ask the provider, never resubmit blindly.
@@ -297,26 +327,18 @@ class RunContext:
             self._save(live, state="ambiguous", error=live.row.error or AMBIGUOUS)
             self._emit(live, "ambiguous")
             return
-        submitted = _parse_time(live.row.submitted_at)
-        hint = Job(
-            Route.parse(live.row.route),
-            "",
-            request_of(live.row),
-            submitted,
-            {"client_ref": live.row.client_ref},
-        )
+        hint = self._hint(live)
         async with self._reconcile_lock:
-            claimed = {row.job_id for row in self.store.rows(live.row.run_id) if row.job_id}
             before = self._started_at if live.marks is None else None
             try:
-                job = await method(hint, exclude=claimed, created_before=before)
+                job = await method(hint, exclude=self._claimed(live), created_before=before)
             except AmbiguousSubmitError as exc:
                 self._save(live, state="ambiguous", error=_error_text(exc))
                 self._emit(live, "ambiguous")
                 return
             if job is not None:
                 if live.marks is None:  # resumed: this process never saw the submit
-                    live.marks = Marks(submitted_at=submitted)
+                    live.marks = Marks(submitted_at=hint.submitted_at)
                 self._attach(live, job, None)  # stored now, so the next row cannot claim it
                 return
         if not resubmit:
@@ -442,3 +464,15 @@ def _refresher(provider: Provider, job: Job) -> Callable[[], Any] | None:
         return next(iter(fresh), None)
 
     return refresh
+
+
+async def _cancel_remote(provider: Provider, job: Job) -> str:
+    """Cancel ``job`` where the provider allows; return what the row should say."""
+    if not provider.can_cancel:
+        return NOT_CANCELLABLE
+    try:
+        async with asyncio.timeout(CANCEL_TIMEOUT_S):
+            await provider.cancel(job)
+    except Exception as exc:
+        return f"comparison cancelled; cancelling the remote job failed ({_error_text(exc)})"
+    return CANCELLED

@@ -41,7 +41,7 @@ def test_history_sleeps_to_the_likely_window_then_steps_through_it() -> None:
     core = next_interval(policy, RUNNING, 8, running_for=30.0)
     late = next_interval(policy, RUNNING, 20, running_for=45.0)
     assert core == pytest.approx(1.5)
-    assert early_tail == pytest.approx(2.25)
+    assert early_tail == pytest.approx(1.5 * 1.75)
     assert late > core
 
 

@@ -1,0 +1,110 @@
+"""A Jupyter kernel interrupt during a comparison: remote jobs are cancelled where the provider
+can cancel, rows say what happened, nothing is created twice, and the kernel lives on.
+
+A real kernel (jupyter_client, the venv's ``python3`` kernelspec) runs ``await
+runner.compare(...)`` against the emulators served by this process; the test interrupts it
+the way the notebook's stop button does (SIGINT to the kernel).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _reliability import ROUTES, canary_env, leaks, reset
+from jupyter_client.manager import KernelManager
+
+from abebeats_lab.emulator import Emulators, Scenario
+from abebeats_lab.store import RunStore
+
+PROVIDERS = ("pika", "replicate", "runway", "veo")
+LONG_JOB = Scenario.fast().with_times(0.05, 120.0)
+START_TIMEOUT_S = 90.0
+SETTLE_S = 1.5
+"""After the last create arrives: long enough for every row to be waiting on its job."""
+CELL = """
+from abebeats_lab import VideoRequest, runner
+from abebeats_lab.waiting import WaitPolicy
+
+await runner.compare(
+    ["a paper boat on a neon river"], {routes!r}, VideoRequest("a paper boat", duration_s=5),
+    run_dir={run_dir!r}, adapt=True, policy=WaitPolicy(deadline_s=600),
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def emulators() -> Iterator[Emulators]:
+    with Emulators(PROVIDERS, LONG_JOB) as emus:
+        yield emus
+
+
+@pytest.fixture
+def kernel(emulators: Emulators) -> Iterator[tuple[KernelManager, Any]]:
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env={**os.environ, **canary_env(emulators)})
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=START_TIMEOUT_S)
+        yield manager, client
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def _reply(client: Any, msg_id: str) -> dict[str, Any]:
+    while True:
+        message = client.get_shell_msg(timeout=START_TIMEOUT_S)
+        if message["parent_header"].get("msg_id") == msg_id:
+            content: dict[str, Any] = message["content"]
+            return content
+
+
+def _outputs(client: Any) -> str:
+    """Everything the kernel published (streams, errors, results), for the leak scan."""
+    texts = []
+    while client.iopub_channel.msg_ready():
+        content = client.get_iopub_msg(timeout=1)["content"]
+        texts.extend(str(content.get(key, "")) for key in ("text", "traceback", "data"))
+    return "\n".join(texts)
+
+
+def test_kernel_interrupt_cancels_remote_jobs(
+    emulators: Emulators, kernel: tuple[KernelManager, Any], tmp_path: Path
+) -> None:
+    manager, client = kernel
+    states = {p: reset(emulators, p, LONG_JOB) for p in PROVIDERS}
+    run_dir = tmp_path / "run"
+    routes = [ROUTES[p] for p in PROVIDERS]
+    msg_id = client.execute(CELL.format(routes=routes, run_dir=str(run_dir)))
+
+    give_up = time.monotonic() + START_TIMEOUT_S
+    while any(state.count("create") < 1 for state in states.values()):
+        assert time.monotonic() < give_up, "the comparison never sent its creates"
+        time.sleep(0.05)
+    time.sleep(SETTLE_S)  # Replicate's create is still held (Prefer: wait) at this point
+    manager.interrupt_kernel()
+
+    reply = _reply(client, msg_id)
+    assert reply["status"] == "error"
+    assert reply["ename"] in ("CancelledError", "KeyboardInterrupt")
+    assert leaks(_outputs(client)) == []
+
+    for provider, state in states.items():
+        [job] = state.jobs.values()
+        assert state.count("create") == 1
+        assert job.phase() == ("running" if provider == "veo" else "canceled"), provider
+    with RunStore(run_dir) as store:
+        rows = {row.provider: row for row in store.rows()}
+    assert {p: rows[p].state for p in PROVIDERS} == dict.fromkeys(PROVIDERS, "canceled")
+    assert "cannot cancel" in (rows["veo"].error or "")
+    assert all("remote job cancelled" in (rows[p].error or "") for p in PROVIDERS if p != "veo")
+    # The held Replicate create was looked up through the predictions list, not lost.
+    assert rows["replicate"].job_id in states["replicate"].jobs
+
+    assert _reply(client, client.execute("1 + 1"))["status"] == "ok"  # the kernel lives on
