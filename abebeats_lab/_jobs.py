@@ -9,10 +9,9 @@ the first status request. Every exception except cancellation ends as a failed r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -56,6 +55,7 @@ LOOKUP_GRACE_S = 1.0
 """The same, for a provider that can look the create up instead (its create may be held)."""
 CANCEL_TIMEOUT_S = 10.0
 CANCELLED = "comparison cancelled; remote job cancelled"
+CANCEL_ASKED = "comparison cancelled; the provider was asked to cancel the remote job"
 NOT_CANCELLABLE = (
     "comparison cancelled; this provider cannot cancel a job, so it may still finish "
     "(and be charged)"
@@ -219,7 +219,9 @@ class RunContext:
         elif state in (JobState.QUEUED.value, JobState.RUNNING.value):
             # `waiting.wait` has cancelled the remote job on its way out, where it could.
             can_cancel = self.clients[live.row.provider].can_cancel
-            self._save(live, state="canceled", error=CANCELLED if can_cancel else NOT_CANCELLABLE)
+            self._save(
+                live, state="canceled", error=CANCEL_ASKED if can_cancel else NOT_CANCELLABLE
+            )
         # "submitting" and "downloading" stay as they are: resume settles them.
 
     # -- submit ------------------------------------------------------------------------
@@ -234,11 +236,14 @@ class RunContext:
             provider.submit(request_of(live.row), Route.parse(live.row.route))
         )
         deadline_s = self._policy(live.row.route).deadline_s
+        deadline = asyncio.timeout(deadline_s)
         try:
             # The deadline bounds create + wait together (a held or hung create included).
-            async with asyncio.timeout(deadline_s):
+            async with deadline:
                 job = await asyncio.shield(task)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # a timeout of the provider's own: an ordinary failure of this row
             task.cancel()  # sent, unanswered: the job may exist, so it is settled, not resent
             exc = AmbiguousSubmitError(
                 f"the create did not answer within the {deadline_s:g} s deadline",
@@ -279,24 +284,43 @@ class RunContext:
         """A create was in flight when we were cancelled: find its job and cancel it.
 
         The answer gets a grace period. A provider that can look a lost create up (Replicate,
-        whose create may be held for a minute) is asked through its list after a short one.
+        whose create may be held for a minute) is asked through its list after a short one,
+        but only while the create's fate is unknown: one that failed outright made no job.
         Unsettled, the row stays ``submitting`` and `resume` settles it.
         """
         lookup = getattr(provider, "reconcile", None)
+        done, _ = await asyncio.wait({task}, timeout=LOOKUP_GRACE_S if lookup else SUBMIT_GRACE_S)
         job: Job | None = None
-        try:
-            async with asyncio.timeout(LOOKUP_GRACE_S if lookup else SUBMIT_GRACE_S):
-                job = await task
-        except BaseException:
+        if not done:
             task.cancel()
-            if lookup is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(CANCEL_TIMEOUT_S), self._reconcile_lock:
-                        job = await lookup(self._hint(live), exclude=self._claimed(live))
-        if job is None:
+        elif task.cancelled():
             return
-        self._attach(live, job, None)
-        self._save(live, state="canceled", error=await _cancel_remote(provider, job))
+        elif (failure := task.exception()) is None:
+            job = task.result()
+        elif not isinstance(failure, AmbiguousSubmitError):
+            return  # refused or never sent: there is no job to cancel
+        if lookup is not None and (job is None or job.id in self._claimed(live)):
+            # Unknown, or a sibling's lookup took this job before its id was stored (identical
+            # inputs look alike): then the sibling's own job is the one left to find.
+            job = await self._look_up(live, lookup)  # attached there, inside the lock
+        elif job is not None:
+            self._attach(live, job, None)
+        if job is not None:
+            self._save(live, state="canceled", error=await _cancel_remote(provider, job))
+
+    async def _look_up(
+        self, live: Live, lookup: Callable[..., Awaitable[Job | None]]
+    ) -> Job | None:
+        """One lookup under the reconcile lock; the time limit is for the lookup itself."""
+        async with self._reconcile_lock:
+            try:
+                async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                    found = await lookup(self._hint(live), exclude=self._claimed(live))
+            except Exception:  # settling after a cancel is best effort; resume settles the rest
+                return None
+            if found is not None:
+                self._attach(live, found, None)  # stored inside the lock: no sibling can claim it
+            return found
 
     def _hint(self, live: Live) -> Job:
         """What a lost create looked like, for `reconcile`: everything but the id."""

@@ -10,10 +10,12 @@ buffered writes; the bytes on disk are the same either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import mmap
 import os
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -31,7 +33,8 @@ class BodySink:
     """Collect chunks, hand full buffers to a worker thread, return the SHA-256 at the end.
 
     Use as ``async with BodySink(path) as sink: await sink.write(chunk) ...; await
-    sink.finish()``. Leaving the block early waits for the worker and closes the file.
+    sink.finish()``. Leaving the block early, cancelled or not, never closes the file under
+    a write still running in the worker: the last one out (loop or worker) closes it.
     """
 
     def __init__(self, path: Path) -> None:
@@ -40,6 +43,10 @@ class BodySink:
         self._current = 0
         self._fill = 0
         self._pending: asyncio.Future[None] | None = None
+        self._lock = threading.Lock()
+        self._writing = False  # a buffer is with the worker (the thread's truth, not a future's)
+        self._closing = False
+        self._closed = False
         self._digest = hashlib.sha256()
         self.size = 0
         """Bytes accepted so far."""
@@ -67,33 +74,45 @@ class BodySink:
     async def _hand_over(self) -> None:
         await self._drain()
         buffer, length = self._buffers[self._current], self._fill
+        with self._lock:
+            self._writing = True
         self._pending = asyncio.ensure_future(asyncio.to_thread(self._store, buffer, length))
         self._current ^= 1
         self._fill = 0
 
     async def _drain(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            # Shielded: a cancelled caller must not mark the write done while the thread
-            # still holds the buffer and the file (see `__aexit__`).
-            await asyncio.shield(pending)
+        """Wait for the worker's write; its error, if any, is raised here."""
+        if self._pending is not None:
+            await asyncio.shield(self._pending)
+            self._pending = None
 
     def _store(self, buffer: mmap.mmap, length: int) -> None:
         """Worker thread: hash and write one buffer (both release the GIL)."""
-        with memoryview(buffer) as whole:
-            self._digest.update(whole[:length])
+        try:
             end = length
             if self._direct and length % _BLOCK:
                 end = length + _BLOCK - length % _BLOCK
-                whole[length:end] = bytes(end - length)
-            self._write_all(whole[:end])
+            # Every view is released on the way out, an error included: a live view would
+            # keep the buffer from closing.
+            with memoryview(buffer) as whole, whole[:length] as data, whole[:end] as block:
+                self._digest.update(data)
+                if end > length:
+                    whole[length:end] = bytes(end - length)
+                self._write_all(block)
+        finally:
+            with self._lock:
+                self._writing = False
+                close_now = self._closing
+            if close_now:
+                self._close()
 
     def _write_all(self, data: memoryview) -> None:
         """``os.write`` until done. A filesystem may still reject an aligned direct write
         (allowed, if rare): then ``O_DIRECT`` goes off for the rest of the file."""
-        while data:
+        offset = 0
+        while offset < len(data):
             try:
-                written = os.write(self._fd, data)
+                offset += os.write(self._fd, data[offset:])
             except OSError as exc:
                 if not (self._direct and exc.errno == errno.EINVAL):
                     raise
@@ -102,8 +121,6 @@ class BodySink:
                 flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
                 fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_DIRECT)
                 self._direct = False
-                continue
-            data = data[written:]
 
     async def __aenter__(self) -> BodySink:
         return self
@@ -114,19 +131,23 @@ class BodySink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        pending = self._pending
-        try:
-            await self._drain()
-        finally:
-            if pending is not None and not pending.done():
-                pending.add_done_callback(lambda _: self._close())  # the thread is still writing
-            else:
-                self._close()
+        with self._lock:
+            self._closing = True
+            busy = self._writing
+        if not busy:
+            self._close()
+        # else: the worker closes the file when its write returns (see `_store`)
 
     def _close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         os.close(self._fd)
         for buffer in self._buffers:
-            buffer.close()
+            # A traceback being raised may still hold a view of it; it is freed with that.
+            with contextlib.suppress(BufferError):
+                buffer.close()
 
 
 def _open(path: Path) -> tuple[int, bool]:

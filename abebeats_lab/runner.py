@@ -28,8 +28,8 @@ from abebeats_lab._jobs import JobEvent, RunContext, live_row
 from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.comparison import Comparison
 from abebeats_lab.connect import connect
-from abebeats_lab.errors import AllRoutesFailed, LabError
-from abebeats_lab.store import DB_NAME, JobRow, RunStore
+from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError
+from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
 __all__ = [
@@ -327,7 +327,9 @@ async def generate(
     """Try ``routes`` in order until one succeeds (only the first with ``fallback=False``).
 
     Every route is validated and every client opened first; every attempt is a stored row.
-    Raises `AllRoutesFailed` (a `JobFailed`) listing each attempt's reason if none succeeds.
+    Raises `AllRoutesFailed` (a `JobFailed`) listing each attempt's reason if none succeeds,
+    and `ProviderError` without trying further routes when a job's status could not be read
+    (the job may still finish; `resume` collects it).
     """
     route_list = [Route.parse(r) for r in routes][: None if fallback else 1]
     if not route_list:
@@ -349,5 +351,13 @@ async def generate(
                 done = await context.run_one(live_row(row))
                 if done.state == "succeeded" and done.output_path:
                     return GenerateResult(done, directory / done.output_path, failures, directory)
+                if done.state in UNFINISHED_STATES:
+                    # The job lives on (its status could not be read): trying the next route
+                    # would pay for a second video while this one may still arrive.
+                    raise ProviderError(
+                        f"{done.route}: {done.error}; no other route was tried. "
+                        f"Resume the run in {directory} to collect it",
+                        provider=done.provider,
+                    )
                 failures.append(done)
     raise AllRoutesFailed((r.route, r.error or r.state) for r in failures)

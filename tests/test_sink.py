@@ -37,6 +37,13 @@ def test_any_length_and_chunking_lands_byte_exact(tmp_path: Path, size: int) -> 
     assert digest == hashlib.sha256(body).hexdigest()
 
 
+def _skip_unless_direct(folder: Path) -> None:
+    try:
+        os.close(os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
+    except OSError:
+        pytest.skip("the folder pytest gave refuses O_DIRECT; the buffered path is tested above")
+
+
 needs_direct = pytest.mark.skipif(
     not hasattr(os, "O_DIRECT"), reason="no O_DIRECT here: the sink always writes buffered"
 )
@@ -76,6 +83,7 @@ def test_a_direct_write_refused_midway_carries_on_buffered(
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_write(fd, data)  # type: ignore[arg-type]
 
+    _skip_unless_direct(tmp_path)
     monkeypatch.setattr(os, "write", picky_write)
     body = random.Random(3).randbytes(2 * BUFFER_BYTES + 999)
     digest, direct = asyncio.run(_write(tmp_path / "c.bin", body, random.Random(3)))
@@ -86,10 +94,7 @@ def test_a_direct_write_refused_midway_carries_on_buffered(
 
 @needs_direct
 def test_disk_writes_bypass_the_page_cache(tmp_path: Path) -> None:
-    try:
-        os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
-    except OSError:
-        pytest.skip("the folder pytest gave refuses O_DIRECT; the buffered path is tested above")
+    _skip_unless_direct(tmp_path)
     _, direct = asyncio.run(_write(tmp_path / "disk.bin", b"x" * 10_000, random.Random(1)))
     assert direct is True
 
@@ -106,3 +111,64 @@ def test_leaving_early_closes_the_file(tmp_path: Path) -> None:
     fd = asyncio.run(stop_midway())
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_a_cancelled_writer_never_closes_the_file_under_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the worker is inside a slow write: the task ends cancelled, the file
+    stays open until that write returns, then it is closed (by the worker)."""
+    import threading
+
+    real_write = os.write
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_write(fd: int, data: object) -> int:
+        entered.set()
+        release.wait(timeout=30)
+        return real_write(fd, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "write", slow_write)
+    seen: dict[str, int] = {}
+
+    async def scenario() -> None:
+        async def writer() -> None:
+            async with BodySink(tmp_path / "slow.bin") as sink:
+                seen["fd"] = sink._fd
+                await sink.write(bytes(BUFFER_BYTES))  # one full buffer: the worker takes it
+                await sink.finish()
+
+        task = asyncio.create_task(writer())
+        await asyncio.to_thread(entered.wait, 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        os.fstat(seen["fd"])  # still open: the worker is mid-write
+        release.set()
+        for _ in range(300):  # the worker closes it as soon as its write returns
+            try:
+                os.fstat(seen["fd"])
+            except OSError:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the file was never closed")
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_write_raises_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+
+    async def scenario() -> None:
+        async with BodySink(tmp_path / "full.bin") as sink:
+            await sink.write(b"x" * 10_000)
+            await sink.finish()
+
+    with pytest.raises(OSError) as caught:
+        asyncio.run(scenario())
+    assert caught.value.errno == errno.ENOSPC

@@ -8,6 +8,7 @@ ask again, the runner decides how many jobs run at once.
 from __future__ import annotations
 
 import abc
+import reprlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -45,6 +46,9 @@ def transport_failure(exc: Exception, *, provider: str, sent: bool) -> ProviderE
 
 
 _MISSING = object()
+_SHORT = reprlib.Repr()
+"""A rejected value as the message shows it: a whole body (output URLs and all) is too much."""
+_SHORT.maxstring = _SHORT.maxother = 80
 
 
 def unreadable_answer(exc: Exception, *, provider: str) -> ProtocolError:
@@ -61,7 +65,7 @@ def unreadable_answer(exc: Exception, *, provider: str) -> ProtocolError:
             field = ".".join(str(part) for part in first["loc"]) or "body"
             # pydantic 2 keeps the value as ``input``; pydantic.v1 (replicate's) as ctx.given
             value = first.get("input", (first.get("ctx") or {}).get("given", _MISSING))
-            shown = field if value is _MISSING else f"{field} = {value!r}"
+            shown = field if value is _MISSING else f"{field} = {_SHORT.repr(value)}"
             detail = f"{shown} ({first['msg']})"
         except (TypeError, KeyError, IndexError, AttributeError):
             pass

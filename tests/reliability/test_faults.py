@@ -33,7 +33,7 @@ from abebeats_lab._jobs import DOWNLOAD_ATTEMPTS
 from abebeats_lab._types import Job
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
-from abebeats_lab.errors import AmbiguousSubmitError, LabError
+from abebeats_lab.errors import AmbiguousSubmitError, LabError, ProviderError
 from abebeats_lab.media import save_output
 from abebeats_lab.providers import Provider, get_provider
 from abebeats_lab.runner import JobEvent
@@ -289,6 +289,24 @@ async def test_an_unreadable_status_keeps_the_row_for_resume(
     assert (resumed.state, resumed.error, resumed.job_id) == ("succeeded", None, row.job_id)
     assert state.count("create") == 1 and len(state.jobs) == 1
     check_outputs(tmp_path, [resumed])
+
+
+async def test_generate_does_not_fall_back_past_a_job_it_lost_sight_of(
+    env: Emulators, tmp_path: Path
+) -> None:
+    """A fallback chain stops at a job whose status stays unreadable: the next route would
+    be a second paid video while the first may still arrive."""
+    runway = reset(env, "runway", Scenario.fast(malformed_status=1_000).with_times(0.05, 1.0))
+    pika = reset(env, "pika", Scenario.fast())
+    with pytest.raises(ProviderError) as caught:
+        await runner.generate(
+            PROMPT, [ROUTES["runway"], ROUTES["pika"]], REQUEST, run_dir=tmp_path, policy=FAST
+        )
+    assert "no other route was tried" in str(caught.value) and str(tmp_path) in str(caught.value)
+    assert runway.count("create") == 1 and pika.count("create") == 0
+    env.set_scenario(Scenario.fast().with_times(0.05, 1.0), "runway")
+    [row] = (await runner.resume(tmp_path, policy=FAST)).rows
+    assert row.state == "succeeded" and runway.count("create") == 1
 
 
 def _hanging_client(provider: str, emulators: Emulators) -> Provider:
