@@ -246,15 +246,32 @@ def _count(rows: Sequence[JobRow]) -> dict[str, int]:
     return counts
 
 
+async def _crash_check_and_count(
+    env: Emulators,
+    plan: Plan,
+    moment: str,
+    tmp_path: Path,
+    name: str,
+    scenario: Scenario = SCENARIO,
+) -> tuple[Crash, dict[str, int], int]:
+    """Kill and resume, then what every plan must show: no duplicate create, no partial file.
+    Returns the crash, the final state counts and the jobs no row owns."""
+    crash = await _crash_and_resume(env, plan, moment, tmp_path, scenario)
+    counts = _count(crash.final)
+    orphans = _check_no_duplicates(env, crash.final)
+    _summary(name, crash, counts, orphans)
+    check_outputs(tmp_path / "run", crash.final)
+    return crash, counts, orphans
+
+
 @pytest.mark.parametrize("moment", MOMENTS)
 async def test_replicate_resume_reconciles_every_row(
     moment: str, env: Emulators, tmp_path: Path
 ) -> None:
-    crash = await _crash_and_resume(env, REPLICATE_PLAN, moment, tmp_path)
-    rows, counts = crash.final, _count(crash.final)
-    orphans = _check_no_duplicates(env, rows)
-    _summary("replicate", crash, counts, orphans)
-    check_outputs(tmp_path / "run", rows)
+    crash, counts, orphans = await _crash_check_and_count(
+        env, REPLICATE_PLAN, moment, tmp_path, "replicate"
+    )
+    rows = crash.final
     assert orphans == 0  # every prediction a killed create made was found again
     # A create the kill stopped before it left was proven absent by the list and sent again.
     assert counts.get("succeeded", 0) == JOBS
@@ -266,11 +283,9 @@ async def test_replicate_resume_reconciles_every_row(
 async def test_runway_and_pika_resume_leave_only_killed_creates_ambiguous(
     moment: str, env: Emulators, tmp_path: Path
 ) -> None:
-    crash = await _crash_and_resume(env, RUNWAY_PIKA_PLAN, moment, tmp_path)
-    rows, counts = crash.final, _count(crash.final)
-    orphans = _check_no_duplicates(env, rows)
-    _summary("runway+pika", crash, counts, orphans)
-    check_outputs(tmp_path / "run", rows)
+    crash, counts, orphans = await _crash_check_and_count(
+        env, RUNWAY_PIKA_PLAN, moment, tmp_path, "runway+pika"
+    )
     ambiguous = counts.get("ambiguous", 0)
     assert counts.get("succeeded", 0) + ambiguous == JOBS
     assert ambiguous == crash.at_kill.get("submitting", 0) + crash.at_kill.get("ambiguous", 0)
@@ -290,11 +305,9 @@ async def test_fifty_jobs_in_flight_all_finish_after_resume(
     """The issue's case: 50 jobs in flight (every create answered, its id stored), SIGKILL
     at a random moment, `resume`: 50 of 50 videos and not one second create, on the
     providers that cannot look a lost create up."""
-    crash = await _crash_and_resume(env, IN_FLIGHT_PLAN, moment, tmp_path, IN_FLIGHT_SCENARIO)
-    rows, counts = crash.final, _count(crash.final)
-    orphans = _check_no_duplicates(env, rows)
-    _summary("runway+pika in flight", crash, counts, orphans)
-    check_outputs(tmp_path / "run", rows)
+    crash, counts, orphans = await _crash_check_and_count(
+        env, IN_FLIGHT_PLAN, moment, tmp_path, "runway+pika in flight", IN_FLIGHT_SCENARIO
+    )
     in_flight = sum(crash.at_kill.get(s, 0) for s in ("queued", "running", "downloading"))
     assert in_flight == JOBS, crash.at_kill  # the kill found all 50 sent and none finished
     assert counts == {"succeeded": JOBS} and orphans == 0
