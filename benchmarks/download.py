@@ -90,34 +90,27 @@ def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def _bare(url: str) -> int:
+    # /dev/null is opened in the loop: a null write never blocks.
+    return await _bare_stream(url, Path(os.devnull))
+
+
+async def _bare_to_file(url: str) -> int:
+    with tempfile.TemporaryDirectory(prefix="abebeats-download-") as folder:
+        return await _bare_stream(url, Path(folder) / "bare.bin")
+
+
+async def _bare_stream(url: str, target: Path) -> int:
+    """The plainest loop httpx offers: chunks as they arrive, written in the loop."""
     import httpx
 
     received = 0
-    # The plainest loop httpx offers: chunks as they arrive, written to /dev/null in the loop.
-    sink = Path(os.devnull).open("wb")  # noqa: ASYNC230, SIM115 - a null write never blocks
     timeout = httpx.Timeout(60.0, connect=10.0)
-    with sink:
+    with target.open("wb") as sink:
         async with httpx.AsyncClient(timeout=timeout) as client, client.stream("GET", url) as r:
             r.raise_for_status()
             async for chunk in r.aiter_raw():
                 received += len(chunk)
                 sink.write(chunk)
-    return received
-
-
-async def _bare_to_file(url: str) -> int:
-    import httpx
-
-    received = 0
-    timeout = httpx.Timeout(60.0, connect=10.0)
-    with tempfile.TemporaryDirectory(prefix="abebeats-download-") as folder:
-        sink = (Path(folder) / "bare.bin").open("wb")
-        with sink:
-            async with httpx.AsyncClient(timeout=timeout) as client, client.stream("GET", url) as r:
-                r.raise_for_status()
-                async for chunk in r.aiter_raw():
-                    received += len(chunk)
-                    sink.write(chunk)
     return received
 
 

@@ -11,6 +11,8 @@ import base64
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import pytest
+
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
 from abebeats_lab.media import probe
 from abebeats_lab.store import JobRow
@@ -47,6 +49,14 @@ def canary_env(emulators: Emulators) -> dict[str, str]:
     for provider in emulators.servers:
         env[KEY_VARS[provider]] = CANARY_KEYS[provider]
     return env
+
+
+def point_at(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> Emulators:
+    """Set the user-facing variables (base URLs, canary keys) for this test; returns
+    ``emulators`` so an ``env`` fixture can hand it on."""
+    for name, value in canary_env(emulators).items():
+        monkeypatch.setenv(name, value)
+    return emulators
 
 
 def needles() -> list[bytes]:

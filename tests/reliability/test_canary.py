@@ -24,8 +24,8 @@ from _reliability import (
     KEY_VARS,
     PROVIDERS,
     ROUTES,
-    canary_env,
     leaks,
+    point_at,
     reset,
 )
 from nbclient import NotebookClient
@@ -77,9 +77,7 @@ def emulators() -> Iterator[Emulators]:
 def env(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> Emulators:
     for provider in PROVIDERS:
         reset(emulators, provider, Scenario.fast())
-    for name, value in canary_env(emulators).items():
-        monkeypatch.setenv(name, value)
-    return emulators
+    return point_at(emulators, monkeypatch)
 
 
 def _files_under(folder: Path) -> Iterator[Path]:

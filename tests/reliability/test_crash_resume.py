@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pytest
-from _reliability import ROUTES, canary_env, check_outputs, leaks, reset
+from _reliability import ROUTES, check_outputs, leaks, point_at, reset
 
 from abebeats_lab import runner
 from abebeats_lab.emulator import Emulators, Scenario
@@ -119,9 +119,7 @@ def emulators() -> Iterator[Emulators]:
 
 @pytest.fixture
 def env(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> Emulators:
-    for name, value in canary_env(emulators).items():
-        monkeypatch.setenv(name, value)
-    return emulators
+    return point_at(emulators, monkeypatch)
 
 
 def _creates(emulators: Emulators, providers: Sequence[str]) -> int:

@@ -21,10 +21,10 @@ from _reliability import (
     CANARY_KEYS,
     PROVIDERS,
     ROUTES,
-    canary_env,
     check_outputs,
     leaks,
     leftovers,
+    point_at,
     reset,
 )
 
@@ -168,9 +168,7 @@ def emulators() -> Iterator[Emulators]:
 @pytest.fixture
 def env(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> Emulators:
     """Point every client at the emulators through the user-facing variables."""
-    for name, value in canary_env(emulators).items():
-        monkeypatch.setenv(name, value)
-    return emulators
+    return point_at(emulators, monkeypatch)
 
 
 def _spender(state: EmulatorState, provider: str) -> Callable[[JobEvent], None]:
