@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 from abebeats_lab import __version__
+from abebeats_lab._net import asyncio_transport
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
     ProtocolError,
@@ -34,8 +35,10 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "BoundedTransport",
     "RetryPolicy",
+    "SpreadTransport",
     "bounded_transport",
     "build_client",
+    "held_transport",
     "json_body",
     "retry_delay",
     "retry_errors",
@@ -55,6 +58,8 @@ MAX_IN_FLIGHT = 64
 """Requests inside httpcore's pool at once; the rest wait on a semaphore (`BoundedTransport`)."""
 MAX_KEEPALIVE = 20
 """httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
+HELD_SHARDS = 16
+"""Pools behind `held_transport`: 1,000 held connections become walks of about 60."""
 
 
 class RetryPolicy:
@@ -101,7 +106,7 @@ def build_client(
 def bounded_transport() -> httpx.AsyncBaseTransport:
     """A pool of `MAX_IN_FLIGHT` connections behind a semaphore (Pika's short requests too)."""
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_KEEPALIVE)
-    return BoundedTransport(httpx.AsyncHTTPTransport(limits=limits), MAX_IN_FLIGHT)
+    return BoundedTransport(asyncio_transport(limits), MAX_IN_FLIGHT)
 
 
 class BoundedTransport(httpx.AsyncBaseTransport):
@@ -135,6 +140,48 @@ class BoundedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def held_transport(max_connections: int, max_keepalive: int) -> SpreadTransport:
+    """A wide pool for requests held open for minutes (Replicate's held creates, fal's SSE
+    streams), spread over `HELD_SHARDS` narrow ones."""
+    width = -(-max_connections // HELD_SHARDS)
+    keep = -(-max_keepalive // HELD_SHARDS)
+    limits = httpx.Limits(max_connections=width, max_keepalive_connections=keep)
+    context = httpx.create_ssl_context()
+    return SpreadTransport([asyncio_transport(limits, context) for _ in range(HELD_SHARDS)])
+
+
+class SpreadTransport(httpx.AsyncBaseTransport):
+    """Sends each request through the least busy of several connection pools.
+
+    Why: httpcore walks every connection of its pool each time a request starts or ends. With
+    hundreds of requests held open at once in one pool, that walk is quadratic CPU; across
+    `HELD_SHARDS` pools each walk is that many times shorter. A pool that is full is skipped
+    for as long as another has room, so together they hold as many requests as one wide pool.
+    """
+
+    def __init__(self, pools: list[httpx.AsyncBaseTransport]) -> None:
+        self._pools = pools
+        self._busy = [0] * len(pools)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        index = self._busy.index(min(self._busy))
+        self._busy[index] += 1
+        try:
+            response = await self._pools[index].handle_async_request(request)
+        except BaseException:
+            self._busy[index] -= 1
+            raise
+        response.stream = _Releasing(response.stream, lambda: self._done(index))
+        return response
+
+    def _done(self, index: int) -> None:
+        self._busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
 
 
 class _Releasing(httpx.AsyncByteStream):

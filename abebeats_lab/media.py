@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from abebeats_lab._net import asyncio_transport, env_proxy_set
 from abebeats_lab._sink import BodySink
 from abebeats_lab._types import Output, OutputRef, Probe
 from abebeats_lab.errors import DownloadError
@@ -37,6 +38,8 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 """Refuse outputs above 2 GiB: a 10 s 4K clip is far smaller; anything bigger is a fault."""
+_DOWNLOAD_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+"""httpx's own defaults."""
 MAX_REDIRECTS = 5
 _CHUNK = 1024 * 1024
 _MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
@@ -210,7 +213,10 @@ async def download(
     """Stream an http(s) URL to ``dest`` through a temporary file, verify it, rename it."""
     _check_scheme(url)
     own = client is None
-    http = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+    http = client or httpx.AsyncClient(
+        timeout=httpx.Timeout(60.0, connect=10.0),
+        transport=None if env_proxy_set() else asyncio_transport(_DOWNLOAD_LIMITS),
+    )
     try:
         with _temporary_beside(dest) as tmp:
             try:

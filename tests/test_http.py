@@ -212,3 +212,59 @@ async def test_bounded_transport_pool_timeout_and_slot_release(
             await held.aread()
         # The held response is closed: its slot is free again.
         assert (await client.get("/slow")).status_code == 200
+
+
+class _CountingPool(httpx.AsyncBaseTransport):
+    """A real pool that also counts the requests it was given."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=2))
+        self.given = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.given += 1
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_spread_transport_holds_as_many_as_its_pools_together(
+    counted: tuple[_Concurrency, RunningServer],
+) -> None:
+    counter, server = counted
+    pools = [_CountingPool() for _ in range(3)]
+    transport = _http.SpreadTransport(list(pools))
+    async with httpx.AsyncClient(base_url=server.url, transport=transport) as client:
+        answers = await asyncio.gather(*(client.get("/slow") for _ in range(6)))
+        # Each held request goes to the least busy pool: 2 each, all 6 at once.
+        assert [a.status_code for a in answers] == [200] * 6
+        assert [p.given for p in pools] == [2, 2, 2]
+        assert counter.peak == 6
+        # Bodies read, slots free: the next request goes to the first pool again.
+        await client.get("/slow")
+        assert [p.given for p in pools] == [3, 2, 2]
+
+
+async def test_spread_transport_frees_a_slot_when_a_request_fails() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    pools = [_CountingPool() for _ in range(2)]
+    transport = _http.SpreadTransport(list(pools))
+    async with httpx.AsyncClient(transport=transport) as client:
+        for _ in range(3):
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"http://127.0.0.1:{port}/")
+    # Nothing stayed counted as busy, so the first pool was chosen every time.
+    assert [p.given for p in pools] == [3, 0]
+
+
+def test_held_transport_spreads_over_narrow_pools_on_the_asyncio_backend() -> None:
+    transport = _http.held_transport(1000, 100)
+    pools = transport._pools
+    assert len(pools) == _http.HELD_SHARDS
+    widths = [p._pool._max_connections for p in pools]  # type: ignore[attr-defined]
+    assert sum(widths) >= 1000 and max(widths) <= 1000 // _http.HELD_SHARDS + 1
+    # One TLS context for all of them (each costs a CA bundle load).
+    assert len({id(p._pool._ssl_context) for p in pools}) == 1  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from httpx_sse import SSEError, aconnect_sse
 from abebeats_lab._http import (
     build_client,
     error_from,
+    held_transport,
     json_body,
 )
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
@@ -41,7 +42,8 @@ MAX_STREAMS = 1000
 """Each followed SSE status stream holds a connection for the job's whole run. Behind httpx's
 default of 100 the rest queue, and httpcore rescans that queue against every connection on
 each request it starts or ends: hundreds of streams cost quadratic client CPU. So streams get
-their own wide pool, and creates, polls and results a small bounded one."""
+their own wide pool (spread over narrow ones, `held_transport`), and creates, polls and results
+a small bounded one."""
 MAX_KEEPALIVE = 20
 """httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
 
@@ -216,9 +218,8 @@ class PikaProvider(HttpxProvider):
         await super().aclose()
 
 
-def _stream_transport() -> httpx.AsyncHTTPTransport:
-    limits = httpx.Limits(max_connections=MAX_STREAMS, max_keepalive_connections=MAX_KEEPALIVE)
-    return httpx.AsyncHTTPTransport(limits=limits)
+def _stream_transport() -> httpx.AsyncBaseTransport:
+    return held_transport(MAX_STREAMS, MAX_KEEPALIVE)
 
 
 def _event_json(text: str) -> dict[str, Any]:

@@ -25,7 +25,14 @@ from replicate.pagination import Page
 from replicate.prediction import Prediction
 
 from abebeats_lab import capabilities, config
-from abebeats_lab._http import DEFAULT_RETRY, RetryPolicy, retry_delay, retry_hint, should_retry
+from abebeats_lab._http import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    held_transport,
+    retry_delay,
+    retry_hint,
+    should_retry,
+)
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
@@ -243,10 +250,8 @@ class ReplicateProvider(Provider):
         return self._sdk
 
     def _build(self) -> SdkClient:
-        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100)
-        transport = _RetryCreates(
-            httpx.AsyncHTTPTransport(limits=limits), self._retry, self._timeout
-        )
+        pools = held_transport(MAX_CONNECTIONS, max_keepalive=100)
+        transport = _RetryCreates(pools, self._retry, self._timeout)
         return SdkClient(
             api_token=self._key.reveal(),
             base_url=self._base_url,

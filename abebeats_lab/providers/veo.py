@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import httpcore2
 import httpx
 import httpx2
 from google import genai
@@ -35,6 +36,7 @@ from google.oauth2.credentials import Credentials as TokenCredentials
 
 from abebeats_lab import config
 from abebeats_lab._http import DEFAULT_RETRY, RetryPolicy, retry_errors, retry_hint
+from abebeats_lab._net import env_proxy_set, use_asyncio_backend
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
     ConfigError,
@@ -214,7 +216,7 @@ class VeoProvider(Provider):
                 base_url=self._base_url,
                 api_version=API_VERSION,
                 timeout=int(self._timeout_s * _MS),
-                async_client_args={"limits": _LIMITS},
+                async_client_args=_client_args(),
             )
             self._genai = genai.Client(
                 vertexai=True,
@@ -292,6 +294,16 @@ class VeoProvider(Provider):
         if self._genai is not None:
             client, self._genai = self._genai, None
             await client.aio.aclose()
+
+
+def _client_args() -> dict[str, Any]:
+    """genai's own HTTP stack (httpx2), pooled on our asyncio backend like the other providers;
+    httpx2's default transport where ``*_PROXY`` variables ask for a proxy (it reads them)."""
+    if env_proxy_set():
+        return {"limits": _LIMITS}
+    context = httpx2.create_ssl_context()
+    transport = httpx2.AsyncHTTPTransport(limits=_LIMITS, verify=context)
+    return {"transport": use_asyncio_backend(transport, httpcore2, _LIMITS, context)}
 
 
 def _http_error(exc: genai_errors.APIError) -> ProviderHTTPError:

@@ -12,6 +12,7 @@ import pytest
 from google.oauth2.credentials import Credentials
 
 from abebeats_lab import JobState, Route, VideoRequest
+from abebeats_lab._net import AsyncioBackend
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, Scenario
 from abebeats_lab.emulator.veo import RAI_TRIGGER
 from abebeats_lab.errors import (
@@ -159,6 +160,18 @@ async def test_inline_video_is_saved_and_probed(
     output = await save_output(refs[0], tmp_path / "veo.mp4")
     assert (output.probe.width, output.probe.height) == (720, 1280)
     assert "videos" in result.status.raw and result.status.raw["videos"][0]["bytes"] > 0
+
+
+async def test_genai_talks_through_our_asyncio_backend(provider: VeoProvider, emu: Any) -> None:
+    job = await provider.submit(REQUEST, ROUTE)
+    assert (await provider.status(job)).state in (
+        JobState.QUEUED,
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+    )
+    transport = provider._client()._api_client._async_httpx_client._transport  # type: ignore[union-attr]
+    assert isinstance(transport._pool._network_backend, AsyncioBackend)
+    assert transport._pool.connections, "the requests above went through this pool"
 
 
 async def test_explicit_credentials_object(emus: Emulators, emu: Any) -> None:
