@@ -5,8 +5,10 @@ several sniffio look-ups per read and write, a selector re-registration per read
 ``getpeername`` plus a ``poll`` system call for every idle connection each time the pool
 assigns a request. With thousands of jobs polling, that was a fifth of the client's CPU
 (``benchmarks/scale.py``). Here a read is a buffer take, and an idle connection's liveness is
-what the event loop has already seen on it. Timeouts and errors are raised as the pool's own
-httpcore exception types, so httpx maps them exactly as it does for its own backend.
+what the event loop has already seen on it. Errors are raised as the pool's own httpcore
+exception types, so httpx maps them exactly as it does for its own backend. One difference in
+timing: over TLS, asyncio's SSL layer accepts a large write into its own buffer at once, so a
+stalled HTTPS upload surfaces as a read timeout where anyio would report a write timeout.
 
 The same classes serve httpcore and its fork httpcore2 (google-genai's httpx2): the backend is
 given the module whose exception types it raises.
@@ -38,6 +40,9 @@ __all__ = [
 _PAUSE_READING_AT = 1 << 20
 """Buffered bytes at which the socket stops being read until the caller catches up."""
 
+_NEXT_ADDRESS_S = 0.25
+"""Happy eyeballs: try a host's next address after this, as anyio does (RFC 8305's figure)."""
+
 _SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 )
@@ -57,8 +62,10 @@ def asyncio_transport(
 
 
 def env_proxy_set() -> bool:
-    """Whether ``*_PROXY`` variables are set; httpx only honours them with its own transport."""
-    return bool(urllib.request.getproxies_environment())
+    """Whether the environment or the system names an HTTP(S) proxy; httpx honours that only
+    with its own transport, so callers keep httpx's where this is true."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def use_asyncio_backend(
@@ -164,8 +171,9 @@ class _Protocol(asyncio.Protocol):
 
     async def drained(self) -> None:
         """Return once the transport's write buffer is below its high-water mark."""
-        if self._drained is not None:
-            await self._drained
+        if self._drained is not None and not self._drained.done():
+            # Shielded: a write that times out must not cancel the future later writes share.
+            await asyncio.shield(self._drained)
 
     def take(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` from the buffer; ``b""`` only at the end of the stream."""
@@ -212,7 +220,9 @@ class AsyncioStream:
                 await self._protocol.drained()
 
     async def aclose(self) -> None:
-        self._transport.close()
+        # Abort, as anyio does: a graceful close would wait for unsent bytes (a stalled
+        # upload) or a TLS close_notify, and keep the socket meanwhile.
+        self._transport.abort()
 
     async def start_tls(
         self,
@@ -273,7 +283,7 @@ class AsyncioBackend:
         with _mapped(self._errors.connect_timeout, self._errors.connect):
             async with asyncio.timeout(timeout):
                 transport, protocol = await loop.create_connection(
-                    _Protocol, host, port, local_addr=local
+                    _Protocol, host, port, local_addr=local, happy_eyeballs_delay=_NEXT_ADDRESS_S
                 )
         return _with_options(transport, protocol, socket_options, self._errors)
 
@@ -301,7 +311,12 @@ def _with_options(
 ) -> AsyncioStream:
     assert isinstance(transport, asyncio.Transport)
     sock: socket.socket | None = transport.get_extra_info("socket")
-    for option in options or ():
-        if sock is not None:
-            sock.setsockopt(*option)
+    try:
+        with _mapped(errors.connect_timeout, errors.connect):
+            for option in options or ():
+                if sock is not None:
+                    sock.setsockopt(*option)
+    except BaseException:
+        transport.abort()
+        raise
     return AsyncioStream(transport, protocol, errors)

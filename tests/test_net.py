@@ -15,8 +15,13 @@ import httpx2
 import pytest
 import trustme
 
-from abebeats_lab._http import bounded_transport
-from abebeats_lab._net import AsyncioBackend, asyncio_transport, use_asyncio_backend
+from abebeats_lab._http import bounded_transport, held_transport
+from abebeats_lab._net import (
+    _PAUSE_READING_AT,
+    AsyncioStream,
+    asyncio_transport,
+    use_asyncio_backend,
+)
 
 _LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -70,10 +75,23 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await writer.drain()
 
 
-def test_httpx_transports_run_on_the_asyncio_backend() -> None:
-    # httpx has no public setting for this; if its pool attribute moves, this must fail.
-    for transport in (asyncio_transport(_LIMITS), bounded_transport()._inner):  # type: ignore[attr-defined]
-        assert isinstance(transport._pool._network_backend, AsyncioBackend)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: asyncio_transport(_LIMITS),
+        bounded_transport,
+        lambda: held_transport(100, 10),
+    ],
+    ids=["asyncio_transport", "bounded_transport", "held_transport"],
+)
+async def test_requests_go_through_the_asyncio_backend(
+    make: Callable[[], httpx.AsyncBaseTransport],
+) -> None:
+    # httpx has no public setting for the backend; if the pool we replace ever stops being
+    # the one requests use, the stream below is anyio's and this fails.
+    async with _server(_echo) as (url, _), httpx.AsyncClient(transport=make()) as client:
+        response = await client.get(url)
+    assert isinstance(response.extensions["network_stream"], AsyncioStream)
 
 
 async def test_requests_share_one_keep_alive_connection() -> None:
@@ -113,19 +131,24 @@ async def test_a_big_body_streams_intact_with_a_slow_reader() -> None:
         writer.write(_answer(payload))
         await writer.drain()
 
-    digest, size = hashlib.sha256(), 0
+    digest, size, most_buffered = hashlib.sha256(), 0, 0
     async with (
         _server(big) as (url, _),
         httpx.AsyncClient(transport=asyncio_transport(_LIMITS)) as client,
         client.stream("GET", url) as response,
     ):
+        protocol = response.extensions["network_stream"]._protocol
         async for chunk in response.aiter_raw():
             assert len(chunk) <= 64 * 1024  # httpcore's read size is honoured
             digest.update(chunk)
             size += len(chunk)
             if size % (4 << 20) < len(chunk):
                 await asyncio.sleep(0.05)  # the socket is paused meanwhile, not buffered
+                most_buffered = max(most_buffered, protocol.buffered)
     assert size == len(payload)
+    # The slow reader let the buffer fill to the pause mark, and no further than one more
+    # socket read (asyncio reads at most 256 KiB at a time).
+    assert _PAUSE_READING_AT <= most_buffered <= _PAUSE_READING_AT + 256 * 1024
     assert digest.hexdigest() == hashlib.sha256(payload).hexdigest()
 
 

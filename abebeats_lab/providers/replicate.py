@@ -147,7 +147,11 @@ class _RetryCreates(httpx.AsyncBaseTransport):
             else:
                 if response.status_code < 400 or not should_retry(response):
                     return response
-                await response.aread()
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()  # gives its pool slot back
+                    raise
                 delay = retry_delay(attempt, retry_hint(response), self._policy)
                 if self._policy.gives_up(attempt, started, delay):
                     return response

@@ -30,6 +30,7 @@ import httpx
 import httpx2
 from google import genai
 from google.auth.credentials import Credentials
+from google.auth.transport import mtls
 from google.genai import errors as genai_errors
 from google.genai import types
 from google.oauth2.credentials import Credentials as TokenCredentials
@@ -200,6 +201,7 @@ class VeoProvider(Provider):
         self._timeout_s = timeout_s
         self._retry = retry
         self._genai: genai.Client | None = None
+        self._genai_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         where = f"project={self.project!r}, location={self.location!r}"
@@ -211,7 +213,11 @@ class VeoProvider(Provider):
         return False
 
     def _client(self) -> genai.Client:
-        if self._genai is None:
+        # One genai client per event loop, as genai itself keeps without a transport argument:
+        # pooled connections belong to the loop that opened them.
+        loop = asyncio.get_running_loop()
+        if self._genai is None or self._genai_loop is not loop:
+            self._genai_loop = loop
             options = types.HttpOptions(
                 base_url=self._base_url,
                 api_version=API_VERSION,
@@ -297,9 +303,13 @@ class VeoProvider(Provider):
 
 
 def _client_args() -> dict[str, Any]:
-    """genai's own HTTP stack (httpx2), pooled on our asyncio backend like the other providers;
-    httpx2's default transport where ``*_PROXY`` variables ask for a proxy (it reads them)."""
-    if env_proxy_set():
+    """genai's own HTTP stack (httpx2), pooled on our asyncio backend like the other providers.
+
+    genai's own transport where it must do what ours cannot: a proxy (httpx2 reads it only
+    without a transport argument) or a client certificate (genai's mTLS context goes in
+    ``verify``, which a transport argument overrides).
+    """
+    if env_proxy_set() or mtls.should_use_client_cert():  # type: ignore[no-untyped-call]
         return {"limits": _LIMITS}
     context = httpx2.create_ssl_context()
     transport = httpx2.AsyncHTTPTransport(limits=_LIMITS, verify=context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -172,6 +173,28 @@ async def test_genai_talks_through_our_asyncio_backend(provider: VeoProvider, em
     transport = provider._client()._api_client._async_httpx_client._transport  # type: ignore[union-attr]
     assert isinstance(transport._pool._network_backend, AsyncioBackend)
     assert transport._pool.connections, "the requests above went through this pool"
+
+
+def test_one_provider_serves_event_loops_one_after_another(emus: Emulators, emu: Any) -> None:
+    # Without a transport argument genai keeps a client per loop; with ours, we must: a
+    # connection opened on another loop would hang until the read timeout.
+    client = VeoProvider(**emus.client_options("veo"), timeout_s=5)
+
+    async def one() -> tuple[JobState, Any]:
+        job = await client.submit(REQUEST, ROUTE)
+        return (await wait(client, job, policy=FAST)).status.state, client._client()
+
+    first_loop, second_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        first_state, first_genai = first_loop.run_until_complete(one())
+        second_state, second_genai = second_loop.run_until_complete(one())
+        assert first_state is second_state is JobState.SUCCEEDED
+        assert first_genai is not second_genai
+        first_loop.run_until_complete(first_genai.aio.aclose())
+        second_loop.run_until_complete(client.aclose())
+    finally:
+        first_loop.close()
+        second_loop.close()
 
 
 async def test_explicit_credentials_object(emus: Emulators, emu: Any) -> None:
