@@ -36,13 +36,14 @@ _BACKOFF_STEPS = 20
 _MIN_PROGRESS = 0.02  # below this a progress-based estimate of the end is mostly noise
 _AIM = 0.9  # fraction of the predicted remainder to sleep; the next poll re-aims
 # The history schedule's constants were tuned by simulation against N(30 s, 5 s) run times
-# with a noisy spread estimate: p50 lag ~0.8 s, p95 ~1.7 s, ~11 requests (benchmarks/).
+# with a noisy spread estimate (30.8 +- 6.7 s): p50 lag ~0.7 s, p95 ~1.4 s, ~11-12 requests;
+# with room, in a 20-job sample, under issue 6's 1 s / 2 s / 12 requests (benchmarks/).
 _WINDOW_STEP_FRACTION = 0.3  # window step as a fraction of the run-time spread
-_WINDOW_STEP_MAX_S = 1.5  # keeps the median detection lag well under a second
+_WINDOW_STEP_MAX_S = 1.4  # keeps the median detection lag well under a second
 _EARLY_TAIL_STEPS = 1.75  # steps this much coarser where fewer jobs end
 _CHECKPOINT = 0.8
 _MIN_SPREAD_FRACTION = 0.1  # a history with no spread would still vary a little
-_LATE_GROWTH = 0.25
+_LATE_GROWTH = 0.1  # a late job's step grows by this per second past the window
 
 
 @dataclass(frozen=True, slots=True)
