@@ -45,6 +45,7 @@ __all__ = [
     "retry_hint",
     "send",
     "should_retry",
+    "spread_transport",
 ]
 
 T = TypeVar("T")
@@ -55,9 +56,14 @@ _MAX_HINT_S = 60.0
 # Errors raised before a single byte of the request left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 MAX_IN_FLIGHT = 64
-"""Requests inside httpcore's pool at once; the rest wait on a semaphore (`BoundedTransport`)."""
+"""Requests inside the pools at once; the rest wait on a semaphore (`BoundedTransport`)."""
+POOL_WIDTH = 16
+"""Connections per pool, all kept alive. httpcore 1.0 closes an idle connection whenever its
+pool holds more connections than the keep-alive limit (it counts them all, not the idle
+ones), and with the limit at the width it walks the pool once per idle connection on every
+request: narrow pools at full keep-alive avoid both the reconnects and the long walks."""
 MAX_KEEPALIVE = 20
-"""httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
+"""Idle connections kept across a `held_transport`'s pools."""
 HELD_SHARDS = 16
 """Pools behind `held_transport`: 1,000 held connections become walks of about 60."""
 
@@ -104,9 +110,11 @@ def build_client(
 
 
 def bounded_transport() -> httpx.AsyncBaseTransport:
-    """A pool of `MAX_IN_FLIGHT` connections behind a semaphore (Pika's short requests too)."""
-    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_KEEPALIVE)
-    return BoundedTransport(asyncio_transport(limits), MAX_IN_FLIGHT)
+    """`MAX_IN_FLIGHT` connections behind a semaphore, in pools of `POOL_WIDTH` (short calls:
+    creates, polls, results)."""
+    return BoundedTransport(
+        spread_transport(MAX_IN_FLIGHT, MAX_IN_FLIGHT, MAX_IN_FLIGHT // POOL_WIDTH), MAX_IN_FLIGHT
+    )
 
 
 class BoundedTransport(httpx.AsyncBaseTransport):
@@ -123,12 +131,15 @@ class BoundedTransport(httpx.AsyncBaseTransport):
         self._slots = asyncio.Semaphore(limit)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        pool_s = request.extensions.get("timeout", {}).get("pool")
-        try:
-            async with asyncio.timeout(pool_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection slot", request=request) from None
+        if self._slots.locked():
+            pool_s = request.extensions.get("timeout", {}).get("pool")
+            try:
+                async with asyncio.timeout(pool_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection slot", request=request) from None
+        else:
+            await self._slots.acquire()  # a free slot: taken at once, no timer to arm
         try:
             response = await self._inner.handle_async_request(request)
         except BaseException:
@@ -145,11 +156,16 @@ class BoundedTransport(httpx.AsyncBaseTransport):
 def held_transport(max_connections: int, max_keepalive: int) -> SpreadTransport:
     """A wide pool for requests held open for minutes (Replicate's held creates, fal's SSE
     streams), spread over `HELD_SHARDS` narrow ones."""
-    width = -(-max_connections // HELD_SHARDS)
-    keep = -(-max_keepalive // HELD_SHARDS)
+    return spread_transport(max_connections, max_keepalive, HELD_SHARDS)
+
+
+def spread_transport(max_connections: int, max_keepalive: int, pools: int) -> SpreadTransport:
+    """``max_connections`` over ``pools`` pools on the asyncio backend, sharing one TLS context."""
+    width = -(-max_connections // pools)
+    keep = -(-max_keepalive // pools)
     limits = httpx.Limits(max_connections=width, max_keepalive_connections=keep)
     context = httpx.create_ssl_context()
-    return SpreadTransport([asyncio_transport(limits, context) for _ in range(HELD_SHARDS)])
+    return SpreadTransport([asyncio_transport(limits, context) for _ in range(pools)])
 
 
 class SpreadTransport(httpx.AsyncBaseTransport):
@@ -191,9 +207,10 @@ class _Releasing(httpx.AsyncByteStream):
         self._inner = inner
         self._release: Callable[[], None] | None = release
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # The inner iterator itself: no generator of ours between every chunk and its reader.
+        iterator: AsyncIterator[bytes] = self._inner.__aiter__()
+        return iterator
 
     async def aclose(self) -> None:
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import socket
 import ssl
 import urllib.request
@@ -169,6 +170,11 @@ class _Protocol(asyncio.Protocol):
             finally:
                 self._reader = None
 
+    @property
+    def writing_paused(self) -> bool:
+        """Whether the transport's write buffer is above its high-water mark."""
+        return self._drained is not None and not self._drained.done()
+
     async def drained(self) -> None:
         """Return once the transport's write buffer is below its high-water mark."""
         if self._drained is not None and not self._drained.done():
@@ -216,8 +222,9 @@ class AsyncioStream:
             if self._transport.is_closing():
                 raise ConnectionResetError("the connection is closed")
             self._transport.write(buffer)
-            async with asyncio.timeout(timeout):
-                await self._protocol.drained()
+            if self._protocol.writing_paused:
+                async with asyncio.timeout(timeout):
+                    await self._protocol.drained()
 
     async def aclose(self) -> None:
         # Abort, as anyio does: a graceful close would wait for unsent bytes (a stalled
@@ -283,7 +290,12 @@ class AsyncioBackend:
         with _mapped(self._errors.connect_timeout, self._errors.connect):
             async with asyncio.timeout(timeout):
                 transport, protocol = await loop.create_connection(
-                    _Protocol, host, port, local_addr=local, happy_eyeballs_delay=_NEXT_ADDRESS_S
+                    _Protocol,
+                    host,
+                    port,
+                    local_addr=local,
+                    # An address literal has no next address to race; the race costs tasks.
+                    happy_eyeballs_delay=None if _is_address(host) else _NEXT_ADDRESS_S,
                 )
         return _with_options(transport, protocol, socket_options, self._errors)
 
@@ -301,6 +313,14 @@ class AsyncioBackend:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _with_options(

@@ -268,3 +268,12 @@ def test_held_transport_spreads_over_narrow_pools_on_the_asyncio_backend() -> No
     assert sum(widths) >= 1000 and max(widths) <= 1000 // _http.HELD_SHARDS + 1
     # One TLS context for all of them (each costs a CA bundle load).
     assert len({id(p._pool._ssl_context) for p in pools}) == 1  # type: ignore[attr-defined]
+
+
+def test_short_calls_use_narrow_pools_that_keep_every_connection() -> None:
+    # httpcore 1.0 would close an idle connection whenever a pool holds more connections than
+    # its keep-alive limit; pools as wide as their keep-alive never reconnect for that.
+    spread = _http.bounded_transport()._inner  # type: ignore[attr-defined]
+    pools = [p._pool for p in spread._pools]
+    assert sum(p._max_connections for p in pools) == _http.MAX_IN_FLIGHT
+    assert all(p._max_keepalive_connections == p._max_connections for p in pools)

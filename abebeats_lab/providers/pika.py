@@ -18,6 +18,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from abebeats_lab._http import (
+    MAX_KEEPALIVE,
     build_client,
     error_from,
     held_transport,
@@ -44,8 +45,6 @@ default of 100 the rest queue, and httpcore rescans that queue against every con
 each request it starts or ends: hundreds of streams cost quadratic client CPU. So streams get
 their own wide pool (spread over narrow ones, `held_transport`), and creates, polls and results
 a small bounded one."""
-MAX_KEEPALIVE = 20
-"""httpcore checks every idle connection against the whole pool, so a big idle pool is CPU."""
 
 
 def app_root(model_id: str) -> str:
