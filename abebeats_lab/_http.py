@@ -172,8 +172,8 @@ class SpreadTransport(httpx.AsyncBaseTransport):
     """Sends each request through the least busy of several connection pools.
 
     Why: httpcore walks every connection of its pool each time a request starts or ends. With
-    hundreds of requests held open at once in one pool, that walk is quadratic CPU; across
-    `HELD_SHARDS` pools each walk is that many times shorter. A pool that is full is skipped
+    hundreds of requests in one pool, that walk is quadratic CPU; across N pools each walk is
+    N times shorter. A pool that is full is skipped
     for as long as another has room, so together they hold as many requests as one wide pool.
     """
 

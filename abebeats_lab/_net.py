@@ -25,7 +25,7 @@ import ssl
 import urllib.request
 from collections.abc import Iterable, Iterator
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpcore
 import httpx
@@ -47,7 +47,6 @@ _NEXT_ADDRESS_S = 0.25
 _SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 )
-_Transport = TypeVar("_Transport")
 
 
 def asyncio_transport(
@@ -57,9 +56,8 @@ def asyncio_transport(
 
     Pools that may share one TLS context should: each costs a CA bundle load and about a MiB.
     """
-    context = ssl_context or httpx.create_ssl_context()
-    transport = httpx.AsyncHTTPTransport(limits=limits, verify=context)
-    return use_asyncio_backend(transport, httpcore, limits, context)
+    transport: httpx.AsyncHTTPTransport = use_asyncio_backend(httpx, httpcore, limits, ssl_context)
+    return transport
 
 
 def env_proxy_set() -> bool:
@@ -70,15 +68,19 @@ def env_proxy_set() -> bool:
 
 
 def use_asyncio_backend(
-    transport: _Transport, core: ModuleType, limits: Any, ssl_context: ssl.SSLContext
-) -> _Transport:
-    """Give an httpx (or httpx2) transport a connection pool that runs on `AsyncioBackend`.
+    http: ModuleType, core: ModuleType, limits: Any, ssl_context: ssl.SSLContext | None = None
+) -> Any:
+    """``http.AsyncHTTPTransport`` (httpx, or google-genai's httpx2) whose connection pool is
+    ``core``'s (httpcore, httpcore2) running on `AsyncioBackend`.
 
     httpx offers no argument for the network backend, so the transport's pool is replaced by
-    one built with the same limits; tests/test_net.py fails if requests stop going through it.
+    one built with the same limits and TLS context; tests/test_net.py fails if requests stop
+    going through it.
     """
-    transport._pool = core.AsyncConnectionPool(  # type: ignore[attr-defined]
-        ssl_context=ssl_context,
+    context = ssl_context or http.create_ssl_context()
+    transport = http.AsyncHTTPTransport(limits=limits, verify=context)
+    transport._pool = core.AsyncConnectionPool(
+        ssl_context=context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

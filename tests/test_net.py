@@ -8,7 +8,6 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import httpcore
 import httpcore2
 import httpx
 import httpx2
@@ -204,9 +203,7 @@ async def test_a_refused_connection_is_a_connect_error_for_httpx_and_httpx2() ->
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/")
     limits2 = httpx2.Limits(max_connections=4)
-    transport2 = use_asyncio_backend(
-        httpx2.AsyncHTTPTransport(limits=limits2), httpcore2, limits2, httpx2.create_ssl_context()
-    )
+    transport2 = use_asyncio_backend(httpx2, httpcore2, limits2)
     async with httpx2.AsyncClient(transport=transport2) as client2:
         with pytest.raises(httpx2.ConnectError):
             await client2.get(f"http://127.0.0.1:{port}/")
@@ -218,7 +215,7 @@ async def test_tls_verifies_the_server_and_carries_requests() -> None:
     authority.issue_cert("localhost").configure_cert(server_tls)
     trusting = ssl.create_default_context()
     authority.configure_trust(trusting)
-    transport = use_asyncio_backend(httpx.AsyncHTTPTransport(), httpcore, _LIMITS, trusting)
+    transport = asyncio_transport(_LIMITS, trusting)
     async with (
         _server(_echo, tls=server_tls) as (url, connections),
         httpx.AsyncClient(transport=transport) as client,

@@ -311,9 +311,7 @@ def _client_args() -> dict[str, Any]:
     """
     if env_proxy_set() or mtls.should_use_client_cert():  # type: ignore[no-untyped-call]
         return {"limits": _LIMITS}
-    context = httpx2.create_ssl_context()
-    transport = httpx2.AsyncHTTPTransport(limits=_LIMITS, verify=context)
-    return {"transport": use_asyncio_backend(transport, httpcore2, _LIMITS, context)}
+    return {"transport": use_asyncio_backend(httpx2, httpcore2, _LIMITS)}
 
 
 def _http_error(exc: genai_errors.APIError) -> ProviderHTTPError:
