@@ -4,6 +4,7 @@
 LabError
 ├── ConfigError                      settings are missing or wrong
 │   ├── MissingKeyError              a provider key is not set (names the variable and --emulate)
+│   ├── MissingExtraError (ImportError) an optional part is not installed (names the extra)
 │   └── CostLimitError               a comparison's estimated cost is over --max-cost
 ├── ValidationError (ValueError)     a request a route cannot take; raised before any paid call
 │   └── UnknownRouteError (KeyError) no such provider or route (lists the known ones)
@@ -37,6 +38,7 @@ __all__ = [
     "JobFailed",
     "JobTimeout",
     "LabError",
+    "MissingExtraError",
     "MissingKeyError",
     "ProtocolError",
     "ProviderError",
@@ -67,6 +69,18 @@ class MissingKeyError(ConfigError):
         super().__init__(
             f"{provider}: no key. Set {names}, pass {argument}=..., "
             "or use --emulate (emulate=True) to run against the built-in emulator"
+        )
+
+
+class MissingExtraError(ConfigError, ImportError):
+    """An optional part needs a package from an extra that is not installed."""
+
+    def __init__(self, what: str, extra: str, missing: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{what} needs the '{extra}' extra ({missing} is not installed): "
+            f"pip install 'abebeats-lab[{extra}]'",
+            name=missing,
         )
 
 

@@ -49,3 +49,37 @@ def test_public_surface_is_pinned() -> None:
     ]
     for name in abebeats_lab.__all__:
         assert getattr(abebeats_lab, name) is not None
+
+
+def test_a_missing_extra_is_one_line_naming_it() -> None:
+    # As without the extra: ipywidgets cannot be imported at all.
+    code = (
+        "import sys; sys.modules['ipywidgets'] = None\n"
+        "from abebeats_lab.widgets import ControlPanel"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("abebeats_lab.errors.MissingExtraError:")
+    assert "pip install 'abebeats-lab[jupyter]'" in last
+    assert "ModuleNotFoundError" not in done.stderr
+
+
+def test_the_base_install_declares_what_the_commands_import() -> None:
+    # `pip install -e .` must be enough for demo, compare, resume, report and music-video.
+    from importlib.metadata import requires
+
+    base = {
+        r.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        for r in requires("abebeats-lab") or []
+        if "extra ==" not in r
+    }
+    code = (
+        "import sys, json\n"
+        "import abebeats_lab.cli, abebeats_lab.runner, abebeats_lab.report, abebeats_lab.pipeline\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], text=True)))
+    for package in ("pandas", "matplotlib"):
+        assert package in base, f"{package} is imported by the report but not a base dependency"
+    assert "ipywidgets" not in loaded
