@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def _copy_of_fixture(folder: Path) -> Path:
 
 def _sql(folder: Path, *statements: str) -> list[tuple[object, ...]]:
     """Run statements through a plain connection (another program, or an older abebeats-lab)."""
-    with sqlite3.connect(folder / DB_NAME) as db:
+    with closing(sqlite3.connect(folder / DB_NAME)) as db, db:
         return [row for s in statements for row in db.execute(s).fetchall()]
 
 
