@@ -16,6 +16,7 @@ releases). Opening a run folder brings it up to date: any `JobRow` field the tab
 added as a column with the field's default, so adding a field needs no migration code; a
 change older code would misread (a rename, a new meaning) bumps `SCHEMA_VERSION` with a step in
 ``_MIGRATIONS``. A store from a newer abebeats-lab is refused with one line, never guessed at.
+One module: the row type, its columns, the migrations and the codec change together.
 """
 
 from __future__ import annotations
