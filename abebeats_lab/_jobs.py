@@ -43,7 +43,7 @@ from abebeats_lab.timing import Clock, Marks, build_timing
 from abebeats_lab.waiting import WaitPolicy, WaitResult, wait
 
 if TYPE_CHECKING:
-    from abebeats_lab.runner import Limiter
+    from abebeats_lab.limits import Limiter
 
 __all__ = ["JobEvent", "Live", "RunContext", "live_row"]
 

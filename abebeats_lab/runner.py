@@ -12,11 +12,9 @@ optional methods (``refresh_outputs``, ``reconcile``) carry every difference.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.comparison import Comparison
 from abebeats_lab.connect import connect
 from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError
+from abebeats_lab.limits import Limiter
 from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
@@ -51,28 +50,6 @@ PARTIAL_GLOB = ".*.part"
 RUNS_DIR = "abebeats-runs"  # one default folder for every entry point (gitignored)
 """Default parent of run directories, under the working directory."""
 UpdateHandler = Callable[[JobEvent], None]
-SECONDS_PER_MINUTE = 60.0
-
-
-class Limiter:
-    """A provider's cap on jobs in flight and on create calls per minute."""
-
-    def __init__(self, cap: int, rate_per_min: float | None = None) -> None:
-        self.cap = cap
-        self.rate_per_min = rate_per_min
-        self.slots = asyncio.Semaphore(cap)
-        self._next_create = 0.0
-        self._lock = asyncio.Lock()
-
-    async def pace(self) -> None:
-        """Wait until the next create call is allowed."""
-        if not self.rate_per_min:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            if self._next_create > now:
-                await asyncio.sleep(self._next_create - now)
-            self._next_create = max(now, self._next_create) + SECONDS_PER_MINUTE / self.rate_per_min
 
 
 @dataclass(frozen=True)
