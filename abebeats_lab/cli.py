@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from abebeats_lab import __version__
 from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
-from abebeats_lab.store import DB_NAME
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -186,6 +185,8 @@ def _finish_on_interrupt(args: argparse.Namespace, run_dir: Path, *, then: str =
     if getattr(args, "emulate", False):
         command += " --emulate"
     command += f" --rerun-cancelled{then}"
+    from abebeats_lab.runner import DB_NAME
+
     args.on_interrupt = lambda: command if (run_dir / DB_NAME).is_file() else None
 
 
@@ -621,6 +622,8 @@ def _file_in(path: Path, label: str) -> None:
 
 def _run_in(path: Path, label: str) -> None:
     """An existing run directory."""
+    from abebeats_lab.runner import DB_NAME
+
     if not path.exists():
         raise _BadPath(f"{label} {path}: no such directory")
     if not path.is_dir():

@@ -32,6 +32,7 @@ from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunS
 from abebeats_lab.waiting import WaitPolicy
 
 __all__ = [
+    "DB_NAME",
     "Comparison",
     "GenerateResult",
     "JobEvent",
