@@ -63,7 +63,7 @@ USER_AGENT = f"abebeats-lab/{__version__}"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_HINT_S = 60.0
 _HTTPX_PACKAGES = frozenset({"httpx", "httpx2"})
-"""httpx and its drop-in fork httpx2 (google-genai's default), told apart by package only."""
+"""httpx and its drop-in fork httpx2 (google-genai's default), recognised by package name."""
 _NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
 """Errors raised before a single byte of the request left this machine."""
 
