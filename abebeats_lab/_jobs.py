@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab import capabilities
+from abebeats_lab import capabilities, costs
 from abebeats_lab._http import RETRY_STATUSES
 from abebeats_lab._types import (
     Job,
@@ -266,8 +266,15 @@ class RunContext:
         self._attach(live, job, marks.submit_end - marks.submit_start)
 
     def _attach(self, live: Live, job: Job, submit_s: float | None) -> None:
-        """Commit the provider's id (before any status request) and mark the job queued."""
+        """Commit the provider's id (before any status request) and mark the job queued.
+
+        A provider that found an emulator on the other end (it says so in every answer) makes
+        the row emulated and free, however the emulator was started.
+        """
         live.job = job
+        changes: dict[str, Any] = {}
+        if self.clients.emulated(live.row.provider) and not live.row.emulated:
+            changes = {"emulated": True, "cost_usd": 0.0, "cost_note": costs.NOTE_EMULATED}
         self._save(
             live,
             job_id=job.id,
@@ -275,6 +282,7 @@ class RunContext:
             state=JobState.QUEUED.value,
             submit_s=submit_s,
             submit_s_source="client" if submit_s is not None else None,
+            **changes,
         )
         self._emit(live, JobState.QUEUED)
 
