@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from abebeats_lab import JobState, JobStatus, Route, VideoRequest
+from abebeats_lab._types import JobState, JobStatus, Route, VideoRequest
 from abebeats_lab.errors import JobTimeout
 from abebeats_lab.providers.local import LocalProvider
 from abebeats_lab.waiting import WaitPolicy, next_interval, wait

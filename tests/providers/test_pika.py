@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from abebeats_lab import Job, JobState, Route, VideoRequest
 from abebeats_lab._http import RetryPolicy
+from abebeats_lab._types import Job, JobState, Route, VideoRequest
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario
 from abebeats_lab.errors import (
     AmbiguousSubmitError,

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from abebeats_lab import Job, JobState, Route, VideoRequest
 from abebeats_lab._http import RetryPolicy, leased
+from abebeats_lab._types import Job, JobState, Route, VideoRequest
 from abebeats_lab.capabilities import capabilities_for
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import (
