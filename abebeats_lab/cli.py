@@ -238,6 +238,28 @@ async def _cmd_emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_history(args: argparse.Namespace) -> int:
+    from abebeats_lab import history
+
+    if args.clear:
+        removed = history.clear(args.route)
+        which = ", ".join(args.route) if args.route else "every route"
+        print(f"forgot {removed} run times ({which}) in {history.history_path()}")
+        return 0
+    kept = history.summaries(args.route)
+    print(f"run-time history: {history.history_path()}")
+    rows = [
+        [h.route, "emulated" if h.emulated else "real", str(h.samples), f"{h.median_s:.1f}s",
+         f"{h.spread_s:.1f}s", h.last_recorded_at]
+        for h in kept
+    ]  # fmt: skip
+    if rows:
+        _print_table(["route", "kind", "jobs", "median", "spread", "last"], rows)
+    else:
+        print("no run times recorded yet")
+    return 0
+
+
 async def _cmd_music_video(args: argparse.Namespace) -> int:
     from abebeats_lab import pipeline
 
@@ -314,6 +336,15 @@ def _parser() -> argparse.ArgumentParser:
         help="first port (providers take N, N+1, ...); default: ports the OS chooses",
     )
     emu.set_defaults(handler=_cmd_emulate)
+
+    hist = sub.add_parser(
+        "history", help="show or clear the per-user run times the wait schedule learns from"
+    )
+    hist.add_argument("--clear", action="store_true", help="forget them (a cold start)")
+    hist.add_argument(
+        "--route", action="append", default=None, metavar="ROUTE", help="only this route"
+    )
+    hist.set_defaults(handler=_cmd_history)
 
     mv = sub.add_parser("music-video", help="an audio track and a prompt in, a beat-cut video out")
     mv.add_argument("prompt")
