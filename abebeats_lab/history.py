@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import sqlite3
 import statistics
 from collections.abc import Iterable, Iterator, Sequence
@@ -145,17 +146,19 @@ def run_time_sample(
 ) -> float | None:
     """The run time one succeeded job teaches the schedule, on the schedule's own clock.
 
-    A provider's own times are exact. A run time the client measured from polls ends at the
-    poll that saw the end, so it carries that poll's lag: a history learnt from a coarse
-    schedule would stay coarse. The end lies between the last poll that saw the job
-    unfinished and the first that saw it done, so the midpoint is the unbiased guess; a
-    pushed end (a stream) is exact.
+    A provider's own times are exact, and so is an end a stream pushed. A run time the client
+    measured from polls ends at the poll that saw the end, so it carries that poll's lag: a
+    history learnt from a coarse schedule would stay coarse. The end lies between the last
+    poll that saw the job unfinished and the first that saw it done; a draw uniform across
+    that interval is unbiased where the run times' density is flat across it and, unlike its
+    midpoint, keeps the spread when many jobs ended between the same two polls.
     """
     if source == PROVIDER_SOURCE or result is None or result.running_seen_at is None:
         return run_s
     end = result.done_seen_at
-    if result.last_pending_at is not None and result.last_pending_at >= result.running_seen_at:
-        end = (result.last_pending_at + result.done_seen_at) / 2
+    pending = result.last_pending_at
+    if pending is not None and result.running_seen_at <= pending < end:
+        end = random.uniform(pending, end)
     return end - result.running_seen_at
 
 

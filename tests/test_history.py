@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab import VideoRequest, history
+from abebeats_lab import JobState, JobStatus, VideoRequest, history
 from abebeats_lab.runner import compare
-from abebeats_lab.waiting import WaitPolicy
+from abebeats_lab.waiting import WaitPolicy, WaitResult
 
 VEO = "veo:veo-3.1-fast-generate-001"
 LOCAL = "local:procedural"
 VEO_REQUEST = VideoRequest("a paper boat", duration_s=4, aspect_ratio="16:9", resolution="720p")
+DONE = JobStatus(JobState.SUCCEEDED, "done")
 SMALL = VideoRequest("a kite", duration_s=1, aspect_ratio="16:9", resolution="240p")
 FAST_CREATES = {"veo": 600.0}
 """Veo's published 10 creates a minute would space two creates 6 s apart."""
@@ -116,3 +117,14 @@ async def test_an_unreadable_history_never_fails_a_run_and_the_cli_says_so_in_on
     assert listed.stderr.strip().startswith("abebeats-lab: cannot read the run-time history")
     assert len(listed.stderr.strip().splitlines()) == 1
     assert os.environ[history.CACHE_DIR_ENV] in listed.stderr
+
+
+def test_a_polled_run_time_is_drawn_between_the_last_unfinished_poll_and_the_first_done() -> None:
+    """A coarse schedule's run times carry its lag; the history must not learn the lag."""
+    polled = WaitResult(DONE, running_seen_at=10.0, last_pending_at=18.0, done_seen_at=26.0)
+    draws = [history.run_time_sample(polled, 16.0, "client") for _ in range(200)]
+    assert all(8.0 <= (d or 0) <= 16.0 for d in draws)
+    assert len(set(draws)) > 1  # a draw, not the midpoint: the spread survives
+    pushed = WaitResult(DONE, running_seen_at=10.0, done_seen_at=13.5, pushed=True)
+    assert history.run_time_sample(pushed, 3.5, "client") == 3.5
+    assert history.run_time_sample(polled, 12.5, "provider") == 12.5
