@@ -357,6 +357,28 @@ async def _cmd_emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_history(args: argparse.Namespace) -> int:
+    from abebeats_lab import history
+
+    if args.clear:
+        removed = history.clear(args.route)
+        which = ", ".join(args.route) if args.route else "every route"
+        print(f"forgot {removed} run times ({which}) in {history.history_path()}")
+        return 0
+    kept = history.summaries(args.route)
+    print(f"run-time history: {history.history_path()}")
+    rows = [
+        [h.route, "emulated" if h.emulated else "real", str(h.samples), f"{h.median_s:.1f}s",
+         f"{h.spread_s:.1f}s", h.last_recorded_at]
+        for h in kept
+    ]  # fmt: skip
+    if rows:
+        _print_table(["route", "kind", "jobs", "median", "spread", "last"], rows)
+    else:
+        print("no run times recorded yet")
+    return 0
+
+
 async def _cmd_music_video(args: argparse.Namespace) -> int:
     from abebeats_lab import pipeline
 
@@ -533,6 +555,21 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="first port (providers take N, N+1, ...); 0 lets the OS choose",
+    )
+
+    hist = _command(
+        sub,
+        "history",
+        "show or clear the per-user run times the wait schedule learns from",
+        _cmd_history,
+    )
+    hist.add_argument("--clear", action="store_true", help="forget them (a cold start)")
+    hist.add_argument(
+        "--route",
+        action="append",
+        default=None,
+        metavar="ROUTE",
+        help="only this route (repeat for more; default: every route)",
     )
 
     mv = _command(

@@ -401,13 +401,23 @@ class RunStore:
         """Rows of a run that `resume` must act on."""
         return (r for r in self.rows(run_id) if r.state in UNFINISHED_STATES)
 
-    def run_time_prior(self, route: str) -> tuple[float, float] | None:
-        """Median and MAD-based spread of past run times of ``route`` here, if enough were seen."""
-        cursor = self._db.execute(
-            "SELECT run_s FROM jobs WHERE route = ? AND state = 'succeeded' AND run_s IS NOT NULL",
-            (route,),
+    def run_time_prior(
+        self, route: str, *, emulated: bool | None = None
+    ) -> tuple[float, float] | None:
+        """Median and MAD-based spread of past run times of ``route`` here, if enough were seen.
+
+        The per-user `abebeats_lab.history` comes first; this folder's own rows stand in when
+        it has too few (a folder from before it existed). ``emulated`` keeps emulated and real
+        rows apart (None: both).
+        """
+        query = (
+            "SELECT run_s FROM jobs WHERE route = ? AND state = 'succeeded' AND run_s IS NOT NULL"
         )
-        values = [float(r[0]) for r in cursor]
+        params: tuple[object, ...] = (route,)
+        if emulated is not None:
+            query += " AND emulated = ?"
+            params += (int(emulated),)
+        values = [float(r[0]) for r in self._db.execute(query, params)]
         if len(values) < MIN_HISTORY:
             return None
         median = statistics.median(values)

@@ -49,6 +49,15 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     config.load_dotenv_once.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def isolated_user_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Each test gets its own empty per-user cache (the run-time history lives there), so no
+    test learns from another's jobs, and a developer's own history is never read or written."""
+    monkeypatch.setenv("ABEBEATS_LAB_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Jupyter, IPython and matplotlib write into $HOME; point them at a temporary folder."""

@@ -34,20 +34,20 @@ LAYER_OF = {
     "__version__": "base",
     "capabilities": "capabilities",
     "costs": "costs",
-    # today's home-made HTTP stack (issue 14 replaces it with one stock-httpx module)
+    # the stock httpx client per event loop and the one retry policy
     "_http": "http",
-    "_net": "http",
     # procedural frames: the local provider and the emulators both render
     "render": "render",
     "_font": "render",
     # download + probe, audio, assembly
     "media": "media",
-    "_sink": "media",
     "beats": "media",
     "assemble": "media",
     "providers": "providers",
     "waiting": "waiting",
     "store": "store",
+    # per-user run times for the wait schedule (DESIGN.md: history lives per user, not per run)
+    "history": "history",
     "comparison": "views",
     "plots": "views",
     "report": "views",
@@ -62,6 +62,7 @@ LAYER_OF = {
     "cli": "cli",
     "emulator": "emulator",
     "": "api",  # abebeats_lab/__init__.py
+    "_sync": "api",
 }
 """Module (first name under the package) -> layer."""
 
@@ -75,18 +76,19 @@ ALLOWED = {
     "providers": {"base", "capabilities", "http", "render", "providers"},
     "waiting": {"base", "http", "providers"},
     "store": {"base"},
+    "history": {"base", "waiting"},
     "views": {"base", "capabilities", "costs", "store", "views"},
     # `connect` starts the emulators in-process for --emulate; they never import back.
     "run": {
         "base", "capabilities", "costs", "http", "media", "providers", "waiting", "store",
-        "views", "run", "emulator",
+        "history", "views", "run", "emulator",
     },
     "musicvideo": {"base", "capabilities", "render", "media", "waiting", "store", "run"},
     "widgets": {"base", "capabilities", "views", "run", "widgets", "api"},
-    "cli": {"base", "capabilities", "views", "run", "musicvideo", "emulator", "api"},
+    "cli": {"base", "capabilities", "views", "run", "musicvideo", "emulator", "history", "api"},
     # the emulator checks the clients rather than copying them: never providers/ or run/
     "emulator": {"base", "render", "media", "emulator"},
-    "api": {"base", "run", "musicvideo", "views", "widgets"},
+    "api": {"base", "waiting", "run", "musicvideo", "views", "widgets", "api"},
 }  # fmt: skip
 """Layer -> the layers it may import (DESIGN.md's arrows, in today's module names)."""
 
