@@ -39,9 +39,16 @@ DEMO_ROUTES = (
 
 
 def _request_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=int, default=5, metavar="S", help="seconds of video")
-    parser.add_argument("--ratio", default="16:9", metavar="W:H", help="aspect ratio")
-    parser.add_argument("--resolution", default="720p", metavar="R", help="e.g. 720p")
+    route_default = "default: the route's own"
+    parser.add_argument(
+        "--duration", type=int, default=None, metavar="S", help=f"seconds of video; {route_default}"
+    )
+    parser.add_argument(
+        "--ratio", default=None, metavar="W:H", help=f"aspect ratio, e.g. 16:9; {route_default}"
+    )
+    parser.add_argument(
+        "--resolution", default=None, metavar="R", help=f"e.g. 720p; {route_default}"
+    )
     parser.add_argument("--seed", type=int, default=None, metavar="N")
     parser.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt")
     parser.add_argument("--audio", action="store_true", help="ask for an audio track")
@@ -101,6 +108,7 @@ async def _cmd_generate(args: argparse.Namespace) -> int:
         run_dir=args.run_dir,
         emulate=args.emulate,
         on_update=progress,
+        adapt=args.adapt,
     )
     progress.done()
     source = Path(result.output_path)
@@ -273,6 +281,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--route", action="append", required=True, metavar="ROUTE")
     gen.add_argument("--out", metavar="FILE", help="copy the video here")
     gen.add_argument("--run-dir", default=None, metavar="DIR")
+    gen.add_argument(
+        "--adapt",
+        action="store_true",
+        help="snap a setting a route refuses to the nearest value it allows (recorded)",
+    )
     _request_args(gen)
     gen.set_defaults(handler=_cmd_generate)
 
