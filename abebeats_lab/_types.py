@@ -7,9 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from abebeats_lab.errors import UnknownRouteError
+from abebeats_lab.errors import LabError, UnknownRouteError
+
+ROUTE_DEFAULT_FIELDS = ("duration_s", "aspect_ratio", "resolution")
+"""`VideoRequest` fields where ``None`` means "the route's own default" (see `capabilities`)."""
 
 EMULATOR_HEADER = "x-abebeats-emulator"
 """The response header every built-in emulator answer carries; a client that sees it knows its
@@ -56,14 +59,27 @@ class Route:
         return f"{self.provider}:{self.model}"
 
 
+class Shape(NamedTuple):
+    """Duration, aspect ratio and resolution of a request whose route defaults are filled in."""
+
+    duration_s: int
+    aspect_ratio: str
+    resolution: str
+
+
 @dataclass(frozen=True, slots=True)
 class VideoRequest:
-    """What to generate, in provider-neutral terms; routes translate it to their own payload."""
+    """What to generate, in provider-neutral terms; routes translate it to their own payload.
+
+    ``duration_s``, ``aspect_ratio`` and ``resolution`` left ``None`` take each route's own
+    default when a run is planned (`capabilities.with_defaults`), so a setting nobody chose
+    never makes a route refuse the request; providers only ever see filled-in requests.
+    """
 
     prompt: str
-    duration_s: int = 5
-    aspect_ratio: str = "16:9"
-    resolution: str = "720p"
+    duration_s: int | None = None
+    aspect_ratio: str | None = None
+    resolution: str | None = None
     seed: int | None = None
     negative_prompt: str | None = None
     image: str | None = None
@@ -83,6 +99,17 @@ class VideoRequest:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["extras"] = dict(self.extras)
         return values
+
+    def shape(self) -> Shape:
+        """Duration, ratio and resolution; raises `LabError` while a route default is unfilled."""
+        duration, ratio, resolution = self.duration_s, self.aspect_ratio, self.resolution
+        if duration is None or ratio is None or resolution is None:
+            unset = [name for name in ROUTE_DEFAULT_FIELDS if getattr(self, name) is None]
+            raise LabError(
+                f"{', '.join(unset)} not set: fill in the route's defaults first "
+                "(capabilities.with_defaults; compare and generate do it)"
+            )
+        return Shape(duration, ratio, resolution)
 
 
 @dataclass(frozen=True, slots=True)

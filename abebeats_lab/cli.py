@@ -68,9 +68,16 @@ DEMO_ROUTES = (
 
 
 def _request_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=int, default=5, metavar="S", help="seconds of video")
-    parser.add_argument("--ratio", default="16:9", metavar="W:H", help="aspect ratio")
-    parser.add_argument("--resolution", default="720p", metavar="R", help="e.g. 720p")
+    route_default = "default: the route's own"
+    parser.add_argument(
+        "--duration", type=int, default=None, metavar="S", help=f"seconds of video; {route_default}"
+    )
+    parser.add_argument(
+        "--ratio", default=None, metavar="W:H", help=f"aspect ratio, e.g. 16:9; {route_default}"
+    )
+    parser.add_argument(
+        "--resolution", default=None, metavar="R", help=f"e.g. 720p; {route_default}"
+    )
     parser.add_argument(
         "--seed", type=int, default=None, metavar="N", help="seed, for repeatable output"
     )
@@ -204,6 +211,7 @@ async def _cmd_generate(args: argparse.Namespace) -> int:
             run_dir=run_dir,
             emulate=args.emulate,
             on_update=progress,
+            adapt=args.adapt,
         )
     source = Path(result.output_path)
     target = Path(args.out) if args.out else source
@@ -468,6 +476,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="folder for the run store and outputs (default: a new one under abebeats-runs/)",
+    )
+    gen.add_argument(
+        "--adapt",
+        action="store_true",
+        help="snap a setting a route refuses to the nearest value it allows (recorded)",
     )
     _request_args(gen)
 

@@ -55,13 +55,14 @@ _LINES = {
 
 def conformance(probe: Probe, request: VideoRequest) -> tuple[bool, bool, bool]:
     """Did the output match the requested duration, aspect ratio and resolution?"""
-    duration_ok = abs(probe.duration_s - request.duration_s) <= DURATION_TOLERANCE_S
-    width_part, _, height_part = request.aspect_ratio.partition(":")
+    shape = request.shape()
+    duration_ok = abs(probe.duration_s - shape.duration_s) <= DURATION_TOLERANCE_S
+    width_part, _, height_part = shape.aspect_ratio.partition(":")
     asked = float(width_part) / float(height_part)
     ratio_ok = (
         probe.height > 0 and abs(probe.width / probe.height - asked) <= RATIO_TOLERANCE * asked
     )
-    lines = _LINES.get(request.resolution.lower())
+    lines = _LINES.get(shape.resolution.lower())
     short = min(probe.width, probe.height)
     resolution_ok = lines is not None and abs(short - lines) <= RESOLUTION_TOLERANCE * lines
     return duration_ok, bool(ratio_ok), resolution_ok

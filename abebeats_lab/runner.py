@@ -23,10 +23,10 @@ from pathlib import Path
 
 from abebeats_lab import capabilities, costs
 from abebeats_lab._jobs import JobEvent, RunContext, live_row
-from abebeats_lab._types import Route, VideoRequest
+from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, VideoRequest
 from abebeats_lab.comparison import Comparison
 from abebeats_lab.connect import connect
-from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError
+from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError, ValidationError
 from abebeats_lab.limits import Limiter
 from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunStore
 from abebeats_lab.waiting import WaitPolicy
@@ -70,11 +70,29 @@ def new_run_id() -> str:
 def _prepare(
     request: VideoRequest, route: Route, *, adapt: bool
 ) -> tuple[VideoRequest, capabilities.Capabilities, dict[str, list[object]]]:
+    """The request this route is sent, its data, and every setting nobody chose as given.
+
+    Fields the caller left ``None`` take the route's default, recorded in ``adjusted`` as
+    ``[None, default]``; fields the caller set must be allowed (``ValidationError``) unless
+    ``adapt`` snaps them to the nearest allowed value, recorded as ``[asked, used]``.
+    """
+    filled, defaulted = capabilities.with_defaults(request, route)
     if not adapt:
-        return request, capabilities.validate(request, route), {}
-    adjusted, changes = capabilities.nearest(request, route)
+        return filled, _validate_given(filled, route), dict(defaulted)
+    adjusted, changes = capabilities.nearest(filled, route)
     caps = capabilities.validate(adjusted, route)
-    return adjusted, caps, {name: list(pair) for name, pair in changes.items()}
+    return adjusted, caps, {**defaulted, **{name: list(pair) for name, pair in changes.items()}}
+
+
+def _validate_given(request: VideoRequest, route: Route) -> capabilities.Capabilities:
+    """`capabilities.validate`, saying how to get past a setting the route refuses."""
+    try:
+        return capabilities.validate(request, route)
+    except ValidationError as exc:
+        if exc.field not in ROUTE_DEFAULT_FIELDS:
+            raise
+        hint = f"{exc.allowed} (leave it unset for the route's default, or adapt)"
+        raise ValidationError(exc.field, exc.value, hint, route=str(route)) from None
 
 
 def plan_jobs(
@@ -176,7 +194,9 @@ async def compare(
 ) -> Comparison:
     """Send every prompt to every route ``repeats`` times and return the rows.
 
-    ``request`` holds the common settings (its prompt is replaced per prompt). Raises
+    ``request`` holds the common settings (its prompt is replaced per prompt); a duration,
+    ratio or resolution it leaves ``None`` takes each route's own default (recorded in the
+    row's ``adjusted`` as ``[None, default]``). Raises
     `ValidationError` (or adapts, with ``adapt=True``), `CostLimitError` and
     `MissingKeyError` before anything is submitted. ``concurrency`` and ``rate_per_min``
     override the per-provider caps (``{"runway": 1}``). ``dry_run=True`` returns the plan
@@ -408,10 +428,14 @@ async def generate(
     emulate: bool = False,
     on_update: UpdateHandler | None = None,
     policy: WaitPolicy | None = None,
+    adapt: bool = False,
 ) -> GenerateResult:
     """Try ``routes`` in order until one succeeds (only the first with ``fallback=False``).
 
     Every route is validated and every client opened first; every attempt is a stored row.
+    Settings ``request`` leaves ``None`` take each route's default; a setting a route refuses
+    raises `ValidationError` before anything is sent, unless ``adapt=True`` snaps it to the
+    nearest value that route allows (recorded in the row's ``adjusted``).
     Raises `AllRoutesFailed` (a `JobFailed`) listing each attempt's reason if none succeeds,
     and `ProviderError` without trying further routes when a job's status could not be read
     (the job may still finish; `resume` collects it).
@@ -421,10 +445,10 @@ async def generate(
         raise LabError("generate needs at least one route")
     base = (request or VideoRequest(prompt)).replace(prompt=prompt)
     run_id = new_run_id()
-    planned = plan_jobs(run_id, [prompt], route_list, base, emulate=emulate)
+    planned = plan_jobs(run_id, [prompt], route_list, base, adapt=adapt, emulate=emulate)
     directory = _directory(run_dir, run_id)
     limiters = limiters_for((p.row.provider, p.caps) for p in planned)
-    spec = _spec([prompt], route_list, base, fallback=fallback, emulate=emulate)
+    spec = _spec([prompt], route_list, base, fallback=fallback, emulate=emulate, adapt=adapt)
     failures: list[JobRow] = []
     async with connect({p.row.provider for p in planned}, emulate=emulate) as clients:
         with RunStore(directory) as store:

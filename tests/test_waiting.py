@@ -76,7 +76,9 @@ def test_retry_after_is_never_undercut() -> None:
 
 async def test_callback_sees_every_state_change_in_order() -> None:
     provider = LocalProvider()
-    job = await provider.submit(VideoRequest("a kite", duration_s=1, resolution="240p"), LOCAL)
+    job = await provider.submit(
+        VideoRequest("a kite", duration_s=1, aspect_ratio="16:9", resolution="240p"), LOCAL
+    )
     seen: list[JobState] = []
     result = await wait(
         provider,
@@ -93,7 +95,7 @@ async def test_callback_sees_every_state_change_in_order() -> None:
 async def test_deadline_cancels_the_remote_job() -> None:
     provider = LocalProvider()
     job = await provider.submit(
-        VideoRequest("a long one", duration_s=10, resolution="1080p"), LOCAL
+        VideoRequest("a long one", duration_s=10, aspect_ratio="16:9", resolution="1080p"), LOCAL
     )
     with pytest.raises(JobTimeout) as caught:
         await wait(provider, job, policy=WaitPolicy(deadline_s=0.05, min_interval_s=0.01))
@@ -107,7 +109,7 @@ async def test_the_deadline_counts_from_started_at() -> None:
     reports the whole deadline, not what was left of it."""
     provider = LocalProvider()
     job = await provider.submit(
-        VideoRequest("a long one", duration_s=10, resolution="1080p"), LOCAL
+        VideoRequest("a long one", duration_s=10, aspect_ratio="16:9", resolution="1080p"), LOCAL
     )
     policy = WaitPolicy(deadline_s=600.0, min_interval_s=0.01)
     with pytest.raises(JobTimeout) as caught:
@@ -119,7 +121,7 @@ async def test_the_deadline_counts_from_started_at() -> None:
 async def test_cancelling_the_waiting_task_cancels_the_job() -> None:
     provider = LocalProvider()
     job = await provider.submit(
-        VideoRequest("a long one", duration_s=10, resolution="1080p"), LOCAL
+        VideoRequest("a long one", duration_s=10, aspect_ratio="16:9", resolution="1080p"), LOCAL
     )
     task = asyncio.create_task(wait(provider, job, policy=WaitPolicy(min_interval_s=0.01)))
     await asyncio.sleep(0.05)
@@ -131,7 +133,9 @@ async def test_cancelling_the_waiting_task_cancels_the_job() -> None:
 
 async def test_a_terminal_status_from_the_create_call_costs_no_poll() -> None:
     provider = LocalProvider()
-    job = await provider.submit(VideoRequest("instant", duration_s=1, resolution="240p"), LOCAL)
+    job = await provider.submit(
+        VideoRequest("instant", duration_s=1, aspect_ratio="16:9", resolution="240p"), LOCAL
+    )
     done = JobStatus(JobState.SUCCEEDED, "succeeded")
     from dataclasses import replace
 

@@ -3,6 +3,9 @@
 Capabilities are data, not code branches: one ``[[route]]`` table per route (or per model
 family, with a ``*`` pattern, for open catalogues such as Replicate). `validate` checks a
 `VideoRequest` against them before anything is sent, so bad input never costs money.
+Each route also names its own default duration, ratio and resolution (``defaults``):
+`with_defaults` fills in whatever a request leaves ``None``, so an unchosen setting never
+makes a route refuse.
 """
 
 from __future__ import annotations
@@ -15,10 +18,26 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from abebeats_lab._types import Route, VideoRequest
+from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, VideoRequest
 from abebeats_lab.errors import UnknownRouteError, ValidationError
 
-__all__ = ["Capabilities", "Price", "all_routes", "capabilities_for", "validate"]
+__all__ = [
+    "Capabilities",
+    "Price",
+    "all_routes",
+    "capabilities_for",
+    "validate",
+    "with_defaults",
+]
+
+HOUSE_DEFAULTS: dict[str, Any] = {"duration_s": 5, "aspect_ratio": "16:9", "resolution": "720p"}
+"""What every request asked for before routes had defaults; a route whose data names no
+default for a field takes its allowed value closest to this."""
+_ALLOWED_FIELD = {
+    "duration_s": "durations",
+    "aspect_ratio": "aspect_ratios",
+    "resolution": "resolutions",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +94,33 @@ class Capabilities:
     """Request field -> provider input name, for routes whose payload varies by model."""
     fixed_inputs: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """The provider's own default per field (``duration_s``, ``aspect_ratio``, ``resolution``)."""
+
+    def __post_init__(self) -> None:
+        # Shipped data is checked once at load: a default the route refuses is a data bug.
+        for name, value in self.defaults.items():
+            if name not in _ALLOWED_FIELD:
+                raise ValueError(f"{self.pattern}: no default exists for {name!r}")
+            if value not in getattr(self, _ALLOWED_FIELD[name]):
+                raise ValueError(f"{self.pattern}: default {name}={value!r} is not allowed")
+
+    def default(self, name: str) -> Any:
+        """This route's default for one of ``ROUTE_DEFAULT_FIELDS``."""
+        if name in self.defaults:
+            return self.defaults[name]
+        return _closest(name, getattr(self, _ALLOWED_FIELD[name]), HOUSE_DEFAULTS[name])
+
+    def fill(self, request: VideoRequest) -> tuple[VideoRequest, dict[str, list[Any]]]:
+        """The request with this route's defaults where it left a field ``None``, and
+        ``{field: [None, default]}`` for each one filled (a change nobody asked for)."""
+        filled = {n: self.default(n) for n in ROUTE_DEFAULT_FIELDS if getattr(request, n) is None}
+        return request.replace(**filled), {n: [None, v] for n, v in filled.items()}
 
     def estimate_usd(self, request: VideoRequest) -> float | None:
-        """Estimated cost of one job for this request."""
-        return self.price.estimate(request.duration_s, request.resolution, request.generate_audio)
+        """Estimated cost of one job for this request (route defaults where it sets none)."""
+        shape = self.fill(request)[0].shape()
+        return self.price.estimate(shape.duration_s, shape.resolution, request.generate_audio)
 
 
 def _load_file(text: str) -> list[Capabilities]:
@@ -134,9 +176,21 @@ def _one_of(values: tuple[Any, ...]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+def with_defaults(
+    request: VideoRequest, route: Route | str
+) -> tuple[VideoRequest, dict[str, list[Any]]]:
+    """``request`` with ``route``'s defaults where it leaves a field ``None``, and what was
+    filled in as ``{field: [None, default]}`` (the shape of a row's ``adjusted``)."""
+    return capabilities_for(route).fill(request)
+
+
 def validate(request: VideoRequest, route: Route | str) -> Capabilities:
-    """Raise `ValidationError` naming the field, value and allowed values; else return caps."""
+    """Raise `ValidationError` naming the field, value and allowed values; else return caps.
+
+    A duration, ratio or resolution left ``None`` passes: the route's default fills it in.
+    """
     caps = capabilities_for(route)
+    request = caps.fill(request)[0]
     name = str(Route.parse(route))
     length = _prompt_length(request.prompt, caps.prompt_units)
     if not request.prompt.strip():
@@ -170,25 +224,30 @@ def nearest(request: VideoRequest, route: Route | str) -> tuple[VideoRequest, di
 
     Returns the adjusted request and ``{field: (asked, used)}`` for each change, so a
     comparison can record honestly where a route could not take the common settings.
+    A field left ``None`` takes the route's default and is not reported here.
     """
     caps = capabilities_for(route)
+    request = caps.fill(request)[0]
     changes: dict[str, Any] = {}
-    duration = request.duration_s
-    if duration not in caps.durations:
-        duration = min(caps.durations, key=lambda d: (abs(d - request.duration_s), d))
-        changes["duration_s"] = (request.duration_s, duration)
-    ratio = request.aspect_ratio
-    if ratio not in caps.aspect_ratios:
-        ratio = min(caps.aspect_ratios, key=lambda r: abs(_ratio(r) - _ratio(request.aspect_ratio)))
-        changes["aspect_ratio"] = (request.aspect_ratio, ratio)
-    resolution = request.resolution
-    if resolution not in caps.resolutions:
-        resolution = min(
-            caps.resolutions, key=lambda r: abs(_lines(r) - _lines(request.resolution))
-        )
-        changes["resolution"] = (request.resolution, resolution)
-    adjusted = request.replace(duration_s=duration, aspect_ratio=ratio, resolution=resolution)
-    return adjusted, changes
+    snapped: dict[str, Any] = {}
+    for name in ROUTE_DEFAULT_FIELDS:
+        asked = getattr(request, name)
+        used = _closest(name, getattr(caps, _ALLOWED_FIELD[name]), asked)
+        snapped[name] = used
+        if used != asked:
+            changes[name] = (asked, used)
+    return request.replace(**snapped), changes
+
+
+def _closest(name: str, allowed: tuple[Any, ...], wanted: Any) -> Any:
+    """The allowed value of field ``name`` nearest ``wanted`` (itself when allowed)."""
+    if wanted in allowed:
+        return wanted
+    if name == "duration_s":
+        return min(allowed, key=lambda d: (abs(d - wanted), d))
+    if name == "aspect_ratio":
+        return min(allowed, key=lambda r: abs(_ratio(r) - _ratio(wanted)))
+    return min(allowed, key=lambda r: abs(_lines(r) - _lines(wanted)))
 
 
 def _ratio(text: str) -> float:

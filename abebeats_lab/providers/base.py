@@ -91,7 +91,8 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def submit(self, request: VideoRequest, route: Route) -> Job:
-        """Create the job. Must be called with a validated request."""
+        """Create the job. Must be called with a validated request whose route defaults are
+        filled in (`capabilities.with_defaults`; the runner does both)."""
 
     @abc.abstractmethod
     async def status(self, job: Job) -> JobStatus:

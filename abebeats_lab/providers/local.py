@@ -61,7 +61,8 @@ class LocalProvider(Provider):
 
     async def _render(self, job: Job, record: _Render) -> bytes:
         request = job.request
-        width, height = frame_size(request.aspect_ratio, request.resolution)
+        shape = request.shape()
+        width, height = frame_size(shape.aspect_ratio, shape.resolution)
         async with self._slots:
             record.state, record.started_at = JobState.RUNNING, utcnow()
             record.started.set()
@@ -69,7 +70,7 @@ class LocalProvider(Provider):
                 render_video,
                 prompt=request.prompt,
                 seed=request.seed if request.seed is not None else _seed_from(request.prompt),
-                duration_s=request.duration_s,
+                duration_s=shape.duration_s,
                 width=width,
                 height=height,
                 audio=request.generate_audio,

@@ -53,8 +53,9 @@ _STATES = {
 
 def runway_ratio(request: VideoRequest) -> str:
     """Runway's ``ratio`` (``1280:720``) for a request's aspect ratio and resolution."""
+    shape = request.shape()
     try:
-        return RATIOS[(request.aspect_ratio, request.resolution)]
+        return RATIOS[(shape.aspect_ratio, shape.resolution)]
     except KeyError:
         allowed = ", ".join(f"{a} at {r}" for a, r in RATIOS)
         raise ValidationError(

@@ -6,11 +6,12 @@ rules (which routes can run, which values every chosen route accepts) read and t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from abebeats_lab import capabilities, config
-from abebeats_lab._types import Route
+from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route
 
 __all__ = [
     "Allowed",
@@ -53,6 +54,8 @@ class Allowed:
     negative_prompt: bool
     adapt: tuple[str, ...] = ()
     """Fields where the routes share no value: each route then takes its nearest value."""
+    defaults: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    """Request field (``duration_s``, ...) -> the chosen routes' own defaults, each once."""
 
 
 def default_routes() -> list[str]:
@@ -111,4 +114,7 @@ def allowed_settings(routes: Sequence[str]) -> Allowed:
         audio=all(c.audio for c in caps),
         negative_prompt=all(c.negative_prompt for c in caps),
         adapt=tuple(adapt),
+        defaults={
+            n: tuple(dict.fromkeys(c.default(n) for c in caps)) for n in ROUTE_DEFAULT_FIELDS
+        },
     )

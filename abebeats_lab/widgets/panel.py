@@ -36,9 +36,9 @@ DEFAULT_RUNS_DIR = "abebeats-runs"
 DEFAULT_ROUTES = ("local:procedural",)
 MAX_HISTORY = 20
 MAX_REPEATS = 10
-# Short and small by default: a first click should finish in seconds, not minutes.
-PREFERRED_DURATIONS = (2, 4, 5)
-PREFERRED_RESOLUTIONS = ("360p", "240p", "480p", "720p")
+ROUTE_DEFAULT = "route default"
+"""The first choice of each setting: every route takes its own default (never refused).
+A string, not ``None``: a Dropdown whose value is ``None`` shows no selection at all."""
 _VIDEO_WIDTH = "320px"
 _PICKER_COLUMNS = "repeat(3, minmax(260px, 1fr))"
 _HISTORY_HINT = "earlier prompts…"
@@ -131,6 +131,9 @@ class ControlPanel:
         self.negative_prompt = w.Text(description="Negative", placeholder="what to avoid")
         self.audio = w.Checkbox(value=False, description="audio")
         self.settings_note = w.HTML()
+        self._allowed = _choices.allowed_settings(())
+        for dropdown in (self.duration, self.aspect_ratio, self.resolution):
+            dropdown.observe(lambda _change: self._refresh_note(), names="value")
 
     def _build_outputs(self) -> None:
         self.status = w.HTML()
@@ -189,9 +192,10 @@ class ControlPanel:
 
     def _refresh_settings(self) -> None:
         allowed = _choices.allowed_settings(self.selected_routes)
-        _offer(self.duration, allowed.durations, [int(d) for d in PREFERRED_DURATIONS])
-        _offer(self.aspect_ratio, allowed.aspect_ratios, ["16:9"])
-        _offer(self.resolution, allowed.resolutions, list(PREFERRED_RESOLUTIONS))
+        self._allowed = allowed
+        _offer(self.duration, allowed.durations, allowed.defaults.get("duration_s", ()))
+        _offer(self.aspect_ratio, allowed.aspect_ratios, allowed.defaults.get("aspect_ratio", ()))
+        _offer(self.resolution, allowed.resolutions, allowed.defaults.get("resolution", ()))
         self.audio.disabled = not allowed.audio
         self.negative_prompt.disabled = not allowed.negative_prompt
         if not allowed.audio:
@@ -199,11 +203,21 @@ class ControlPanel:
         if not allowed.negative_prompt:
             self.negative_prompt.value = ""
         self._adapt = bool(allowed.adapt)
+        self._refresh_note()
+
+    def _refresh_note(self) -> None:
+        """Say which chosen values some ticked route cannot take (route defaults always fit)."""
+        chosen = {
+            "durations": self.duration.value,
+            "aspect_ratios": self.aspect_ratio.value,
+            "resolutions": self.resolution.value,
+        }
+        adapting = [name for name in self._allowed.adapt if chosen[name] != ROUTE_DEFAULT]
         self.settings_note.value = (
             "<i>The ticked routes share no value for "
-            f"{', '.join(f.replace('_', ' ') for f in allowed.adapt)}: each route will use its "
+            f"{', '.join(f.replace('_', ' ') for f in adapting)}: each route will use its "
             "nearest allowed value, and the run records the change.</i>"
-            if allowed.adapt
+            if adapting
             else ""
         )
 
@@ -233,11 +247,15 @@ class ControlPanel:
             seed = int(seed_text) if seed_text else None
         except ValueError as exc:
             raise ValidationError("seed", seed_text, "a whole number, or empty") from exc
+        duration, ratio, resolution = (
+            None if d.value == ROUTE_DEFAULT else d.value
+            for d in (self.duration, self.aspect_ratio, self.resolution)
+        )
         return VideoRequest(
             prompt=text,
-            duration_s=int(self.duration.value),
-            aspect_ratio=str(self.aspect_ratio.value),
-            resolution=str(self.resolution.value),
+            duration_s=None if duration is None else int(duration),
+            aspect_ratio=None if ratio is None else str(ratio),
+            resolution=None if resolution is None else str(resolution),
             seed=seed,
             negative_prompt=self.negative_prompt.value.strip() or None,
             generate_audio=bool(self.audio.value),
@@ -447,16 +465,15 @@ def _short(text: str, limit: int = 60) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _offer(dropdown: w.Dropdown, values: Sequence[Any], preferred: Sequence[Any]) -> None:
-    """Offer only ``values``, keeping the current choice when it is still allowed."""
+def _offer(dropdown: w.Dropdown, values: Sequence[Any], defaults: Sequence[Any]) -> None:
+    """Offer the routes' own defaults first, then ``values``; keep a choice still allowed."""
     current = dropdown.value
-    options = list(values)
+    shown = " / ".join(str(d) for d in defaults)
+    label = f"{ROUTE_DEFAULT} ({shown})" if shown else ROUTE_DEFAULT
+    options = [(label, ROUTE_DEFAULT), *((str(v), v) for v in values)]
     if list(dropdown.options) != options:
         dropdown.options = options
-    if current in options:
-        dropdown.value = current
-    else:
-        dropdown.value = next((p for p in preferred if p in options), options[0])
+    dropdown.value = current if current in values else ROUTE_DEFAULT
 
 
 def _cell(row: Any, run_dir: Path) -> w.VBox:

@@ -48,7 +48,9 @@ async def client(provider_name: str, emulator: Emulators) -> AsyncIterator[Provi
 
 def _request(provider_name: str, **changes: object) -> tuple[Route, VideoRequest]:
     route = Route.parse(ROUTES[provider_name])
-    base = VideoRequest("a red kite over dunes", duration_s=5, aspect_ratio="16:9", seed=7)
+    base = VideoRequest(
+        "a red kite over dunes", duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7
+    )
     request, _ = nearest(base.replace(**changes), route)
     return route, request
 

@@ -26,7 +26,9 @@ I2V = Route("pika", "fal-ai/pika/v2.2/image-to-video")
 TURBO = Route("pika", "fal-ai/pika/v2/turbo/text-to-video")
 FAST = WaitPolicy(deadline_s=30, min_interval_s=0.02, max_interval_s=0.2)
 POLL_ONLY = WaitPolicy(deadline_s=30, min_interval_s=0.02, max_interval_s=0.2, use_stream=False)
-REQUEST = VideoRequest("a red kite over dunes", duration_s=5, aspect_ratio="4:5", seed=7)
+REQUEST = VideoRequest(
+    "a red kite over dunes", duration_s=5, aspect_ratio="4:5", resolution="720p", seed=7
+)
 IMAGE = "https://example.invalid/first-frame.png"
 
 

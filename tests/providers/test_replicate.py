@@ -26,7 +26,9 @@ from abebeats_lab.waiting import WaitPolicy, wait
 FAST = WaitPolicy(deadline_s=30, min_interval_s=0.02, max_interval_s=0.2)
 VEO = Route.parse("replicate:google/veo-3-fast")
 VERSION = "8c702a7d" + "0" * 56
-REQUEST = VideoRequest("a red kite over dunes", duration_s=4, aspect_ratio="16:9", seed=7)
+REQUEST = VideoRequest(
+    "a red kite over dunes", duration_s=4, aspect_ratio="16:9", resolution="720p", seed=7
+)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,9 @@ VEO_FAST = Route("runway", "veo3.1_fast")
 TURBO = Route("runway", "gen4_turbo")
 FAST = WaitPolicy(deadline_s=30, min_interval_s=0.02, max_interval_s=0.2)
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
-REQUEST = VideoRequest("a red kite over dunes", duration_s=5, seed=7)
+REQUEST = VideoRequest(
+    "a red kite over dunes", duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7
+)
 
 
 @pytest.fixture

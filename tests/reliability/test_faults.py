@@ -41,7 +41,7 @@ from abebeats_lab.store import JobRow
 from abebeats_lab.waiting import WaitPolicy, wait
 
 PROMPT = "a red kite over desert dunes"
-REQUEST = VideoRequest(PROMPT, duration_s=5, aspect_ratio="16:9", seed=7)
+REQUEST = VideoRequest(PROMPT, duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7)
 # expected_run_s pins the schedule to these short jobs (else the route's 60 s prior plans
 # sleeps of many seconds between polls).
 FAST = WaitPolicy(

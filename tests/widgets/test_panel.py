@@ -20,6 +20,7 @@ import pytest
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.runner import load_run
 from abebeats_lab.widgets import ControlPanel
+from abebeats_lab.widgets.panel import ROUTE_DEFAULT
 
 LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
 PIKA, VEO_FAST = "pika:fal-ai/pika/v2.2/text-to-video", "veo:veo-3.1-fast-generate-001"
@@ -41,6 +42,8 @@ def _panel(tmp_path: Path, *selected: str, emulate: bool = True) -> ControlPanel
         selected=selected, emulate=emulate, runs_dir=tmp_path / "runs", prompt=PROMPT
     )
     panel.duration.value = 2
+    if "360p" in _values(panel.resolution):
+        panel.resolution.value = "360p"  # short and small: a click that finishes in seconds
     return panel
 
 
@@ -50,6 +53,10 @@ def _find(widget: object, type_name: str) -> list[object]:
     for child in getattr(widget, "children", ()):
         found += _find(child, type_name)
     return found
+
+
+def _values(dropdown: object) -> list[object]:
+    return [value for _label, value in dropdown.options]  # type: ignore[attr-defined]
 
 
 def _html_of(widget: object) -> str:
@@ -121,16 +128,22 @@ def test_picker_says_which_routes_have_keys(
 
 def test_settings_offer_only_what_every_ticked_route_takes(tmp_path: Path) -> None:
     panel = _panel(tmp_path, LOCAL)
-    assert "240p" in panel.resolution.options and not panel.audio.disabled
+    assert "240p" in _values(panel.resolution) and not panel.audio.disabled
     panel.audio.value = True
+    panel.resolution.value = "240p"
     panel.route_boxes[RUNWAY].value = True
-    assert panel.resolution.options == ("720p",) and panel.resolution.value == "720p"
-    assert set(panel.aspect_ratio.options) == {"16:9", "9:16"}
+    # Each setting offers the routes' own defaults first, then what every ticked route takes.
+    assert _values(panel.resolution) == [ROUTE_DEFAULT, "720p"]
+    assert panel.resolution.value == ROUTE_DEFAULT  # 240p is gone: back to the defaults
+    assert set(_values(panel.aspect_ratio)) == {ROUTE_DEFAULT, "16:9", "9:16"}
     assert panel.audio.disabled and panel.audio.value is False
     assert panel.negative_prompt.disabled
     panel.route_boxes[RUNWAY].value = False
     panel.route_boxes[PIKA].value = True
     panel.route_boxes[VEO_FAST].value = True
+    # No duration fits all three: their own defaults need no adapting; a chosen value does.
+    assert panel.duration.value == ROUTE_DEFAULT and panel.settings_note.value == ""
+    panel.duration.value = 5
     assert "nearest allowed value" in panel.settings_note.value
     assert "durations" in panel.settings_note.value
 
