@@ -50,6 +50,23 @@ def _request_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _price_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="ROUTE=USD_PER_S",
+        help="your price for a route, in USD per second of video (repeatable); wins over "
+        "prices.toml in your config folder and the built-in price table",
+    )
+
+
+def _prices_from(args: argparse.Namespace) -> dict[str, float]:
+    from abebeats_lab import capabilities
+
+    return dict(capabilities.parse_price(text) for text in args.price)
+
+
 def _request_from(args: argparse.Namespace, prompt: str = "") -> VideoRequest:
     return VideoRequest(
         prompt=prompt,
@@ -101,6 +118,7 @@ async def _cmd_generate(args: argparse.Namespace) -> int:
         run_dir=args.run_dir,
         emulate=args.emulate,
         on_update=progress,
+        prices=_prices_from(args),
     )
     progress.done()
     source = Path(result.output_path)
@@ -129,6 +147,7 @@ async def _cmd_compare(args: argparse.Namespace) -> int:
         adapt=args.adapt,
         dry_run=args.dry_run,
         on_update=None if args.json else progress,
+        prices=_prices_from(args),
     )
     progress.done()
     _print_comparison(comparison, as_json=args.json, dry_run=args.dry_run)
@@ -136,6 +155,8 @@ async def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) -> None:
+    for note in comparison.notes:
+        print(f"abebeats-lab: {note}", file=sys.stderr)
     if as_json:
         json.dump(comparison.to_rows(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -143,7 +164,7 @@ def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) 
     if dry_run:
         print(comparison.describe_plan())
         return
-    print(comparison.summary().to_string())
+    print(comparison.summary_text())
     print(f"\nrun directory: {comparison.run_dir}")
 
 
@@ -183,9 +204,10 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         emulate=True,
         adapt=True,
         on_update=progress,
+        prices=_prices_from(args),
     )
     progress.done()
-    print(comparison.summary().to_string())
+    print(comparison.summary_text())
     path = report.write_report(comparison.run_dir or run_dir)
     print(f"\nrun directory: {comparison.run_dir}\nreport: {path}")
     print("figures from emulated routes are labelled 'emulated': they measure this tool,")
@@ -194,21 +216,21 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _cmd_routes(args: argparse.Namespace) -> int:
-    from abebeats_lab import capabilities, config
+    from abebeats_lab import capabilities, config, fmt
 
     rows = []
-    for caps in capabilities.all_routes():
-        provider = caps.pattern.partition(":")[0]
+    for name, caps in capabilities.priced_routes():
+        provider = name.partition(":")[0]
         has_key = provider == "local" or config.key_for(provider, required=False) is not None
-        price = caps.price.usd_per_s
+        price = fmt.rate(caps.price.usd_per_s)
         rows.append(
             [
-                caps.pattern,
+                name,
                 ",".join(map(str, caps.durations)),
                 ",".join(caps.aspect_ratios),
                 ",".join(caps.resolutions),
                 "yes" if caps.cancel else "no",
-                "?" if price is None else f"${price:.3f}/s",
+                f"{price} (user)" if caps.price.source == capabilities.USER_SOURCE else price,
                 "set" if has_key else "missing (use --emulate)",
             ]
         )
@@ -266,6 +288,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="compare every provider offline (emulated) and write a report"
     )
     demo.add_argument("--out", default="abebeats-runs", metavar="DIR")
+    _price_args(demo)
     demo.set_defaults(handler=_cmd_demo)
 
     gen = sub.add_parser("generate", help="one prompt, one route (more --route = fallback chain)")
@@ -273,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--route", action="append", required=True, metavar="ROUTE")
     gen.add_argument("--out", metavar="FILE", help="copy the video here")
     gen.add_argument("--run-dir", default=None, metavar="DIR")
+    _price_args(gen)
     _request_args(gen)
     gen.set_defaults(handler=_cmd_generate)
 
@@ -287,6 +311,7 @@ def _parser() -> argparse.ArgumentParser:
         "--adapt", action="store_true", help="snap settings to what each route allows"
     )
     cmp_.add_argument("--json", action="store_true", help="print the rows as JSON")
+    _price_args(cmp_)
     _request_args(cmp_)
     cmp_.set_defaults(handler=_cmd_compare)
 

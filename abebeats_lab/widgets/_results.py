@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from abebeats_lab import costs, fmt
+from abebeats_lab.fmt import number as _num
+from abebeats_lab.fmt import seconds
 from abebeats_lab.plots import EMULATED_LABEL
 
 __all__ = ["figures_html", "job_head_html", "progress_html", "video_path"]
@@ -27,22 +30,6 @@ _STATE_COLOURS = {"succeeded": "#137333", "failed": "#a00000", "canceled": "#7a5
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
-
-
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if number != number else number
-
-
-def seconds(value: Any) -> str:
-    """``1.23 s``, or a dash when unknown."""
-    number = _num(value)
-    return "–" if number is None else f"{number:.2f} s"
 
 
 def badge(emulated: Any) -> str:
@@ -90,13 +77,11 @@ def _check(value: Any) -> str:
 
 
 def _cost(row: Mapping[str, Any]) -> str:
-    estimate = _num(row.get("cost_estimate_usd"))
-    charged = _num(row.get("cost_usd"))
-    note = row.get("cost_note") or ""
-    shown = f"${estimate:.3f} estimate" if estimate is not None else "unknown"
-    if charged is not None and charged != estimate:
-        shown += f", ${charged:.3f} charged"
-    return f"{_e(shown)}{' (' + _e(note) + ')' if note else ''}"
+    """What the job is charged, and the real route's price per second (`costs.route_cost`)."""
+    cost = costs.route_cost([row])
+    charged = fmt.money(cost.charged_usd)
+    note = f" ({cost.note})" if cost.note else ""
+    return _e(f"{charged}{note}; price {cost.price_text()}")
 
 
 def figures_html(row: Mapping[str, Any]) -> str:
@@ -112,7 +97,7 @@ def figures_html(row: Mapping[str, Any]) -> str:
         ("cost", _cost(row)),
         (
             "output",
-            f"{_e(row.get('width'))}×{_e(row.get('height'))}, {seconds(row.get('duration_s'))}",
+            f"{fmt.size(row.get('width'), row.get('height'))}, {seconds(row.get('duration_s'))}",
         ),
         ("conformance", _e(conformance)),
     ]
