@@ -131,7 +131,11 @@ def job_parts(row: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, tuple
 def _median_jobs(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The job at the median total_s, or the two middle ones when the count is even."""
     timed = sorted(
-        (r for r in rows if r.get("state") == "succeeded" and fmt.number(r.get("total_s"))),
+        (
+            r
+            for r in rows
+            if r.get("state") == "succeeded" and fmt.number(r.get("total_s")) is not None
+        ),
         key=lambda r: fmt.number(r.get("total_s")) or 0.0,
     )
     middle = len(timed) // 2
@@ -179,7 +183,8 @@ def timing_table(rows: pd.DataFrame) -> pd.DataFrame:
 def cost_per_second(rows: pd.DataFrame) -> pd.DataFrame:
     """The real route's price per second of the video asked, per route label (`costs.route_cost`).
 
-    ``usd_per_s`` is None where no price is known; ``source`` says where it comes from.
+    ``usd_per_s`` is NaN where no price is known (never zero); ``cost`` holds the whole
+    `costs.RouteCost` (source, charged and would-be amounts).
     """
     import pandas as pd
 

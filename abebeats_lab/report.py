@@ -203,8 +203,8 @@ def _settings_html(rows: pd.DataFrame) -> str:
         ):
             mark = ' class="adjusted" title="adjusted to what the route allows"'
             cells.append(f"<td{mark if changed else ''}>{_e(text)}</td>")
-        source = first.get("price_source")
-        cells.append(f"<td>{_e(source or fmt.MISSING)} {_e(first.get('price_date') or '')}</td>")
+        source, date = first.get("price_source") or fmt.MISSING, first.get("price_date")
+        cells.append(f"<td>{_e(source)}{f' ({_e(date)})' if date else ''}</td>")
         lines.append(f"<tr><td>{cells[0]}</td>{''.join(cells[1:])}</tr>")
     table = _table("settings", ("route", *columns, "price source"), lines)
     return (
