@@ -11,22 +11,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from abebeats_lab._types import (
-    Job,
-    JobState,
-    JobStatus,
-    Output,
-    OutputRef,
-    Probe,
-    Route,
-    Timing,
-    VideoRequest,
-)
+from abebeats_lab._sync import run_sync
+from abebeats_lab._types import JobState, Route, VideoRequest
 from abebeats_lab.errors import LabError
 
 # Heavy entry points load on first use, so `import abebeats_lab` stays cheap.
 _LAZY = {
+    "Comparison": "abebeats_lab.comparison",
     "ControlPanel": "abebeats_lab.widgets",
+    "GenerateResult": "abebeats_lab.runner",
+    "MusicVideo": "abebeats_lab.pipeline",
+    "WaitPolicy": "abebeats_lab.waiting",
     "compare": "abebeats_lab.runner",
     "generate": "abebeats_lab.runner",
     "load_run": "abebeats_lab.runner",
@@ -43,22 +38,21 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Comparison",
     "ControlPanel",
-    "Job",
+    "GenerateResult",
     "JobState",
-    "JobStatus",
     "LabError",
-    "Output",
-    "OutputRef",
-    "Probe",
+    "MusicVideo",
     "Route",
-    "Timing",
     "VideoRequest",
+    "WaitPolicy",
     "__version__",
     "compare",
     "generate",
     "load_run",
     "make_music_video",
     "resume",
+    "run_sync",
     "write_report",
 ]

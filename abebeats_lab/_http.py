@@ -1,4 +1,8 @@
-"""The HTTP client every httpx-based provider uses, and the one retry policy.
+"""The HTTP client (stock httpx, one per event loop) and the one retry policy.
+
+Runway, Pika, Replicate's SDK and downloads all send through one plain `httpx.AsyncClient` per
+event loop (`trust_env` on, so ``HTTP(S)_PROXY``/``NO_PROXY`` apply; one `LIMITS`; explicit
+timeouts). How many jobs run at once is the runner's per-route limiters' business, not a pool's.
 
 Retry rules (DESIGN.md "Reliability contract"): 408/409/429/5xx and connection errors are
 retried, honouring ``x-should-retry``, ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP
@@ -16,14 +20,16 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 
 from abebeats_lab import __version__
-from abebeats_lab._net import asyncio_transport
+from abebeats_lab._types import EMULATOR_HEADER
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
     ProtocolError,
@@ -33,39 +39,33 @@ from abebeats_lab.errors import (
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "BoundedTransport",
+    "LIMITS",
+    "Lease",
     "RetryPolicy",
-    "SpreadTransport",
-    "bounded_transport",
-    "build_client",
-    "held_transport",
+    "from_emulator",
+    "is_http_error",
     "json_body",
+    "leased",
+    "never_sent",
+    "new_client",
     "retry_delay",
     "retry_errors",
     "retry_hint",
     "send",
     "should_retry",
-    "spread_transport",
 ]
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+"""httpx's own defaults, stated: the runner keeps a few jobs per route in flight, far below."""
 USER_AGENT = f"abebeats-lab/{__version__}"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_HINT_S = 60.0
-# Errors raised before a single byte of the request left this machine.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-MAX_IN_FLIGHT = 64
-"""Requests inside the pools at once; the rest wait on a semaphore (`BoundedTransport`)."""
-POOL_WIDTH = 16
-"""Connections per pool, all kept alive. httpcore 1.0 closes an idle connection whenever its
-pool holds more connections than the keep-alive limit (it counts them all, not the idle
-ones), and with the limit at the width it walks the pool once per idle connection on every
-request: narrow pools at full keep-alive avoid both the reconnects and the long walks."""
-MAX_KEEPALIVE = 20
-"""Idle connections kept across a `held_transport`'s pools."""
-HELD_SHARDS = 16
-"""Pools behind `held_transport`: 1,000 held connections become walks of about 60."""
+_HTTPX_PACKAGES = frozenset({"httpx", "httpx2"})
+"""httpx and its drop-in fork httpx2 (google-genai's default), recognised by package name."""
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
+"""Errors raised before a single byte of the request left this machine."""
 
 
 class RetryPolicy:
@@ -95,130 +95,100 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
-def build_client(
-    *,
-    base_url: str,
-    headers: Mapping[str, str] | None = None,
-    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
-    """An AsyncClient with our User-Agent, explicit timeouts and no implicit redirects."""
-    merged = {"User-Agent": USER_AGENT, **(headers or {})}
+def new_client() -> httpx.AsyncClient:
+    """A stock AsyncClient: our User-Agent, explicit timeouts and limits, proxies from the
+    environment, no implicit redirects."""
     return httpx.AsyncClient(
-        base_url=base_url, headers=merged, timeout=timeout, transport=transport
+        headers={"User-Agent": USER_AGENT}, timeout=DEFAULT_TIMEOUT, limits=LIMITS, trust_env=True
     )
 
 
-def bounded_transport() -> httpx.AsyncBaseTransport:
-    """`MAX_IN_FLIGHT` connections behind a semaphore, in pools of `POOL_WIDTH` (short calls:
-    creates, polls, results)."""
-    return BoundedTransport(
-        spread_transport(MAX_IN_FLIGHT, MAX_IN_FLIGHT, MAX_IN_FLIGHT // POOL_WIDTH), MAX_IN_FLIGHT
-    )
+class _Shared:
+    __slots__ = ("client", "users")
+
+    def __init__(self) -> None:
+        self.client = new_client()
+        self.users = 0
 
 
-class BoundedTransport(httpx.AsyncBaseTransport):
-    """At most ``limit`` requests inside the wrapped pool; the rest queue on a semaphore.
-
-    Why: httpcore rescans every queued request against every connection each time a request
-    starts or ends, so a burst of hundreds (every job polling in the same second) costs
-    quadratic CPU, while a semaphore queues in O(1). The wait keeps the pool timeout's
-    meaning: past it, `httpx.PoolTimeout` (the request never left, so it may be retried).
-    """
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
-        self._inner = inner
-        self._slots = asyncio.Semaphore(limit)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._slots.locked():
-            pool_s = request.extensions.get("timeout", {}).get("pool")
-            try:
-                async with asyncio.timeout(pool_s):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise httpx.PoolTimeout("no free connection slot", request=request) from None
-        else:
-            await self._slots.acquire()  # a free slot: taken at once, no timer to arm
-        try:
-            response = await self._inner.handle_async_request(request)
-        except BaseException:
-            self._slots.release()
-            raise
-        # The slot is held until the body is read or closed, like a pooled connection.
-        response.stream = _Releasing(response.stream, self._slots.release)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shared] = weakref.WeakKeyDictionary()
+"""The running loop's client: connections belong to the loop that opened them."""
 
 
-def held_transport(max_connections: int, max_keepalive: int) -> SpreadTransport:
-    """A wide pool for requests held open for minutes (Replicate's held creates, fal's SSE
-    streams), spread over `HELD_SHARDS` narrow ones."""
-    return spread_transport(max_connections, max_keepalive, HELD_SHARDS)
+def _acquire() -> httpx.AsyncClient:
+    shared = _SHARED.get(loop := asyncio.get_running_loop())
+    if shared is None or shared.client.is_closed:
+        shared = _SHARED[loop] = _Shared()
+    shared.users += 1
+    return shared.client
 
 
-def spread_transport(max_connections: int, max_keepalive: int, pools: int) -> SpreadTransport:
-    """``max_connections`` over ``pools`` pools on the asyncio backend, sharing one TLS context."""
-    width = -(-max_connections // pools)
-    keep = -(-max_keepalive // pools)
-    limits = httpx.Limits(max_connections=width, max_keepalive_connections=keep)
-    context = httpx.create_ssl_context()
-    return SpreadTransport([asyncio_transport(limits, context) for _ in range(pools)])
+async def _release(client: httpx.AsyncClient) -> None:
+    shared = _SHARED.get(asyncio.get_running_loop())
+    if shared is None or shared.client is not client:
+        return
+    shared.users -= 1
+    if shared.users <= 0:
+        del _SHARED[asyncio.get_running_loop()]
+        await client.aclose()
 
 
-class SpreadTransport(httpx.AsyncBaseTransport):
-    """Sends each request through the least busy of several connection pools.
-
-    Why: httpcore walks every connection of its pool each time a request starts or ends. With
-    hundreds of requests in one pool, that walk is quadratic CPU; across N pools each walk is
-    N times shorter. A pool that is full is skipped
-    for as long as another has room, so together they hold as many requests as one wide pool.
-    """
-
-    def __init__(self, pools: list[httpx.AsyncBaseTransport]) -> None:
-        self._pools = pools
-        self._busy = [0] * len(pools)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        index = self._busy.index(min(self._busy))
-        self._busy[index] += 1
-        try:
-            response = await self._pools[index].handle_async_request(request)
-        except BaseException:
-            self._busy[index] -= 1
-            raise
-        response.stream = _Releasing(response.stream, lambda: self._done(index))
-        return response
-
-    def _done(self, index: int) -> None:
-        self._busy[index] -= 1
-
-    async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+@asynccontextmanager
+async def leased() -> AsyncIterator[httpx.AsyncClient]:
+    """The running loop's shared client for the block; the last user out closes it."""
+    client = _acquire()
+    try:
+        yield client
+    finally:
+        await _release(client)
 
 
-class _Releasing(httpx.AsyncByteStream):
-    """A response stream that gives its slot back once, when closed."""
+class Lease:
+    """A long-lived user's hold on the shared client (a provider): taken in each event loop
+    it is used from, on first use; given back, per loop, by `release`."""
 
-    def __init__(self, inner: Any, release: Callable[[], None]) -> None:
-        self._inner = inner
-        self._release: Callable[[], None] | None = release
+    def __init__(self) -> None:
+        self._held: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        # The inner iterator itself: no generator of ours between every chunk and its reader.
-        iterator: AsyncIterator[bytes] = self._inner.__aiter__()
-        return iterator
+    def client(self) -> httpx.AsyncClient:
+        """The running loop's shared client."""
+        loop = asyncio.get_running_loop()
+        client = self._held.get(loop)
+        if client is None or client.is_closed:
+            client = self._held[loop] = _acquire()
+        return client
 
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
+    async def release(self) -> None:
+        """Give the running loop's client back (a no-op if this lease never took it)."""
+        client = self._held.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await _release(client)
+
+
+def from_emulator(headers: Any) -> bool:
+    """Whether a response's headers say a built-in emulator answered (any httpx flavour)."""
+    return bool(headers.get(EMULATOR_HEADER))
+
+
+def _httpx_names(exc: BaseException) -> set[str]:
+    return {
+        cls.__name__
+        for cls in type(exc).__mro__
+        if cls.__module__.partition(".")[0] in _HTTPX_PACKAGES
+    }
+
+
+def is_http_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an `httpx.HTTPError`, from httpx or from google-genai's httpx2
+    (whose classes share httpx's names but not its types; abebeats_lab never imports it)."""
+    return "HTTPError" in _httpx_names(exc)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether ``exc`` failed before the request left this machine (so no job can exist)."""
+    return bool(_httpx_names(exc) & _NOT_SENT)
 
 
 def retry_hint(response: httpx.Response) -> float | None:
@@ -311,29 +281,32 @@ async def send(
     provider: str,
     idempotent: bool,
     policy: RetryPolicy = DEFAULT_RETRY,
+    observe: Callable[[httpx.Response], None] | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
-    """Send with the retry policy; return a 2xx/3xx response or raise our error types."""
+    """Send with the retry policy; return a 2xx/3xx response or raise our error types.
+
+    ``observe`` sees every response, errors included (how a provider notices an emulator).
+    """
     started = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
         try:
             response = await client.request(method, url, **kwargs)
-        except _NOT_SENT as exc:
-            error: Exception = ProviderTransportError(
-                f"{type(exc).__name__}: {exc}", provider=provider
-            )
-            hint = None
         except httpx.HTTPError as exc:
-            if not idempotent:
+            if not idempotent and not never_sent(exc):
                 raise AmbiguousSubmitError(
                     f"{method} {url} was sent but no answer came back ({type(exc).__name__})",
                     provider=provider,
                 ) from exc
-            error = ProviderTransportError(f"{type(exc).__name__}: {exc}", provider=provider)
+            error: Exception = ProviderTransportError(
+                f"{type(exc).__name__}: {exc}", provider=provider
+            )
             hint = None
         else:
+            if observe is not None:
+                observe(response)
             if response.status_code < 400:
                 return response
             error = error_from(response, provider)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab import capabilities
+from abebeats_lab import capabilities, costs, history
 from abebeats_lab._http import RETRY_STATUSES
 from abebeats_lab._types import (
     Job,
@@ -43,7 +43,7 @@ from abebeats_lab.timing import Clock, Marks, build_timing
 from abebeats_lab.waiting import WaitPolicy, WaitResult, wait
 
 if TYPE_CHECKING:
-    from abebeats_lab.runner import Limiter
+    from abebeats_lab.limits import Limiter
 
 __all__ = ["JobEvent", "Live", "RunContext", "live_row"]
 
@@ -266,8 +266,15 @@ class RunContext:
         self._attach(live, job, marks.submit_end - marks.submit_start)
 
     def _attach(self, live: Live, job: Job, submit_s: float | None) -> None:
-        """Commit the provider's id (before any status request) and mark the job queued."""
+        """Commit the provider's id (before any status request) and mark the job queued.
+
+        A provider that found an emulator on the other end (it says so in every answer) makes
+        the row emulated and free, however the emulator was started.
+        """
         live.job = job
+        changes: dict[str, Any] = {}
+        if self.clients.emulated(live.row.provider) and not live.row.emulated:
+            changes = {"emulated": True, "cost_usd": 0.0, "cost_note": costs.NOTE_EMULATED}
         self._save(
             live,
             job_id=job.id,
@@ -275,6 +282,7 @@ class RunContext:
             state=JobState.QUEUED.value,
             submit_s=submit_s,
             submit_s_source="client" if submit_s is not None else None,
+            **changes,
         )
         self._emit(live, JobState.QUEUED)
 
@@ -390,14 +398,31 @@ class RunContext:
 
     # -- wait and download -------------------------------------------------------------
 
-    def _policy(self, route: str) -> WaitPolicy:
+    def _policy(self, route: str, *, emulated: bool = False) -> WaitPolicy:
+        """The caller's policy, with run times learnt from this user's history of ``route``.
+
+        The per-user history (every run folder feeds it) comes first; this run folder's own
+        rows stand in while it has too few; then the route's typical run time, as a prior.
+        Emulated and real run times never stand in for each other: a row or a client that
+        says emulated is emulated.
+        """
         base = self.policy or WaitPolicy()
         if base.expected_run_s is not None:
             return base
-        prior = self.store.run_time_prior(route)
+        emulated = emulated or self.clients.emulated(Route.parse(route).provider)
+        prior = history.run_time_prior(route, emulated=emulated) or self.store.run_time_prior(
+            route, emulated=emulated
+        )
         if prior is None:
             return replace(base, expected_run_s=capabilities.capabilities_for(route).typical_run_s)
         return replace(base, expected_run_s=prior[0], spread_s=prior[1])
+
+    def _record_run_time(self, live: Live) -> None:
+        """Teach the per-user history this succeeded job's run time."""
+        row = live.row
+        sample = history.run_time_sample(live.result, row.run_s, row.run_s_source)
+        emulated = row.emulated or self.clients.emulated(row.provider)
+        history.record(row.route, sample, emulated=emulated)
 
     def _observe(self, live: Live, status: JobStatus) -> None:
         if status.state.value != live.row.state and not status.state.terminal:
@@ -407,7 +432,7 @@ class RunContext:
     async def _follow(self, live: Live) -> None:
         assert live.job is not None
         provider = self.clients[live.row.provider]
-        policy = self._policy(live.row.route)
+        policy = self._policy(live.row.route, emulated=live.row.emulated)
         # A create this process sent started the deadline; a resumed row's clock starts now.
         started = live.marks.submit_start if live.marks is not None else None
         try:
@@ -436,6 +461,7 @@ class RunContext:
         self._emit(live, "downloading")
         live.output = await self._download(live, provider, status)
         self._finish(live, JobState.SUCCEEDED.value, None)
+        self._record_run_time(live)
 
     async def _download(self, live: Live, provider: Provider, status: JobStatus) -> Output:
         job, marks, row = live.job, live.marks, live.row

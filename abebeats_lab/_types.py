@@ -11,6 +11,10 @@ from typing import Any
 
 from abebeats_lab.errors import UnknownRouteError
 
+EMULATOR_HEADER = "x-abebeats-emulator"
+"""The response header every built-in emulator answer carries; a client that sees it knows its
+figures are emulated and nothing was charged, however the emulator was started."""
+
 
 class JobState(enum.StrEnum):
     """The five states every provider's status is normalised to."""

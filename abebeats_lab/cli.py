@@ -1,7 +1,9 @@
 """The ``abebeats-lab`` command: a thin view over the runner.
 
-User errors print one line to stderr and exit non-zero (2 for bad input, 1 otherwise);
-tracebacks are for bugs only.
+Every path argument is checked before anything is submitted. User errors print one line
+to stderr; tracebacks are for bugs only. Exit codes: 0 success, 1 failure, 2 bad input
+(nothing was submitted), 130 interrupted (remote jobs cancelled where possible; the command
+that finishes the run is printed).
 """
 
 from __future__ import annotations
@@ -10,20 +12,47 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from abebeats_lab import __version__
 from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
 
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from abebeats_lab._jobs import JobEvent
+
 __all__ = ["main"]
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+PathCheck = Callable[[Path, str], None]
+DESCRIPTION = """\
+Send the same prompt and settings to several AI-video providers (Runway, Veo, Pika via
+fal, Replicate, and a local renderer), record every job in a run directory and compare
+time, cost and output. --emulate runs a command offline against built-in emulators of
+the providers (no key, no network)."""
+EPILOG = """exit codes:
+  0    success
+  1    failure (a provider, a missing key, a file that cannot be written)
+  2    bad input (a setting, a route, a path): nothing was submitted
+  130  interrupted (Ctrl-C): remote jobs cancelled where possible; the command that
+       finishes the run is printed"""
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+PROMPT_CHARS = 30
+"""A prompt is shortened to about this many characters in progress lines."""
+ERROR_CHARS = 100
+FINAL_STATES = frozenset({"succeeded", "failed", "canceled", "ambiguous"})
 DEMO_PROMPTS = (
     "a paper boat drifting down a neon river at night",
     "a red kite over desert dunes at golden hour",
@@ -42,7 +71,9 @@ def _request_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=int, default=5, metavar="S", help="seconds of video")
     parser.add_argument("--ratio", default="16:9", metavar="W:H", help="aspect ratio")
     parser.add_argument("--resolution", default="720p", metavar="R", help="e.g. 720p")
-    parser.add_argument("--seed", type=int, default=None, metavar="N")
+    parser.add_argument(
+        "--seed", type=int, default=None, metavar="N", help="seed, for repeatable output"
+    )
     parser.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt")
     parser.add_argument("--audio", action="store_true", help="ask for an audio track")
     parser.add_argument(
@@ -54,7 +85,7 @@ def _price_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--price",
         action="append",
-        default=[],
+        default=None,
         metavar="ROUTE=USD_PER_S",
         help="your price for a route, in USD per second of video (repeatable); wins over "
         "prices.toml in your config folder and the built-in price table",
@@ -64,7 +95,7 @@ def _price_args(parser: argparse.ArgumentParser) -> None:
 def _prices_from(args: argparse.Namespace) -> dict[str, float]:
     from abebeats_lab import capabilities
 
-    return dict(capabilities.parse_price(text) for text in args.price)
+    return dict(capabilities.parse_price(text) for text in args.price or ())
 
 
 def _request_from(args: argparse.Namespace, prompt: str = "") -> VideoRequest:
@@ -79,48 +110,120 @@ def _request_from(args: argparse.Namespace, prompt: str = "") -> VideoRequest:
     )
 
 
+def _short(text: str, limit: int = PROMPT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class _Progress:
-    """One status line per job on stderr, rewritten in place on a terminal."""
+    """Job progress on stderr: live per-route bars on a terminal; on a pipe, one line
+    each time a job reaches a state it has not been in (route, prompt, repeat, state)."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, expected: Mapping[str, int] | None = None, stream: TextIO | None = None):
+        self.stream = stream if stream is not None else sys.stderr
         self.started = time.monotonic()
-        self.tty = stream.isatty()
+        self.expected = dict(expected or {})
+        self.states: dict[tuple[int, str, int], str] = {}
+        self.printed: dict[tuple[int, str, int], set[str]] = {}
+        self.bars = _Bars(self.stream) if self.stream.isatty() else None
 
-    def __call__(self, event: Any) -> None:
-        parts = [f"{event.route}", f"{event.state}"]
-        if getattr(event, "progress", None) is not None:
-            parts.append(f"{event.progress:.0%}")
-        if getattr(event, "queue_position", None) is not None:
-            parts.append(f"queue {event.queue_position}")
-        parts.append(f"{time.monotonic() - self.started:5.1f}s")
-        line = "  ".join(parts)
-        if self.tty:
-            self.stream.write(f"\r\x1b[2K{line}")
-            self.stream.flush()
-        else:
-            self.stream.write(line + "\n")
+    def __enter__(self) -> _Progress:
+        if self.bars is not None:
+            self.bars.progress.start()
+        return self
 
-    def done(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+    def __exit__(self, *exc: object) -> None:
+        if self.bars is not None:
+            self.bars.progress.stop()
+
+    def __call__(self, event: JobEvent) -> None:
+        state = str(event.state)
+        if state == "succeeded" and event.output_path is None:
+            return  # the provider is done: "downloading" follows, "succeeded" once it is saved
+        self.states[event.key] = state
+        if self.bars is not None:
+            mine = [s for key, s in self.states.items() if key[1] == event.route]
+            self.bars.show(event.route, mine, self.expected.get(event.route, 0))
+            return
+        seen = self.printed.setdefault(event.key, set())
+        if state in seen:
+            return
+        seen.add(state)
+        line = (
+            f"{time.monotonic() - self.started:6.1f}s  {event.route}  "
+            f"{_short(event.prompt)!r}  #{event.key[2] + 1}  {state}"
+        )
+        if event.error and state in FINAL_STATES:
+            line += f": {_short(event.error, ERROR_CHARS)}"
+        print(line, file=self.stream, flush=True)
+
+
+class _Bars:
+    """One rich progress bar per route, with how many of its jobs are in each state."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress: Progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=Console(file=stream),
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def show(self, route: str, states: Sequence[str], expected: int) -> None:
+        total = max(expected, len(states))
+        detail = "  ".join(f"{n} {state}" for state, n in sorted(Counter(states).items()))
+        if route not in self.tasks:
+            self.tasks[route] = self.progress.add_task(route, total=total, detail="")
+        done = sum(state in FINAL_STATES for state in states)
+        self.progress.update(self.tasks[route], total=total, completed=done, detail=detail)
+
+
+def _new_run_dir(prefix: str = "") -> Path:
+    """A fresh run directory chosen here, so an interrupt can name it."""
+    from abebeats_lab.runner import RUNS_DIR, new_run_id
+
+    return Path(RUNS_DIR) / f"{prefix}{new_run_id()}"
+
+
+def _finish_on_interrupt(args: argparse.Namespace, run_dir: Path, *, then: str = "") -> None:
+    """Tell `main` the command that finishes ``run_dir`` if this command is interrupted."""
+    command = f"abebeats-lab resume {shlex.quote(str(run_dir))}"
+    if getattr(args, "emulate", False):
+        command += " --emulate"
+    command += f" --rerun-cancelled{then}"
+    from abebeats_lab.runner import DB_NAME
+
+    args.on_interrupt = lambda: command if (run_dir / DB_NAME).is_file() else None
 
 
 async def _cmd_generate(args: argparse.Namespace) -> int:
     from abebeats_lab import runner
 
-    progress = _Progress()
-    result = await runner.generate(
-        args.prompt,
-        args.route,
-        _request_from(args, args.prompt),
-        fallback=True,
-        run_dir=args.run_dir,
-        emulate=args.emulate,
-        on_update=progress,
-        prices=_prices_from(args),
-    )
-    progress.done()
+    prices = _prices_from(args)
+    run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir()
+    _finish_on_interrupt(args, run_dir)
+    with _Progress() as progress:
+        result = await runner.generate(
+            args.prompt,
+            args.route,
+            _request_from(args, args.prompt),
+            fallback=True,
+            run_dir=run_dir,
+            emulate=args.emulate,
+            on_update=progress,
+            prices=prices,
+        )
     source = Path(result.output_path)
     target = Path(args.out) if args.out else source
     if args.out:
@@ -135,21 +238,25 @@ async def _cmd_generate(args: argparse.Namespace) -> int:
 async def _cmd_compare(args: argparse.Namespace) -> int:
     from abebeats_lab import runner
 
-    progress = _Progress()
-    comparison = await runner.compare(
-        args.prompts,
-        args.route,
-        _request_from(args),
-        repeats=args.repeats,
-        run_dir=args.run_dir,
-        emulate=args.emulate,
-        max_cost_usd=args.max_cost,
-        adapt=args.adapt,
-        dry_run=args.dry_run,
-        on_update=None if args.json else progress,
-        prices=_prices_from(args),
-    )
-    progress.done()
+    prices = _prices_from(args)
+    run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir()
+    if not args.dry_run:
+        _finish_on_interrupt(args, run_dir)
+    per_route = len(args.prompts) * args.repeats
+    with _Progress(dict.fromkeys(args.route, per_route)) as progress:
+        comparison = await runner.compare(
+            args.prompts,
+            args.route,
+            _request_from(args),
+            repeats=args.repeats,
+            run_dir=run_dir,
+            emulate=args.emulate,
+            max_cost_usd=args.max_cost,
+            adapt=args.adapt,
+            dry_run=args.dry_run,
+            on_update=None if args.json else progress,
+            prices=prices,
+        )
     _print_comparison(comparison, as_json=args.json, dry_run=args.dry_run)
     return 0
 
@@ -171,10 +278,24 @@ def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) 
 async def _cmd_resume(args: argparse.Namespace) -> int:
     from abebeats_lab import runner
 
-    progress = _Progress()
-    comparison = await runner.resume(args.run_dir, emulate=args.emulate, on_update=progress)
-    progress.done()
+    run_dir = Path(args.run_dir)
+    _finish_on_interrupt(args, run_dir)
+    with _Progress() as progress:
+        comparison = await runner.resume(
+            run_dir,
+            emulate=args.emulate,
+            on_update=progress,
+            rerun_cancelled=args.rerun_cancelled,
+        )
     _print_comparison(comparison, as_json=args.json)
+    cancelled = sum(map(runner.was_interrupted, comparison.rows))
+    if cancelled:
+        flags = " --emulate" if args.emulate else ""
+        print(
+            f"abebeats-lab: {cancelled} job(s) were cancelled by an interrupt; to run them "
+            f"again: abebeats-lab resume {shlex.quote(str(run_dir))}{flags} --rerun-cancelled",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -188,25 +309,26 @@ async def _cmd_report(args: argparse.Namespace) -> int:
 async def _cmd_demo(args: argparse.Namespace) -> int:
     from abebeats_lab import report, runner
 
-    out = Path(args.out)
-    run_dir = out / time.strftime("demo-%Y%m%d-%H%M%S")
+    prices = _prices_from(args)
+    run_dir = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
+    args.emulate = True
+    _finish_on_interrupt(args, run_dir, then=f" && abebeats-lab report {shlex.quote(str(run_dir))}")
     print(
         f"abebeats-lab demo: {len(DEMO_PROMPTS)} prompts x {len(DEMO_ROUTES)} routes, "
         "emulated providers on 127.0.0.1 (no key, no network)",
         file=sys.stderr,
     )
-    progress = _Progress()
-    comparison = await runner.compare(
-        list(DEMO_PROMPTS),
-        list(DEMO_ROUTES),
-        VideoRequest(prompt="", duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7),
-        run_dir=run_dir,
-        emulate=True,
-        adapt=True,
-        on_update=progress,
-        prices=_prices_from(args),
-    )
-    progress.done()
+    with _Progress(dict.fromkeys(DEMO_ROUTES, len(DEMO_PROMPTS))) as progress:
+        comparison = await runner.compare(
+            list(DEMO_PROMPTS),
+            list(DEMO_ROUTES),
+            VideoRequest(prompt="", duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7),
+            run_dir=run_dir,
+            emulate=True,
+            adapt=True,
+            on_update=progress,
+            prices=prices,
+        )
     print(comparison.summary_text())
     path = report.write_report(comparison.run_dir or run_dir)
     print(f"\nrun directory: {comparison.run_dir}\nreport: {path}")
@@ -260,52 +382,154 @@ async def _cmd_emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_history(args: argparse.Namespace) -> int:
+    from abebeats_lab import history
+
+    if args.clear:
+        removed = history.clear(args.route)
+        which = ", ".join(args.route) if args.route else "every route"
+        print(f"forgot {removed} run times ({which}) in {history.history_path()}")
+        return 0
+    kept = history.summaries(args.route)
+    print(f"run-time history: {history.history_path()}")
+    rows = [
+        [h.route, "emulated" if h.emulated else "real", str(h.samples), f"{h.median_s:.1f}s",
+         f"{h.spread_s:.1f}s", h.last_recorded_at]
+        for h in kept
+    ]  # fmt: skip
+    if rows:
+        _print_table(["route", "kind", "jobs", "median", "spread", "last"], rows)
+    else:
+        print("no run times recorded yet")
+    return 0
+
+
 async def _cmd_music_video(args: argparse.Namespace) -> int:
     from abebeats_lab import pipeline
 
-    progress = _Progress()
-    video = await pipeline.make_music_video(
-        args.prompt,
-        args.audio,
-        routes=args.route or ["local:procedural"],
-        seed=args.seed,
-        run_dir=args.run_dir,
-        out=args.out,
-        emulate=args.emulate,
-        on_update=progress,
+    run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir("music-video-")
+    again = shlex.join(
+        ["abebeats-lab", *args.argv, *([] if args.run_dir else ["--run-dir", str(run_dir)])]
     )
-    progress.done()
+    # A music video is one run per shot plus the assembly: running it again finishes it.
+    args.on_interrupt = lambda: f"{again}  (clips made so far are kept in {run_dir})"
+    with _Progress() as progress:
+        video = await pipeline.make_music_video(
+            args.prompt,
+            args.audio,
+            routes=args.route or ["local:procedural"],
+            seed=args.seed,
+            run_dir=run_dir,
+            out=args.out,
+            emulate=args.emulate,
+            on_update=progress,
+        )
     print(video.path)
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="abebeats-lab", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"abebeats-lab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows an option's default where it has a real one; keeps the epilog's line breaks."""
 
-    demo = sub.add_parser(
-        "demo", help="compare every provider offline (emulated) and write a report"
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS)
+        if not shown or not action.option_strings or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _command(
+    sub: Any,
+    name: str,
+    summary: str,
+    handler: Handler,
+    paths: Sequence[tuple[str, str, PathCheck]] = (),
+) -> argparse.ArgumentParser:
+    """A subcommand whose help shows defaults and the exit codes."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=summary, epilog=EPILOG, formatter_class=_HelpFormatter
     )
-    demo.add_argument("--out", default="abebeats-runs", metavar="DIR")
-    _price_args(demo)
-    demo.set_defaults(handler=_cmd_demo)
+    parser.set_defaults(handler=handler, paths=tuple(paths))
+    return parser
 
-    gen = sub.add_parser("generate", help="one prompt, one route (more --route = fallback chain)")
-    gen.add_argument("prompt")
-    gen.add_argument("--route", action="append", required=True, metavar="ROUTE")
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="abebeats-lab", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"abebeats-lab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = _command(
+        sub,
+        "demo",
+        "compare every provider offline (emulated) and write a report",
+        _cmd_demo,
+        [("out", "--out", _dir_out)],
+    )
+    demo.add_argument(
+        "--out", default="abebeats-runs", metavar="DIR", help="folder that receives the run folder"
+    )
+    _price_args(demo)
+
+    gen = _command(
+        sub,
+        "generate",
+        "one prompt, one route (more --route = fallback chain)",
+        _cmd_generate,
+        [("out", "--out", _file_out), ("run_dir", "--run-dir", _dir_out)],
+    )
+    gen.add_argument("prompt", help="what the video shows")
+    gen.add_argument(
+        "--route",
+        action="append",
+        required=True,
+        metavar="ROUTE",
+        help="provider:model (see `abebeats-lab routes`); repeat it for a fallback chain",
+    )
     gen.add_argument("--out", metavar="FILE", help="copy the video here")
-    gen.add_argument("--run-dir", default=None, metavar="DIR")
+    gen.add_argument(
+        "--run-dir",
+        default=None,
+        metavar="DIR",
+        help="folder for the run store and outputs (default: a new one under abebeats-runs/)",
+    )
     _price_args(gen)
     _request_args(gen)
-    gen.set_defaults(handler=_cmd_generate)
 
-    cmp_ = sub.add_parser("compare", help="prompts x routes x repeats, recorded in a run directory")
-    cmp_.add_argument("prompts", nargs="+", metavar="PROMPT")
-    cmp_.add_argument("--route", action="append", required=True, metavar="ROUTE")
-    cmp_.add_argument("--repeats", type=int, default=1, metavar="N")
-    cmp_.add_argument("--run-dir", default=None, metavar="DIR")
-    cmp_.add_argument("--max-cost", type=float, default=None, metavar="USD")
+    cmp_ = _command(
+        sub,
+        "compare",
+        "prompts x routes x repeats, recorded in a run directory",
+        _cmd_compare,
+        [("run_dir", "--run-dir", _dir_out)],
+    )
+    cmp_.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more prompts")
+    cmp_.add_argument(
+        "--route",
+        action="append",
+        required=True,
+        metavar="ROUTE",
+        help="provider:model to compare (see `abebeats-lab routes`); repeat for more",
+    )
+    cmp_.add_argument(
+        "--repeats", type=int, default=1, metavar="N", help="jobs per prompt and route"
+    )
+    cmp_.add_argument(
+        "--run-dir",
+        default=None,
+        metavar="DIR",
+        help="folder for the run store and outputs (default: a new one under abebeats-runs/)",
+    )
+    cmp_.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="refuse to start when the estimated cost is higher (with --emulate, which is "
+        "free, it only says what the run would cost)",
+    )
     cmp_.add_argument("--dry-run", action="store_true", help="print the plan and estimate only")
     cmp_.add_argument(
         "--adapt", action="store_true", help="snap settings to what each route allows"
@@ -313,64 +537,208 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--json", action="store_true", help="print the rows as JSON")
     _price_args(cmp_)
     _request_args(cmp_)
-    cmp_.set_defaults(handler=_cmd_compare)
 
-    res = sub.add_parser("resume", help="re-attach to a run's unfinished jobs (never resubmits)")
-    res.add_argument("run_dir", metavar="RUN_DIR")
-    res.add_argument("--emulate", action="store_true")
-    res.add_argument("--json", action="store_true")
-    res.set_defaults(handler=_cmd_resume)
+    res = _command(
+        sub,
+        "resume",
+        "finish a run: re-attach to its unfinished jobs (a sent job is never sent again)",
+        _cmd_resume,
+        [("run_dir", "RUN_DIR", _run_in)],
+    )
+    res.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to finish")
+    res.add_argument(
+        "--rerun-cancelled",
+        action="store_true",
+        help="also run the jobs an interrupt cancelled (a job the provider may still finish "
+        "is collected, never paid twice) and an emulated run's jobs lost with its emulators",
+    )
+    res.add_argument(
+        "--emulate", action="store_true", help="the run was emulated: use the built-in emulators"
+    )
+    res.add_argument("--json", action="store_true", help="print the rows as JSON")
 
-    rep = sub.add_parser("report", help="write a self-contained HTML report of a run")
-    rep.add_argument("run_dir", metavar="RUN_DIR")
-    rep.add_argument("--out", default=None, metavar="FILE")
-    rep.set_defaults(handler=_cmd_report)
+    rep = _command(
+        sub,
+        "report",
+        "write a self-contained HTML report of a run",
+        _cmd_report,
+        [("run_dir", "RUN_DIR", _run_in), ("out", "--out", _file_out)],
+    )
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to report on")
+    rep.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="where to write it (default: RUN_DIR/report.html)",
+    )
 
-    routes = sub.add_parser("routes", help="list routes, what they accept and whether keys are set")
-    routes.set_defaults(handler=_cmd_routes)
+    _command(sub, "routes", "list routes, what they accept and whether keys are set", _cmd_routes)
 
-    emu = sub.add_parser("emulate", help="serve every provider emulator on 127.0.0.1")
-    emu.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
+    emu = _command(sub, "emulate", "serve every provider emulator on 127.0.0.1", _cmd_emulate)
+    emu.add_argument(
+        "--seconds", type=float, default=0, metavar="S", help="stop after this long (0: never)"
+    )
     emu.add_argument(
         "--port",
         type=int,
         default=0,
         metavar="N",
-        help="first port (providers take N, N+1, ...); default: ports the OS chooses",
+        help="first port (providers take N, N+1, ...); 0 lets the OS choose",
     )
-    emu.set_defaults(handler=_cmd_emulate)
 
-    mv = sub.add_parser("music-video", help="an audio track and a prompt in, a beat-cut video out")
-    mv.add_argument("prompt")
-    mv.add_argument("--audio", required=True, metavar="FILE")
-    mv.add_argument("--route", action="append", default=None, metavar="ROUTE")
-    mv.add_argument("--out", default=None, metavar="FILE")
-    mv.add_argument("--run-dir", default=None, metavar="DIR")
-    mv.add_argument("--seed", type=int, default=None)
-    mv.add_argument("--emulate", action="store_true")
-    mv.set_defaults(handler=_cmd_music_video)
+    hist = _command(
+        sub,
+        "history",
+        "show or clear the per-user run times the wait schedule learns from",
+        _cmd_history,
+    )
+    hist.add_argument("--clear", action="store_true", help="forget them (a cold start)")
+    hist.add_argument(
+        "--route",
+        action="append",
+        default=None,
+        metavar="ROUTE",
+        help="only this route (repeat for more; default: every route)",
+    )
+
+    mv = _command(
+        sub,
+        "music-video",
+        "an audio track and a prompt in, a beat-cut video out",
+        _cmd_music_video,
+        [
+            ("audio", "--audio", _file_in),
+            ("out", "--out", _file_out),
+            ("run_dir", "--run-dir", _dir_out),
+        ],
+    )
+    mv.add_argument("prompt", help="what the video shows (each shot adds a framing and a mood)")
+    mv.add_argument(
+        "--audio", required=True, metavar="FILE", help="the audio track (WAV, MP3, ...)"
+    )
+    mv.add_argument(
+        "--route",
+        action="append",
+        default=None,
+        metavar="ROUTE",
+        help="provider:model for the clips; repeat for a fallback chain "
+        "(default: local:procedural)",
+    )
+    mv.add_argument(
+        "--out", default=None, metavar="FILE", help="the video (default: RUN_DIR/music_video.mp4)"
+    )
+    mv.add_argument(
+        "--run-dir",
+        default=None,
+        metavar="DIR",
+        help="folder for the clips and run store (default: a new one under abebeats-runs/)",
+    )
+    mv.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed for every clip (default: from the prompt)",
+    )
+    mv.add_argument(
+        "--emulate", action="store_true", help="run against the built-in emulators (no key needed)"
+    )
     return parser
 
 
+class _BadPath(LabError):
+    """A path argument that cannot work; found before anything is submitted."""
+
+
+def _ancestor(path: Path) -> Path:
+    """The nearest existing folder-or-file at or above ``path``."""
+    absolute = path.absolute()
+    return next(p for p in [absolute, *absolute.parents] if p.exists())
+
+
+def _writable_under(path: Path, label: str) -> None:
+    above = _ancestor(path)
+    if not above.is_dir():
+        raise _BadPath(f"{label} {path}: {above} is a file, not a directory")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise _BadPath(f"{label} {path}: no permission to write in {above}")
+
+
+def _dir_out(path: Path, label: str) -> None:
+    """A directory to create or write into."""
+    if path.exists() and not path.is_dir():
+        raise _BadPath(f"{label} {path}: is a file, not a directory")
+    _writable_under(path, label)
+
+
+def _file_out(path: Path, label: str) -> None:
+    """A file to create or replace."""
+    if path.is_dir():
+        raise _BadPath(f"{label} {path}: is a directory; give a file name")
+    _writable_under(path.parent, label)
+
+
+def _file_in(path: Path, label: str) -> None:
+    """A file to read."""
+    if not path.exists():
+        raise _BadPath(f"{label} {path}: no such file")
+    if path.is_dir():
+        raise _BadPath(f"{label} {path}: is a directory, not a file")
+
+
+def _run_in(path: Path, label: str) -> None:
+    """An existing run directory."""
+    from abebeats_lab.runner import DB_NAME
+
+    if not path.exists():
+        raise _BadPath(f"{label} {path}: no such directory")
+    if not path.is_dir():
+        raise _BadPath(f"{label} {path}: is a file, not a run directory")
+    if not (path / DB_NAME).is_file():
+        raise _BadPath(f"{label} {path}: not a run directory (no {DB_NAME} in it)")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Every path argument of the command, before anything runs."""
+    for name, label, check in args.paths:
+        value = getattr(args, name)
+        if value is not None:
+            check(Path(value), label)
+
+
+def _os_error_text(exc: OSError) -> str:
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}" if where else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the console script; returns the exit code (see the module docstring)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(words)
+    args.argv = words
     try:
+        _check_paths(args)
         if hasattr(args, "route") and args.route:
             args.route = [str(Route.parse(r)) for r in args.route]
         handler: Handler = args.handler
         return asyncio.run(handler(args))
-    except ValidationError as exc:
+    except (ValidationError, _BadPath) as exc:
         print(f"abebeats-lab: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except LabError as exc:
         print(f"abebeats-lab: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"abebeats-lab: {_os_error_text(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
-        print(
-            "abebeats-lab: interrupted; remote jobs were cancelled where possible", file=sys.stderr
-        )
-        return 130
+        hint = getattr(args, "on_interrupt", lambda: None)()
+        message = "abebeats-lab: interrupted; remote jobs were cancelled where possible"
+        if hint:
+            message += f". To finish the run:\n  {hint}"
+        print(message, file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ __all__ = [
     "Comparison",
     "by_route",
     "conformance",
+    "job_cost_text",
     "output_fields",
     "percentile",
     "records",
@@ -212,6 +213,13 @@ def _would_be(lines: Sequence[Mapping[str, Any]]) -> str:
     return f"at least {amount} (no price known for {', '.join(unknown)})" if unknown else amount
 
 
+def job_cost_text(row: Mapping[str, Any]) -> str:
+    """One job's cost for a person: ``$0.00 (emulated: not charged); price $0.120/s``."""
+    cost = costs.route_cost([row])
+    note = f" ({cost.note})" if cost.note else ""
+    return f"{fmt.money(cost.charged_usd)}{note}; price {cost.price_text()}"
+
+
 SETTING_FIELDS: tuple[tuple[str, str], ...] = (
     ("duration_s", "duration"),
     ("aspect_ratio", "ratio"),
@@ -374,11 +382,7 @@ def _figure_list(row: JobRow) -> str:
         source = getattr(row, f"{name}_source") or ""
         items.append(f"{name[:-2]} {fmt.seconds(getattr(row, name))} <small>{source}</small>")
     items.append(f"polls {row.polls}")
-    cost = costs.route_cost([row.to_dict()])
-    items.append(
-        f"{fmt.money(cost.charged_usd)} <small>({html.escape(cost.note)}; "
-        f"price {html.escape(cost.price_text())})</small>"
-    )
+    items.append(f"<small>{html.escape(job_cost_text(row.to_dict()))}</small>")
     if row.width:
         output = f"{fmt.size(row.width, row.height)} {fmt.value(row.fps)} fps"
         items.append(f"{output} {fmt.seconds(row.duration_s)}")

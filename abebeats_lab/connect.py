@@ -43,7 +43,17 @@ class Clients:
             if self.emulate and remote:
                 from abebeats_lab.emulator import Emulators
 
-                self.emulators = await asyncio.to_thread(Emulators, remote, self.scenario)
+                starting = asyncio.ensure_future(
+                    asyncio.to_thread(Emulators, remote, self.scenario)
+                )
+                try:
+                    self.emulators = await asyncio.shield(starting)
+                except asyncio.CancelledError:
+                    # The worker thread cannot be stopped midway: keep what it starts, so
+                    # `aclose` below stops it rather than leaving servers running.
+                    with contextlib.suppress(Exception):
+                        self.emulators = await starting
+                    raise
             for name in self.names:
                 self._clients[name] = get_provider(name, **self._options(name))
         except BaseException:

@@ -1,12 +1,14 @@
 """Video bytes: fetch outputs safely, verify them, probe them.
 
-Every output lands through `save_output`: written to a temporary name in the target
-folder, checked (non-empty, MP4/QuickTime signature, a clean PyAV probe), then renamed.
-A failed check leaves nothing behind.
+Every output lands through `save_output`: streamed (through the event loop's shared httpx
+client, `_http`) to a temporary name in the target folder with its SHA-256 computed on the
+way, checked (non-empty, MP4/QuickTime signature, a clean PyAV probe, run off the event
+loop), flushed to disk with ``fsync``, then renamed. A failed check leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -15,13 +17,13 @@ import os
 import re
 import tempfile
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
-from abebeats_lab._net import asyncio_transport, env_proxy_set
-from abebeats_lab._sink import BodySink
+from abebeats_lab._http import leased
 from abebeats_lab._types import Output, OutputRef, Probe
 from abebeats_lab.errors import DownloadError
 
@@ -38,10 +40,7 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 """Refuse outputs above 2 GiB: a 10 s 4K clip is far smaller; anything bigger is a fault."""
-_DOWNLOAD_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-"""httpx's own defaults."""
 MAX_REDIRECTS = 5
-_CHUNK = 1024 * 1024
 _MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -88,7 +87,8 @@ def probe(path: Path | str) -> Probe:
         raise DownloadError(f"{path.name}: not a playable video ({exc})") from exc
 
 
-def _verify_and_place(tmp: Path, dest: Path, sha256: str | None = None) -> Output:
+def _verify_and_place(tmp: Path, dest: Path, sha256: str) -> Output:
+    """Check, probe and rename a complete file (blocking: run it off the event loop)."""
     with tmp.open("rb") as handle:
         head = handle.read(12)
     if not head:
@@ -96,18 +96,12 @@ def _verify_and_place(tmp: Path, dest: Path, sha256: str | None = None) -> Outpu
     if not looks_like_mp4(head):
         raise DownloadError(f"{dest.name}: not an MP4/QuickTime file (starts {head[:8]!r})")
     info = probe(tmp)
-    if sha256 is None:
-        digest = hashlib.sha256()
-        with tmp.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(chunk)
-        sha256 = digest.hexdigest()
     tmp.replace(dest)
     return Output(path=dest, probe=info, sha256=sha256)
 
 
 @contextlib.contextmanager
-def _temporary_beside(dest: Path):  # type: ignore[no-untyped-def]
+def _temporary_beside(dest: Path) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     os.close(fd)
@@ -123,7 +117,10 @@ def save_bytes(data: bytes, dest: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -
     if len(data) > max_bytes:
         raise DownloadError(f"{dest.name}: {len(data)} bytes is over the {max_bytes} byte cap")
     with _temporary_beside(dest) as tmp:
-        tmp.write_bytes(data)
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         return _verify_and_place(tmp, dest, hashlib.sha256(data).hexdigest())
 
 
@@ -160,28 +157,32 @@ async def _stream_to(
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise DownloadError(f"declared size {declared} is over the {max_bytes} byte cap")
-            # Chunks as they come off the socket: the sink buffers them without a join copy.
-            return await _write_body(response.aiter_raw(), tmp, max_bytes, declared)
+            with tmp.open("wb") as handle:
+                sha256, size = await _write_body(response, handle, max_bytes)
+                # fsync before the rename: a crash never leaves a renamed, short file.
+                await asyncio.to_thread(os.fsync, handle.fileno())
+            if declared and declared.isdigit() and size != int(declared):
+                raise DownloadTruncated(f"truncated: got {size} of {declared} bytes")
+            return sha256
     raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
 
 
 async def _write_body(
-    chunks: AsyncIterator[bytes], tmp: Path, max_bytes: int, declared: str | None
-) -> str:
-    async with BodySink(tmp) as sink:
-        try:
-            async for chunk in chunks:
-                if sink.size + len(chunk) > max_bytes:
-                    raise DownloadError(f"body is over the {max_bytes} byte cap")
-                await sink.write(chunk)
-        except httpx.HTTPError as exc:
-            raise DownloadTruncated(
-                f"truncated: connection lost after {sink.size} bytes ({exc})"
-            ) from exc
-        sha256 = await sink.finish()
-    if declared and declared.isdigit() and sink.size != int(declared):
-        raise DownloadTruncated(f"truncated: got {sink.size} of {declared} bytes")
-    return sha256
+    response: httpx.Response, handle: BinaryIO, max_bytes: int
+) -> tuple[str, int]:
+    """Chunks as they come off the socket, hashed and written; the hex SHA-256 and size."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > max_bytes:
+                raise DownloadError(f"body is over the {max_bytes} byte cap")
+            digest.update(chunk)
+            handle.write(chunk)
+    except httpx.HTTPError as exc:
+        raise DownloadTruncated(f"truncated: connection lost after {size} bytes ({exc})") from exc
+    handle.flush()
+    return digest.hexdigest(), size
 
 
 class DownloadTruncated(DownloadError):
@@ -210,23 +211,20 @@ async def download(
     max_bytes: int = DEFAULT_MAX_BYTES,
     headers: dict[str, str] | None = None,
 ) -> Output:
-    """Stream an http(s) URL to ``dest`` through a temporary file, verify it, rename it."""
+    """Stream an http(s) URL to ``dest`` through a temporary file, verify it, rename it.
+
+    Without ``client``, the event loop's shared client (proxies from the environment apply).
+    """
     _check_scheme(url)
-    own = client is None
-    http = client or httpx.AsyncClient(
-        timeout=httpx.Timeout(60.0, connect=10.0),
-        transport=None if env_proxy_set() else asyncio_transport(_DOWNLOAD_LIMITS),
-    )
-    try:
-        with _temporary_beside(dest) as tmp:
-            try:
-                sha256 = await _stream_to(http, url, tmp, max_bytes, headers or {})
-            except httpx.HTTPError as exc:
-                raise DownloadError(f"download failed: {type(exc).__name__}: {exc}") from exc
-            return _verify_and_place(tmp, dest, sha256)
-    finally:
-        if own:
-            await http.aclose()
+    if client is None:
+        async with leased() as shared:
+            return await download(url, dest, client=shared, max_bytes=max_bytes, headers=headers)
+    with _temporary_beside(dest) as tmp:
+        try:
+            sha256 = await _stream_to(client, url, tmp, max_bytes, headers or {})
+        except httpx.HTTPError as exc:
+            raise DownloadError(f"download failed: {type(exc).__name__}: {exc}") from exc
+        return await asyncio.to_thread(_verify_and_place, tmp, dest, sha256)
 
 
 async def save_output(
@@ -243,11 +241,12 @@ async def save_output(
     a fresh reference (Runway: fetch the task again for new signed URLs).
     """
     if ref.data is not None:
-        return save_bytes(ref.data, dest, max_bytes=max_bytes)
+        return await asyncio.to_thread(save_bytes, ref.data, dest, max_bytes=max_bytes)
     if not ref.url:
         raise DownloadError("output has neither a URL nor bytes")
     if ref.url.startswith("data:"):
-        return save_bytes(_decode_data_url(ref.url), dest, max_bytes=max_bytes)
+        data = _decode_data_url(ref.url)
+        return await asyncio.to_thread(save_bytes, data, dest, max_bytes=max_bytes)
     try:
         return await download(ref.url, dest, client=client, max_bytes=max_bytes)
     except DownloadHTTPError as exc:

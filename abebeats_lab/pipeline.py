@@ -352,6 +352,8 @@ async def make_music_video(
     asked for. The video goes to ``out`` (default ``<run_dir>/music_video.mp4``) and the
     shot list beside it as ``<name>.shots.json``; clips and the run store go to ``run_dir``.
     """
+    if not prompt.strip():
+        raise ValidationError("prompt", prompt, "a non-empty prompt")
     chain = tuple(Route.parse(r) for r in routes)[: None if fallback else 1]
     if not chain:
         raise ValidationError("routes", [], "at least one route, e.g. local:procedural")

@@ -12,11 +12,9 @@ optional methods (``refresh_outputs``, ``reconcile``) carry every difference.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +27,12 @@ from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.comparison import Comparison
 from abebeats_lab.connect import connect
 from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError
-from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunStore
+from abebeats_lab.limits import Limiter
+from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
 __all__ = [
+    "DB_NAME",
     "Comparison",
     "GenerateResult",
     "JobEvent",
@@ -41,6 +41,7 @@ __all__ = [
     "generate",
     "load_run",
     "resume",
+    "was_interrupted",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,28 +51,6 @@ PARTIAL_GLOB = ".*.part"
 RUNS_DIR = "abebeats-runs"  # one default folder for every entry point (gitignored)
 """Default parent of run directories, under the working directory."""
 UpdateHandler = Callable[[JobEvent], None]
-SECONDS_PER_MINUTE = 60.0
-
-
-class Limiter:
-    """A provider's cap on jobs in flight and on create calls per minute."""
-
-    def __init__(self, cap: int, rate_per_min: float | None = None) -> None:
-        self.cap = cap
-        self.rate_per_min = rate_per_min
-        self.slots = asyncio.Semaphore(cap)
-        self._next_create = 0.0
-        self._lock = asyncio.Lock()
-
-    async def pace(self) -> None:
-        """Wait until the next create call is allowed."""
-        if not self.rate_per_min:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            if self._next_create > now:
-                await asyncio.sleep(self._next_create - now)
-            self._next_create = max(now, self._next_create) + SECONDS_PER_MINUTE / self.rate_per_min
 
 
 @dataclass(frozen=True)
@@ -295,30 +274,136 @@ async def resume(
     emulate: bool = False,
     on_update: UpdateHandler | None = None,
     policy: WaitPolicy | None = None,
+    rerun_cancelled: bool = False,
 ) -> Comparison:
     """Finish the latest run in ``run_dir``: re-attach, download, never resubmit a sent job.
 
     Rows that were only planned are submitted now (no create was ever sent for them). Rows
     left ``submitting`` (the process died mid-create) are reconciled where the provider
-    offers ``reconcile``; otherwise they are marked ``ambiguous`` and left alone. Jobs of
-    an emulated run can only be re-attached while the same emulators still serve them
-    (``abebeats-lab emulate`` in another process); in-process emulators die with their run.
+    offers ``reconcile``; otherwise they are marked ``ambiguous`` and left alone.
+
+    ``rerun_cancelled=True`` also finishes rows an interrupt cancelled (see `was_interrupted`)
+    without paying twice: a row whose job never existed or whose cancel the provider
+    confirmed is submitted again as a new job; a row whose job the provider may still
+    finish is re-attached first and submitted again only if the provider reports that job
+    cancelled (if it finishes, its video is collected instead).
+
+    Jobs of an emulated run lived in in-process emulators that stopped with the process
+    that ran them: such rows cannot be re-attached, so this raises `LabError` before any
+    request unless ``rerun_cancelled=True``, which submits them again to new emulators (free).
     """
     directory = Path(run_dir)
     run_id = load_run(directory).run_id
     with RunStore(directory) as store:
         info = next(r for r in store.runs() if r.run_id == run_id)
-        rows = list(store.unfinished(run_id))
+        todo, recheck = _resume_plan(store, info, emulate=emulate, rerun_cancelled=rerun_cancelled)
         _remove_partial_downloads(store.outputs_dir)
-        if rows:
-            pairs = ((r.provider, capabilities.capabilities_for(r.route)) for r in rows)
-            limiters = limiters_for(
-                pairs, info.spec.get("concurrency"), info.spec.get("rate_per_min")
-            )
-            async with connect({r.provider for r in rows}, emulate=emulate) as clients:
-                context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
-                await context.run_all([live_row(row) for row in rows])
+        for row in todo:
+            store.save(row)
+        done = await _run_rows(store, todo, info.spec, emulate, on_update, policy)
+        # A re-attached job the provider reports cancelled made no video: send it again.
+        again = [_fresh(r) for r in done if r.key in recheck and r.state == "canceled"]
+        for row in again:
+            store.save(row)
+        await _run_rows(store, again, info.spec, emulate, on_update, policy)
     return load_run(directory, run_id)
+
+
+def _resume_plan(
+    store: RunStore, info: RunInfo, *, emulate: bool, rerun_cancelled: bool
+) -> tuple[list[JobRow], set[tuple[int, str, int]]]:
+    """The rows `resume` runs (as they must be stored first) and the keys of those it
+    re-attaches only to learn whether their job still runs; raises before any request."""
+    emulated_run = bool(info.spec.get("emulate"))
+    rows = list(store.unfinished(info.run_id))
+    lost = [r for r in rows if emulated_run and r.emulated and r.state != "planned"]
+    if lost and not rerun_cancelled:
+        raise LabError(_lost_message(len(lost)))
+    fresh, recheck = (
+        _rerun_plan(store.rows(info.run_id), emulated_run) if rerun_cancelled else ([], [])
+    )
+    lost_keys = {r.key for r in lost}
+    todo = [r for r in rows if r.key not in lost_keys] + [_fresh(r) for r in lost + fresh]
+    todo += [r.evolve(state="queued", error=None) for r in recheck]
+    if emulated_run and not emulate and any(r.emulated for r in todo):
+        raise LabError(
+            "this run was emulated: resume it with --emulate (emulate=True), "
+            "or its jobs would go to the real, paid providers"
+        )
+    return todo, {r.key for r in recheck}
+
+
+INTERRUPTED = "comparison cancelled"
+"""How every error `RunContext` writes on a row cancelled by our own cancel begins."""
+CANCEL_CONFIRMED = "comparison cancelled; remote job cancelled"
+"""The provider acknowledged the cancel: its job will not finish."""
+NEVER_SENT = "comparison cancelled before submit"
+TIMING_FIELDS = ("submit_s", "queue_s", "run_s", "detect_lag_s", "download_s", "total_s")
+RUN_FIELDS = (
+    "job_id", "handles", "state", "error", "progress", "polls", "output_path", "sha256",
+    "duration_s", "width", "height", "fps", "codec", "has_audio", "bytes", "duration_ok",
+    "ratio_ok", "resolution_ok", "submitted_at", "finished_at",
+    *(f"{name}{suffix}" for name in TIMING_FIELDS for suffix in ("", "_source")),
+)  # fmt: skip
+"""What a job's run wrote on its row; a rerun starts from the plan without them."""
+
+
+def was_interrupted(row: JobRow) -> bool:
+    """True for a row cancelled because its comparison was (Ctrl-C, a kernel interrupt)."""
+    return row.state == "canceled" and (row.error or "").startswith(INTERRUPTED)
+
+
+def _rerun_plan(rows: Sequence[JobRow], emulated_run: bool) -> tuple[list[JobRow], list[JobRow]]:
+    """Interrupted rows split into (submit again now, re-attach first): see `resume`."""
+    fresh: list[JobRow] = []
+    recheck: list[JobRow] = []
+    for row in filter(was_interrupted, rows):
+        gone = row.job_id is None or row.error in (CANCEL_CONFIRMED, NEVER_SENT)
+        # An in-process emulator's jobs died with it: nothing to re-attach, nothing to pay.
+        (fresh if gone or (emulated_run and row.emulated) else recheck).append(row)
+    return fresh, recheck
+
+
+def _fresh(row: JobRow) -> JobRow:
+    """The row as planned, with a new client reference: a new job, not the old one."""
+    blank = JobRow(row.run_id, row.prompt_index, row.route, row.repeat, "", "", "")
+    defaults = {name: getattr(blank, name) for name in RUN_FIELDS}
+    return row.evolve(**defaults, client_ref=uuid.uuid4().hex)
+
+
+def _lost_message(count: int) -> str:
+    return (
+        f"{count} job(s) of this emulated run were in flight in emulators that stopped with "
+        "the process that ran them, so they cannot be re-attached: resume with --emulate "
+        "--rerun-cancelled (rerun_cancelled=True) to submit them again to new emulators "
+        "(free), or start a new compare"
+    )
+
+
+async def _run_rows(
+    store: RunStore,
+    rows: Sequence[JobRow],
+    spec: Mapping[str, object],
+    emulate: bool,
+    on_update: UpdateHandler | None,
+    policy: WaitPolicy | None,
+) -> list[JobRow]:
+    """Take stored rows to a final state; returns them as they ended."""
+    if not rows:
+        return []
+    pairs = ((r.provider, capabilities.capabilities_for(r.route)) for r in rows)
+    concurrency = spec.get("concurrency")
+    rates = spec.get("rate_per_min")
+    limiters = limiters_for(
+        pairs,
+        concurrency if isinstance(concurrency, dict) else None,
+        rates if isinstance(rates, dict) else None,
+    )
+    lives = [live_row(row) for row in rows]
+    async with connect({r.provider for r in rows}, emulate=emulate) as clients:
+        context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
+        await context.run_all(lives)
+    return [live.row for live in lives]
 
 
 def _remove_partial_downloads(folder: Path) -> None:

@@ -10,6 +10,13 @@ a create call and the provider's job id right after it, before the first status 
 so a crashed process loses nothing: `abebeats_lab.runner.resume` re-attaches from here.
 Rows are `JobRow` frozen dataclasses; ``settings``, ``handles`` and ``adjusted`` are dicts
 (stored as JSON), times are UTC ISO-8601 strings, output paths are relative to the run dir.
+
+The schema carries a version (``PRAGMA user_version``; 0 is the unversioned store of the first
+releases). Opening a run folder brings it up to date: any `JobRow` field the table lacks is
+added as a column with the field's default, so adding a field needs no migration code; a
+change older code would misread (a rename, a new meaning) bumps `SCHEMA_VERSION` with a step in
+``_MIGRATIONS``. A store from a newer abebeats-lab is refused with one line, never guessed at.
+One module: the row type, its columns, the migrations and the codec change together.
 """
 
 from __future__ import annotations
@@ -17,17 +24,32 @@ from __future__ import annotations
 import json
 import sqlite3
 import statistics
+import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DB_NAME", "OUTPUTS_DIR", "UNFINISHED_STATES", "JobRow", "RunInfo", "RunStore"]
+from abebeats_lab.errors import LabError
+
+__all__ = [
+    "DB_NAME",
+    "OUTPUTS_DIR",
+    "SCHEMA_VERSION",
+    "UNFINISHED_STATES",
+    "JobRow",
+    "RunInfo",
+    "RunStore",
+]
 
 DB_NAME = "run.sqlite"
 OUTPUTS_DIR = "outputs"
 BUSY_TIMEOUT_S = 10.0
 """Another process (a report, a second notebook) may hold the write lock briefly."""
+WAL_RETRY_INTERVAL_S = 0.01
+"""Pause before asking again for WAL mode while another process is switching a fresh file."""
+SCHEMA_VERSION = 1
+"""The store layout this code writes; see ``_MIGRATIONS`` for when to bump it."""
 MAD_TO_SD = 1.4826
 """Scales a median absolute deviation to a normal standard deviation."""
 MIN_HISTORY = 2
@@ -35,8 +57,6 @@ MIN_HISTORY = 2
 
 UNFINISHED_STATES = ("planned", "submitting", "queued", "running", "downloading")
 """Row states `resume` acts on; everything else is final."""
-_JSON_FIELDS = ("settings", "handles", "adjusted")
-_BOOL_FIELDS = ("has_audio", "duration_ok", "ratio_ok", "resolution_ok", "emulated")
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,24 @@ class JobRow:
 
 
 _COLUMNS = tuple(f.name for f in fields(JobRow))
+_KEY_COLUMNS = ("run_id", "prompt_index", "route", "repeat")
+
+
+def _hint(name: str) -> str:
+    return str(JobRow.__dataclass_fields__[name].type)
+
+
+# Derived from the annotations, so a new field is stored right without touching this module.
+_JSON_FIELDS = tuple(n for n in _COLUMNS if _hint(n).startswith(("dict", "list")))
+_BOOL_FIELDS = tuple(n for n in _COLUMNS if _hint(n).startswith("bool"))
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = ((),)
+"""``_MIGRATIONS[v]``: the SQL that takes a version ``v`` store to ``v + 1``.
+
+0 -> 1 only starts counting: the unversioned store already had today's tables. Missing
+columns are added after the steps, from `JobRow` itself, so a step is needed only when old
+data must change (a renamed column, a state that now means something else).
+"""
 
 
 @dataclass(frozen=True)
@@ -133,28 +171,51 @@ class RunInfo:
 
 
 def _column_type(name: str) -> str:
-    hint = str(JobRow.__dataclass_fields__[name].type)
+    hint = _hint(name)
     for token, sql in (("int", "INTEGER"), ("float", "REAL"), ("bool", "INTEGER")):
         if hint.startswith(token):
             return sql
     return "TEXT"
 
 
-def _schema() -> str:
-    columns = ",\n  ".join(f"{name} {_column_type(name)}" for name in _COLUMNS)
-    return f"""
-CREATE TABLE IF NOT EXISTS runs (
+def _sql_literal(value: object) -> str:
+    """A constant for a column DEFAULT (values come from JobRow's own defaults, never input)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def _added_column(name: str) -> str:
+    """The definition of a column added to an older store: rows it already holds get the default."""
+    spec = JobRow.__dataclass_fields__[name]
+    if spec.default is not MISSING:
+        default: object = spec.default
+    elif spec.default_factory is not MISSING:
+        default = spec.default_factory()
+    else:
+        raise TypeError(f"JobRow.{name} needs a default: rows stored before it existed lack it")
+    if name in _JSON_FIELDS:
+        default = json.dumps(default, sort_keys=True)
+    return f"{name} {_column_type(name)} DEFAULT {_sql_literal(default)}"
+
+
+_CREATE_RUNS = """CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, kind TEXT NOT NULL, spec TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-  {columns},
-  PRIMARY KEY (run_id, prompt_index, route, repeat)
-);
-"""
+)"""
+_CREATE_JOBS = (
+    f"CREATE TABLE IF NOT EXISTS jobs ({', '.join(f'{n} {_column_type(n)}' for n in _COLUMNS)}, "
+    f"PRIMARY KEY ({', '.join(_KEY_COLUMNS)}))"
+)
 
 
 # Column names come from JobRow's own fields, never from input; values are always bound.
-_KEY = "run_id = :run_id AND prompt_index = :prompt_index AND route = :route AND repeat = :repeat"
+_KEY = " AND ".join(f"{name} = :{name}" for name in _KEY_COLUMNS)
 _ORDER = "ORDER BY run_id, prompt_index, route, repeat"
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(_COLUMNS)}) "  # noqa: S608
@@ -173,13 +234,99 @@ def _encode(row: JobRow) -> dict[str, Any]:
 
 
 def _decode(record: sqlite3.Row) -> JobRow:
-    values = {name: record[name] for name in _COLUMNS}
+    """A row from any schema version: unknown columns are ignored, missing ones take defaults."""
+    stored = set(record.keys())
+    values = {name: record[name] for name in _COLUMNS if name in stored}
     for name in _JSON_FIELDS:
-        values[name] = json.loads(values[name] or "{}")
+        if name in values:
+            if values[name]:
+                values[name] = json.loads(values[name])
+            else:
+                del values[name]
     for name in _BOOL_FIELDS:
-        if values[name] is not None:
+        if values.get(name) is not None:
             values[name] = bool(values[name])
     return JobRow(**values)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with a busy timeout, the schema brought up to date."""
+    # ``timeout`` is SQLite's busy_timeout, set before the first statement touches the file.
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    try:
+        db.row_factory = sqlite3.Row
+        _enable_wal(db)
+        # FULL: a row written just before a create call must survive a power cut too.
+        db.execute("PRAGMA synchronous=FULL")
+        _upgrade(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL, asking again while another process switches the same fresh file.
+
+    That switch answers SQLITE_BUSY without calling the busy handler, so two processes
+    opening a new run folder at the same instant would otherwise fail one of them.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(WAL_RETRY_INTERVAL_S)
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _missing_columns(db: sqlite3.Connection) -> list[str]:
+    stored = {r["name"] for r in db.execute("SELECT name FROM pragma_table_info('jobs')")}
+    return [name for name in _COLUMNS if name not in stored]
+
+
+def _refuse_newer(version: int, path: Path) -> None:
+    if version > SCHEMA_VERSION:
+        raise LabError(
+            f"{path} was written by a newer abebeats-lab (store schema {version}; this version "
+            f"reads up to {SCHEMA_VERSION}): upgrade abebeats-lab to open it"
+        )
+
+
+def _upgrade(db: sqlite3.Connection, path: Path) -> None:
+    """Create or migrate the schema in one IMMEDIATE transaction; no write when up to date."""
+    version = _user_version(db)
+    _refuse_newer(version, path)
+    if version == SCHEMA_VERSION and not _missing_columns(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _user_version(db)  # again under the write lock: another process may have won
+        _refuse_newer(version, path)
+        db.execute(_CREATE_RUNS)
+        if len(_missing_columns(db)) == len(_COLUMNS):  # a new store: today's layout at once
+            db.execute(_CREATE_JOBS)
+        else:
+            for step in _MIGRATIONS[version:]:
+                for statement in step:
+                    db.execute(statement)
+            for name in _missing_columns(db):
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {_added_column(name)}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 class RunStore:
@@ -189,13 +336,7 @@ class RunStore:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.outputs_dir.mkdir(exist_ok=True)
-        self._db = sqlite3.connect(self.run_dir / DB_NAME, timeout=BUSY_TIMEOUT_S)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a row written just before a create call must survive a power cut too.
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._db:
-            self._db.executescript(_schema())
+        self._db = _open(self.run_dir / DB_NAME)
 
     @property
     def outputs_dir(self) -> Path:
@@ -260,13 +401,23 @@ class RunStore:
         """Rows of a run that `resume` must act on."""
         return (r for r in self.rows(run_id) if r.state in UNFINISHED_STATES)
 
-    def run_time_prior(self, route: str) -> tuple[float, float] | None:
-        """Median and MAD-based spread of past run times of ``route`` here, if enough were seen."""
-        cursor = self._db.execute(
-            "SELECT run_s FROM jobs WHERE route = ? AND state = 'succeeded' AND run_s IS NOT NULL",
-            (route,),
+    def run_time_prior(
+        self, route: str, *, emulated: bool | None = None
+    ) -> tuple[float, float] | None:
+        """Median and MAD-based spread of past run times of ``route`` here, if enough were seen.
+
+        The per-user `abebeats_lab.history` comes first; this folder's own rows stand in when
+        it has too few (a folder from before it existed). ``emulated`` keeps emulated and real
+        rows apart (None: both).
+        """
+        query = (
+            "SELECT run_s FROM jobs WHERE route = ? AND state = 'succeeded' AND run_s IS NOT NULL"
         )
-        values = [float(r[0]) for r in cursor]
+        params: tuple[object, ...] = (route,)
+        if emulated is not None:
+            query += " AND emulated = ?"
+            params += (int(emulated),)
+        values = [float(r[0]) for r in self._db.execute(query, params)]
         if len(values) < MIN_HISTORY:
             return None
         median = statistics.median(values)

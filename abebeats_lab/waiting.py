@@ -1,10 +1,14 @@
 """The one wait loop: every provider's job is waited on here and nowhere else.
 
 It uses the best signal a provider offers: a status carried by the create response
-(Replicate's ``Prefer: wait``), a push stream (fal's SSE), else polls on a schedule that
-spends requests where completion is likely (provider ``progress``, then the run times this
-route has shown before), never faster than `WaitPolicy.min_interval_s` and never slower than
-`WaitPolicy.max_interval_s`, and never before a server's ``Retry-After``.
+(Replicate's ``Prefer: wait``), a push stream (fal's SSE, the local renderer), else polls on a
+schedule that spends requests where completion is likely (provider ``progress``, then the run
+times this route has shown before), never faster than `WaitPolicy.min_interval_s` and never
+slower than `WaitPolicy.max_interval_s`.
+
+A server's ``Retry-After`` (or ``retry-after-ms``, or a body hint) holds back the next status
+request whichever path it came from: a throttled stream, a throttled poll, or a status that
+carries a hint. One rule, `_Tracker.hold`, so no path asks early.
 
 Every wait has a deadline. On the deadline, or when the waiting task is cancelled or
 interrupted, the remote job is cancelled where the provider can.
@@ -79,6 +83,11 @@ class WaitResult:
     done_seen_at: float = 0.0
     """Monotonic time the client learnt the job was terminal."""
     transitions: list[tuple[float, JobStatus]] = field(default_factory=list)
+    last_pending_at: float | None = None
+    """Monotonic time of the last poll that still saw the job unfinished: the end lies between
+    it and `done_seen_at`. None when the end was pushed (then `done_seen_at` is the end)."""
+    pushed: bool = False
+    """True when a push stream (or the create answer) reported the end."""
 
 
 def next_interval(
@@ -134,7 +143,10 @@ def _history_sleep(policy: WaitPolicy, expected: float, spread: float, running_f
     window_start = expected - 2 * spread
     checkpoint = _CHECKPOINT * window_start
     if running_for < checkpoint:
-        return max(checkpoint, running_for + policy.max_interval_s) - running_for
+        # Never a checkpoint poll sooner than the blind cap, but never past the window either:
+        # for short routes the cap alone would sleep through the whole window.
+        hop_to = min(max(checkpoint, running_for + policy.max_interval_s), window_start)
+        return hop_to - running_for
     if running_for < window_start:
         return window_start - running_for
     if running_for < expected - spread:
@@ -159,9 +171,23 @@ class _Tracker:
         self.running_seen_at: float | None = None
         self.last: JobStatus | None = None
         self.transitions: list[tuple[float, JobStatus]] = []
+        self.last_pending_at: float | None = None
+        self.not_before = 0.0
+        """Monotonic time before which no status request may be sent (a server's hint)."""
+
+    def hold(self, seconds: float | None) -> None:
+        """A server asked us to wait ``seconds`` before asking again: no path asks sooner."""
+        if seconds:
+            self.not_before = max(self.not_before, time.monotonic() + seconds)
+
+    def held_for(self) -> float:
+        """Seconds still to wait before the next status request may go out."""
+        return max(0.0, self.not_before - time.monotonic())
 
     def see(self, status: JobStatus) -> None:
         now = time.monotonic()
+        if not status.state.terminal:
+            self.last_pending_at = now
         if status.state is not JobState.QUEUED and self.running_seen_at is None:
             self.running_seen_at = now
         last = self.last
@@ -175,13 +201,15 @@ class _Tracker:
             if self.on_update is not None:
                 self.on_update(self.job, status)
 
-    def finish(self, status: JobStatus) -> WaitResult:
+    def finish(self, status: JobStatus, *, pushed: bool = False) -> WaitResult:
         return WaitResult(
             status=status,
             polls=self.polls,
             running_seen_at=self.running_seen_at,
             done_seen_at=time.monotonic(),
             transitions=self.transitions,
+            last_pending_at=None if pushed else self.last_pending_at,
+            pushed=pushed,
         )
 
 
@@ -231,7 +259,7 @@ async def _until_terminal(
     if job.initial is not None:
         tracker.see(job.initial)
         if job.initial.state.terminal:
-            return tracker.finish(job.initial)
+            return tracker.finish(job.initial, pushed=True)
     if policy.use_stream:
         streamed = await _follow_stream(provider, job, tracker)
         if streamed is not None:
@@ -247,10 +275,15 @@ async def _follow_stream(provider: Provider, job: Job, tracker: _Tracker) -> Wai
     try:
         async for status in stream:
             tracker.see(status)
+            tracker.hold(status.retry_after_s)
             if status.state.terminal:
-                return tracker.finish(status)
-    except (ProviderTransportError, ProviderHTTPError):
-        pass  # the stream is an optimisation; polling below is the ground truth
+                return tracker.finish(status, pushed=True)
+    except ProviderHTTPError as exc:
+        # The stream is an optimisation and polling below the ground truth, but a throttled
+        # stream (429, or 503 with Retry-After) throttles the poll that replaces it too.
+        tracker.hold(exc.retry_after_s)
+    except ProviderTransportError:
+        pass
     finally:
         # Close the connection now rather than whenever the generator is collected.
         closer = getattr(stream, "aclose", None)
@@ -266,7 +299,8 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
         running_for = (
             time.monotonic() - tracker.running_seen_at if tracker.running_seen_at else None
         )
-        await asyncio.sleep(next_interval(policy, status, tracker.polls, running_for))
+        planned = next_interval(policy, status, tracker.polls, running_for)
+        await asyncio.sleep(max(planned, tracker.held_for()))
         tracker.polls += 1
         try:
             status = await provider.status(job)
@@ -275,9 +309,7 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
             if errors >= _MAX_CONSECUTIVE_ERRORS or not _transient(exc):
                 raise
             hint = exc.retry_after_s if isinstance(exc, ProviderHTTPError) else None
-            status = JobStatus(
-                status.state, status.raw_status, retry_after_s=hint or 2.0**errors / 4
-            )
+            tracker.hold(hint or 2.0**errors / 4)
             continue
         except ProtocolError:
             # A gateway's HTML page or a half-written body is often a one-off; the job itself

@@ -28,6 +28,7 @@ from _common import EmulatorProcess
 
 from abebeats_lab import capabilities, runner
 from abebeats_lab._types import VideoRequest
+from abebeats_lab.history import CACHE_DIR_ENV
 
 __all__ = ["FanoutConfig", "run"]
 
@@ -91,10 +92,13 @@ def run(emulators: EmulatorProcess, config: FanoutConfig) -> dict[str, Any]:
     emulators.reset()
     scenario = {"queue_s": {"mean": 0.0}, "run_s": {"mean": config.job_s}, "progress": True}
     emulators.set_scenario(scenario)
-    saved = {name: os.environ.get(name) for name in emulators.env}
+    saved = {name: os.environ.get(name) for name in (*emulators.env, CACHE_DIR_ENV)}
     os.environ.update(emulators.env)
     try:
         with tempfile.TemporaryDirectory(prefix="abebeats-fanout-") as run_dir:
+            # The warm-up must be the only run-time history: a private per-user cache, not the
+            # user's own (which these emulated jobs, run as real ones, must not train either).
+            os.environ[CACHE_DIR_ENV] = f"{run_dir}/user-cache"
             _compare(run_dir, WARMUP_REPEATS, config.cap)
             emulators.reset()
             started, started_wall = time.monotonic(), time.time()

@@ -41,15 +41,23 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     """No provider variables, and a working directory without a stray .env."""
     for name in PROVIDER_VARS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(
-        "ABEBEATS_LAB_CONFIG_DIR", str(tmp_path / "user-config")
-    )  # no real prices.toml
+    # The user's own prices.toml must never reach a test.
+    monkeypatch.setenv("ABEBEATS_LAB_CONFIG_DIR", str(tmp_path / "user-config"))
     monkeypatch.chdir(tmp_path)
     from abebeats_lab import config
 
     config.load_dotenv_once.cache_clear()
     yield
     config.load_dotenv_once.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Each test gets its own empty per-user cache (the run-time history lives there), so no
+    test learns from another's jobs, and a developer's own history is never read or written."""
+    monkeypatch.setenv("ABEBEATS_LAB_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
 
 
 @pytest.fixture(scope="session", autouse=True)

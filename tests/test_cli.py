@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +167,179 @@ def test_emulate_serves_on_the_asked_ports_and_prints_the_exports(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert f"export RUNWAYML_BASE_URL=http://127.0.0.1:{port + 2}" in done.stdout
     assert f"export FAL_QUEUE_BASE_URL=http://127.0.0.1:{port}" in done.stdout
+
+
+# -- user mistakes: one line, exit 2, nothing submitted -------------------------------------
+
+LOCAL_JOB = [BOAT, "--route", "local:procedural", "--duration", "1", "--resolution", "240p"]
+
+
+@pytest.fixture
+def made_run(tmp_path: Path) -> Path:
+    """A finished one-job run in tmp_path/run (a local render: free and quick)."""
+    done = run_cli("generate", *LOCAL_JOB, "--run-dir", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["generate", *LOCAL_JOB, "--out", "a-dir"], "is a directory"),
+        (["generate", *LOCAL_JOB, "--run-dir", "a-file"], "is a file"),
+        (["compare", *LOCAL_JOB, "--run-dir", "a-file/run"], "is a file"),
+        (
+            ["compare", BOAT, "--route", EMULATED_ROUTES[0], "--emulate", "--run-dir", "a-file"],
+            "is a file",
+        ),
+        (["demo", "--out", "a-file"], "is a file"),
+        (["resume", "a-file"], "not a run directory"),
+        (["resume", "a-dir"], "not a run directory"),
+        (["report", "nowhere"], "no such directory"),
+        (["music-video", BOAT, "--audio", "missing.wav"], "no such file"),
+        (["music-video", BOAT, "--audio", "a-dir"], "is a directory"),
+        (["music-video", BOAT, "--audio", "a-file", "--out", "a-dir"], "is a directory"),
+        (["music-video", "  ", "--audio", "a-file"], "non-empty prompt"),
+    ],
+)
+def test_a_path_mistake_is_one_line_before_anything_is_submitted(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    (tmp_path / "a-dir").mkdir()
+    (tmp_path / "a-file").write_bytes(b"not audio, not a folder")
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert expected in line and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir", "a-file"]  # no run store
+    assert list((tmp_path / "a-dir").iterdir()) == []
+
+
+def test_report_into_a_folder_is_refused_and_leaves_nothing_behind(made_run: Path) -> None:
+    from abebeats_lab.report import write_report
+
+    before = sorted(made_run.parent.rglob("*"))
+    done = run_cli("report", "run", "--out", "run/outputs", cwd=made_run.parent)
+    assert done.returncode == 2 and "is a directory" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    with pytest.raises(IsADirectoryError):  # the Python API: no half report left either
+        write_report(made_run, out=made_run / "outputs")
+    assert sorted(made_run.parent.rglob("*")) == before
+
+
+def test_an_os_error_on_a_path_is_one_line(made_run: Path) -> None:
+    # /proc passes the checks a user's folder gets, yet refuses the file itself.
+    done = run_cli("report", "run", "--out", "/proc/abebeats-report.html", cwd=made_run.parent)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("abebeats-lab: ") and "/proc/" in line
+    assert "Traceback" not in done.stderr
+
+
+def test_music_video_with_an_empty_prompt_is_refused_by_the_python_api(tmp_path: Path) -> None:
+    from abebeats_lab.errors import ValidationError
+    from abebeats_lab.pipeline import make_music_video
+
+    with pytest.raises(ValidationError, match="non-empty prompt"):
+        asyncio.run(make_music_video(" \t", tmp_path / "never-read.wav", run_dir=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- help and progress a person can read ---------------------------------------------------
+
+SUBCOMMANDS = [
+    "demo",
+    "generate",
+    "compare",
+    "resume",
+    "report",
+    "routes",
+    "emulate",
+    "music-video",
+]
+
+
+def _entries(help_text: str) -> dict[str, str]:
+    """Argument (as the help shows it) -> its help text, from every argument section."""
+    entries: dict[str, str] = {}
+    current = None
+    in_section = False
+    for line in help_text.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            in_section = line in ("options:", "positional arguments:")
+            current = None
+            continue
+        if not in_section or not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 2:  # a new argument: its help follows two or more spaces, or below
+            name, *text = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+            current = name
+            entries[current] = " ".join(text)
+        elif current is not None:
+            entries[current] = f"{entries[current]} {line.strip()}".strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_option_of_every_command_explains_itself(tmp_path: Path, command: str) -> None:
+    done = run_cli(command, "--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries = _entries(done.stdout)
+    assert "-h, --help" in entries
+    assert [name for name, text in entries.items() if not text] == []
+    assert "``" not in done.stdout and "exit codes:" in done.stdout
+    assert "130" in done.stdout
+
+
+def test_help_shows_defaults_and_a_plain_description(tmp_path: Path) -> None:
+    top = run_cli("--help", cwd=tmp_path)
+    assert "``" not in top.stdout and "`" not in top.stdout.split("exit codes:")[0]
+    compare_help = _entries(run_cli("compare", "--help", cwd=tmp_path).stdout)
+    assert "(default: 1)" in compare_help["--repeats N"]
+    demo_help = _entries(run_cli("demo", "--help", cwd=tmp_path).stdout)
+    assert "(default: abebeats-runs)" in demo_help["--out DIR"]
+
+
+def test_piped_progress_is_one_line_per_new_state_naming_route_and_prompt(tmp_path: Path) -> None:
+    routes = [EMULATED_ROUTES[0], "local:procedural"]
+    long_prompt = "a paper boat drifting down a neon river at night, slow dolly"
+    args = ["compare", long_prompt, "--emulate", "--adapt", "--run-dir", "run"]
+    done = run_cli(*args, *(w for r in routes for w in ("--route", r)), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    states = {line.split()[-1] for line in lines}
+    assert len(lines) <= len(routes) * len(states), lines
+    assert states >= {"submitting", "downloading", "succeeded"}
+    for line in lines:
+        assert any(f"  {route}  " in line for route in routes), line
+        assert "'a paper boat drifting down a" in line and long_prompt not in line
+        assert "#1" in line
+    for route in routes:  # the final state once per job, after its download
+        mine = [line.split()[-1] for line in lines if f"  {route}  " in line]
+        assert mine.count("succeeded") == 1 and mine[-2:] == ["downloading", "succeeded"]
+
+
+def test_a_terminal_gets_a_live_bar_per_route(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    main, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "abebeats_lab.cli", "compare", "a kite", "a boat", *LOCAL_JOB[1:]],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    chunks = []
+    with contextlib.suppress(OSError):  # EIO once the child closes its end
+        while chunk := os.read(main, 65536):
+            chunks.append(chunk)
+    os.close(main)
+    out, _ = child.communicate(timeout=180)
+    assert child.returncode == 0 and b"local:procedural" in out
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "━" in shown and "2/2" in shown and "2 succeeded" in shown
+    assert "  'a kite'  #1" not in shown  # the pipe's lines are for pipes

@@ -1,4 +1,5 @@
-"""The one retry policy, against a real loopback server with scripted answers."""
+"""The one retry policy, against a real loopback server with scripted answers, and the shared
+client's lifetime."""
 
 from __future__ import annotations
 
@@ -54,9 +55,9 @@ def _ok() -> Response:
 
 
 async def _send(server: RunningServer, *, idempotent: bool, method: str = "GET") -> httpx.Response:
-    async with _http.build_client(base_url=server.url) as client:
+    async with _http.new_client() as client:
         return await _http.send(
-            client, method, "/x", provider="test", idempotent=idempotent, policy=FAST
+            client, method, f"{server.url}/x", provider="test", idempotent=idempotent, policy=FAST
         )
 
 
@@ -116,9 +117,16 @@ async def test_connection_refused_is_a_transport_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with _http.build_client(base_url=f"http://127.0.0.1:{port}") as client:
+    async with _http.new_client() as client:
         with pytest.raises(ProviderTransportError):
-            await _http.send(client, "POST", "/x", provider="test", idempotent=False, policy=FAST)
+            await _http.send(
+                client,
+                "POST",
+                f"http://127.0.0.1:{port}/x",
+                provider="test",
+                idempotent=False,
+                policy=FAST,
+            )
 
 
 def _response(
@@ -158,122 +166,35 @@ def test_backoff_is_bounded_and_jittered() -> None:
     assert _http.retry_delay(1, 4.0) == 4.0
 
 
-class _Concurrency:
-    """Counts requests being served at once."""
-
-    def __init__(self) -> None:
-        self.now = 0
-        self.peak = 0
-
-    async def __call__(self, request: Request) -> Response:
-        self.now += 1
-        self.peak = max(self.peak, self.now)
-        try:
-            await asyncio.sleep(0.1)
-            return _ok()
-        finally:
-            self.now -= 1
+async def test_one_shared_client_per_loop_closed_by_its_last_user() -> None:
+    lease = _http.Lease()
+    async with _http.leased() as first, _http.leased() as second:
+        assert first is second is lease.client()
+    assert not first.is_closed  # the lease still holds it
+    await lease.release()
+    assert first.is_closed
+    async with _http.leased() as fresh:
+        assert fresh is not first and not fresh.is_closed
 
 
-@pytest.fixture
-def counted() -> Iterator[tuple[_Concurrency, RunningServer]]:
-    counter = _Concurrency()
+def test_each_event_loop_gets_its_own_shared_client() -> None:
+    lease = _http.Lease()
 
-    async def endpoint(request: Request) -> Response:
-        return await counter(request)
+    async def use() -> httpx.AsyncClient:
+        return lease.client()
 
-    with serve(Starlette(routes=[Route("/slow", endpoint)])) as server:
-        yield counter, server
-
-
-async def test_bounded_transport_caps_requests_in_flight(
-    counted: tuple[_Concurrency, RunningServer],
-) -> None:
-    counter, server = counted
-    transport = _http.BoundedTransport(httpx.AsyncHTTPTransport(), 2)
-    async with httpx.AsyncClient(base_url=server.url, transport=transport) as client:
-        answers = await asyncio.gather(*(client.get("/slow") for _ in range(6)))
-    assert [a.status_code for a in answers] == [200] * 6
-    assert counter.peak == 2
+    loops = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        clients = [loop.run_until_complete(use()) for loop in loops]
+        assert clients[0] is not clients[1]
+        for loop in loops:
+            loop.run_until_complete(_release_all(lease))
+        assert all(client.is_closed for client in clients)
+    finally:
+        for loop in loops:
+            loop.close()
 
 
-async def test_bounded_transport_pool_timeout_and_slot_release(
-    counted: tuple[_Concurrency, RunningServer],
-) -> None:
-    _, server = counted
-    transport = _http.BoundedTransport(httpx.AsyncHTTPTransport(), 1)
-    timeout = httpx.Timeout(5.0, pool=0.05)
-    async with httpx.AsyncClient(
-        base_url=server.url, transport=transport, timeout=timeout
-    ) as client:
-        async with client.stream("GET", "/slow") as held:
-            with pytest.raises(httpx.PoolTimeout):
-                await client.get("/slow")
-            await held.aread()
-        # The held response is closed: its slot is free again.
-        assert (await client.get("/slow")).status_code == 200
-
-
-class _CountingPool(httpx.AsyncBaseTransport):
-    """A real pool that also counts the requests it was given."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=2))
-        self.given = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.given += 1
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-async def test_spread_transport_holds_as_many_as_its_pools_together(
-    counted: tuple[_Concurrency, RunningServer],
-) -> None:
-    counter, server = counted
-    pools = [_CountingPool() for _ in range(3)]
-    transport = _http.SpreadTransport(list(pools))
-    async with httpx.AsyncClient(base_url=server.url, transport=transport) as client:
-        answers = await asyncio.gather(*(client.get("/slow") for _ in range(6)))
-        # Each held request goes to the least busy pool: 2 each, all 6 at once.
-        assert [a.status_code for a in answers] == [200] * 6
-        assert [p.given for p in pools] == [2, 2, 2]
-        assert counter.peak == 6
-        # Bodies read, slots free: the next request goes to the first pool again.
-        await client.get("/slow")
-        assert [p.given for p in pools] == [3, 2, 2]
-
-
-async def test_spread_transport_frees_a_slot_when_a_request_fails() -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    pools = [_CountingPool() for _ in range(2)]
-    transport = _http.SpreadTransport(list(pools))
-    async with httpx.AsyncClient(transport=transport) as client:
-        for _ in range(3):
-            with pytest.raises(httpx.ConnectError):
-                await client.get(f"http://127.0.0.1:{port}/")
-    # Nothing stayed counted as busy, so the first pool was chosen every time.
-    assert [p.given for p in pools] == [3, 0]
-
-
-def test_held_transport_spreads_over_narrow_pools_on_the_asyncio_backend() -> None:
-    transport = _http.held_transport(1000, 100)
-    pools = transport._pools
-    assert len(pools) == _http.HELD_SHARDS
-    widths = [p._pool._max_connections for p in pools]  # type: ignore[attr-defined]
-    assert sum(widths) >= 1000 and max(widths) <= 1000 // _http.HELD_SHARDS + 1
-    # One TLS context for all of them (each costs a CA bundle load).
-    assert len({id(p._pool._ssl_context) for p in pools}) == 1  # type: ignore[attr-defined]
-
-
-def test_short_calls_use_narrow_pools_that_keep_every_connection() -> None:
-    # httpcore 1.0 would close an idle connection whenever a pool holds more connections than
-    # its keep-alive limit; pools as wide as their keep-alive never reconnect for that.
-    spread = _http.bounded_transport()._inner  # type: ignore[attr-defined]
-    pools = [p._pool for p in spread._pools]
-    assert sum(p._max_connections for p in pools) == _http.MAX_IN_FLIGHT
-    assert all(p._max_keepalive_connections == p._max_connections for p in pools)
+async def _release_all(lease: _http.Lease) -> None:
+    lease.client()
+    await lease.release()

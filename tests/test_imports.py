@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import abebeats_lab
 
@@ -28,23 +30,22 @@ def test_import_pulls_in_no_heavy_module() -> None:
 
 def test_public_surface_is_pinned() -> None:
     assert abebeats_lab.__all__ == [
+        "Comparison",
         "ControlPanel",
-        "Job",
+        "GenerateResult",
         "JobState",
-        "JobStatus",
         "LabError",
-        "Output",
-        "OutputRef",
-        "Probe",
+        "MusicVideo",
         "Route",
-        "Timing",
         "VideoRequest",
+        "WaitPolicy",
         "__version__",
         "compare",
         "generate",
         "load_run",
         "make_music_video",
         "resume",
+        "run_sync",
         "write_report",
     ]
     for name in abebeats_lab.__all__:
@@ -83,3 +84,18 @@ def test_the_base_install_declares_what_the_commands_import() -> None:
     for package in ("pandas", "matplotlib"):
         assert package in base, f"{package} is imported by the report but not a base dependency"
     assert "ipywidgets" not in loaded
+
+
+def test_run_sync_works_with_and_without_a_running_loop(tmp_path: Path) -> None:
+    from abebeats_lab import VideoRequest, compare, run_sync
+
+    request = VideoRequest(prompt="", duration_s=1, aspect_ratio="16:9", resolution="360p")
+    plan = run_sync(compare(["a kite"], ["local:procedural"], request, dry_run=True))
+    assert plan.dry_run and len(plan) == 1
+
+    async def inside_a_notebook_cell() -> int:
+        # A Jupyter cell runs inside the kernel's loop, where asyncio.run would fail.
+        done = run_sync(compare(["a kite"], ["local:procedural"], request, run_dir=tmp_path))
+        return sum(row.state == "succeeded" for row in done.rows)
+
+    assert asyncio.run(inside_a_notebook_cell()) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from _runner_support import (
 
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.providers import provider_class
-from abebeats_lab.runner import compare, load_run, resume
+from abebeats_lab.runner import compare, load_run, resume, was_interrupted
 
 CHILD = """
 import asyncio, json, sys
@@ -184,3 +185,139 @@ async def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path) -> None:
     first = await compare("a kite", [LOCAL], SMALL, run_dir=tmp_path, policy=FAST)
     again = await resume(tmp_path)
     assert again.rows == first.rows == load_run(tmp_path).rows
+
+
+# -- interrupted runs: `resume --rerun-cancelled` ------------------------------------------
+
+CLI = [sys.executable, "-m", "abebeats_lab.cli"]
+NOT_PAID_TWICE = Scenario.fast().with_times(0.05, 3.0)
+"""Jobs that outlive the interrupt but end soon after, so the resume sees them finish."""
+
+
+async def _interrupt_when_all_sent(task: asyncio.Task[object], run_dir: Path, jobs: int) -> None:
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while sum(1 for r in db_rows(run_dir) if r["job_id"]) < jobs:
+        assert time.monotonic() < deadline and not task.done(), "the jobs were never sent"
+        await asyncio.sleep(0.02)
+    task.cancel()  # what Ctrl-C in the CLI or a kernel interrupt does to the comparison
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_rerun_cancelled_collects_a_job_that_may_still_finish_and_resends_a_cancelled_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for provider in ("runway", "veo"):
+        require_emulator(provider)
+    with Emulators(["runway", "veo"], NOT_PAID_TWICE) as emus:
+        for name, value in emus.env().items():
+            monkeypatch.setenv(name, value)
+        routes = [ROUTE_OF["runway"], ROUTE_OF["veo"]]
+        run = compare("a kite", routes, REMOTE, run_dir=tmp_path, adapt=True)
+        task = asyncio.ensure_future(run)
+        await _interrupt_when_all_sent(task, tmp_path, len(routes))
+        before = {r.provider: r for r in load_run(tmp_path).rows}
+        assert all(was_interrupted(r) for r in before.values())
+        assert "cannot cancel" in (before["veo"].error or "")  # Veo's job runs on, paid for
+
+        untouched = await resume(tmp_path, policy=FAST)
+        assert untouched.rows == load_run(tmp_path).rows
+        assert [r.state for r in untouched.rows] == ["canceled", "canceled"]
+
+        result = await resume(tmp_path, policy=FAST, rerun_cancelled=True)
+        after = {r.provider: r for r in result.rows}
+        runway, veo = emus.states["runway"], emus.states["veo"]
+    assert [r.state for r in result.rows] == ["succeeded", "succeeded"]
+    # Veo could not cancel: its own job was collected, never a second one paid for.
+    assert veo.count("create") == 1 and after["veo"].job_id == before["veo"].job_id
+    # Runway cancelled its job (the provider says so): only then was it sent again.
+    assert runway.count("create") == 2 and after["runway"].job_id != before["runway"].job_id
+    for row in result.rows:
+        assert (tmp_path / (row.output_path or "missing")).is_file()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=180, check=False
+    )
+
+
+def _stop_when(child: subprocess.Popen[str], run_dir: Path, ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while not ready():
+        assert child.poll() is None, child.communicate()[1]
+        assert time.monotonic() < deadline, "the run never reached the point to stop it"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_prints_the_command_that_finishes_the_run(tmp_path: Path) -> None:
+    prompts = ["night one", "night two", "night three"]  # local runs two at a time
+    child = subprocess.Popen(
+        [*CLI, "compare", *prompts, "--route", LOCAL, "--duration", "10", "--resolution", "1080p"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs = tmp_path / "abebeats-runs"
+
+    def rendering() -> bool:
+        folders = list(runs.glob("*")) if runs.is_dir() else []
+        return bool(folders) and any(r["state"] == "running" for r in db_rows(folders[0]))
+
+    _stop_when(child, runs, rendering)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=CHILD_TIMEOUT_S)
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (run_dir,) = runs.iterdir()
+    command = stderr.strip().splitlines()[-1].strip()
+    assert command == f"abebeats-lab resume abebeats-runs/{run_dir.name} --rerun-cancelled"
+    interrupted = load_run(run_dir).rows
+    assert all(was_interrupted(r) for r in interrupted)
+    sent = {r.prompt_index: r.job_id for r in interrupted if r.job_id}
+    assert len(sent) < len(prompts)  # one was never sent
+
+    plain = _cli("resume", str(run_dir), cwd=tmp_path)  # reports them, reruns nothing
+    assert plain.returncode == 0, plain.stderr
+    assert "--rerun-cancelled" in plain.stderr
+    assert load_run(run_dir).rows == interrupted
+
+    finish = _cli(*shlex.split(command)[1:], cwd=tmp_path)
+    assert finish.returncode == 0, finish.stderr
+    rows = load_run(run_dir).rows
+    assert [r.state for r in rows] == ["succeeded"] * len(prompts)
+    for row in rows:
+        assert (run_dir / (row.output_path or "missing")).is_file()
+        if row.prompt_index in sent:  # re-attached to its own job, not a new one
+            assert row.job_id == sent[row.prompt_index]
+
+
+def test_resume_after_sigkill_of_an_emulated_run_says_what_to_do_in_one_line(
+    tmp_path: Path,
+) -> None:
+    require_emulator("runway")
+    child = subprocess.Popen(
+        [*CLI, "compare", "a kite", "--route", ROUTE_OF["runway"], "--emulate", "--run-dir", "."],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = tmp_path
+    _stop_when(child, run_dir, lambda: any(r["job_id"] for r in db_rows(run_dir)))
+    child.kill()  # SIGKILL: its in-process emulators die with it
+    child.communicate()
+    stored = load_run(run_dir).rows
+
+    done = _cli("resume", ".", "--emulate", cwd=tmp_path)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "emulators that stopped" in line and "--rerun-cancelled" in line
+    assert load_run(run_dir).rows == stored  # no request changed any row
+
+    again = _cli("resume", ".", "--emulate", "--rerun-cancelled", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    (row,) = load_run(run_dir).rows
+    assert row.state == "succeeded" and row.emulated
+    assert row.job_id != stored[0].job_id

@@ -1,13 +1,22 @@
-"""The run store: rows survive round trips and other connections, WAL is on, history feeds waits."""
+"""The run store: rows survive round trips and other connections, WAL is on, history feeds waits,
+runs written by older (and newer) versions open, and two processes can open one fresh folder."""
 
 from __future__ import annotations
 
+import multiprocessing
+import shutil
 import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
 
-from abebeats_lab.store import DB_NAME, OUTPUTS_DIR, JobRow, RunStore
+from abebeats_lab.errors import LabError
+from abebeats_lab.runner import load_run
+from abebeats_lab.store import DB_NAME, OUTPUTS_DIR, SCHEMA_VERSION, JobRow, RunStore
 
 
 def _row(**changes: object) -> JobRow:
@@ -96,3 +105,174 @@ def test_latest_run_is_the_newest(tmp_path: Path) -> None:
         store.add_run("b", "2026-11-21T00:00:01+00:00", "generate", {})
         latest = store.latest_run()
     assert latest is not None and (latest.run_id, latest.kind) == ("b", "generate")
+
+
+# -- runs written by other versions --------------------------------------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run-v0" / DB_NAME
+"""A run folder's database written by main before the schema had a version (see its README)."""
+FIXTURE_LATEST = "20261205T114037Z-42fa7b"
+FIXTURE_FIRST = "20261205T114037Z-f321e5"
+LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
+FIXTURE_ROWS = [
+    (0, LOCAL, 0, "succeeded"),
+    (0, LOCAL, 1, "planned"),
+    (0, RUNWAY, 0, "failed"),
+    (1, LOCAL, 0, "succeeded"),
+    (1, RUNWAY, 0, "failed"),
+]
+"""(prompt_index, route, repeat, state) of the fixture's latest run, in plan order."""
+ADDED_LATER = {"adjusted": {}, "cost_note": "", "polls": 0, "emulated": False}
+"""Fields (one per kind of column) a run is made to predate, with the defaults it must load."""
+
+
+def _copy_of_fixture(folder: Path) -> Path:
+    folder.mkdir()
+    shutil.copyfile(FIXTURE, folder / DB_NAME)
+    return folder
+
+
+def _sql(folder: Path, *statements: str) -> list[tuple[object, ...]]:
+    """Run statements through a plain connection (another program, or an older abebeats-lab)."""
+    with closing(sqlite3.connect(folder / DB_NAME)) as db, db:
+        return [row for s in statements for row in db.execute(s).fetchall()]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "abebeats_lab.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _columns(folder: Path) -> list[str]:
+    return [str(r[0]) for r in _sql(folder, "SELECT name FROM pragma_table_info('jobs')")]
+
+
+def test_a_new_store_records_the_schema_version(tmp_path: Path) -> None:
+    RunStore(tmp_path).close()
+    assert _sql(tmp_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_run_written_before_versions_loads_and_is_upgraded(tmp_path: Path) -> None:
+    old = _copy_of_fixture(tmp_path / "old")
+    assert _sql(old, "PRAGMA user_version") == [(0,)]
+    comparison = load_run(old)
+    assert comparison.run_id == FIXTURE_LATEST
+    rows = comparison.rows
+    assert [(r.prompt_index, r.route, r.repeat, r.state) for r in rows] == FIXTURE_ROWS
+    assert {r.prompt for r in rows} == {"a paper boat", "a red kite"}
+    assert rows[0].settings["duration_s"] == 5 and rows[0].output_path
+    assert not (old / rows[0].output_path).exists()  # outputs are not part of the fixture
+    assert "failed" in (rows[2].error or "")
+    assert [r.route for r in load_run(old, FIXTURE_FIRST).rows] == [LOCAL]
+    assert _sql(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "current-version"])
+def test_a_run_written_before_a_field_existed_gets_the_column_with_its_default(
+    tmp_path: Path, versioned: bool
+) -> None:
+    old = _copy_of_fixture(tmp_path / "old")
+    if versioned:  # a field added later without a version bump takes the same path
+        RunStore(old).close()
+    _sql(old, *(f"ALTER TABLE jobs DROP COLUMN {name}" for name in ADDED_LATER))
+    assert not set(ADDED_LATER) & set(_columns(old))
+    rows = load_run(old).rows
+    assert [(r.prompt_index, r.route, r.repeat, r.state) for r in rows] == FIXTURE_ROWS
+    for row in rows:
+        assert {name: getattr(row, name) for name in ADDED_LATER} == ADDED_LATER
+    assert set(ADDED_LATER) <= set(_columns(old))
+    stored = _sql(old, "SELECT DISTINCT adjusted, cost_note, polls, emulated FROM jobs")
+    assert stored == [("{}", "", 0, 0)]
+
+
+def test_report_of_a_run_written_before_versions(tmp_path: Path) -> None:
+    old = _copy_of_fixture(tmp_path / "old")
+    done = _cli("report", str(old), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = Path(done.stdout.strip().splitlines()[-1])
+    assert report.is_file() and report.parent == old
+    html = report.read_text(encoding="utf-8")
+    assert FIXTURE_LATEST in html and "a red kite" in html and RUNWAY in html
+
+
+def test_resume_of_a_run_written_before_versions_submits_its_planned_row(tmp_path: Path) -> None:
+    old = _copy_of_fixture(tmp_path / "old")
+    done = _cli("resume", str(old), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = load_run(old).rows
+    states = [(r.prompt_index, r.route, r.repeat, r.state) for r in rows]
+    assert states == [(*key, "succeeded" if s == "planned" else s) for *key, s in FIXTURE_ROWS]
+    resumed = rows[1]
+    assert resumed.job_id and resumed.output_path and (old / resumed.output_path).is_file()
+
+
+def test_a_column_this_version_does_not_know_is_ignored_and_kept(tmp_path: Path) -> None:
+    plain = _copy_of_fixture(tmp_path / "plain")
+    future = _copy_of_fixture(tmp_path / "future")
+    _sql(future, "ALTER TABLE jobs ADD COLUMN from_the_future TEXT NOT NULL DEFAULT 'kept'")
+    assert load_run(future).rows == load_run(plain).rows
+    with RunStore(future) as store:
+        (planned,) = (r for r in store.rows(FIXTURE_LATEST) if r.state == "planned")
+        store.save(planned.evolve(state="queued", job_id="job-1"))
+        store.insert([planned.evolve(repeat=2)])
+        assert len(store.rows(FIXTURE_LATEST)) == len(FIXTURE_ROWS) + 1
+    assert _sql(future, "SELECT DISTINCT from_the_future FROM jobs") == [("kept",)]
+
+
+def test_a_run_from_a_newer_version_is_refused_in_one_line_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    newer = _copy_of_fixture(tmp_path / "newer")
+    _sql(newer, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(LabError, match="newer abebeats-lab"):
+        load_run(newer)
+    done = _cli("report", str(newer), cwd=tmp_path)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "newer abebeats-lab" in line and "upgrade" in line
+    assert not (newer / "report.html").exists()
+    assert _sql(newer, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
+
+
+# -- several processes, one fresh folder ---------------------------------------------
+
+PROCESSES = 3
+FOLDERS = 200
+"""Each folder is new and opened by every process at once. The race is narrow: before the fix,
+a few of 200 folders failed per run (16 of 20 when each process was new)."""
+BARRIER_TIMEOUT_S = 120.0
+
+
+def _open_at_once(folders: list[Path], start: Barrier, name: str) -> None:
+    """Child process: for each folder, wait for the others, then open it and write to it."""
+    for folder in folders:
+        start.wait(BARRIER_TIMEOUT_S)
+        try:
+            with RunStore(folder) as store:
+                store.add_run(name, "2026-11-21T00:00:00+00:00", "compare", {})
+        except BaseException:
+            start.abort()  # the others stop waiting for a process that is gone
+            raise
+
+
+@pytest.mark.slow
+def test_processes_opening_one_fresh_folder_at_once_all_succeed(tmp_path: Path) -> None:
+    spawn = multiprocessing.get_context("spawn")  # fork would copy pytest's threads
+    folders = [tmp_path / f"fresh-{i}" for i in range(FOLDERS)]
+    start = spawn.Barrier(PROCESSES)
+    names = [f"p{i}" for i in range(PROCESSES)]
+    children = [spawn.Process(target=_open_at_once, args=(folders, start, n)) for n in names]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=BARRIER_TIMEOUT_S * FOLDERS)
+    assert [child.exitcode for child in children] == [0] * PROCESSES
+    for folder in folders:
+        with RunStore(folder) as store:
+            assert sorted(r.run_id for r in store.runs()) == names

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from abebeats_lab import JobState, JobStatus, Route, VideoRequest
+from abebeats_lab._types import JobState, JobStatus, Route, VideoRequest
 from abebeats_lab.errors import JobTimeout
 from abebeats_lab.providers.local import LocalProvider
 from abebeats_lab.waiting import WaitPolicy, next_interval, wait
@@ -51,6 +51,12 @@ def test_a_too_long_history_corrects_itself() -> None:
     policy = WaitPolicy(min_interval_s=0.25, max_interval_s=8.0, expected_run_s=60, spread_s=0)
     first = next_interval(policy, RUNNING, 1, running_for=0.3)
     assert first < 0.9 * (60 - 2 * 6)
+
+
+def test_a_short_history_polls_in_its_window_not_a_blind_cap_later() -> None:
+    """3 s jobs: the first hop may not sleep the 8 s blind cap straight past the 2.4 s window."""
+    policy = WaitPolicy(min_interval_s=0.25, max_interval_s=8.0, expected_run_s=3, spread_s=0.3)
+    assert next_interval(policy, RUNNING, 1, running_for=0.25) == pytest.approx(2.4 - 0.25)
 
 
 def test_a_prior_without_measured_spread_never_sleeps_past_the_blind_cap() -> None:

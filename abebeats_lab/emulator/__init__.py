@@ -1,8 +1,10 @@
 """Loopback emulators of every provider API, so everything runs offline with no keys.
 
 Each provider module exposes ``create_app(state) -> Starlette``; `Emulators` serves the
-ones asked for on 127.0.0.1 (port 0) and tells clients where to find them. This package
-never imports ``abebeats_lab.providers``: it checks the clients, it does not copy them.
+ones asked for on 127.0.0.1 (port 0) and tells clients where to find them. Every answer
+carries the ``x-abebeats-emulator`` header, so a client pointed here by hand (``abebeats-lab
+emulate`` and its exports) still records its rows as emulated and free. This package never
+imports ``abebeats_lab.providers``: it checks the clients, it does not copy them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from abebeats_lab._types import EMULATOR_HEADER
 from abebeats_lab.emulator.control import control_routes
 from abebeats_lab.emulator.core import EmulatorState
 from abebeats_lab.emulator.scenario import Dist, Scenario
@@ -45,7 +49,27 @@ def create_app(provider: str, state: EmulatorState | None = None) -> Any:
     module_name, _, attr = _APPS[provider].partition(":")
     state = state or EmulatorState(provider)
     api = getattr(importlib.import_module(module_name), attr)(state)
-    return Starlette(routes=[*control_routes(state), Mount("/", app=api)])
+    return _Identified(Starlette(routes=[*control_routes(state), Mount("/", app=api)]))
+
+
+class _Identified:
+    """ASGI middleware: every HTTP answer says it comes from an emulator (`EMULATOR_HEADER`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def identified(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (EMULATOR_HEADER.encode(), b"1")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, identified)
 
 
 class Emulators:

@@ -201,6 +201,11 @@ class _Fal:
             return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
         return None
 
+    def _stream_fault(self) -> Response | None:
+        if self.state.take_fault("stream_429", self.state.scenario.stream_429):
+            return self._too_many()
+        return self._status_fault()
+
     def _status(self, request: Request, job: EmulatedJob, logs: bool) -> dict[str, Any]:
         now = time.time()
         phase = job.phase(now)
@@ -233,7 +238,7 @@ class _Fal:
 
     async def stream(self, request: Request) -> Response:
         self.state.record(request, "stream", request.path_params["request_id"])
-        if (problem := _unauthorized(request) or self._status_fault()) is not None:
+        if (problem := _unauthorized(request) or self._stream_fault()) is not None:
             return problem
         job = self._job(request)
         if job is None:
@@ -262,6 +267,8 @@ class _Fal:
         self.state.record(request, "result", request.path_params["request_id"])
         if (problem := _unauthorized(request)) is not None:
             return problem
+        if self.state.take_fault("result_429", self.state.scenario.result_429):
+            return self._too_many()
         job = self._job(request)
         if job is None:
             return _detail(404, "Request not found")

@@ -49,6 +49,11 @@ class Scenario:
     """The first N create calls answer 429 with ``Retry-After: retry_after_s``."""
     status_429: int = 0
     """The first N status calls answer 429 with ``Retry-After``."""
+    stream_429: int = 0
+    """The first N push-stream opens (fal's SSE status stream) answer 429 with ``Retry-After``;
+    polls are not counted or throttled by it."""
+    result_429: int = 0
+    """The first N result fetches (fal's ``response_url``) answer 429 with ``Retry-After``."""
     retry_after_s: float = 0.2
     status_5xx: int = 0
     """The first N status calls answer 503."""

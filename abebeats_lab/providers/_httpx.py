@@ -14,9 +14,9 @@ from abebeats_lab import config
 from abebeats_lab._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
+    Lease,
     RetryPolicy,
-    bounded_transport,
-    build_client,
+    from_emulator,
     send,
 )
 from abebeats_lab.providers.base import Provider
@@ -25,7 +25,8 @@ __all__ = ["HttpxProvider"]
 
 
 class HttpxProvider(Provider):
-    """A provider client on one httpx.AsyncClient, with the shared retry policy."""
+    """A provider client on the event loop's shared httpx client (or a caller's own), with
+    the shared retry policy."""
 
     def __init__(
         self,
@@ -42,10 +43,8 @@ class HttpxProvider(Provider):
         self._key = key
         self._base = config.base_url_for(self.name, base_url)
         self._timeout = timeout
-        self._own_client = http_client is None
-        self._client = http_client or build_client(
-            base_url=self._base, timeout=timeout, transport=bounded_transport()
-        )
+        self._given = http_client
+        self._lease = Lease()
         self._retry = retry
         self.emulated = emulated
         self._setup()
@@ -60,22 +59,31 @@ class HttpxProvider(Provider):
     def _headers(self) -> dict[str, str]:
         """Authentication (and version) headers; built per call so the key stays in `Secret`."""
 
+    def _client(self) -> httpx.AsyncClient:
+        return self._given or self._lease.client()
+
+    def _observe(self, response: httpx.Response) -> None:
+        """An emulator's answer makes this client emulated, however it was pointed there."""
+        if from_emulator(response.headers):
+            self.emulated = True
+
     async def _call(
         self, method: str, url: str, *, idempotent: bool, **kwargs: Any
     ) -> httpx.Response:
         """One request with the retry policy; a path starting with ``/`` joins the base URL."""
         target = f"{self._base}{url}" if url.startswith("/") else url
         return await send(
-            self._client,
+            self._client(),
             method,
             target,
             provider=self.name,
             idempotent=idempotent,
             policy=self._retry,
+            observe=self._observe,
             headers=self._headers(),
+            timeout=self._timeout,
             **kwargs,
         )
 
     async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
+        await self._lease.release()

@@ -1,7 +1,9 @@
 """The ``local:procedural`` route: renders on this machine, no key, no network, no cost.
 
 It walks the same lifecycle as a remote job (queued, running, succeeded), so callers treat
-it exactly like any other route. Rendering is deterministic, so a job id lost with a crashed
+it exactly like any other route. An in-process job knows the instant it ends, so it pushes its
+states through `stream` (the hook fal's SSE uses) and `waiting.wait` learns of the end at once
+instead of polling on a schedule. Rendering is deterministic, so a job id lost with a crashed
 process can be re-rendered on `status` and give the very same video.
 """
 
@@ -11,6 +13,7 @@ import asyncio
 import hashlib
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -30,6 +33,8 @@ class _Render:
         self.started_at: datetime | None = None
         self.completed_at: datetime | None = None
         self.stop = threading.Event()
+        self.started = asyncio.Event()
+        """Set when the render leaves the queue (takes a slot)."""
 
 
 class LocalProvider(Provider):
@@ -59,6 +64,7 @@ class LocalProvider(Provider):
         width, height = frame_size(request.aspect_ratio, request.resolution)
         async with self._slots:
             record.state, record.started_at = JobState.RUNNING, utcnow()
+            record.started.set()
             data = await asyncio.to_thread(
                 render_video,
                 prompt=request.prompt,
@@ -76,7 +82,29 @@ class LocalProvider(Provider):
     async def status(self, job: Job) -> JobStatus:
         # Yield once so a caller polling in a tight loop lets the render progress.
         await asyncio.sleep(0)
-        record = self._renders.get(job.id) or self._start(job)
+        return self._status_of(self._renders.get(job.id) or self._start(job))
+
+    def stream(self, job: Job) -> AsyncIterator[JobStatus]:
+        """Each state the moment it is reached: queued, running, then the end."""
+        return self._stream(self._renders.get(job.id) or self._start(job))
+
+    async def _stream(self, record: _Render) -> AsyncIterator[JobStatus]:
+        task = record.task
+        assert task is not None
+        yield self._status_of(record)
+        if not record.started.is_set() and not task.done():
+            started = asyncio.ensure_future(record.started.wait())
+            try:
+                await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                started.cancel()
+            if not task.done():
+                yield self._status_of(record)
+        # asyncio.wait, not await: the render's own outcome (even cancelled) is a status here.
+        await asyncio.wait({task})
+        yield self._status_of(record)
+
+    def _status_of(self, record: _Render) -> JobStatus:
         task = record.task
         if task is not None and task.done():
             if task.cancelled():

@@ -17,13 +17,7 @@ from typing import Any, ClassVar
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from abebeats_lab._http import (
-    MAX_KEEPALIVE,
-    build_client,
-    error_from,
-    held_transport,
-    json_body,
-)
+from abebeats_lab._http import error_from, json_body
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
 from abebeats_lab.providers._httpx import HttpxProvider
@@ -39,12 +33,6 @@ _CANCEL_HARMLESS = frozenset({400, 404})
 """fal answers ALREADY_COMPLETED / NOT_FOUND with these on a finished or unknown request."""
 _HANDLES = ("status_url", "response_url", "cancel_url")
 _QUIET_LOGS = {"logs": "0"}
-MAX_STREAMS = 1000
-"""Each followed SSE status stream holds a connection for the job's whole run. Behind httpx's
-default of 100 the rest queue, and httpcore rescans that queue against every connection on
-each request it starts or ends: hundreds of streams cost quadratic client CPU. So streams get
-their own wide pool (spread over narrow ones, `held_transport`), and creates, polls and results
-a small bounded one."""
 
 
 def app_root(model_id: str) -> str:
@@ -124,15 +112,6 @@ class PikaProvider(HttpxProvider):
 
     name: ClassVar[str] = _NAME
 
-    def _setup(self) -> None:
-        # SSE streams stay open for a job's whole run: their own pool, so short calls never
-        # queue behind them. A caller's own client serves both.
-        self._streams = (
-            build_client(base_url=self._base, timeout=self._timeout, transport=_stream_transport())
-            if self._own_client
-            else self._client
-        )
-
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self._key.reveal()}"}
 
@@ -181,8 +160,14 @@ class PikaProvider(HttpxProvider):
         url = self._url(job, "status_url") + "/stream"
         try:
             async with aconnect_sse(
-                self._streams, "GET", url, params=_QUIET_LOGS, headers=self._headers()
+                self._client(),
+                "GET",
+                url,
+                params=_QUIET_LOGS,
+                headers=self._headers(),
+                timeout=self._timeout,
             ) as source:
+                self._observe(source.response)
                 if source.response.status_code >= httpx.codes.BAD_REQUEST:
                     await source.response.aread()
                     raise error_from(source.response, _NAME)
@@ -210,15 +195,6 @@ class PikaProvider(HttpxProvider):
         except ProviderHTTPError as exc:
             if exc.status_code not in _CANCEL_HARMLESS:
                 raise
-
-    async def aclose(self) -> None:
-        if self._own_client:
-            await self._streams.aclose()
-        await super().aclose()
-
-
-def _stream_transport() -> httpx.AsyncBaseTransport:
-    return held_transport(MAX_STREAMS, MAX_KEEPALIVE)
 
 
 def _event_json(text: str) -> dict[str, Any]:

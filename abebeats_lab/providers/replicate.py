@@ -1,10 +1,11 @@
 """Replicate routes (``replicate:owner/name`` and ``replicate:owner/name:<version>``).
 
-Built on the official ``replicate`` SDK (1.x, async methods). Three things the SDK does not do
-are added here: a create holds briefly with ``Prefer: wait`` so short jobs come back finished;
-a create answered with 429/5xx is retried honouring ``Retry-After`` (the SDK never retries a
-POST), while a create that may have reached the server is never repeated
-(`AmbiguousSubmitError`); and every SDK or httpx exception becomes one of ours.
+Built on the official ``replicate`` SDK (1.x, async methods), whose requests go out through the
+event loop's shared stock httpx client (`_http`), so proxies from the environment apply. Three
+things the SDK does not do are added here: a create holds briefly with ``Prefer: wait`` so
+short jobs come back finished; a create answered with 429/5xx is retried honouring
+``Retry-After`` (the SDK never retries a POST), while a create that may have reached the server
+is never repeated (`AmbiguousSubmitError`); and every SDK or httpx exception becomes one of ours.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import functools
 import re
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -27,8 +27,10 @@ from replicate.prediction import Prediction
 from abebeats_lab import capabilities, config
 from abebeats_lab._http import (
     DEFAULT_RETRY,
+    Lease,
     RetryPolicy,
-    held_transport,
+    from_emulator,
+    never_sent,
     retry_delay,
     retry_hint,
     should_retry,
@@ -55,11 +57,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=10.0)
 HOLD_READ_MARGIN_S = 15.0
 """Extra read time past the hold: the SDK allows only 0.5 s, which a busy server overruns, and
 a read timeout on a create is ambiguous (the prediction exists, the answer is lost)."""
-MAX_CONNECTIONS = 1000
-"""Every held create occupies a connection for up to a minute; a small pool would starve."""
 RECONCILE_PAGES = 5
 RECONCILE_SKEW = timedelta(seconds=120)
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MODEL_RE = re.compile(
     r"^(?P<owner>[A-Za-z0-9][A-Za-z0-9_.-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)"
     r"(?::(?P<version>[0-9a-f]{64}))?$"
@@ -116,50 +115,60 @@ def build_input(request: VideoRequest, caps: capabilities.Capabilities) -> dict[
     return payload
 
 
-class _RetryCreates(httpx.AsyncBaseTransport):
-    """Retries POSTs the server refused with 429/5xx (or that never left), honouring hints.
+class _Transport(httpx.AsyncBaseTransport):
+    """The SDK's transport: each request sent by the running loop's shared client.
 
-    The SDK's own transport wraps this one and retries only GETs. A POST that failed after
-    it was sent is not retried here: the caller turns that into `AmbiguousSubmitError`.
+    POSTs the server refused with 429/5xx (or that never left) are retried here, honouring
+    hints; the SDK's own transport wraps this one and retries only GETs. A POST that failed
+    after it was sent is not retried: the caller turns that into `AmbiguousSubmitError`.
+    Every response is shown to ``observe`` first.
     """
 
     def __init__(
-        self, inner: httpx.AsyncBaseTransport, policy: RetryPolicy, timeout: httpx.Timeout
+        self,
+        lease: Lease,
+        policy: RetryPolicy,
+        timeout: httpx.Timeout,
+        observe: Callable[[httpx.Response], None],
     ) -> None:
-        self._inner = inner
+        self._lease = lease
         self._policy = policy
         self._timeout = timeout
+        self._observe = observe
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
-            return await self._inner.handle_async_request(request)
+            return await self._send(request)
         _bound_timeout(request, self._timeout)
         _widen_hold_timeout(request)
         started, attempt = time.monotonic(), 0
         while True:
             attempt += 1
             try:
-                response = await self._inner.handle_async_request(request)
-            except _NOT_SENT:
+                response = await self._send(request)
+            except httpx.HTTPError as exc:
                 delay = retry_delay(attempt, None, self._policy)
-                if self._policy.gives_up(attempt, started, delay):
+                if not never_sent(exc) or self._policy.gives_up(attempt, started, delay):
                     raise
             else:
                 if response.status_code < 400 or not should_retry(response):
                     return response
                 try:
                     await response.aread()
-                except BaseException:
-                    await response.aclose()  # gives its pool slot back
-                    raise
+                finally:
+                    await response.aclose()  # gives its connection back
                 delay = retry_delay(attempt, retry_hint(response), self._policy)
                 if self._policy.gives_up(attempt, started, delay):
                     return response
-                await response.aclose()
             await asyncio.sleep(delay)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        sent = await self._lease.client().send(request, stream=True)
+        self._observe(sent)
+        # A fresh response around the same body stream: the SDK's client binds it to itself.
+        return httpx.Response(
+            sent.status_code, headers=sent.headers, stream=sent.stream, extensions=sent.extensions
+        )
 
 
 def _bound_timeout(request: httpx.Request, timeout: httpx.Timeout) -> None:
@@ -183,37 +192,6 @@ def _widen_hold_timeout(request: httpx.Request) -> None:
     timeout["read"] = hold + HOLD_READ_MARGIN_S
     timeout["pool"] = None
     request.extensions["timeout"] = timeout
-
-
-class _SharedClients:
-    """One SDK client per (event loop, key, base URL), shared by providers, closed by the last."""
-
-    def __init__(self) -> None:
-        self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[tuple[config.Secret, str], list[Any]]
-        ] = weakref.WeakKeyDictionary()
-
-    def acquire(
-        self, key: config.Secret, base_url: str, build: Callable[[], SdkClient]
-    ) -> SdkClient:
-        table = self._by_loop.setdefault(asyncio.get_running_loop(), {})
-        entry = table.setdefault((key, base_url), [build(), 0])
-        entry[1] += 1
-        client: SdkClient = entry[0]
-        return client
-
-    async def release(self, key: config.Secret, base_url: str) -> None:
-        table = self._by_loop.get(asyncio.get_running_loop(), {})
-        entry = table.get((key, base_url))
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del table[(key, base_url)]
-            await entry[0]._async_client.aclose()
-
-
-_CLIENTS = _SharedClients()
 
 
 class ReplicateProvider(Provider):
@@ -240,28 +218,29 @@ class ReplicateProvider(Provider):
         self._wait_s = wait_s
         self._timeout = timeout
         self._retry = retry
+        self._lease = Lease()
         self._sdk: SdkClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"ReplicateProvider(base_url={self._base_url!r}, emulated={self.emulated})"
 
     def _client(self) -> SdkClient:
-        loop = asyncio.get_running_loop()
-        if self._sdk is None or self._loop is not loop:
-            self._sdk = _CLIENTS.acquire(self._key, self._base_url, self._build)
-            self._loop = loop
+        # One SDK client serves every loop: it holds no connections, its transport takes the
+        # running loop's shared client per request.
+        if self._sdk is None:
+            transport = _Transport(self._lease, self._retry, self._timeout, self._observe)
+            self._sdk = SdkClient(
+                api_token=self._key.reveal(),
+                base_url=self._base_url,
+                timeout=self._timeout,
+                transport=transport,
+            )
         return self._sdk
 
-    def _build(self) -> SdkClient:
-        pools = held_transport(MAX_CONNECTIONS, max_keepalive=100)
-        transport = _RetryCreates(pools, self._retry, self._timeout)
-        return SdkClient(
-            api_token=self._key.reveal(),
-            base_url=self._base_url,
-            timeout=self._timeout,
-            transport=transport,
-        )
+    def _observe(self, response: httpx.Response) -> None:
+        """An emulator's answer makes this client emulated, however it was pointed there."""
+        if from_emulator(response.headers):
+            self.emulated = True
 
     def validate(self, request: VideoRequest, route: Route) -> capabilities.Capabilities:
         parse_model(route)
@@ -356,17 +335,14 @@ class ReplicateProvider(Provider):
             ) from exc
         except ModelError as exc:
             raise JobFailed(str(exc), job_id=exc.prediction.id) from exc
-        except _NOT_SENT as exc:
-            raise transport_failure(exc, provider=self.name, sent=False) from exc
         except httpx.HTTPError as exc:
-            raise transport_failure(exc, provider=self.name, sent=creating) from exc
+            sent = creating and not never_sent(exc)
+            raise transport_failure(exc, provider=self.name, sent=sent) from exc
         except (ValueError, TypeError) as exc:  # bad JSON; a payload the SDK's model rejects
             raise unreadable_answer(exc, provider=self.name) from exc
 
     async def aclose(self) -> None:
-        if self._sdk is not None and self._loop is asyncio.get_running_loop():
-            self._sdk = None
-            await _CLIENTS.release(self._key, self._base_url)
+        await self._lease.release()
 
 
 def parse_prediction(prediction: Prediction) -> JobStatus:

@@ -4,8 +4,9 @@ genai sends ``:predictLongRunning`` and polls ``:fetchPredictOperation``; this m
 what it lacks: retries of a refused create (429/5xx, honouring Google's ``RetryInfo``), no
 blind retry of a create that may have arrived (`AmbiguousSubmitError`), and our error types.
 Veo reports only ``done``: there is no queue signal, so a job that is not done is RUNNING,
-and no cancel exists. genai 3.x runs on ``httpx2``, so it talks to the emulator over
-loopback like any server; no transport is injected.
+and no cancel exists. genai's HTTP client is used as shipped (its own pool, proxies from the
+environment, its mTLS handling); only a response hook is added, to notice the emulator. genai
+3.x runs on ``httpx2``, whose errors are recognised by name (`_http.is_http_error`).
 
 Credentials, in order: the ``credentials`` argument; a static OAuth token (``api_key`` or
 ``GOOGLE_OAUTH_ACCESS_TOKEN``); application default credentials, read from
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import importlib
 import json
 import os
@@ -25,19 +27,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import httpcore2
 import httpx
-import httpx2
 from google import genai
 from google.auth.credentials import Credentials
-from google.auth.transport import mtls
 from google.genai import errors as genai_errors
 from google.genai import types
 from google.oauth2.credentials import Credentials as TokenCredentials
 
 from abebeats_lab import config
-from abebeats_lab._http import DEFAULT_RETRY, RetryPolicy, retry_errors, retry_hint
-from abebeats_lab._net import env_proxy_set, use_asyncio_backend
+from abebeats_lab._http import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    from_emulator,
+    is_http_error,
+    never_sent,
+    retry_errors,
+    retry_hint,
+)
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
     ConfigError,
@@ -62,10 +68,6 @@ KEY_VARS = ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
 _ADC_FILE = "application_default_credentials.json"
 _MS = 1000
 _CODE_CANCELLED = 1
-_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
-_LIMITS = httpx2.Limits(max_connections=64, max_keepalive_connections=20)
-"""Hundreds of operations polled in the same second queue in the pool either way; a smaller
-pool makes each of httpcore2's per-request passes over its connections cheaper."""
 _CONFIG_EXTRAS = frozenset(
     {
         "enhance_prompt",
@@ -222,7 +224,7 @@ class VeoProvider(Provider):
                 base_url=self._base_url,
                 api_version=API_VERSION,
                 timeout=int(self._timeout_s * _MS),
-                async_client_args=_client_args(),
+                async_client_args={"event_hooks": {"response": [self._observe]}},
             )
             self._genai = genai.Client(
                 vertexai=True,
@@ -232,6 +234,11 @@ class VeoProvider(Provider):
                 http_options=options,
             )
         return self._genai
+
+    async def _observe(self, response: Any) -> None:
+        """genai's response hook: an emulator's answer makes this client emulated."""
+        if from_emulator(response.headers):
+            self.emulated = True
 
     async def submit(self, request: VideoRequest, route: Route) -> Job:
         source, video_config = build_config(request, route)
@@ -289,12 +296,13 @@ class VeoProvider(Provider):
             return await make()
         except genai_errors.APIError as exc:
             raise _http_error(exc) from exc
-        except _NOT_SENT as exc:
-            raise transport_failure(exc, provider=self.name, sent=False) from exc
-        except httpx2.HTTPError as exc:
-            raise transport_failure(exc, provider=self.name, sent=creating) from exc
         except (ValueError, TypeError) as exc:  # bad JSON; a body genai's models reject
             raise unreadable_answer(exc, provider=self.name) from exc
+        except Exception as exc:  # genai's httpx2 errors, recognised without importing httpx2
+            if not is_http_error(exc):
+                raise
+            sent = creating and not never_sent(exc)
+            raise transport_failure(exc, provider=self.name, sent=sent) from exc
 
     async def aclose(self) -> None:
         if self._genai is not None:
@@ -302,24 +310,13 @@ class VeoProvider(Provider):
             await client.aio.aclose()
 
 
-def _client_args() -> dict[str, Any]:
-    """genai's own HTTP stack (httpx2), pooled on our asyncio backend like the other providers.
-
-    genai's own transport where it must do what ours cannot: a proxy (httpx2 reads it only
-    without a transport argument) or a client certificate (genai's mTLS context goes in
-    ``verify``, which a transport argument overrides).
-    """
-    if env_proxy_set() or mtls.should_use_client_cert():  # type: ignore[no-untyped-call]
-        return {"limits": _LIMITS}
-    return {"transport": use_asyncio_backend(httpx2, httpcore2, _LIMITS)}
-
-
 def _http_error(exc: genai_errors.APIError) -> ProviderHTTPError:
     """A ProviderHTTPError with the status, Google's message and any retry hint."""
-    response = exc.response
     hint = None
-    if isinstance(response, httpx2.Response):
-        # Read the hint (Retry-After, RetryInfo.retryDelay) with the one shared parser.
+    with contextlib.suppress(AttributeError, TypeError, ValueError):
+        # genai's response is an httpx2 one (or aiohttp's): read its hint (Retry-After,
+        # RetryInfo.retryDelay) with the one shared parser, through a plain httpx copy.
+        response = exc.response
         mirror = httpx.Response(
             response.status_code, headers=list(response.headers.items()), content=response.content
         )

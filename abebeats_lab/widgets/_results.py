@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from abebeats_lab import costs, fmt
+from abebeats_lab import fmt
+from abebeats_lab.comparison import job_cost_text
 from abebeats_lab.fmt import number as _num
 from abebeats_lab.fmt import seconds
 from abebeats_lab.plots import EMULATED_LABEL
@@ -76,14 +77,6 @@ def _check(value: Any) -> str:
     return "✓" if bool(value) else "✗"
 
 
-def _cost(row: Mapping[str, Any]) -> str:
-    """What the job is charged, and the real route's price per second (`costs.route_cost`)."""
-    cost = costs.route_cost([row])
-    charged = fmt.money(cost.charged_usd)
-    note = f" ({cost.note})" if cost.note else ""
-    return _e(f"{charged}{note}; price {cost.price_text()}")
-
-
 def figures_html(row: Mapping[str, Any]) -> str:
     """The figures table under one video (or the reason it has none)."""
     conformance = " ".join(
@@ -94,7 +87,7 @@ def figures_html(row: Mapping[str, Any]) -> str:
         ("total", seconds(row.get("total_s"))),
         ("queue", seconds(row.get("queue_s"))),
         ("run", seconds(row.get("run_s"))),
-        ("cost", _cost(row)),
+        ("cost", _e(job_cost_text(row))),
         (
             "output",
             f"{fmt.size(row.get('width'), row.get('height'))}, {seconds(row.get('duration_s'))}",

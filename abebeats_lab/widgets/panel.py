@@ -3,13 +3,18 @@
 A thin view over `abebeats_lab.runner.compare`: no HTTP code here. Generate schedules the
 comparison as an asyncio task on the kernel's running loop and returns at once, so the
 notebook stays responsive; ``on_update`` events redraw one progress line per job; Cancel
-cancels the task (the runner cancels the remote jobs). Errors are shown in the panel, where
-the click happened. Display it by leaving it last in a cell, or with ``display(panel)``.
+cancels the task (the runner cancels the remote jobs and records how each one ended), then
+the panel shows the rows as the run store holds them, and the partial run can be exported.
+Errors are shown in the panel, where the click happened. Display it by leaving it last in a
+cell, or with ``display(panel)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,7 +24,7 @@ from typing import Any
 import ipywidgets as w
 
 from abebeats_lab import plots
-from abebeats_lab._types import Route, VideoRequest
+from abebeats_lab._types import JobState, Route, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
 from abebeats_lab.widgets import _choices, _results
 
@@ -37,6 +42,7 @@ PREFERRED_RESOLUTIONS = ("360p", "240p", "480p", "720p")
 _VIDEO_WIDTH = "320px"
 _PICKER_COLUMNS = "repeat(3, minmax(260px, 1fr))"
 _HISTORY_HINT = "earlier prompts…"
+_FINAL_STATES = frozenset(s.value for s in JobState if s.terminal)
 
 
 class ControlPanel:
@@ -72,10 +78,12 @@ class ControlPanel:
         self.task: asyncio.Task[None] | None = None
         """The comparison in flight (or the last one)."""
         self.comparison: Any = None
-        """The last finished `Comparison`."""
+        """The last `Comparison` shown: a finished run, or the partial run after a Cancel."""
         self.report_path: Path | None = None
         self._export_task: asyncio.Task[None] | None = None
         self._progress_rows: dict[Any, w.HTML] = {}
+        # The last event per job, so a line redrawn from the store keeps its elapsed time.
+        self._last_events: dict[Any, Any] = {}
         self._build_inputs(list(routes or _choices.default_routes()), set(selected), emulate)
         self._build_outputs()
         self.prompt.value = prompt
@@ -252,12 +260,18 @@ class ControlPanel:
             return
         self._set_history([request.prompt, *self.prompt_history])
         self._begin()
-        self.task = loop.create_task(self._run(request, routes, int(self.repeats.value)))
+        run_dir = self._new_run_dir()
+        self.task = loop.create_task(self._run(request, routes, int(self.repeats.value), run_dir))
+        # A done callback, not a ``finally``: it also runs for a task cancelled before it began.
+        self.task.add_done_callback(functools.partial(self._after_run, run_dir))
 
     def _on_cancel(self, _button: Any = None) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            self._say("Cancelling: stopping the jobs still running…", "warn")
+        # One cancel only: a second would interrupt the runner while it settles the jobs.
+        if self.task is None or self.task.done() or self.task.cancelling():
+            return
+        self.task.cancel()
+        self.cancel_button.disabled = True
+        self._say("Cancelling: stopping the jobs still running…", "warn")
 
     async def wait(self) -> None:
         """Until the comparison (and any report export) in flight has ended, however it ended."""
@@ -265,7 +279,9 @@ class ControlPanel:
         if pending:
             await asyncio.wait(pending)
 
-    async def _run(self, request: VideoRequest, routes: list[str], repeats: int) -> None:
+    async def _run(
+        self, request: VideoRequest, routes: list[str], repeats: int, run_dir: Path
+    ) -> None:
         from abebeats_lab.runner import compare
 
         try:
@@ -274,16 +290,11 @@ class ControlPanel:
                 routes,
                 request,
                 repeats=repeats,
-                run_dir=self._new_run_dir(),
+                run_dir=run_dir,
                 on_update=self._on_update,
                 emulate=bool(self.emulate.value),
                 adapt=self._adapt,
             )
-        except asyncio.CancelledError:
-            self._say(
-                "Cancelled. Jobs that had started were cancelled where the provider allows.", "warn"
-            )
-            raise
         except Exception as exc:  # shown where the user clicked; a bug is logged too
             self._say(f"{type(exc).__name__}: {exc}", "error")
             if not isinstance(exc, LabError):
@@ -291,8 +302,29 @@ class ControlPanel:
         else:
             self.comparison = comparison
             self._show(comparison)
+
+    def _after_run(self, run_dir: Path, task: asyncio.Task[None]) -> None:
+        """The comparison task ended: show a cancelled run as stored, free the buttons."""
+        try:
+            if task.cancelled():
+                self._show_cancelled(run_dir)
+        except Exception as exc:  # a done callback has no caller to tell: say it here
+            _log.exception("showing the cancelled run failed")
+            self._say(f"Cancelled; the run could not be read back: {exc}", "error")
         finally:
             self._end()
+
+    def _show_cancelled(self, run_dir: Path) -> None:
+        """The rows as the runner settled them after the cancel, read back from the run store."""
+        from abebeats_lab.runner import load_run
+
+        try:
+            comparison = load_run(run_dir)
+        except LabError:  # cancelled before the run store was written: no job was sent
+            self._say("Cancelled before any job was sent.", "warn")
+            return
+        self.comparison = comparison
+        self._show(comparison, cancelled=True)
 
     def _new_run_dir(self) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -300,6 +332,7 @@ class ControlPanel:
 
     def _begin(self) -> None:
         self._progress_rows.clear()
+        self._last_events.clear()
         self.comparison = None
         self.progress.children, self.results.children = (), ()
         self.chart.value = self.report.value = ""
@@ -313,14 +346,39 @@ class ControlPanel:
 
     def _on_update(self, event: Any) -> None:
         emulated = bool(self.emulate.value) and Route.parse(event.route).provider != "local"
+        self._draw_progress(event, emulated)
+
+    def _draw_progress(self, event: Any, emulated: bool) -> None:
+        self._last_events[event.key] = event
         row = self._progress_rows.get(event.key)
         if row is None:
             row = self._progress_rows[event.key] = w.HTML()
             self.progress.children = (*self.progress.children, row)
         row.value = _results.progress_html(event, emulated)
 
+    def _settle_progress(self, rows: Sequence[Any]) -> None:
+        """Redraw each progress line whose job ended in a state no event announced.
+
+        The runner records a cancelled job's end in the store without an event, so after a
+        cancel the lines would still say ``running``; the store is the truth.
+        """
+        from abebeats_lab.runner import JobEvent
+
+        for row in rows:
+            last = self._last_events.get(row.key)
+            if last is not None and str(last.state) == row.state:
+                continue
+            event = (
+                JobEvent(row.run_id, row.key, row.route, row.prompt, row.state, error=row.error)
+                if last is None
+                else dataclasses.replace(
+                    last, state=row.state, error=row.error, progress=None, queue_position=None
+                )
+            )
+            self._draw_progress(event, bool(row.emulated))
+
     # ---------------------------------------------------------------- results
-    def _show(self, comparison: Any) -> None:
+    def _show(self, comparison: Any, *, cancelled: bool = False) -> None:
         frame = comparison.to_pandas()
         run_dir = Path(comparison.run_dir)
         rows = [r for _i, r in frame.iterrows()]
@@ -329,8 +387,13 @@ class ControlPanel:
             cells = [_cell(r, run_dir) for r in rows if int(r["prompt_index"]) == index]
             grid.append(w.HBox(cells, layout=w.Layout(flex_flow="row wrap")))
         self.results.children = tuple(grid)
+        self._settle_progress(comparison.rows)
         self.chart.value = plots.figure_svg(plots.timing_figure(frame))
-        failed = [r for r in rows if r["state"] != "succeeded"]
+        states = [str(r["state"]) for r in rows]
+        if cancelled:
+            self._say(_cancelled_summary(states, run_dir), "warn")
+            return
+        failed = [s for s in states if s != JobState.SUCCEEDED]
         summary = f"Done: {len(rows) - len(failed)} of {len(rows)} jobs succeeded."
         self._say(
             summary + (" See the reasons below." if failed else ""), "warn" if failed else "ok"
@@ -359,6 +422,18 @@ class ControlPanel:
     def _say(self, text: str, kind: str) -> None:
         colour = {"error": "#a00000", "warn": "#7a5b00", "ok": "#137333"}.get(kind, "#1d1d1f")
         self.status.value = f'<div class="abebeats-{kind}" style="color:{colour}">{_e(text)}</div>'
+
+
+def _cancelled_summary(states: Sequence[str], run_dir: Path) -> str:
+    """What a cancel left: how many jobs finished, how the others ended, how to settle the rest."""
+    counts = collections.Counter(states)
+    succeeded = counts.pop(JobState.SUCCEEDED, 0)
+    ended = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    text = f"Cancelled: {succeeded} of {len(states)} jobs succeeded before the cancel"
+    text += f" ({ended})." if ended else "."
+    if any(state not in _FINAL_STATES for state in counts):
+        text += f" The jobs left unfinished are settled by: abebeats-lab resume {run_dir}."
+    return text + " Export report saves this partial run."
 
 
 def _e(value: Any) -> str:

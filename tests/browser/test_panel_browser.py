@@ -2,7 +2,9 @@
 
 A person's path through the panel: type a prompt, tick two routes, press Generate, watch
 two playable videos with their figures appear, export the report; then open that report
-with every network request blocked and check that its grid and charts really render.
+with every network request blocked and check that its grid and charts really render. And
+the same person cancelling a run whose remote job is still running: each row shows how it
+ended, and the partial run exports.
 Screenshots land in ``test-artifacts/`` (gitignored). Never ``playwright install``: the
 browser is Debian's ``/usr/bin/chromium``.
 """
@@ -15,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -36,6 +39,9 @@ HAVE_METADATA = 1
 """HTMLMediaElement.readyState once duration and size are known: the source decodes."""
 PROMPT = "a lighthouse on a cliff in a storm"
 ROUTES = ("local:procedural", "runway:gen4.5")
+LOCAL, RUNWAY = ROUTES
+LONG_RUN_S = 120.0
+"""Runway's emulated jobs run this long: still running whenever the test presses Cancel."""
 VIEWPORT = {"width": 1400, "height": 1000}
 
 pytestmark = [
@@ -59,12 +65,12 @@ def _free_port() -> int:
         return port
 
 
-def _panel_notebook(folder: Path, runs_dir: Path) -> Path:
+def _panel_notebook(folder: Path, runs_dir: Path, *, emulate: bool) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
             "from abebeats_lab.widgets import ControlPanel\n"
-            f"panel = ControlPanel(selected=[], emulate=True, runs_dir={str(runs_dir)!r})\n"
+            f"panel = ControlPanel(selected=[], emulate={emulate}, runs_dir={str(runs_dir)!r})\n"
             "panel"
         )
     ]
@@ -101,18 +107,23 @@ def _wait_listening(url: str, process: subprocess.Popen[bytes]) -> None:
     raise TimeoutError(f"voila not listening at {url} after {START_TIMEOUT_S} s")
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
-    """Voila serving the panel notebook on 127.0.0.1: (url, runs dir, private home)."""
+@contextmanager
+def _voila(
+    tmp_path: Path, *, emulate: bool, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, Path, Path]]:
+    """Voila serving the panel notebook on 127.0.0.1: (url, runs dir, private home).
+
+    ``env`` adds variables to the kernel's environment (keys and base URLs of an emulator).
+    """
     home, runs = tmp_path / "home", tmp_path / "runs"
     home.mkdir()
-    notebook = _panel_notebook(tmp_path, runs)
+    notebook = _panel_notebook(tmp_path, runs, emulate=emulate)
     port = _free_port()
     command = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
                "--Voila.ip=127.0.0.1"]  # fmt: skip
     log = (tmp_path / "voila.log").open("wb")
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=_private_env(home), stdout=log, stderr=log
+        command, cwd=tmp_path, env={**_private_env(home), **(env or {})}, stdout=log, stderr=log
     )
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -128,6 +139,27 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
         log.close()
 
 
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """The panel with its built-in emulators (the emulate box ticked)."""
+    with _voila(tmp_path, emulate=True) as served:
+        yield served
+
+
+@pytest.fixture
+def served_slow_runway(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """The panel with real clients pointed at a Runway emulator started apart, whose jobs
+    run for minutes (as ``abebeats-lab emulate`` plus its printed exports would)."""
+    from abebeats_lab.emulator import Emulators, Scenario
+
+    scenario = Scenario.fast().with_times(0.05, LONG_RUN_S)
+    with (
+        Emulators(["runway"], scenario) as emulators,
+        _voila(tmp_path, emulate=False, env=emulators.env()) as served,
+    ):
+        yield served
+
+
 def _only(prefix: str, blocked: list[str]):  # type: ignore[no-untyped-def]
     """A Playwright route handler that lets through URLs under ``prefix`` and aborts the rest."""
 
@@ -141,7 +173,8 @@ def _only(prefix: str, blocked: list[str]):  # type: ignore[no-untyped-def]
     return handle
 
 
-def _drive_panel(page, url: str) -> None:  # type: ignore[no-untyped-def]
+def _start_run(page, url: str) -> None:  # type: ignore[no-untyped-def]
+    """Open the panel, type the prompt, tick both routes, press Generate."""
     from playwright.sync_api import expect
 
     page.goto(url)
@@ -153,6 +186,12 @@ def _drive_panel(page, url: str) -> None:  # type: ignore[no-untyped-def]
         box.check()
         expect(box).to_be_checked()
     page.get_by_role("button", name="Generate").click()
+
+
+def _drive_panel(page, url: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    _start_run(page, url)
     videos = page.locator(".abebeats-results video")
     expect(videos).to_have_count(len(ROUTES), timeout=UI_TIMEOUT_MS)
     page.wait_for_function(
@@ -217,4 +256,72 @@ def _check_report_offline(browser, report: Path) -> None:  # type: ignore[no-unt
         assert box is not None and box["width"] > 100 and box["height"] > 50
     expect(page.locator("#summary-per-route .badge", has_text="emulated")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    assert fetched == [], f"the report tried to fetch {fetched}"
+
+
+def test_cancel_shows_how_each_job_ended_and_the_partial_run_exports(
+    served_slow_runway: tuple[str, Path, Path],
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _runs, home = served_slow_runway
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=_private_env(home)
+        )
+        try:
+            context = browser.new_context(viewport=VIEWPORT)
+            context.route("**/*", _only(url, []))
+            page = context.new_page()
+            _start_run(page, url)
+            lines = page.locator(".abebeats-progress")
+            local, runway = (lines.filter(has_text=route) for route in ROUTES)
+            expect(local).to_contain_text("succeeded", timeout=UI_TIMEOUT_MS)
+            expect(runway).to_contain_text("running", timeout=UI_TIMEOUT_MS)
+            page.get_by_role("button", name="Cancel").click()
+
+            expect(runway.locator(".abebeats-state")).to_have_text(
+                "canceled", timeout=UI_TIMEOUT_MS
+            )
+            expect(local.locator(".abebeats-state")).to_have_text("succeeded")
+            expect(page.locator(".abebeats-status")).to_contain_text(
+                "Cancelled: 1 of 2 jobs succeeded"
+            )
+            expect(page.locator(".abebeats-results video")).to_have_count(1)
+            expect(
+                page.locator(".abebeats-results .abebeats-cell", has_text=RUNWAY)
+            ).to_contain_text("canceled")
+            export = page.get_by_role("button", name="Export report")
+            expect(export).to_be_enabled()
+            page.screenshot(path=str(ARTIFACTS / "panel-cancelled.png"), full_page=True)
+
+            export.click()
+            written = page.locator(".abebeats-report code")
+            expect(written).to_be_visible(timeout=UI_TIMEOUT_MS)
+            report = Path(written.inner_text().strip())
+            assert report.is_file()
+            _check_partial_report(browser, report)
+        finally:
+            browser.close()
+
+
+def _check_partial_report(browser, report: Path) -> None:  # type: ignore[no-untyped-def]
+    """The report of a cancelled run: the finished video plays, the cancelled job is listed."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=VIEWPORT)
+    fetched: list[str] = []
+    context.route("**/*", _only("file://", fetched))
+    page = context.new_page()
+    page.goto(report.as_uri())
+    expect(page.locator(".video-grid video")).to_have_count(1)
+    page.wait_for_function(
+        f"() => ({PLAYABLE})(Array.from(document.querySelectorAll('.video-grid video')))"
+    )
+    cancelled = page.locator("table.failures tbody tr")
+    expect(cancelled).to_have_count(1)
+    expect(cancelled).to_contain_text(RUNWAY)
+    expect(cancelled).to_contain_text("canceled")
+    page.screenshot(path=str(ARTIFACTS / "report-cancelled.png"), full_page=True)
     assert fetched == [], f"the report tried to fetch {fetched}"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from abebeats_lab import Job, JobState, Route, VideoRequest
 from abebeats_lab._http import RetryPolicy
+from abebeats_lab._types import Job, JobState, Route, VideoRequest
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
@@ -286,3 +286,52 @@ def test_key_alias_and_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
         PikaProvider()
     monkeypatch.setenv("PIKA_API_KEY", EMULATOR_KEYS["pika"])
     assert "emulated-fal-key" not in repr(PikaProvider())
+
+
+# -- Retry-After on every status path (issue 13 §7) ---------------------------------------
+
+HINT_S = 1.0
+"""The emulator's ``Retry-After``; fal answered a throttled stream with 2."""
+CLOCK_SLACK_S = 0.01
+"""The emulator stamps requests with the wall clock and the client sleeps on the monotonic."""
+
+
+def _times(state: EmulatorState, *kinds: str) -> list[float]:
+    return [r.at for r in state.requests if r.kind in kinds]
+
+
+async def test_a_throttled_stream_holds_the_next_status_request_for_its_retry_after(
+    emulator: Emulators, client: PikaProvider
+) -> None:
+    emulator.set_scenario(Scenario.fast(stream_429=1, retry_after_s=HINT_S))
+    job = await client.submit(REQUEST, T2V)
+    result = await wait(client, job, policy=FAST)
+    assert result.status.state is JobState.SUCCEEDED
+    state = _state(emulator)
+    [throttled] = _times(state, "stream")
+    asked = _times(state, "status")
+    assert asked, "the wait fell back to polling"
+    assert min(asked) >= throttled + HINT_S - CLOCK_SLACK_S
+
+
+async def test_a_throttled_poll_holds_the_next_one_for_its_retry_after(
+    emulator: Emulators, client: PikaProvider
+) -> None:
+    emulator.set_scenario(Scenario.fast(status_429=1, retry_after_s=HINT_S))
+    job = await client.submit(REQUEST, T2V)
+    result = await wait(client, job, policy=POLL_ONLY)
+    assert result.status.state is JobState.SUCCEEDED
+    first, second, *_ = _times(_state(emulator), "status")
+    assert second >= first + HINT_S - CLOCK_SLACK_S
+
+
+async def test_a_throttled_result_fetch_waits_its_retry_after(
+    emulator: Emulators, client: PikaProvider
+) -> None:
+    emulator.set_scenario(Scenario.fast(result_429=1, retry_after_s=HINT_S))
+    job = await client.submit(REQUEST, T2V)
+    status = (await wait(client, job, policy=FAST)).status
+    [ref] = await client.outputs(job, status)
+    assert ref.url
+    first, second = _times(_state(emulator), "result")
+    assert second >= first + HINT_S - CLOCK_SLACK_S

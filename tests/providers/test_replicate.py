@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
-from abebeats_lab import Job, JobState, Route, VideoRequest
-from abebeats_lab._http import RetryPolicy
+from abebeats_lab._http import RetryPolicy, leased
+from abebeats_lab._types import Job, JobState, Route, VideoRequest
 from abebeats_lab.capabilities import capabilities_for
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import (
@@ -313,11 +314,28 @@ async def test_cancel_running_then_finished_is_safe(
     assert first.completed_at == second.completed_at
 
 
-async def test_one_sdk_client_per_key_and_base_url(
-    emus: Emulators, provider: ReplicateProvider
+async def test_providers_send_through_the_loops_one_stock_client(
+    emus: Emulators, emu: Any, provider: ReplicateProvider
 ) -> None:
+    seen: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        seen.append(request.method)
+
     other = ReplicateProvider(**emus.client_options("replicate"))
     try:
-        assert other._client() is provider._client()
+        async with leased() as shared:
+            shared.event_hooks["request"].append(count)
+            job = await provider.submit(REQUEST, VEO)
+            await other.status(job)
     finally:
         await other.aclose()
+    assert seen == ["POST", "GET"]
+
+
+async def test_sdk_client_sees_the_emulator(emus: Emulators, emu: Any) -> None:
+    # Pointed at the emulator by hand (emulated=False), the client learns it from the answers.
+    async with ReplicateProvider(**{**emus.client_options("replicate"), "emulated": False}) as c:
+        assert not c.emulated
+        await c.submit(REQUEST, VEO)
+        assert c.emulated

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from abebeats_lab import JobState, OutputRef, Route, VideoRequest
+from abebeats_lab._types import JobState, OutputRef, Route, VideoRequest
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario
 from abebeats_lab.emulator.runway import create_app
 from abebeats_lab.errors import (

@@ -13,7 +13,6 @@ import pytest
 from google.oauth2.credentials import Credentials
 
 from abebeats_lab import JobState, Route, VideoRequest
-from abebeats_lab._net import AsyncioBackend
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, Scenario
 from abebeats_lab.emulator.veo import RAI_TRIGGER
 from abebeats_lab.errors import (
@@ -163,21 +162,23 @@ async def test_inline_video_is_saved_and_probed(
     assert "videos" in result.status.raw and result.status.raw["videos"][0]["bytes"] > 0
 
 
-async def test_genai_talks_through_our_asyncio_backend(provider: VeoProvider, emu: Any) -> None:
-    job = await provider.submit(REQUEST, ROUTE)
-    assert (await provider.status(job)).state in (
-        JobState.QUEUED,
-        JobState.RUNNING,
-        JobState.SUCCEEDED,
-    )
-    transport = provider._client()._api_client._async_httpx_client._transport  # type: ignore[union-attr]
-    assert isinstance(transport._pool._network_backend, AsyncioBackend)
-    assert transport._pool.connections, "the requests above went through this pool"
+async def test_genai_client_sees_the_emulator(emus: Emulators, emu: Any) -> None:
+    # Pointed at the emulator by hand (emulated=False), the client learns it from the answers.
+    options = {**emus.client_options("veo"), "emulated": False}
+    async with VeoProvider(**options) as client:
+        assert not client.emulated
+        job = await client.submit(REQUEST, ROUTE)
+        assert client.emulated
+        assert (await client.status(job)).state in (
+            JobState.QUEUED,
+            JobState.RUNNING,
+            JobState.SUCCEEDED,
+        )
 
 
 def test_one_provider_serves_event_loops_one_after_another(emus: Emulators, emu: Any) -> None:
-    # Without a transport argument genai keeps a client per loop; with ours, we must: a
-    # connection opened on another loop would hang until the read timeout.
+    # A connection opened on another loop would hang until the read timeout: each loop gets
+    # its own genai client.
     client = VeoProvider(**emus.client_options("veo"), timeout_s=5)
 
     async def one() -> tuple[JobState, Any]:

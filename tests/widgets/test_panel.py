@@ -1,16 +1,23 @@
 """The control panel, driven headlessly: set trait values, press buttons, read what it shows.
 
 Every run goes through the real runner: ``local:procedural`` renders on this machine and the
-remote routes are served by the built-in emulators on 127.0.0.1 (``emulate=True``).
+remote routes are served by the built-in emulators on 127.0.0.1 (``emulate=True``, or an
+emulator started apart, found through the environment as a user's ``abebeats-lab emulate``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.runner import load_run
 from abebeats_lab.widgets import ControlPanel
 
@@ -19,6 +26,14 @@ PIKA, VEO_FAST = "pika:fal-ai/pika/v2.2/text-to-video", "veo:veo-3.1-fast-genera
 PROMPT = "a paper boat drifting on a calm lake"
 MP4_BOX = b"ftyp"
 SECRET = "key_" + "s" * 60
+LONG_RUN = Scenario.fast().with_times(0.05, 120.0)
+"""Remote jobs that are still running whenever the test cancels them."""
+POLL_S = 0.02
+EMULATOR_THREAD = "emulator-"
+"""Name prefix of an in-process emulator's server thread."""
+PROGRESS_LINE = re.compile(
+    r'<code>(?P<route>[^<]*)</code>.*class="abebeats-state"[^>]*>(?P<state>[^<]*)<'
+)
 
 
 def _panel(tmp_path: Path, *selected: str, emulate: bool = True) -> ControlPanel:
@@ -39,6 +54,50 @@ def _find(widget: object, type_name: str) -> list[object]:
 
 def _html_of(widget: object) -> str:
     return " ".join(h.value for h in _find(widget, "HTML"))  # type: ignore[attr-defined]
+
+
+def _states(panel: ControlPanel) -> dict[str, str]:
+    """The state each progress line shows, by route."""
+    found = (PROGRESS_LINE.search(row.value) for row in panel.progress.children)
+    return {m["route"]: m["state"] for m in found if m is not None}
+
+
+def _cell_html(panel: ControlPanel, route: str) -> str:
+    cells = [c for c in _find(panel.results, "VBox") if "abebeats-cell" in c._dom_classes]  # type: ignore[attr-defined]
+    return next(_html_of(c) for c in cells if f"<code>{route}</code>" in _html_of(c))
+
+
+async def _until(panel: ControlPanel, wanted: dict[str, set[str]]) -> None:
+    """Wait (on the loop, as a user would) until each route's line shows one of its states."""
+    while not all(_states(panel).get(r) in states for r, states in wanted.items()):
+        assert panel.task is not None and not panel.task.done(), panel.status.value
+        await asyncio.sleep(POLL_S)
+
+
+def _catch_loop_errors() -> list[dict[str, Any]]:
+    """What the loop would log (e.g. "Task exception was never retrieved"), kept for asserts."""
+    caught: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: caught.append(ctx))
+    return caught
+
+
+def _left_behind() -> set[asyncio.Task[Any]]:
+    """Tasks still pending besides the test itself, after unreachable ones are collected."""
+    gc.collect()
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+def _emulator_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith(EMULATOR_THREAD)}
+
+
+@pytest.fixture
+def slow_runway(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulators]:
+    """Runway's emulator started apart, with jobs that run for minutes; found through env."""
+    with Emulators(["runway"], LONG_RUN) as emulators:
+        for name, value in emulators.env().items():
+            monkeypatch.setenv(name, value)
+        yield emulators
 
 
 def test_picker_says_which_routes_have_keys(
@@ -145,18 +204,68 @@ async def test_runner_errors_are_shown_in_place(tmp_path: Path) -> None:
     assert not panel.generate_button.disabled
 
 
-async def test_cancel_stops_the_comparison(tmp_path: Path) -> None:
+async def test_cancel_stops_the_comparison_and_shows_how_each_job_ended(tmp_path: Path) -> None:
+    loop_errors = _catch_loop_errors()
     panel = _panel(tmp_path, RUNWAY)
     panel.generate_button.click()
-    while not any("queued" in r.value or "running" in r.value for r in panel.progress.children):
-        await asyncio.sleep(0.02)
+    await _until(panel, {RUNWAY: {"queued", "running"}})
+    panel.cancel_button.click()
+    assert panel.cancel_button.disabled  # one cancel: a second would cut the settling short
+    await panel.wait()
+    assert panel.task is not None and panel.task.cancelled()
+    assert "Cancelled: 0 of 1 jobs succeeded" in panel.status.value
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    stored = list(load_run(run_dir).to_pandas()["state"])
+    assert stored == ["canceled"]
+    assert _states(panel) == {RUNWAY: "canceled"}
+    assert "<td>canceled</td>" in _cell_html(panel, RUNWAY)
+    assert panel.comparison is not None and Path(panel.comparison.run_dir) == run_dir
+    assert not panel.generate_button.disabled and panel.cancel_button.disabled
+    assert not panel.export_button.disabled
+    assert _left_behind() == set() and loop_errors == []
+
+
+async def test_cancel_keeps_finished_jobs_and_the_partial_run_exports(
+    tmp_path: Path, slow_runway: Emulators
+) -> None:
+    loop_errors = _catch_loop_errors()
+    panel = _panel(tmp_path, LOCAL, RUNWAY, emulate=False)  # Runway: "key set", from the env
+    assert panel.selected_routes == [LOCAL, RUNWAY]
+    panel.generate_button.click()
+    await _until(panel, {LOCAL: {"succeeded"}, RUNWAY: {"running"}})
     panel.cancel_button.click()
     await panel.wait()
     assert panel.task is not None and panel.task.cancelled()
-    assert "Cancelled" in panel.status.value
-    assert panel.comparison is None and not panel.generate_button.disabled
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert all(state != "succeeded" for state in load_run(run_dir).to_pandas()["state"])
+    assert _states(panel) == {LOCAL: "succeeded", RUNWAY: "canceled"}
+    assert "Cancelled: 1 of 2 jobs succeeded before the cancel (1 canceled)" in panel.status.value
+    assert "<td>succeeded</td>" in _cell_html(panel, LOCAL)
+    assert "<td>canceled</td>" in _cell_html(panel, RUNWAY)
+    assert "comparison cancelled" in _cell_html(panel, RUNWAY)
+    assert len(_find(panel.results, "Video")) == 1  # the finished job's video is kept
+    (job,) = slow_runway.states["runway"].jobs.values()
+    assert job.canceled_at is not None  # the remote job was cancelled, not left running
+    assert _left_behind() == set() and loop_errors == []
+
+    assert not panel.export_button.disabled
+    panel.export_button.click()
+    await panel.wait()
+    assert panel.report_path is not None and str(panel.report_path) in panel.report.value
+    report = panel.report_path.read_text(encoding="utf-8")
+    assert report.count("<video") == 1
+    failures = report.split("Failures", 1)[1]
+    assert RUNWAY in failures and "<td>canceled</td>" in failures
+    assert LOCAL not in failures
+
+
+async def test_cancel_before_the_run_starts_says_nothing_was_sent(tmp_path: Path) -> None:
+    panel = _panel(tmp_path, LOCAL)
+    panel.generate_button.click()
+    panel.cancel_button.click()  # in the same loop step: the task has not begun
+    await panel.wait()
+    assert panel.task is not None and panel.task.cancelled()
+    assert "Cancelled before any job was sent" in panel.status.value
+    assert panel.comparison is None and panel.export_button.disabled
+    assert not panel.generate_button.disabled and panel.cancel_button.disabled
 
 
 async def test_export_writes_the_report(tmp_path: Path) -> None:
@@ -169,3 +278,16 @@ async def test_export_writes_the_report(tmp_path: Path) -> None:
     assert panel.report_path.parent == Path(panel.comparison.run_dir)
     assert str(panel.report_path) in panel.report.value
     assert "<video" in panel.report_path.read_text(encoding="utf-8")
+
+
+async def test_cancel_while_the_emulators_start_leaves_none_running(tmp_path: Path) -> None:
+    earlier = _emulator_threads()
+    panel = _panel(tmp_path, RUNWAY)
+    panel.generate_button.click()
+    while not _emulator_threads() - earlier:  # the emulator is starting in a worker thread
+        assert panel.task is not None and not panel.task.done()
+        await asyncio.sleep(POLL_S / 20)
+    panel.cancel_button.click()
+    await panel.wait()
+    assert "Cancelled before any job was sent" in panel.status.value
+    assert _emulator_threads() - earlier == set()  # no server left serving in the kernel
