@@ -88,6 +88,23 @@ def _request_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _price_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--price",
+        action="append",
+        default=None,
+        metavar="ROUTE=USD_PER_S",
+        help="your price for a route, in USD per second of video (repeatable); wins over "
+        "prices.toml in your config folder and the built-in price table",
+    )
+
+
+def _prices_from(args: argparse.Namespace) -> dict[str, float]:
+    from abebeats_lab import capabilities
+
+    return dict(capabilities.parse_price(text) for text in args.price or ())
+
+
 def _request_from(args: argparse.Namespace, prompt: str = "") -> VideoRequest:
     return VideoRequest(
         prompt=prompt,
@@ -200,6 +217,7 @@ def _finish_on_interrupt(args: argparse.Namespace, run_dir: Path, *, then: str =
 async def _cmd_generate(args: argparse.Namespace) -> int:
     from abebeats_lab import runner
 
+    prices = _prices_from(args)
     run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir()
     _finish_on_interrupt(args, run_dir)
     with _Progress() as progress:
@@ -212,6 +230,7 @@ async def _cmd_generate(args: argparse.Namespace) -> int:
             emulate=args.emulate,
             on_update=progress,
             adapt=args.adapt,
+            prices=prices,
         )
     source = Path(result.output_path)
     target = Path(args.out) if args.out else source
@@ -227,6 +246,7 @@ async def _cmd_generate(args: argparse.Namespace) -> int:
 async def _cmd_compare(args: argparse.Namespace) -> int:
     from abebeats_lab import runner
 
+    prices = _prices_from(args)
     run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir()
     if not args.dry_run:
         _finish_on_interrupt(args, run_dir)
@@ -243,12 +263,15 @@ async def _cmd_compare(args: argparse.Namespace) -> int:
             adapt=args.adapt,
             dry_run=args.dry_run,
             on_update=None if args.json else progress,
+            prices=prices,
         )
     _print_comparison(comparison, as_json=args.json, dry_run=args.dry_run)
     return 0
 
 
 def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) -> None:
+    for note in comparison.notes:
+        print(f"abebeats-lab: {note}", file=sys.stderr)
     if as_json:
         json.dump(comparison.to_rows(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -256,7 +279,7 @@ def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) 
     if dry_run:
         print(comparison.describe_plan())
         return
-    print(comparison.summary().to_string())
+    print(comparison.summary_text())
     print(f"\nrun directory: {comparison.run_dir}")
 
 
@@ -294,6 +317,7 @@ async def _cmd_report(args: argparse.Namespace) -> int:
 async def _cmd_demo(args: argparse.Namespace) -> int:
     from abebeats_lab import report, runner
 
+    prices = _prices_from(args)
     run_dir = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
     args.emulate = True
     _finish_on_interrupt(args, run_dir, then=f" && abebeats-lab report {shlex.quote(str(run_dir))}")
@@ -311,8 +335,9 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
             emulate=True,
             adapt=True,
             on_update=progress,
+            prices=prices,
         )
-    print(comparison.summary().to_string())
+    print(comparison.summary_text())
     path = report.write_report(comparison.run_dir or run_dir)
     print(f"\nrun directory: {comparison.run_dir}\nreport: {path}")
     print("figures from emulated routes are labelled 'emulated': they measure this tool,")
@@ -321,21 +346,21 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _cmd_routes(args: argparse.Namespace) -> int:
-    from abebeats_lab import capabilities, config
+    from abebeats_lab import capabilities, config, fmt
 
     rows = []
-    for caps in capabilities.all_routes():
-        provider = caps.pattern.partition(":")[0]
+    for name, caps in capabilities.priced_routes():
+        provider = name.partition(":")[0]
         has_key = provider == "local" or config.key_for(provider, required=False) is not None
-        price = caps.price.usd_per_s
+        price = fmt.rate(caps.price.usd_per_s)
         rows.append(
             [
-                caps.pattern,
+                name,
                 ",".join(map(str, caps.durations)),
                 ",".join(caps.aspect_ratios),
                 ",".join(caps.resolutions),
                 "yes" if caps.cancel else "no",
-                "?" if price is None else f"${price:.3f}/s",
+                f"{price} (user)" if caps.price.source == capabilities.USER_SOURCE else price,
                 "set" if has_key else "missing (use --emulate)",
             ]
         )
@@ -454,6 +479,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="abebeats-runs", metavar="DIR", help="folder that receives the run folder"
     )
+    _price_args(demo)
 
     gen = _command(
         sub,
@@ -482,6 +508,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="snap a setting a route refuses to the nearest value it allows (recorded)",
     )
+    _price_args(gen)
     _request_args(gen)
 
     cmp_ = _command(
@@ -513,13 +540,15 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="USD",
-        help="refuse to start when the estimated cost is higher",
+        help="refuse to start when the estimated cost is higher (with --emulate, which is "
+        "free, it only says what the run would cost)",
     )
     cmp_.add_argument("--dry-run", action="store_true", help="print the plan and estimate only")
     cmp_.add_argument(
         "--adapt", action="store_true", help="snap settings to what each route allows"
     )
     cmp_.add_argument("--json", action="store_true", help="print the rows as JSON")
+    _price_args(cmp_)
     _request_args(cmp_)
 
     res = _command(

@@ -11,25 +11,37 @@ import base64
 import html
 import math
 import statistics
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from abebeats_lab import costs, fmt
 from abebeats_lab._types import Output, Probe, VideoRequest
+from abebeats_lab.capabilities import USER_SOURCE
 from abebeats_lab.costs import CostEstimate
 from abebeats_lab.store import JobRow
 
 if TYPE_CHECKING:
     import pandas as pd
 
+Rows: TypeAlias = "Sequence[JobRow] | Sequence[Mapping[str, Any]] | pd.DataFrame"
+"""Job rows as any view gets them: `JobRow` objects, plain dicts, or a DataFrame."""
+
 __all__ = [
     "DATA_URI_MAX_BYTES",
     "Comparison",
+    "by_route",
     "conformance",
+    "job_cost_text",
     "output_fields",
     "percentile",
+    "records",
+    "setting_cells",
+    "settings_text",
     "summarize",
+    "summary_lines",
 ]
 
 DATA_URI_MAX_BYTES = 5 * 1024 * 1024
@@ -102,30 +114,38 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _figures(rows: Sequence[JobRow], name: str) -> list[float]:
-    return [float(v) for r in rows if (v := getattr(r, name)) is not None]
+def records(rows: Rows) -> list[dict[str, Any]]:
+    """Job rows as plain dicts, whatever they came as (`JobRow`, dicts, a DataFrame).
+
+    pandas' NaN becomes None, so every view sees one kind of "missing".
+    """
+    items: Sequence[Any] = rows if isinstance(rows, Sequence) else rows.to_dict("records")
+    out = []
+    for item in items:
+        plain = item.to_dict() if isinstance(item, JobRow) else dict(item)
+        out.append({k: None if isinstance(v, float) and v != v else v for k, v in plain.items()})
+    return out
 
 
-def _known_sum(rows: Sequence[JobRow], name: str) -> float | None:
-    """Sum over submitted jobs; None when any price is unknown (never a silent zero)."""
-    values: list[float | None] = [getattr(r, name) for r in rows if r.job_id]
-    known = [v for v in values if v is not None]
-    return round(sum(known), 4) if len(known) == len(values) else None
+def by_route(rows: Rows) -> dict[str, list[dict[str, Any]]]:
+    """Records grouped by route, in first-seen order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records(rows):
+        groups.setdefault(str(record["route"]), []).append(record)
+    return groups
 
 
-def _per(amount: float | None, video_s: float) -> float | None:
-    return round(amount / video_s, 4) if amount is not None and video_s else None
+def _figures(rows: Sequence[Mapping[str, Any]], name: str) -> list[float]:
+    return [v for r in rows if (v := fmt.number(r.get(name))) is not None]
 
 
-def _route_summary(route: str, rows: Sequence[JobRow]) -> dict[str, Any]:
-    done = [r for r in rows if r.state == "succeeded"]
+def _route_summary(route: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    done = [r for r in rows if r.get("state") == "succeeded"]
     totals = _figures(done, "total_s")
-    video_s = sum(r.duration_s or 0.0 for r in done)
-    charged = _known_sum(rows, "cost_usd")
-    would_be = _known_sum(rows, "cost_estimate_usd")
+    cost = costs.route_cost(rows)
     return {
         "route": route,
-        "emulated": any(r.emulated for r in rows),
+        "emulated": any(bool(r.get("emulated")) for r in rows),
         "jobs": len(rows),
         "succeeded": len(done),
         "success_rate": len(done) / len(rows) if rows else None,
@@ -134,18 +154,115 @@ def _route_summary(route: str, rows: Sequence[JobRow]) -> dict[str, Any]:
         "median_queue_s": _median(_figures(done, "queue_s")),
         "median_run_s": _median(_figures(done, "run_s")),
         "median_detect_lag_s": _median(_figures(done, "detect_lag_s")),
-        "cost_usd": charged,
-        "usd_per_video_s": _per(charged, video_s),
-        "would_be_usd_per_video_s": _per(would_be, video_s),
+        "price_usd_per_s": cost.usd_per_s,
+        "price_source": cost.source,
+        "cost_usd": cost.charged_usd,
+        "would_be_usd": cost.would_be_usd,
     }
 
 
-def summarize(rows: Sequence[JobRow]) -> list[dict[str, Any]]:
-    """Per route (first-seen order): success rate, time medians and p90, cost per video second."""
-    by_route: dict[str, list[JobRow]] = {}
-    for row in rows:
-        by_route.setdefault(row.route, []).append(row)
-    return [_route_summary(route, group) for route, group in by_route.items()]
+def summarize(rows: Rows) -> list[dict[str, Any]]:
+    """Per route (first-seen order): success rate, time medians and p90, price and cost.
+
+    Times are over the jobs that succeeded; ``price_usd_per_s`` is the real route's price
+    of the settings asked (None when unknown), ``cost_usd`` what the submitted jobs are
+    charged and ``would_be_usd`` what they cost on the real route (`costs.route_cost`).
+    """
+    return [_route_summary(route, group) for route, group in by_route(rows).items()]
+
+
+_SUMMARY_HEADERS = ("route", "ok", "median", "p90", "queue", "run", "price/s", "cost")
+_FIGURE_COLUMNS = (1, 2, 3, 4, 5, 6, 7)
+EMULATED_MARK = " *"
+SUMMARY_WIDTH = 100
+"""The CLI's summary fits a 100-column terminal; the route column wraps to make it fit."""
+
+
+def summary_lines(rows: Rows, *, width: int = SUMMARY_WIDTH) -> list[str]:
+    """The per-route summary as text no wider than ``width``, with footnotes."""
+    lines = summarize(rows)
+    cells = [
+        [
+            line["route"] + (EMULATED_MARK if line["emulated"] else ""),
+            f"{line['succeeded']}/{line['jobs']}",
+            fmt.seconds(line["median_total_s"]),
+            fmt.seconds(line["p90_total_s"]),
+            fmt.seconds(line["median_queue_s"]),
+            fmt.seconds(line["median_run_s"]),
+            fmt.rate(line["price_usd_per_s"])
+            + (" (user)" if line["price_source"] == USER_SOURCE else ""),
+            fmt.money(line["cost_usd"]),
+        ]
+        for line in lines
+    ]
+    text = fmt.table(_SUMMARY_HEADERS, cells, max_width=width, right=_FIGURE_COLUMNS)
+    notes = ["median, p90: seconds per job from submit to file on disk; queue, run: medians"]
+    if any(line["emulated"] for line in lines):
+        notes.append(
+            f"{EMULATED_MARK.strip()} emulated: measured against the built-in emulator, not the "
+            "provider, and not charged; on the real routes these jobs would cost "
+            + _would_be(lines)
+        )
+    for note in notes:
+        text += textwrap.wrap(note, width, subsequent_indent="  ", break_on_hyphens=False)
+    return text
+
+
+def _would_be(lines: Sequence[Mapping[str, Any]]) -> str:
+    unknown = [line["route"] for line in lines if line["would_be_usd"] is None]
+    amount = fmt.money(sum(line["would_be_usd"] or 0.0 for line in lines))
+    return f"at least {amount} (no price known for {', '.join(unknown)})" if unknown else amount
+
+
+def job_cost_text(row: Mapping[str, Any]) -> str:
+    """One job's cost for a person: ``$0.00 (emulated: not charged); price $0.120/s``."""
+    cost = costs.route_cost([row])
+    note = f" ({cost.note})" if cost.note else ""
+    return f"{fmt.money(cost.charged_usd)}{note}; price {cost.price_text()}"
+
+
+SETTING_FIELDS: tuple[tuple[str, str], ...] = (
+    ("duration_s", "duration"),
+    ("aspect_ratio", "ratio"),
+    ("resolution", "resolution"),
+    ("seed", "seed"),
+    ("generate_audio", "audio"),
+    ("negative_prompt", "negative prompt"),
+    ("image", "image"),
+)
+"""The settings a route is sent, in the order every view shows them (field, column name)."""
+
+
+def _setting(name: str, raw: Any) -> str:
+    if name == "duration_s" and fmt.number(raw) is not None:
+        return f"{fmt.value(raw)}s"
+    if name == "image":
+        return "yes" if raw else fmt.MISSING  # a data: URI is no figure for a person
+    return fmt.value(raw)
+
+
+def setting_cells(
+    settings: Mapping[str, Any], adjusted: Mapping[str, Any] | None
+) -> list[tuple[str, str, bool]]:
+    """``(column, text, adjusted)`` per setting: ``5s (asked 4s)`` where a route changed it."""
+    out = []
+    for name, column in SETTING_FIELDS:
+        text = _setting(name, settings.get(name))
+        change = (adjusted or {}).get(name)
+        if isinstance(change, Sequence) and not isinstance(change, str) and len(change) == 2:
+            text = f"{_setting(name, change[1])} (asked {_setting(name, change[0])})"
+        out.append((column, text, change is not None))
+    return out
+
+
+def settings_text(settings: Mapping[str, Any], adjusted: Mapping[str, Any] | None) -> str:
+    """The settings on one line: ``5s (asked 4s), 16:9, 720p, seed 7``; defaults left out."""
+    parts = []
+    for column, text, changed in setting_cells(settings, adjusted):
+        if text in (fmt.MISSING, "no") and not changed:
+            continue
+        parts.append(text if column in ("duration", "ratio", "resolution") else f"{column} {text}")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -179,20 +296,21 @@ class Comparison:
 
         return pd.DataFrame(summarize(self.rows)).set_index("route")
 
+    def summary_text(self, *, width: int = SUMMARY_WIDTH) -> str:
+        """The per-route summary as a plain-text table for a terminal (see `summary_lines`)."""
+        return "\n".join(summary_lines(self.rows, width=width))
+
     def describe_plan(self) -> str:
         """The plan as text (``--dry-run``): jobs per route, settings, estimated cost and time."""
         kind = "plan" if self.dry_run else "run"
         lines = [f"{kind} {self.run_id}: {len(self.rows)} jobs"]
-        for route in dict.fromkeys(r.route for r in self.rows):
-            mine = [r for r in self.rows if r.route == route]
+        for route, mine in by_route(self.rows).items():
             first = mine[0]
-            shown = {
-                k: v for k, v in first.settings.items() if k != "prompt" and v not in (None, {})
-            }
-            cost = sum(r.cost_usd or 0.0 for r in mine)
-            note = f", adjusted {first.adjusted}" if first.adjusted else ""
+            cost = costs.route_cost(mine)
+            shown = settings_text(first.get("settings") or {}, first.get("adjusted"))
             lines.append(
-                f"  {route}: {len(mine)} jobs, ${cost:.2f} ({first.cost_note}), {shown}{note}"
+                f"  {route}: {len(mine)} jobs, {fmt.money(cost.planned_usd)} ({cost.note}), "
+                f"price {cost.price_text()}, {shown}"
             )
         if self.estimate is not None:
             lines.append(self.estimate.describe())
@@ -257,27 +375,16 @@ class Comparison:
         return f"<video src='{src}' width='{VIDEO_WIDTH_PX}' controls loop muted></video>"
 
 
-def _fmt(value: Any, unit: str = "s") -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.2f}{unit}" if unit else f"{value:.4g}"
-    return f"{value}{unit}"
-
-
 def _figure_list(row: JobRow) -> str:
     items = [f"<b>{html.escape(row.state)}</b>" + (" (emulated)" if row.emulated else "")]
     if row.error:
         items.append(f"<span style='color:#b00'>{html.escape(row.error)}</span>")
     for name in ("total_s", "queue_s", "run_s", "detect_lag_s", "download_s"):
         source = getattr(row, f"{name}_source") or ""
-        items.append(f"{name[:-2]} {_fmt(getattr(row, name))} <small>{source}</small>")
+        items.append(f"{name[:-2]} {fmt.seconds(getattr(row, name))} <small>{source}</small>")
     items.append(f"polls {row.polls}")
-    if row.cost_estimate_usd is not None:
-        items.append(
-            f"${row.cost_usd or 0:.2f} <small>({html.escape(row.cost_note)}; "
-            f"list ${row.cost_estimate_usd:.2f})</small>"
-        )
+    items.append(f"<small>{html.escape(job_cost_text(row.to_dict()))}</small>")
     if row.width:
-        items.append(f"{row.width}×{row.height} {_fmt(row.fps, ' fps')} {_fmt(row.duration_s)}")
+        output = f"{fmt.size(row.width, row.height)} {fmt.value(row.fps)} fps"
+        items.append(f"{output} {fmt.seconds(row.duration_s)}")
     return "<br>".join(items)

@@ -15,7 +15,20 @@ from pathlib import Path
 
 from abebeats_lab.errors import MissingKeyError
 
-__all__ = ["PROVIDER_ENV", "ProviderEnv", "Secret", "base_url_for", "key_for", "load_dotenv_once"]
+__all__ = [
+    "CONFIG_DIR_ENV",
+    "PROVIDER_ENV",
+    "ProviderEnv",
+    "Secret",
+    "base_url_for",
+    "key_for",
+    "load_dotenv_once",
+    "user_config_dir",
+]
+
+APP_NAME = "abebeats-lab"
+CONFIG_DIR_ENV = "ABEBEATS_LAB_CONFIG_DIR"
+"""Overrides the per-user configuration folder (tests point it at a temporary one)."""
 
 
 class Secret:
@@ -114,3 +127,13 @@ def env_first(*names: str, default: str | None = None) -> str | None:
         if value:
             return value
     return default
+
+
+def user_config_dir() -> Path:
+    """The user's own settings folder (``prices.toml``); ``$ABEBEATS_LAB_CONFIG_DIR`` wins."""
+    override = os.environ.get(CONFIG_DIR_ENV, "").strip()
+    if override:
+        return Path(override)
+    import platformdirs  # only when the folder is asked for
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))

@@ -5,7 +5,9 @@ Everything is inline: the CSS, the charts (SVG from `plots`), and each video bel
 report, so the run directory can be moved or zipped whole. Sections: request settings,
 per-route summary, timing breakdown, cost per second of video, output conformance, a video
 grid (prompt rows × route columns), failures with reasons, environment and versions. Every
-figure from an emulated route carries the label ``emulated``.
+figure from an emulated route carries the label ``emulated``. Figures are written by `fmt`,
+costs come from `costs.route_cost` and the summary from `comparison.summarize`, as in the CLI
+and the panel, so the report can never disagree with them.
 
 ``abebeats-lab report RUN_DIR [--out FILE]`` calls `write_report`.
 """
@@ -24,7 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab import plots
+from abebeats_lab import comparison, fmt, plots
+from abebeats_lab.capabilities import USER_SOURCE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,11 +41,10 @@ _VERSIONS_OF = (
     "abebeats-lab", "httpx", "av", "numpy", "pandas", "matplotlib", "replicate",
     "google-genai", "runwayml", "fal-client", "ipywidgets",
 )  # fmt: skip
-_SETTING_FIELDS = ("duration_s", "aspect_ratio", "resolution", "seed", "negative_prompt",
-                   "generate_audio", "image")  # fmt: skip
 _CHECKS = ("duration_ok", "ratio_ok", "resolution_ok")
+_ASKED = ("duration_s", "aspect_ratio", "resolution")
 _SUMMARY_HEADERS = ("route", "succeeded", "median total", "p90 total", "median queue",
-                    "median run", "cost per second")  # fmt: skip
+                    "median run", "price per second", "cost of this run")  # fmt: skip
 _CONFORMANCE_HEADERS = ("route", "job", "asked", "got", "duration", "ratio", "resolution")
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d1d1f;
@@ -63,6 +65,7 @@ code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .video-grid video{width:320px;max-width:100%;display:block;background:#000}
 .cell{margin-bottom:8px}.cell-head{font-size:12px;margin-bottom:2px}
 .facts{font-size:12px;color:#555;margin:2px 0}
+.adjusted{background:#fff3cd}
 .error{color:#a00000}.ok{color:#137333}.bad{color:#a00000;font-weight:700}.na{color:#999}
 """
 
@@ -182,11 +185,11 @@ def _header(run_id: str, rows: pd.DataFrame, emulated: bool) -> str:
     )
 
 
-def _settings_of(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value.strip().startswith("{"):
-        loaded = json.loads(value)
+def _settings_of(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str) and raw.strip().startswith("{"):
+        loaded = json.loads(raw)
         return loaded if isinstance(loaded, dict) else {}
     return {}
 
@@ -194,18 +197,23 @@ def _settings_of(value: Any) -> dict[str, Any]:
 def _settings_html(rows: pd.DataFrame) -> str:
     prompts = _prompts(rows)
     items = "".join(f"<li><b>#{i}</b> {_e(p)}</li>" for i, p in prompts)
-    seen: dict[str, str] = {}
-    for _, row in rows.iterrows():
-        settings = _settings_of(row.get("settings"))
-        shown = {k: settings.get(k) for k in _SETTING_FIELDS if k in settings}
-        seen.setdefault(str(row["route"]), json.dumps(shown, sort_keys=True, default=str))
-    body = "".join(
-        f"<tr><td><code>{_e(route)}</code></td><td><code>{_e(text)}</code></td></tr>"
-        for route, text in sorted(seen.items())
-    )
+    columns = [column for _, column in comparison.SETTING_FIELDS]
+    lines = []
+    for route, mine in sorted(comparison.by_route(rows).items()):
+        first = mine[0]
+        cells = [f"<code>{_e(route)}</code>"]
+        for _, text, changed in comparison.setting_cells(
+            _settings_of(first.get("settings")), _settings_of(first.get("adjusted"))
+        ):
+            mark = ' class="adjusted" title="adjusted to what the route allows"'
+            cells.append(f"<td{mark if changed else ''}>{_e(text)}</td>")
+        source, date = first.get("price_source") or fmt.MISSING, first.get("price_date")
+        cells.append(f"<td>{_e(source)}{f' ({_e(date)})' if date else ''}</td>")
+        lines.append(f"<tr><td>{cells[0]}</td>{''.join(cells[1:])}</tr>")
+    table = _table("settings", ("route", *columns, "price source"), lines)
     return (
         f"<h3>Prompts</h3><ol class='prompts'>{items}</ol><h3>Settings sent per route</h3>"
-        f"<table><thead><tr><th>route</th><th>settings</th></tr></thead><tbody>{body}</tbody></table>"
+        f"{table}<p>Highlighted settings were adjusted to what the route allows.</p>"
     )
 
 
@@ -214,41 +222,32 @@ def _prompts(rows: pd.DataFrame) -> list[tuple[int, str]]:
     return [(int(i), str(p)) for i, p in pairs.itertuples(index=False, name=None)]
 
 
-def _seconds(value: Any) -> str:
-    return "–" if value is None or value != value else f"{float(value):.2f} s"
-
-
 def _summary_html(rows: pd.DataFrame) -> str:
-    import pandas as pd
-
-    cost = plots.cost_per_second(rows)
     lines = []
-    for route, group in rows.groupby("route", sort=True):
-        ok = group[group["state"] == "succeeded"]
-        total = pd.to_numeric(ok["total_s"], errors="coerce").dropna()
-        emulated = _any(group, "emulated")
-        label = plots.route_label(str(route), emulated)
-        usd = cost["usd_per_s"].get(label) if label in cost.index else None
+    for line in sorted(comparison.summarize(rows), key=lambda item: str(item["route"])):
+        price = fmt.rate(line["price_usd_per_s"])
+        if line["price_usd_per_s"] is not None and line["price_source"] == USER_SOURCE:
+            price += " (user price)"
+        cost = fmt.money(line["cost_usd"])
+        if line["emulated"]:
+            cost += f" (real route: {fmt.money(line['would_be_usd'])})"
         cells = [
-            f"<code>{_e(route)}</code>{_badge(emulated)}",
-            f"{len(ok)}/{len(group)}",
-            _seconds(total.median() if len(total) else None),
-            _seconds(total.quantile(0.9) if len(total) else None),
-            _seconds(_median(ok, "queue_s")),
-            _seconds(_median(ok, "run_s")),
-            plots.cost_note(usd, bool(cost["estimate"].get(label, True))),
+            f"<code>{_e(line['route'])}</code>{_badge(line['emulated'])}",
+            f"{line['succeeded']}/{line['jobs']}",
+            fmt.seconds(line["median_total_s"]),
+            fmt.seconds(line["p90_total_s"]),
+            fmt.seconds(line["median_queue_s"]),
+            fmt.seconds(line["median_run_s"]),
+            _e(price),
+            _e(cost),
         ]
         lines.append(_row(cells))
-    return _table("summary", _SUMMARY_HEADERS, lines)
-
-
-def _median(frame: pd.DataFrame, column: str) -> float | None:
-    import pandas as pd
-
-    if column not in frame:
-        return None
-    values = pd.to_numeric(frame[column], errors="coerce").dropna()
-    return float(values.median()) if len(values) else None
+    note = (
+        "<p>Times are over the jobs that succeeded, from submit to the file on disk; the timing "
+        "chart's bars add up to the median total. Price per second is the real route's price "
+        "for the settings asked.</p>"
+    )
+    return _table("summary", _SUMMARY_HEADERS, lines) + note
 
 
 def _figure(fig: Any, css_class: str) -> str:
@@ -275,8 +274,8 @@ def _cell_html(row: Any, run_dir: Path, base: Path, embed_max_bytes: int) -> str
         reason = row.get("error") or f"no output ({row.get('state')})"
         return f'<div class="cell failed">{head}<p class="error">{_e(reason)}</p></div>'
     facts = (
-        f"total {_seconds(row.get('total_s'))} · queue {_seconds(row.get('queue_s'))} · "
-        f"run {_seconds(row.get('run_s'))} · {_e(row.get('width'))}×{_e(row.get('height'))}"
+        f"total {fmt.seconds(row.get('total_s'))} · queue {fmt.seconds(row.get('queue_s'))} · "
+        f"run {fmt.seconds(row.get('run_s'))} · {fmt.size(row.get('width'), row.get('height'))}"
     )
     return (
         f'<div class="cell">{head}<video controls muted loop playsinline preload="metadata" '
@@ -317,13 +316,15 @@ def _conformance_html(rows: pd.DataFrame) -> str:
     lines = []
     for _, row in done.sort_values(["prompt_index", "route"]).iterrows():
         asked = _settings_of(row.get("settings"))
-        got = f"{_e(row.get('duration_s'))} s, {_e(row.get('width'))}×{_e(row.get('height'))}"
+        got = (
+            f"{fmt.seconds(row.get('duration_s'))}, {fmt.size(row.get('width'), row.get('height'))}"
+            f", {fmt.value(row.get('fps'))} fps {fmt.value(row.get('codec'))}"
+        )
         cells = [
             _label(row),
             f"#{_e(row.get('prompt_index'))} r{_e(row.get('repeat'))}",
-            _e(f"{asked.get('duration_s')} s, {asked.get('aspect_ratio')}, ")
-            + _e(asked.get("resolution")),
-            f"{got}, {_e(row.get('fps'))} fps {_e(row.get('codec'))}",
+            _e(comparison.settings_text({k: asked.get(k) for k in _ASKED}, None)),
+            _e(got),
             *(_check(row.get(c)) for c in _CHECKS),
         ]
         lines.append(_row(cells))

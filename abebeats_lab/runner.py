@@ -104,12 +104,18 @@ def plan_jobs(
     repeats: int = 1,
     adapt: bool = False,
     emulate: bool = False,
+    prices: Mapping[str, float] | None = None,
 ) -> list[Planned]:
-    """Every (prompt, route, repeat) validated and priced; raises before any network call."""
+    """Every (prompt, route, repeat) validated and priced; raises before any network call.
+
+    User prices (``prices``, then the user's ``prices.toml``) replace the price table's.
+    """
+    overrides = capabilities.price_overrides(prices)
     planned = []
     for index, prompt in enumerate(prompts):
         for route in routes:
             sent, caps, adjusted = _prepare(request.replace(prompt=prompt), route, adapt=adapt)
+            caps = capabilities.priced(caps, route, overrides)
             emulated = emulate and route.provider != "local"
             cost = costs.job_cost(caps, sent, provider=route.provider, emulated=emulated)
             for repeat in range(repeats):
@@ -191,6 +197,7 @@ async def compare(
     policy: WaitPolicy | None = None,
     dry_run: bool = False,
     rate_per_min: Mapping[str, float] | None = None,
+    prices: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Send every prompt to every route ``repeats`` times and return the rows.
 
@@ -201,6 +208,9 @@ async def compare(
     `MissingKeyError` before anything is submitted. ``concurrency`` and ``rate_per_min``
     override the per-provider caps (``{"runway": 1}``). ``dry_run=True`` returns the plan
     (rows in state ``planned``, ``estimate``, ``estimated_time_s``) and sends nothing.
+    ``prices`` supplies USD per second per route (``{"replicate:owner/model": 0.05}``),
+    over the user's ``prices.toml`` and the price table. Emulated runs are free, so with
+    ``emulate=True`` ``max_cost_usd`` is not applied: ``notes`` says what the run would cost.
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     route_list = list(dict.fromkeys(Route.parse(r) for r in routes))  # a route once, in order
@@ -209,16 +219,30 @@ async def compare(
     base = request or VideoRequest(prompt_list[0])
     run_id = new_run_id()
     planned = plan_jobs(
-        run_id, prompt_list, route_list, base, repeats=repeats, adapt=adapt, emulate=emulate
+        run_id,
+        prompt_list,
+        route_list,
+        base,
+        repeats=repeats,
+        adapt=adapt,
+        emulate=emulate,
+        prices=prices,
     )
     estimate = costs.total((p.row.route, _cost_of(p.row)) for p in planned)
-    costs.check_limit(estimate, max_cost_usd)
+    notes: list[str] = []
+    if emulate and max_cost_usd is not None:
+        notes.append(costs.emulated_limit_note(estimate, max_cost_usd))
+        log.info("%s", notes[-1])
+    else:
+        costs.check_limit(estimate, max_cost_usd)
     log.info("%s: %d jobs, %s", run_id, len(planned), estimate.describe())
     limiters = limiters_for(((p.row.provider, p.caps) for p in planned), concurrency, rate_per_min)
     eta = _estimated_time(planned, limiters)
     if dry_run:
         rows = [p.row for p in planned]
-        return Comparison(rows, run_id, None, estimate=estimate, estimated_time_s=eta, dry_run=True)
+        return Comparison(
+            rows, run_id, None, estimate=estimate, estimated_time_s=eta, dry_run=True, notes=notes
+        )
     directory = _directory(run_dir, run_id)
     spec = _spec(
         prompt_list,
@@ -238,7 +262,7 @@ async def compare(
             context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
             await context.run_all([live_row(row) for row in rows])
     result = load_run(directory, run_id)
-    result.estimate, result.estimated_time_s = estimate, eta
+    result.estimate, result.estimated_time_s, result.notes = estimate, eta, notes
     return result
 
 
@@ -429,6 +453,7 @@ async def generate(
     on_update: UpdateHandler | None = None,
     policy: WaitPolicy | None = None,
     adapt: bool = False,
+    prices: Mapping[str, float] | None = None,
 ) -> GenerateResult:
     """Try ``routes`` in order until one succeeds (only the first with ``fallback=False``).
 
@@ -436,6 +461,8 @@ async def generate(
     Settings ``request`` leaves ``None`` take each route's default; a setting a route refuses
     raises `ValidationError` before anything is sent, unless ``adapt=True`` snaps it to the
     nearest value that route allows (recorded in the row's ``adjusted``).
+
+    ``prices`` supplies USD per second per route, as in `compare`.
     Raises `AllRoutesFailed` (a `JobFailed`) listing each attempt's reason if none succeeds,
     and `ProviderError` without trying further routes when a job's status could not be read
     (the job may still finish; `resume` collects it).
@@ -445,7 +472,9 @@ async def generate(
         raise LabError("generate needs at least one route")
     base = (request or VideoRequest(prompt)).replace(prompt=prompt)
     run_id = new_run_id()
-    planned = plan_jobs(run_id, [prompt], route_list, base, adapt=adapt, emulate=emulate)
+    planned = plan_jobs(
+        run_id, [prompt], route_list, base, adapt=adapt, emulate=emulate, prices=prices
+    )
     directory = _directory(run_dir, run_id)
     limiters = limiters_for((p.row.provider, p.caps) for p in planned)
     spec = _spec([prompt], route_list, base, fallback=fallback, emulate=emulate, adapt=adapt)

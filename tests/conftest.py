@@ -41,6 +41,8 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     """No provider variables, and a working directory without a stray .env."""
     for name in PROVIDER_VARS:
         monkeypatch.delenv(name, raising=False)
+    # The user's own prices.toml must never reach a test.
+    monkeypatch.setenv("ABEBEATS_LAB_CONFIG_DIR", str(tmp_path / "user-config"))
     monkeypatch.chdir(tmp_path)
     from abebeats_lab import config
 

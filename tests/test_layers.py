@@ -31,6 +31,7 @@ LAYER_OF = {
     "_types": "base",
     "errors": "base",
     "config": "base",
+    "fmt": "base",  # how a figure is written for people (no imports)
     "__version__": "base",
     "capabilities": "capabilities",
     "costs": "costs",

@@ -116,13 +116,23 @@ def test_emulated_figures_carry_the_label_everywhere(run_dir: Path) -> None:
     assert bool(costs.loc[f"{RUNWAY} (emulated)", "estimate"])
 
 
-def test_timing_chart_shows_the_median_of_each_phase(run_dir: Path) -> None:
-    frame = load_run(run_dir).to_pandas()
+def test_timing_chart_adds_up_to_the_median_total_of_the_summary(run_dir: Path) -> None:
+    comparison = load_run(run_dir)
+    frame = comparison.to_pandas()
     table = plots.timing_table(frame)
+    assert list(table.columns) == [*plots.TIMING_PHASES, "total_s"]
+    medians = comparison.summary()["median_total_s"]
+    for route in (LOCAL, RUNWAY):
+        label = plots.route_label(route, route == RUNWAY)
+        assert table.loc[label, "total_s"] == pytest.approx(medians[route])
+        assert table.loc[label, list(plots.TIMING_PHASES)].sum() == pytest.approx(medians[route])
     local = frame[frame["route"] == LOCAL]
-    for phase in ("queue_s", "run_s"):
-        assert table.loc[LOCAL, phase] == pytest.approx(local[phase].median())
-    assert list(table.columns) == list(plots.TIMING_PHASES)
+    if (local["detect_lag_s"].fillna(0) > 0).all():  # the lag is part of the bar, not left out
+        assert table.loc[LOCAL, "detect_lag_s"] > 0
+    summary = _rows_text("summary-per-route", _parse(write_report(run_dir)))
+    for route in (LOCAL, RUNWAY):
+        line = next(line for line in summary if line.startswith(route))
+        assert f"{medians[route]:.2f}s" in line
 
 
 def test_large_videos_are_linked_relative_to_the_report(run_dir: Path, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ async def test_summary_frame_and_notebook_view(tmp_path: Path) -> None:
     line = summary.loc[LOCAL]
     assert (line["jobs"], line["succeeded"], line["success_rate"]) == (2, 2, 1.0)
     assert line["median_total_s"] > 0 and line["p90_total_s"] >= line["median_total_s"]
-    assert line["usd_per_video_s"] == 0.0
+    assert line["price_usd_per_s"] == 0.0 and line["cost_usd"] == 0.0
     frame = result.to_pandas()
     assert list(frame["route"]) == [LOCAL, LOCAL]
     html = result._repr_html_()
@@ -130,7 +130,8 @@ async def test_emulated_routes_cost_nothing_but_keep_the_would_be_price(tmp_path
     assert (runway.cost_usd, runway.cost_estimate_usd) == (0.0, pytest.approx(0.6))
     assert runway.cost_note == "emulated: not charged"
     assert runway.price_source and "runway" in runway.price_source.lower() and runway.price_date
-    assert result.summary().loc[RUNWAY, "would_be_usd_per_video_s"] == pytest.approx(0.12)
+    assert result.summary().loc[RUNWAY, "price_usd_per_s"] == pytest.approx(0.12)
+    assert result.summary().loc[RUNWAY, "would_be_usd"] == pytest.approx(0.6)
 
 
 async def test_failures_and_429s_are_rows_and_the_batch_completes(
@@ -396,7 +397,7 @@ async def test_an_unknown_price_is_never_a_silent_zero() -> None:
         for i, row in enumerate(plan.rows)
     ]
     lines = {line["route"]: line for line in summarize(done)}
-    assert lines[REPLICATE]["cost_usd"] is None and lines[REPLICATE]["usd_per_video_s"] is None
+    assert lines[REPLICATE]["cost_usd"] is None and lines[REPLICATE]["price_usd_per_s"] is None
     assert lines[LOCAL]["cost_usd"] == 0.0
 
 

@@ -6,29 +6,51 @@ family, with a ``*`` pattern, for open catalogues such as Replicate). `validate`
 Each route also names its own default duration, ratio and resolution (``defaults``):
 `with_defaults` fills in whatever a request leaves ``None``, so an unchosen setting never
 makes a route refuse.
+
+Prices can be supplied or overridden per route by the user: ``prices.toml`` in the user's
+config folder (`config.user_config_dir`) and, winning over it, ``prices=`` / ``--price``.
+A user price is one USD rate per second of video, recorded with the source ``user``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
+import math
 import string
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
+from abebeats_lab import config
 from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, VideoRequest
-from abebeats_lab.errors import UnknownRouteError, ValidationError
+from abebeats_lab.errors import ConfigError, UnknownRouteError, ValidationError
 
 __all__ = [
+    "USER_PRICES_FILE",
+    "USER_SOURCE",
     "Capabilities",
     "Price",
     "all_routes",
     "capabilities_for",
+    "parse_price",
+    "price_overrides",
+    "priced",
+    "priced_routes",
+    "user_prices",
+    "user_prices_path",
     "validate",
     "with_defaults",
 ]
+
+USER_PRICES_FILE = "prices.toml"
+USER_SOURCE = "user"
+"""The ``source`` of every price a user supplied (file or option)."""
 
 HOUSE_DEFAULTS: dict[str, Any] = {"duration_s": 5, "aspect_ratio": "16:9", "resolution": "720p"}
 """What every request asked for before routes had defaults; a route whose data names no
@@ -261,3 +283,81 @@ def _ratio(text: str) -> float:
 def _lines(text: str) -> int:
     digits = "".join(ch for ch in text if ch in string.digits)  # not isdigit(): "²" is one
     return 2160 if text.lower() == "4k" else int(digits or 0)
+
+
+def user_prices_path() -> Path:
+    """Where a user keeps their own prices: ``prices.toml`` in the user's config folder."""
+    return config.user_config_dir() / USER_PRICES_FILE
+
+
+def _checked_price(route: str, raw: Any, where: str) -> tuple[str, float]:
+    """A (route, USD per second) pair, or a `ConfigError` saying what is wrong and where."""
+    key = route.strip() if "*" in route else str(Route.parse(route))
+    rate = raw if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+    if rate is None or not math.isfinite(rate) or rate < 0:
+        raise ConfigError(f"{where}: the price of {route} must be USD per second >= 0, got {raw!r}")
+    return key, float(rate)
+
+
+def user_prices() -> dict[str, float]:
+    """The prices in the user's ``prices.toml`` (``"route" = USD per second``); {} without one."""
+    path = user_prices_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the prices ({exc})") from exc
+    return dict(_checked_price(route, raw, str(path)) for route, raw in data.items())
+
+
+def parse_price(text: str) -> tuple[str, float]:
+    """``ROUTE=USD_PER_S`` (the ``--price`` option) as a (route, rate) pair."""
+    route, sep, raw = text.rpartition("=")
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0  # refused just below, with the same message as any other bad price
+    if not sep or not route.strip() or not math.isfinite(rate) or rate < 0:
+        allowed = "ROUTE=USD_PER_S with a price >= 0, e.g. runway:gen4.5=0.12"
+        raise ValidationError("--price", text, allowed)
+    return _checked_price(route, rate, f"--price {text}")
+
+
+def price_overrides(prices: Mapping[str, float] | None = None) -> dict[str, Price]:
+    """Every user price as a `Price`: the user's file, then ``prices`` (which wins)."""
+    today = datetime.now(UTC).date().isoformat()
+    merged = user_prices()
+    for route, raw in (prices or {}).items():
+        key, rate = _checked_price(route, raw, "prices=")
+        merged[key] = rate
+    return {route: Price(rate, USER_SOURCE, today) for route, rate in merged.items()}
+
+
+def _user_price(name: str, overrides: Mapping[str, Price]) -> Price | None:
+    if name in overrides:
+        return overrides[name]
+    return next((p for k, p in overrides.items() if fnmatch.fnmatchcase(name, k)), None)
+
+
+def priced(caps: Capabilities, route: Route | str, overrides: Mapping[str, Price]) -> Capabilities:
+    """``caps`` with the user's price for ``route`` where one was given (exact name first)."""
+    price = _user_price(str(Route.parse(route)), overrides)
+    return caps if price is None else dataclasses.replace(caps, price=price)
+
+
+def priced_routes(prices: Mapping[str, float] | None = None) -> list[tuple[str, Capabilities]]:
+    """Every route family with its effective price, then each user-priced route not listed."""
+    overrides = price_overrides(prices)
+    listed = [
+        (
+            c.pattern,
+            dataclasses.replace(c, price=overrides[c.pattern]) if c.pattern in overrides else c,
+        )
+        for c in _table()
+    ]
+    patterns = {name for name, _ in listed}
+    for route in overrides:
+        if route not in patterns and "*" not in route:
+            listed.append((route, priced(capabilities_for(route), route, overrides)))
+    return listed

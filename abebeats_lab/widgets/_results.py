@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from abebeats_lab import fmt
+from abebeats_lab.comparison import job_cost_text
+from abebeats_lab.fmt import number as _num
+from abebeats_lab.fmt import seconds
 from abebeats_lab.plots import EMULATED_LABEL
 
 __all__ = ["figures_html", "job_head_html", "progress_html", "video_path"]
@@ -27,22 +31,6 @@ _STATE_COLOURS = {"succeeded": "#137333", "failed": "#a00000", "canceled": "#7a5
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
-
-
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if number != number else number
-
-
-def seconds(value: Any) -> str:
-    """``1.23 s``, or a dash when unknown."""
-    number = _num(value)
-    return "–" if number is None else f"{number:.2f} s"
 
 
 def badge(emulated: Any) -> str:
@@ -89,16 +77,6 @@ def _check(value: Any) -> str:
     return "✓" if bool(value) else "✗"
 
 
-def _cost(row: Mapping[str, Any]) -> str:
-    estimate = _num(row.get("cost_estimate_usd"))
-    charged = _num(row.get("cost_usd"))
-    note = row.get("cost_note") or ""
-    shown = f"${estimate:.3f} estimate" if estimate is not None else "unknown"
-    if charged is not None and charged != estimate:
-        shown += f", ${charged:.3f} charged"
-    return f"{_e(shown)}{' (' + _e(note) + ')' if note else ''}"
-
-
 def figures_html(row: Mapping[str, Any]) -> str:
     """The figures table under one video (or the reason it has none)."""
     conformance = " ".join(
@@ -109,10 +87,10 @@ def figures_html(row: Mapping[str, Any]) -> str:
         ("total", seconds(row.get("total_s"))),
         ("queue", seconds(row.get("queue_s"))),
         ("run", seconds(row.get("run_s"))),
-        ("cost", _cost(row)),
+        ("cost", _e(job_cost_text(row))),
         (
             "output",
-            f"{_e(row.get('width'))}×{_e(row.get('height'))}, {seconds(row.get('duration_s'))}",
+            f"{fmt.size(row.get('width'), row.get('height'))}, {seconds(row.get('duration_s'))}",
         ),
         ("conformance", _e(conformance)),
     ]
