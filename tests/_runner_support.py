@@ -19,7 +19,8 @@ RUNWAY = "runway:gen4.5"
 PIKA = "pika:fal-ai/pika/v2.2/text-to-video"
 REPLICATE = "replicate:google/veo-3-fast"
 VEO = "veo:veo-3.1-fast-generate-001"
-ROUTE_OF = {"runway": RUNWAY, "pika": PIKA, "replicate": REPLICATE, "veo": VEO}
+GEMINI = "gemini:gemini-omni-flash-preview"
+ROUTE_OF = {"runway": RUNWAY, "pika": PIKA, "replicate": REPLICATE, "veo": VEO, "gemini": GEMINI}
 SMALL = VideoRequest("placeholder", duration_s=2, aspect_ratio="16:9", resolution="240p")
 """Cheap local renders."""
 REMOTE = VideoRequest("placeholder", duration_s=5, aspect_ratio="16:9", resolution="720p")

@@ -23,6 +23,7 @@ ROUTES = [
     "replicate:google/veo-3-fast",
     "veo:veo-3.1-fast-generate-001",
     "pika:fal-ai/pika/v2.2/text-to-video",
+    "gemini:gemini-omni-flash-preview",
 ]
 EMULATE_SECONDS = "300"
 """The emulator process stops by itself after this, whatever happens to the test."""

@@ -26,6 +26,7 @@ from abebeats_lab.emulator.server import RunningServer, serve
 __all__ = ["EMULATED_PROVIDERS", "Dist", "EmulatorState", "Emulators", "Scenario", "create_app"]
 
 _APPS = {
+    "gemini": "abebeats_lab.emulator.gemini:create_app",
     "pika": "abebeats_lab.emulator.pika:create_app",
     "replicate": "abebeats_lab.emulator.replicate:create_app",
     "runway": "abebeats_lab.emulator.runway:create_app",
@@ -39,6 +40,7 @@ EMULATOR_KEYS = {
     "replicate": "r8_emulated_token",
     "veo": "emulated-oauth-token",
     "pika": "emulated-fal-key",
+    "gemini": "emulated-gemini-api-key",
 }
 EMULATOR_PROJECT = "emulated-project"
 EMULATOR_LOCATION = "us-central1"
@@ -113,6 +115,7 @@ class Emulators:
             "replicate": ("REPLICATE_BASE_URL", "REPLICATE_API_TOKEN"),
             "veo": ("GOOGLE_VERTEX_BASE_URL", "GOOGLE_OAUTH_ACCESS_TOKEN"),
             "pika": ("FAL_QUEUE_BASE_URL", "FAL_KEY"),
+            "gemini": ("GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY"),
         }
         env: dict[str, str] = {}
         for provider in self.servers:

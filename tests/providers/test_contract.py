@@ -24,6 +24,7 @@ ROUTES = {
     "replicate": "replicate:google/veo-3-fast",
     "veo": "veo:veo-3.1-fast-generate-001",
     "pika": "pika:fal-ai/pika/v2.2/text-to-video",
+    "gemini": "gemini:gemini-omni-flash-preview",
 }
 FAST = WaitPolicy(deadline_s=30, min_interval_s=0.05, max_interval_s=0.3)
 

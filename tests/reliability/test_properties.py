@@ -29,7 +29,7 @@ from abebeats_lab._http import json_body
 from abebeats_lab._types import Job, JobStatus
 from abebeats_lab.emulator.server import RunningServer, serve
 from abebeats_lab.errors import LabError, ValidationError
-from abebeats_lab.providers import pika, replicate, runway, veo
+from abebeats_lab.providers import gemini, pika, replicate, runway, veo
 from abebeats_lab.providers.base import utcnow
 
 # The autouse clean-environment fixture is function-scoped; sharing it across examples is fine.
@@ -124,6 +124,7 @@ def _build_payload(request: VideoRequest, route: Route) -> object:
         "pika": lambda: pika.build_input(request),
         "replicate": lambda: (replicate.parse_model(route), replicate.build_input(request, caps)),
         "veo": lambda: veo.build_config(request, route),
+        "gemini": lambda: gemini.build_body(request, route),
         "local": lambda: None,
     }
     return builders[route.provider]()
