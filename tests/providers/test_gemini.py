@@ -28,7 +28,9 @@ from abebeats_lab.waiting import WaitPolicy, wait
 
 FAST = WaitPolicy(deadline_s=30, min_interval_s=0.02, max_interval_s=0.2)
 ROUTE = Route.parse("gemini:gemini-omni-flash-preview")
-REQUEST = VideoRequest("a red kite over dunes", duration_s=4, aspect_ratio="9:16", seed=7)
+REQUEST = VideoRequest(
+    "a red kite over dunes", duration_s=4, aspect_ratio="9:16", resolution="720p", seed=7
+)
 
 
 @pytest.fixture(scope="module")
