@@ -618,9 +618,20 @@ def score(
     ``Client().get_executor()`` works too). Without one, several clips use a process pool
     of ``os.cpu_count()`` workers and a single clip runs in this process. Figures already
     in ``quality.sqlite`` for the same file (hash) and metric versions are reused unless
-    ``refresh``. A clip that cannot be read gets an ``error`` and no figures.
+    ``refresh``. A clip that cannot be read gets an ``error`` and no figures. Blocks until
+    done; on an event loop use `score_async`.
     """
-    return asyncio.run(score_async(run_dir, run_id=run_id, executor=executor, refresh=refresh))
+    plan = _Plan(Path(run_dir), run_id, refresh)
+    pool, own = _pool(executor, len(plan.jobs))
+    try:
+        if pool is None:
+            results = [_measure_job(*job) for job in plan.jobs]
+        else:
+            results = [f.result() for f in [pool.submit(_measure_job, *j) for j in plan.jobs]]
+    finally:
+        if own and pool is not None:
+            pool.shutdown(wait=True)
+    return plan.finish(results)
 
 
 async def score_async(
@@ -630,54 +641,61 @@ async def score_async(
     executor: Executor | None = None,
     refresh: bool = False,
 ) -> pd.DataFrame:
-    """`score` for code already on an event loop: the loop only awaits the executor."""
-    from abebeats_lab.runner import load_run
+    """`score` for code on an event loop: clips run in the executor (or a thread), the loop
+    only awaits them, so the next job of a run is never delayed."""
+    plan = _Plan(Path(run_dir), run_id, refresh)
+    pool, own = _pool(executor, len(plan.jobs))
+    try:
+        if pool is None:
+            results = [await asyncio.to_thread(_measure_job, *job) for job in plan.jobs]
+        else:
+            futures: list[Future[dict[str, Any]]] = [
+                pool.submit(_measure_job, *job) for job in plan.jobs
+            ]
+            results = list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+    finally:
+        if own and pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True)
+    return plan.finish(results)
 
-    directory = Path(run_dir)
-    comparison = load_run(directory, run_id)
-    rows = [r for r in comparison.rows if r.state == "succeeded" and r.output_path]
-    with _MetricsStore(directory) as store:
-        stored = {} if refresh else store.read(comparison.run_id)
-    todo = [r for r in rows if not _current(stored.get(r.key), r.sha256)]
-    measured = await _measure_all(directory, todo, executor)
-    with _MetricsStore(directory) as store:
-        store.write(comparison.run_id, [(r, measured[r.key]) for r in todo])
-        stored = store.read(comparison.run_id)
-    return _frame(rows, stored)
+
+class _Plan:
+    """Which rows of a run to measure (the rest are stored and current), and their storage."""
+
+    def __init__(self, directory: Path, run_id: str | None, refresh: bool) -> None:
+        from abebeats_lab.runner import load_run
+
+        self.directory = directory
+        comparison = load_run(directory, run_id)
+        self.run_id = comparison.run_id
+        self.rows = [r for r in comparison.rows if r.state == "succeeded" and r.output_path]
+        with _MetricsStore(directory) as store:
+            stored = {} if refresh else store.read(self.run_id)
+        self.todo = [r for r in self.rows if not _current(stored.get(r.key), r.sha256)]
+        self.jobs = [(str(directory / str(r.output_path)), dict(r.settings)) for r in self.todo]
+
+    def finish(self, results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+        with _MetricsStore(self.directory) as store:
+            store.write(self.run_id, list(zip(self.todo, results, strict=True)))
+            return _frame(self.rows, store.read(self.run_id))
+
+
+def _pool(executor: Executor | None, clips: int) -> tuple[Executor | None, bool]:
+    """The executor to use, and whether it is ours to shut down (None: in this process)."""
+    if executor is not None or clips <= 1:
+        return executor, False
+    # spawn: a fork of a threaded process (an event loop, an emulator) can deadlock.
+    pool = ProcessPoolExecutor(
+        max_workers=min(clips, os.cpu_count() or 1),
+        mp_context=multiprocessing.get_context("spawn"),
+    )
+    return pool, True
 
 
 def _current(record: _Stored | None, sha256: str | None) -> bool:
     if record is None or record.sha256 != sha256:
         return False
     return all(record.versions.get(name) == m.version for name, m in METRICS.items())
-
-
-async def _measure_all(
-    directory: Path, rows: Sequence[JobRow], executor: Executor | None
-) -> dict[tuple[int, str, int], dict[str, Any]]:
-    if not rows:
-        return {}
-    jobs = [(str(directory / str(r.output_path)), dict(r.settings)) for r in rows]
-    own = executor is None and len(rows) > 1
-    pool: Executor | None = executor
-    if own:
-        # spawn: a fork of a threaded process (an event loop, an emulator) can deadlock.
-        pool = ProcessPoolExecutor(
-            max_workers=min(len(rows), os.cpu_count() or 1),
-            mp_context=multiprocessing.get_context("spawn"),
-        )
-    try:
-        if pool is None:
-            results = [await asyncio.to_thread(_measure_job, *jobs[0])]
-        else:
-            futures: list[Future[dict[str, Any]]] = [
-                pool.submit(_measure_job, *job) for job in jobs
-            ]
-            results = list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
-    finally:
-        if own and pool is not None:
-            pool.shutdown(wait=True)
-    return {r.key: result for r, result in zip(rows, results, strict=True)}
 
 
 def _measure_job(path: str, settings: Mapping[str, Any]) -> dict[str, Any]:

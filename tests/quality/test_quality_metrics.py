@@ -225,3 +225,18 @@ def test_a_clip_that_cannot_be_read_gets_an_error_row(tmp_path: Path, run_dir: P
     assert "not a playable video" in broken["error"]
     assert broken[list(METRICS)].isna().all()
     assert table[table["prompt_index"] != first.prompt_index]["error"].isna().all()
+
+
+async def test_score_called_from_a_running_loop_still_works(run_dir: Path) -> None:
+    # A notebook cell runs on an event loop; the blocking form must not need its own loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        table = score(run_dir, executor=pool, refresh=True)
+    assert table["error"].isna().all() and len(table) == len(PROMPTS)
+
+
+def test_a_single_clip_is_measured_in_this_process(tmp_path: Path) -> None:
+    request = VideoRequest(prompt="", duration_s=1, resolution="240p")
+    asyncio.run(runner.compare(["one clip"], ["local:procedural"], request, run_dir=tmp_path))
+    table = score(tmp_path)
+    assert len(table) == 1 and table.loc[0, "conforms"] == True  # noqa: E712
+    assert table.loc[0, "has_audio"] == False and table.loc[0, "loudness_lufs"] is None  # noqa: E712
