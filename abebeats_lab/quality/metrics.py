@@ -249,7 +249,7 @@ METRICS: dict[str, Metric] = dict(
             "conforms",
             1,
             "duration, aspect ratio and resolution all match the request; None without one",
-            "abebeats_lab.comparison.conformance (the same check every run row gets)",
+            "the run's own check (comparison.conformance), the same every run row gets",
             "higher",
             "bool",
             "conformance",
@@ -663,12 +663,8 @@ class _Plan:
     """Which rows of a run to measure (the rest are stored and current), and their storage."""
 
     def __init__(self, directory: Path, run_id: str | None, refresh: bool) -> None:
-        from abebeats_lab.runner import load_run
-
         self.directory = directory
-        comparison = load_run(directory, run_id)
-        self.run_id = comparison.run_id
-        self.rows = [r for r in comparison.rows if r.state == "succeeded" and r.output_path]
+        self.run_id, self.rows = _succeeded_rows(directory, run_id)
         with _MetricsStore(directory) as store:
             stored = {} if refresh else store.read(self.run_id)
         self.todo = [r for r in self.rows if not _current(stored.get(r.key), r.sha256)]
@@ -734,13 +730,30 @@ def _frame(rows: Sequence[JobRow], stored: Mapping[tuple[int, str, int], _Stored
 
 def load_scores(run_dir: Path | str, run_id: str | None = None) -> pd.DataFrame:
     """The stored figures of a run (default: the latest) without measuring anything."""
-    from abebeats_lab.runner import load_run
-
     directory = Path(run_dir)
-    comparison = load_run(directory, run_id)
-    rows = [r for r in comparison.rows if r.state == "succeeded" and r.output_path]
+    found_id, rows = _succeeded_rows(directory, run_id)
     with _MetricsStore(directory) as store:
-        return _frame(rows, store.read(comparison.run_id))
+        return _frame(rows, store.read(found_id))
+
+
+def _succeeded_rows(directory: Path, run_id: str | None) -> tuple[str, list[JobRow]]:
+    """The run's id and its rows with a verified output, read from the run store.
+
+    Read through `RunStore` rather than ``runner.load_run``: quality sits below run/ in
+    DESIGN.md's layers.
+    """
+    from abebeats_lab.errors import LabError
+    from abebeats_lab.store import DB_NAME, RunStore
+
+    if not (directory / DB_NAME).is_file():
+        raise LabError(f"no run store in {directory} (expected {DB_NAME})")
+    with RunStore(directory) as store:
+        runs = {info.run_id: info for info in store.runs()}
+        info = store.latest_run() if run_id is None else runs.get(run_id)
+        if info is None:
+            raise LabError(f"no run {run_id or ''} in {directory}")
+        rows = store.rows(info.run_id)
+    return info.run_id, [r for r in rows if r.state == "succeeded" and r.output_path]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from _quality_clips import (
 )
 
 from abebeats_lab import VideoRequest, runner
-from abebeats_lab.errors import DownloadError
+from abebeats_lab.errors import DownloadError, LabError
 from abebeats_lab.quality import metrics
 from abebeats_lab.quality.metrics import METRICS, QUALITY_DB, measure, score
 
@@ -240,3 +240,11 @@ def test_a_single_clip_is_measured_in_this_process(tmp_path: Path) -> None:
     table = score(tmp_path)
     assert len(table) == 1 and table.loc[0, "conforms"] == True  # noqa: E712
     assert table.loc[0, "has_audio"] == False and table.loc[0, "loudness_lufs"] is None  # noqa: E712
+
+
+def test_score_of_a_folder_without_a_run_is_one_clear_error(tmp_path: Path, run_dir: Path) -> None:
+    with pytest.raises(LabError, match="no run store in"):
+        score(tmp_path)
+    with pytest.raises(LabError, match="no run nope in"):
+        score(run_dir, run_id="nope")
+    assert not (tmp_path / QUALITY_DB).exists()
