@@ -1,0 +1,12 @@
+"""How good is each video: weight-free metrics, blind pairwise votes, Bradley–Terry ratings.
+
+Submodules, each imported on its own so nothing heavy loads with the package:
+
+- `abebeats_lab.quality.metrics`: automatic per-video figures from decoded frames
+  (`measure`, `score`, the `METRICS` registry).
+- `abebeats_lab.quality.votes`: the `Vote` record and `VoteStore` (``votes.sqlite``).
+- `abebeats_lab.quality.ratings`: Bradley–Terry fit with bootstrap intervals, the pair
+  chooser and Kendall's tau between a metric and the ratings.
+"""
+
+from __future__ import annotations
