@@ -115,7 +115,7 @@ async def _bare_stream(url: str, target: Path) -> int:
 
 
 async def _ours(url: str) -> int:
-    from abebeats_lab import media
+    from abebeats_lab.media.download import download as media
 
     with tempfile.TemporaryDirectory(prefix="abebeats-download-") as folder:
         output = await media.download(url, Path(folder) / "big.mp4")

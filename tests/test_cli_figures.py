@@ -9,7 +9,7 @@ from pathlib import Path
 from test_cli import run_cli
 from test_figures import summary_cells
 
-from abebeats_lab.runner import load_run
+from abebeats_lab.run.api import load_run
 
 LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
 PIKA = "pika:fal-ai/pika/v2.2/text-to-video"

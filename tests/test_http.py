@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from abebeats_lab import _http
+from abebeats_lab import http as _http
 from abebeats_lab.emulator.core import drop_connection
 from abebeats_lab.emulator.server import RunningServer, serve
 from abebeats_lab.errors import AmbiguousSubmitError, ProviderHTTPError, ProviderTransportError

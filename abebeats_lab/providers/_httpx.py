@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from abebeats_lab import config
-from abebeats_lab._http import (
+from abebeats_lab.http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     Lease,

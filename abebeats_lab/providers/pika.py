@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from abebeats_lab._http import error_from, json_body
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.http import error_from, json_body
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
 

@@ -25,7 +25,15 @@ from replicate.pagination import Page
 from replicate.prediction import Prediction
 
 from abebeats_lab import capabilities, config
-from abebeats_lab._http import (
+from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab.errors import (
+    AmbiguousSubmitError,
+    JobFailed,
+    ProtocolError,
+    ProviderHTTPError,
+    ValidationError,
+)
+from abebeats_lab.http import (
     DEFAULT_RETRY,
     Lease,
     RetryPolicy,
@@ -34,14 +42,6 @@ from abebeats_lab._http import (
     retry_delay,
     retry_hint,
     should_retry,
-)
-from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
-from abebeats_lab.errors import (
-    AmbiguousSubmitError,
-    JobFailed,
-    ProtocolError,
-    ProviderHTTPError,
-    ValidationError,
 )
 from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 

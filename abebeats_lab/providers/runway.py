@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from abebeats_lab import capabilities
-from abebeats_lab._http import json_body
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
+from abebeats_lab.http import json_body
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
 

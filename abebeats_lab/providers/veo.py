@@ -35,15 +35,6 @@ from google.genai import types
 from google.oauth2.credentials import Credentials as TokenCredentials
 
 from abebeats_lab import config
-from abebeats_lab._http import (
-    DEFAULT_RETRY,
-    RetryPolicy,
-    from_emulator,
-    is_http_error,
-    never_sent,
-    retry_errors,
-    retry_hint,
-)
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
     ConfigError,
@@ -52,6 +43,15 @@ from abebeats_lab.errors import (
     ProtocolError,
     ProviderHTTPError,
     ValidationError,
+)
+from abebeats_lab.http import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    from_emulator,
+    is_http_error,
+    never_sent,
+    retry_errors,
+    retry_hint,
 )
 from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 

@@ -20,7 +20,7 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ValidationError,
 )
-from abebeats_lab.media import DownloadHTTPError, save_output
+from abebeats_lab.media.download import DownloadHTTPError, save_output
 from abebeats_lab.providers.runway import RunwayProvider, build_payload, parse_task, runway_ratio
 from abebeats_lab.waiting import WaitPolicy, wait
 

@@ -34,7 +34,7 @@ from abebeats_lab import Route, VideoRequest, config
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import LabError
-from abebeats_lab.media import save_output
+from abebeats_lab.media.download import save_output
 from abebeats_lab.providers import Provider, get_provider
 from abebeats_lab.waiting import WaitPolicy, wait
 

@@ -26,8 +26,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab import comparison, fmt, plots
+from abebeats_lab import fmt
 from abebeats_lab.capabilities import USER_SOURCE
+from abebeats_lab.views import comparison, plots
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,7 +82,7 @@ def write_report(
     Returns the path written. The file is written under a temporary name and renamed, so
     a reader never sees half a report.
     """
-    from abebeats_lab.runner import load_run
+    from abebeats_lab.run.api import load_run
 
     run_path = Path(run_dir).resolve()
     comparison = load_run(run_path)

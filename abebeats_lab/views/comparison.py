@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from abebeats_lab import costs, fmt
+from abebeats_lab import fmt
 from abebeats_lab._types import Output, Probe, VideoRequest
 from abebeats_lab.capabilities import USER_SOURCE
-from abebeats_lab.costs import CostEstimate
+from abebeats_lab.run import costs
+from abebeats_lab.run.costs import CostEstimate
 from abebeats_lab.store import JobRow
 
 if TYPE_CHECKING:

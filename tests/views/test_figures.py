@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from abebeats_lab import VideoRequest, plots
-from abebeats_lab.comparison import Comparison
+from abebeats_lab import VideoRequest
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import CostLimitError
-from abebeats_lab.report import write_report
-from abebeats_lab.runner import compare, load_run
+from abebeats_lab.run.api import compare, load_run
+from abebeats_lab.views import plots
+from abebeats_lab.views.comparison import Comparison
+from abebeats_lab.views.report import write_report
 from abebeats_lab.widgets import ControlPanel
 
 LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"

@@ -16,8 +16,8 @@ from starlette.routing import Route
 from abebeats_lab._types import OutputRef
 from abebeats_lab.emulator.server import RunningServer, serve
 from abebeats_lab.errors import DownloadError
-from abebeats_lab.media import download, safe_name, save_output
-from abebeats_lab.render import render_video
+from abebeats_lab.media.download import download, safe_name, save_output
+from abebeats_lab.media.render import render_video
 
 VIDEO = render_video(prompt="download me", seed=1, duration_s=1, width=320, height=180)
 

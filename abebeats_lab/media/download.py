@@ -23,9 +23,9 @@ from typing import BinaryIO
 
 import httpx
 
-from abebeats_lab._http import leased
 from abebeats_lab._types import Output, OutputRef, Probe
 from abebeats_lab.errors import DownloadError
+from abebeats_lab.http import leased
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -16,8 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab import capabilities, costs, history
-from abebeats_lab._http import RETRY_STATUSES
+from abebeats_lab import capabilities, history
 from abebeats_lab._types import (
     Job,
     JobState,
@@ -27,8 +26,6 @@ from abebeats_lab._types import (
     Route,
     VideoRequest,
 )
-from abebeats_lab.comparison import output_fields
-from abebeats_lab.connect import Clients
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
     DownloadError,
@@ -36,18 +33,22 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ProviderTransportError,
 )
-from abebeats_lab.media import DownloadTruncated, safe_name, save_output
+from abebeats_lab.http import RETRY_STATUSES
+from abebeats_lab.media.download import DownloadTruncated, safe_name, save_output
 from abebeats_lab.providers import Provider
+from abebeats_lab.run import costs
+from abebeats_lab.run.connect import Clients
+from abebeats_lab.run.timing import Clock, Marks, build_timing
 from abebeats_lab.store import JobRow, RunStore
-from abebeats_lab.timing import Clock, Marks, build_timing
+from abebeats_lab.views.comparison import output_fields
 from abebeats_lab.waiting import WaitPolicy, WaitResult, wait
 
 if TYPE_CHECKING:
-    from abebeats_lab.limits import Limiter
+    from abebeats_lab.run.limits import Limiter
 
 __all__ = ["JobEvent", "Live", "RunContext", "live_row"]
 
-log = logging.getLogger("abebeats_lab.runner")
+log = logging.getLogger("abebeats_lab.run.api")
 
 SUBMIT_GRACE_S = 10.0
 """After a cancel, how long a create already sent may take to answer so we can cancel its job."""
