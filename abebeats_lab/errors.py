@@ -90,11 +90,17 @@ class CostLimitError(ConfigError):
     def __init__(self, estimate_usd: float | None, limit_usd: float, detail: str = "") -> None:
         self.estimate_usd = estimate_usd
         self.limit_usd = limit_usd
-        shown = "unknown" if estimate_usd is None else f"${estimate_usd:.2f}"
         extra = f" ({detail})" if detail else ""
+        if estimate_usd is None:
+            super().__init__(
+                f"the cost cannot be bounded by the limit ${limit_usd:.2f}{extra}; nothing was "
+                "submitted"
+            )
+            return
         super().__init__(
-            f"estimated cost {shown} is over the limit ${limit_usd:.2f}{extra}; nothing was "
-            "submitted. Raise --max-cost (max_cost_usd=), or use fewer prompts, routes or repeats"
+            f"estimated cost ${estimate_usd:.2f} is over the limit ${limit_usd:.2f}{extra}; "
+            "nothing was submitted. Raise --max-cost (max_cost_usd=), or use fewer prompts, "
+            "routes or repeats"
         )
 
 
