@@ -38,11 +38,12 @@ BASE_VARS = {
     "veo": "GOOGLE_VERTEX_BASE_URL",
     "pika": "FAL_QUEUE_BASE_URL",
 }
-# The CLI in a child that reports its own peak RSS (kB, Linux) on the way out.
+# The CLI in a child that reports its own peak RSS on the way out: VmHWM belongs to the
+# process's own memory map (getrusage's maxrss would carry the parent's peak across exec).
 MEASURED_CLI = (
-    "import atexit, resource, sys; "
-    "atexit.register(lambda: print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF)"
-    ".ru_maxrss, file=sys.stderr)); "
+    "import atexit, sys; "
+    "atexit.register(lambda: print(next(line for line in open('/proc/self/status') "
+    "if line.startswith('VmHWM')), file=sys.stderr)); "
     "from abebeats_lab.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 SMALL_BUDGET = {"min_bytes_per_s": "65536", "grace_s": "0.5", "max_s": "5"}
@@ -76,8 +77,8 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 
 def _peak_rss_kb(done: subprocess.CompletedProcess[str]) -> int:
-    line = next(ln for ln in done.stderr.splitlines() if ln.startswith("MAXRSS_KB"))
-    return int(line.split()[1])
+    line = next(ln for ln in done.stderr.splitlines() if ln.startswith("VmHWM"))
+    return int(line.split()[1])  # "VmHWM:  123456 kB"
 
 
 def _no_traceback(done: subprocess.CompletedProcess[str]) -> None:
