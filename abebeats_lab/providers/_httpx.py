@@ -59,6 +59,10 @@ class HttpxProvider(Provider):
     def _headers(self) -> dict[str, str]:
         """Authentication (and version) headers; built per call so the key stays in `Secret`."""
 
+    @property
+    def base_url(self) -> str | None:
+        return self._base
+
     def _client(self) -> httpx.AsyncClient:
         return self._given or self._lease.client()
 
