@@ -138,7 +138,6 @@ class GeminiProvider(Provider):
         emulated: bool = False,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy = DEFAULT_RETRY,
-        **_: Any,
     ) -> None:
         key = config.key_for("gemini", api_key)
         assert key is not None  # required=True raises MissingKeyError instead

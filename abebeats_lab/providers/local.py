@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.media.render import frame_size, render_video
@@ -42,7 +42,7 @@ class LocalProvider(Provider):
 
     name: ClassVar[str] = "local"
 
-    def __init__(self, *, max_parallel: int = 2, **_: Any) -> None:
+    def __init__(self, *, max_parallel: int = 2) -> None:
         self._renders: dict[str, _Render] = {}
         self._slots = asyncio.Semaphore(max_parallel)
 

@@ -212,7 +212,6 @@ class ReplicateProvider(Provider):
         wait_s: int = DEFAULT_WAIT_S,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy = DEFAULT_RETRY,
-        **_: Any,
     ) -> None:
         key = config.key_for("replicate", api_key)
         assert key is not None  # required=True raises instead of returning None

@@ -206,7 +206,6 @@ class VeoProvider(Provider):
         emulated: bool = False,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy = DEFAULT_RETRY,
-        **_: Any,
     ) -> None:
         self._credentials, adc_project = resolve_credentials(credentials, api_key)
         self.project = project or config.env_first(*PROJECT_VARS) or adc_project

@@ -13,7 +13,9 @@ from abebeats_lab.providers.local import LocalProvider
 from abebeats_lab.waiting import wait
 
 LOCAL = Route.parse("local:procedural")
-SMALL = VideoRequest("a kite over dunes", duration_s=1, resolution="240p", seed=3)
+SMALL = VideoRequest(
+    "a kite over dunes", duration_s=1, aspect_ratio="16:9", resolution="240p", seed=3
+)
 PUSHED_LAG_S = 2.0
 """A generous bound: the pushed end arrives within milliseconds; a poll on the old backoff
 came 6-8 s after a render of well under a second."""
@@ -71,7 +73,8 @@ async def test_a_job_unknown_to_this_process_is_rendered_again_through_the_strea
 async def test_cancelling_a_streamed_wait_cancels_the_render() -> None:
     provider = LocalProvider()
     job = await provider.submit(
-        VideoRequest("a long one", duration_s=10, resolution="1080p"), LOCAL
+        VideoRequest("a long one", duration_s=10, aspect_ratio="16:9", resolution="1080p"),
+        LOCAL,
     )
     stream = provider.stream(job)
     first = await anext(stream)
