@@ -48,8 +48,6 @@ from abebeats_lab.widgets import _results
 if TYPE_CHECKING:
     import pandas as pd
 
-    from abebeats_lab.store import JobRow
-
 __all__ = ["SHORTCUTS", "Arena", "Shown"]
 
 SHORTCUTS: dict[str, tuple[str, ...]] = {
@@ -374,8 +372,9 @@ class Arena:
         self.view.close()
 
 
-def _outputs(rows: Sequence[JobRow], run_dir: Path) -> dict[int, dict[str, dict[int, Path]]]:
-    """Per prompt, per route, per repeat: the video file of each succeeded job."""
+def _outputs(rows: Sequence[Any], run_dir: Path) -> dict[int, dict[str, dict[int, Path]]]:
+    """Per prompt, per route, per repeat: the video file of each succeeded job (``rows``:
+    a `Comparison`'s job rows)."""
     found: dict[int, dict[str, dict[int, Path]]] = {}
     for row in rows:
         if row.state != "succeeded":
