@@ -642,7 +642,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--score",
         action="store_true",
-        help="compute the automatic quality metrics first (as `abebeats-lab score`); without "
+        help="compute the automatic quality metrics first (as abebeats-lab score does); without "
         "it the Quality section shows only figures already stored",
     )
 

@@ -253,6 +253,7 @@ SUBCOMMANDS = [
     "compare",
     "resume",
     "report",
+    "score",
     "routes",
     "emulate",
     "music-video",
