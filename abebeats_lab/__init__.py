@@ -17,17 +17,17 @@ from abebeats_lab.errors import LabError
 
 # Heavy entry points load on first use, so `import abebeats_lab` stays cheap.
 _LAZY = {
-    "Comparison": "abebeats_lab.comparison",
+    "Comparison": "abebeats_lab.views.comparison",
     "ControlPanel": "abebeats_lab.widgets",
-    "GenerateResult": "abebeats_lab.runner",
-    "MusicVideo": "abebeats_lab.pipeline",
+    "GenerateResult": "abebeats_lab.run.api",
+    "MusicVideo": "abebeats_lab.musicvideo.pipeline",
     "WaitPolicy": "abebeats_lab.waiting",
-    "compare": "abebeats_lab.runner",
-    "generate": "abebeats_lab.runner",
-    "load_run": "abebeats_lab.runner",
-    "make_music_video": "abebeats_lab.pipeline",
-    "resume": "abebeats_lab.runner",
-    "write_report": "abebeats_lab.report",
+    "compare": "abebeats_lab.run.api",
+    "generate": "abebeats_lab.run.api",
+    "load_run": "abebeats_lab.run.api",
+    "make_music_video": "abebeats_lab.musicvideo.pipeline",
+    "resume": "abebeats_lab.run.api",
+    "write_report": "abebeats_lab.views.report",
 }
 
 

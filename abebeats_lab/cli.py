@@ -29,7 +29,7 @@ from abebeats_lab.errors import LabError, ValidationError
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from abebeats_lab._jobs import JobEvent
+    from abebeats_lab.run.job import JobEvent
 
 __all__ = ["main"]
 
@@ -198,7 +198,7 @@ class _Bars:
 
 def _new_run_dir(prefix: str = "") -> Path:
     """A fresh run directory chosen here, so an interrupt can name it."""
-    from abebeats_lab.runner import RUNS_DIR, new_run_id
+    from abebeats_lab.run.api import RUNS_DIR, new_run_id
 
     return Path(RUNS_DIR) / f"{prefix}{new_run_id()}"
 
@@ -209,13 +209,13 @@ def _finish_on_interrupt(args: argparse.Namespace, run_dir: Path, *, then: str =
     if getattr(args, "emulate", False):
         command += " --emulate"
     command += f" --rerun-cancelled{then}"
-    from abebeats_lab.runner import DB_NAME
+    from abebeats_lab.run.api import DB_NAME
 
     args.on_interrupt = lambda: command if (run_dir / DB_NAME).is_file() else None
 
 
 async def _cmd_generate(args: argparse.Namespace) -> int:
-    from abebeats_lab import runner
+    from abebeats_lab.run import api as runner
 
     prices = _prices_from(args)
     run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir()
@@ -244,7 +244,7 @@ async def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 async def _cmd_compare(args: argparse.Namespace) -> int:
-    from abebeats_lab import runner
+    from abebeats_lab.run import api as runner
 
     prices = _prices_from(args)
     run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir()
@@ -284,7 +284,7 @@ def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) 
 
 
 async def _cmd_resume(args: argparse.Namespace) -> int:
-    from abebeats_lab import runner
+    from abebeats_lab.run import api as runner
 
     run_dir = Path(args.run_dir)
     _finish_on_interrupt(args, run_dir)
@@ -308,7 +308,7 @@ async def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 async def _cmd_report(args: argparse.Namespace) -> int:
-    from abebeats_lab import report
+    from abebeats_lab.views import report
 
     print(report.write_report(args.run_dir, out=args.out, score=args.score))
     return 0
@@ -348,7 +348,7 @@ async def _cmd_score(args: argparse.Namespace) -> int:
 def _print_scores(frame: Any) -> None:
     """Per route: clips measured and the medians of `SCORE_COLUMNS`."""
     from abebeats_lab import fmt
-    from abebeats_lab.comparison import SUMMARY_WIDTH
+    from abebeats_lab.views.comparison import SUMMARY_WIDTH
 
     lines = []
     for route, group in frame.groupby("route", sort=True):
@@ -370,7 +370,8 @@ def _median(values: Any) -> float | None:
 
 
 async def _cmd_demo(args: argparse.Namespace) -> int:
-    from abebeats_lab import report, runner
+    from abebeats_lab.run import api as runner
+    from abebeats_lab.views import report
 
     prices = _prices_from(args)
     run_dir = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -468,7 +469,7 @@ async def _cmd_history(args: argparse.Namespace) -> int:
 
 
 async def _cmd_music_video(args: argparse.Namespace) -> int:
-    from abebeats_lab import pipeline
+    from abebeats_lab.musicvideo import pipeline
 
     run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir("music-video-")
     again = shlex.join(
@@ -786,7 +787,7 @@ def _file_in(path: Path, label: str) -> None:
 
 def _run_in(path: Path, label: str) -> None:
     """An existing run directory."""
-    from abebeats_lab.runner import DB_NAME
+    from abebeats_lab.run.api import DB_NAME
 
     if not path.exists():
         raise _BadPath(f"{label} {path}: no such directory")

@@ -20,7 +20,9 @@ LabError
 └── DownloadError                    an output was rejected (scheme, size, content, probe)
 ```
 
-Messages never contain secrets: keys are held by `config.Secret`, whose repr is masked.
+Messages never contain secrets: keys are held by `config.Secret`, whose repr is masked, and
+whatever a provider said (an error body, a failure message) passes `config.scrub` first, so a
+server that echoes the key back cannot put it in a message.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ __all__ = [
 ]
 
 _BODY_LIMIT = 500
+
+
+def _scrubbed(text: str) -> str:
+    """Provider text with every live secret masked (config imports this module: import late)."""
+    from abebeats_lab.config import scrub
+
+    return scrub(text)
 
 
 class LabError(Exception):
@@ -90,11 +99,17 @@ class CostLimitError(ConfigError):
     def __init__(self, estimate_usd: float | None, limit_usd: float, detail: str = "") -> None:
         self.estimate_usd = estimate_usd
         self.limit_usd = limit_usd
-        shown = "unknown" if estimate_usd is None else f"${estimate_usd:.2f}"
         extra = f" ({detail})" if detail else ""
+        if estimate_usd is None:
+            super().__init__(
+                f"the cost cannot be bounded by the limit ${limit_usd:.2f}{extra}; nothing was "
+                "submitted"
+            )
+            return
         super().__init__(
-            f"estimated cost {shown} is over the limit ${limit_usd:.2f}{extra}; nothing was "
-            "submitted. Raise --max-cost (max_cost_usd=), or use fewer prompts, routes or repeats"
+            f"estimated cost ${estimate_usd:.2f} is over the limit ${limit_usd:.2f}{extra}; "
+            "nothing was submitted. Raise --max-cost (max_cost_usd=), or use fewer prompts, "
+            "routes or repeats"
         )
 
 
@@ -125,7 +140,7 @@ class ProviderError(LabError):
 
     def __init__(self, message: str, *, provider: str) -> None:
         self.provider = provider
-        super().__init__(f"{provider}: {message}")
+        super().__init__(_scrubbed(f"{provider}: {message}"))
 
 
 class ProviderHTTPError(ProviderError):
@@ -141,7 +156,7 @@ class ProviderHTTPError(ProviderError):
         retry_after_s: float | None = None,
     ) -> None:
         self.status_code = status_code
-        self.body = body[:_BODY_LIMIT]
+        self.body = _scrubbed(body)[:_BODY_LIMIT]
         self.request_id = request_id
         self.retry_after_s = retry_after_s
         detail = f": {self.body}" if self.body else ""
@@ -174,7 +189,7 @@ class JobFailed(LabError):
         self.job_id = job_id
         self.code = code
         suffix = f" [{code}]" if code else ""
-        super().__init__(f"job {job_id} failed: {message}{suffix}")
+        super().__init__(_scrubbed(f"job {job_id} failed: {message}{suffix}"))
 
 
 class AllRoutesFailed(JobFailed):

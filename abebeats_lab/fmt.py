@@ -57,9 +57,11 @@ def money(raw: Any) -> str:
 
 
 def rate(raw: Any) -> str:
-    """A price per second of video, ``$0.040/s``, or ``unknown`` when missing."""
+    """A price per second of video, ``$0.040/s``, ``free`` at zero, or ``unknown`` when missing."""
     figure = number(raw)
-    return UNKNOWN if figure is None else f"${figure:.3f}/s"
+    if figure is None:
+        return UNKNOWN
+    return "free" if figure == 0 else f"${figure:.3f}/s"
 
 
 def size(width: Any, height: Any) -> str:

@@ -7,7 +7,7 @@ Layout of a run directory::
 
 Every job is a row from the moment it is planned. The runner writes ``submitting`` before
 a create call and the provider's job id right after it, before the first status request,
-so a crashed process loses nothing: `abebeats_lab.runner.resume` re-attaches from here.
+so a crashed process loses nothing: `abebeats_lab.run.api.resume` re-attaches from here.
 Rows are `JobRow` frozen dataclasses; ``settings``, ``handles`` and ``adjusted`` are dicts
 (stored as JSON), times are UTC ISO-8601 strings, output paths are relative to the run dir.
 

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from abebeats_lab._http import RETRY_STATUSES
 from abebeats_lab._types import Job, JobState, JobStatus
 from abebeats_lab.errors import JobTimeout, ProtocolError, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.http import RETRY_STATUSES
 from abebeats_lab.providers.base import Provider
 
 __all__ = ["UpdateCallback", "WaitPolicy", "WaitResult", "next_interval", "wait"]

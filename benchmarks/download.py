@@ -115,7 +115,7 @@ async def _bare_stream(url: str, target: Path) -> int:
 
 
 async def _ours(url: str) -> int:
-    from abebeats_lab import media
+    from abebeats_lab.media import download as media
 
     with tempfile.TemporaryDirectory(prefix="abebeats-download-") as folder:
         output = await media.download(url, Path(folder) / "big.mp4")
@@ -127,7 +127,7 @@ def main() -> None:
     mode, url = sys.argv[1], sys.argv[2]
     import httpx  # noqa: F401 - imported before the baseline so both modes start alike
 
-    from abebeats_lab import media  # noqa: F401
+    from abebeats_lab.media import download  # noqa: F401
 
     before = current_rss_mib()
     started = time.monotonic()

@@ -26,9 +26,10 @@ from typing import Any
 
 from _common import EmulatorProcess
 
-from abebeats_lab import capabilities, runner
+from abebeats_lab import capabilities
 from abebeats_lab._types import VideoRequest
 from abebeats_lab.history import CACHE_DIR_ENV
+from abebeats_lab.run import api as runner
 
 __all__ = ["FanoutConfig", "run"]
 

@@ -37,8 +37,9 @@ from typing import Any
 from _common import BENCH_DIR, EmulatorProcess, requests_by_job, summary
 from wait_efficiency import WaitConfig, warm_policy
 
-from abebeats_lab import history, runner
+from abebeats_lab import history
 from abebeats_lab._types import VideoRequest
+from abebeats_lab.run import api as runner
 from abebeats_lab.waiting import WaitPolicy
 
 __all__ = ["run"]

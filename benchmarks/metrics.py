@@ -27,8 +27,8 @@ import numpy as np
 import report
 from _common import BENCH_DIR
 
+from abebeats_lab.media.render import render_video
 from abebeats_lab.quality.metrics import METRICS, profile
-from abebeats_lab.render import render_video
 
 GOAL_CPU_S_PER_VIDEO_S = 0.5
 WIDTH, HEIGHT, FPS = 1280, 720, 24

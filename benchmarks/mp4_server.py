@@ -14,7 +14,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from abebeats_lab.render import render_video
+from abebeats_lab.media.render import render_video
 
 __all__ = ["padded_mp4_header"]
 

@@ -50,7 +50,7 @@ Send one prompt to one route, wait for the video, and look at the figures. Runs 
 default: the route is served by the built-in emulator of Runway's API on 127.0.0.1."""),
     code(KEYS_CELL),
     code("""from abebeats_lab import VideoRequest
-from abebeats_lab.runner import compare
+from abebeats_lab.run.api import compare
 
 ROUTE = "runway:gen4.5"
 request = VideoRequest(
@@ -84,7 +84,7 @@ renderer), then the figures side by side: a DataFrame, a summary per route, char
 self-contained HTML report."""),
     code(KEYS_CELL),
     code("""from abebeats_lab import VideoRequest
-from abebeats_lab.runner import compare
+from abebeats_lab.run.api import compare
 
 PROMPTS = [
     "a red fox trotting through fresh snow, golden hour",
@@ -116,15 +116,15 @@ frame[["route", "prompt_index", "state", "total_s", "queue_s", "run_s", "downloa
     md("The videos side by side, one column per route:"),
     code("result"),
     md("""Where the time goes, and what a second of video costs (charts from
-`abebeats_lab.plots`, static SVG, so they also work in the report offline):"""),
+`abebeats_lab.views.plots`, static SVG, so they also work in the report offline):"""),
     code("""from IPython.display import SVG, display
-from abebeats_lab import plots
+from abebeats_lab.views import plots
 
 display(SVG(plots.figure_svg(plots.timing_figure(frame))))
 display(SVG(plots.figure_svg(plots.cost_figure(frame))))"""),
     md("""A single HTML file with everything above (settings, summary, charts, the video grid,
 conformance, failures, versions). Same as `abebeats-lab report RUN_DIR`."""),
-    code("""from abebeats_lab.report import write_report
+    code("""from abebeats_lab.views.report import write_report
 
 report_path = write_report(result.run_dir)
 print("Report written:", report_path)"""),
@@ -161,7 +161,7 @@ The same prompt with three seeds on the local renderer: same settings, different
 so any difference comes from the seed alone."""),
     code("""import pandas as pd
 from abebeats_lab import VideoRequest
-from abebeats_lab.runner import compare
+from abebeats_lab.run.api import compare
 
 PROMPT = "a lighthouse on a cliff, waves crashing, stormy sky"
 SEEDS = [1, 2, 3]
@@ -192,7 +192,7 @@ Offline, each emulated provider renders its own look (colours and layout), so th
 visible difference to vote on; it says nothing about the real providers."""),
     code(KEYS_CELL),
     code("""from abebeats_lab import VideoRequest
-from abebeats_lab.runner import compare
+from abebeats_lab.run.api import compare
 
 PROMPTS = [
     "a paper boat drifting on a calm lake at dawn",
@@ -257,7 +257,7 @@ result.summary()[["median_motion", "median_flicker", "median_sharpness", "rating
     md("""The report's *Quality* section: metric medians with their spread per route, the
 leaderboard, and how well each metric agrees with the votes (Kendall's tau with its
 interval), so you learn which metric to trust for your prompts."""),
-    code("""from abebeats_lab.report import write_report
+    code("""from abebeats_lab.views.report import write_report
 
 report_path = write_report(result.run_dir)
 print("Report written:", report_path)"""),

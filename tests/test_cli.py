@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab.media import probe
+from abebeats_lab.media.download import probe
 
 BOAT = "a paper boat on a neon river"
 EMULATED_ROUTES = [
@@ -141,7 +141,7 @@ def test_routes_lists_every_provider_and_key_state(tmp_path: Path) -> None:
 def test_demo_runs_every_route_offline_and_writes_the_report(tmp_path: Path) -> None:
     done = run_cli("demo", "--out", "runs", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    from abebeats_lab.runner import load_run
+    from abebeats_lab.run.api import load_run
 
     (run_dir,) = (tmp_path / "runs").iterdir()
     comparison = load_run(run_dir)
@@ -216,7 +216,7 @@ def test_a_path_mistake_is_one_line_before_anything_is_submitted(
 
 
 def test_report_into_a_folder_is_refused_and_leaves_nothing_behind(made_run: Path) -> None:
-    from abebeats_lab.report import write_report
+    from abebeats_lab.views.report import write_report
 
     before = sorted(made_run.parent.rglob("*"))
     done = run_cli("report", "run", "--out", "run/outputs", cwd=made_run.parent)
@@ -238,7 +238,7 @@ def test_an_os_error_on_a_path_is_one_line(made_run: Path) -> None:
 
 def test_music_video_with_an_empty_prompt_is_refused_by_the_python_api(tmp_path: Path) -> None:
     from abebeats_lab.errors import ValidationError
-    from abebeats_lab.pipeline import make_music_video
+    from abebeats_lab.musicvideo.pipeline import make_music_video
 
     with pytest.raises(ValidationError, match="non-empty prompt"):
         asyncio.run(make_music_video(" \t", tmp_path / "never-read.wav", run_dir=tmp_path))

@@ -14,9 +14,10 @@ import pytest
 from _runner_support import FAST, LOCAL, RUNWAY, VEO
 from test_cli import run_cli
 
-from abebeats_lab import VideoRequest, capabilities, runner
+from abebeats_lab import VideoRequest, capabilities
 from abebeats_lab.errors import ValidationError
-from abebeats_lab.media import probe
+from abebeats_lab.media.download import probe
+from abebeats_lab.run import api as runner
 from abebeats_lab.store import JobRow
 
 PROMPT = "a paper boat drifting on a calm lake"

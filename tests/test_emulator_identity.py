@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from abebeats_lab._types import EMULATOR_HEADER
-from abebeats_lab.costs import NOTE_EMULATED
+from abebeats_lab.run.costs import NOTE_EMULATED
 
 ROUTES = [
     "runway:gen4.5",

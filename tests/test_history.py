@@ -11,7 +11,7 @@ import pytest
 
 from abebeats_lab import VideoRequest, history
 from abebeats_lab._types import JobState, JobStatus
-from abebeats_lab.runner import compare
+from abebeats_lab.run.api import compare
 from abebeats_lab.waiting import WaitPolicy, WaitResult
 
 VEO = "veo:veo-3.1-fast-generate-001"

@@ -6,20 +6,26 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import socket
-from collections.abc import Iterator
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from abebeats_lab import _http
+from abebeats_lab import http as _http
 from abebeats_lab.emulator.core import drop_connection
 from abebeats_lab.emulator.server import RunningServer, serve
-from abebeats_lab.errors import AmbiguousSubmitError, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.errors import (
+    AmbiguousSubmitError,
+    ProtocolError,
+    ProviderHTTPError,
+    ProviderTransportError,
+)
 
 FAST = _http.RetryPolicy(max_attempts=4, base_delay_s=0.01, backoff_cap_s=0.02)
 
@@ -198,3 +204,85 @@ def test_each_event_loop_gets_its_own_shared_client() -> None:
 async def _release_all(lease: _http.Lease) -> None:
     lease.client()
     await lease.release()
+
+
+# -- answers are read under a cap -----------------------------------------------------------
+
+SMALL_CAP = 64 * 1024
+MIB = 1024**2
+GZIP_WBITS = 31
+
+
+async def _gzip_zeros(total: int) -> AsyncIterator[bytes]:
+    """``total`` zeros, gzip-compressed as they are sent (about total / 1000 on the wire)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, GZIP_WBITS)
+    for _ in range(total // MIB):
+        yield packer.compress(bytes(MIB))
+    yield packer.flush()
+
+
+async def _spaces(total: int) -> AsyncIterator[bytes]:
+    for _ in range(total // MIB):
+        yield b" " * MIB
+
+
+@pytest.mark.parametrize("status", [200, 503])
+async def test_a_gzip_bomb_stops_at_the_cap(
+    scripted: tuple[Script, RunningServer], status: int
+) -> None:
+    """64 MiB of zeros as about 64 KB of gzip: the decoded bytes are counted, not the wire's;
+    an error answer is read under the same cap (and not retried as a 503 would be)."""
+    script, server = scripted
+    script.answers = [
+        StreamingResponse(
+            _gzip_zeros(64 * MIB), status_code=status, headers={"content-encoding": "gzip"}
+        )
+    ]
+    async with _http.new_client() as client:
+        with pytest.raises(ProtocolError, match=f"{SMALL_CAP}-byte cap"):
+            await _http.send(
+                client, "GET", f"{server.url}/x", provider="test", idempotent=True,
+                policy=FAST, max_bytes=SMALL_CAP,
+            )  # fmt: skip
+    assert script.calls == 1
+
+
+async def test_a_plain_answer_over_the_cap_is_refused(
+    scripted: tuple[Script, RunningServer],
+) -> None:
+    script, server = scripted
+    script.answers = [StreamingResponse(_spaces(8 * MIB))]  # chunked: no length declared
+    async with _http.new_client() as client:
+        with pytest.raises(ProtocolError, match="cap on provider answers"):
+            await _http.send(
+                client, "GET", f"{server.url}/x", provider="test", idempotent=True,
+                max_bytes=SMALL_CAP,
+            )  # fmt: skip
+
+
+async def test_an_answer_under_the_cap_reads_as_before(
+    scripted: tuple[Script, RunningServer],
+) -> None:
+    script, server = scripted
+    body = b'{"ok": true, "pad": "' + b"x" * 1000 + b'"}'
+    script.answers = [
+        Response(zlib.compress(body, wbits=GZIP_WBITS), headers={"content-encoding": "gzip"})
+    ]
+    response = await _send(server, idempotent=True)
+    assert _http.json_body(response, "test")["ok"] is True
+
+
+async def test_an_encoding_that_inflates_without_bound_is_refused(
+    scripted: tuple[Script, RunningServer],
+) -> None:
+    script, server = scripted
+    script.answers = [Response(b"\x00" * 10, headers={"content-encoding": "br"})]
+    with pytest.raises(ProtocolError, match="content encoding 'br'"):
+        await _send(server, idempotent=True)
+
+
+def test_deeply_nested_json_is_a_protocol_error() -> None:
+    nested = httpx.Response(200, content=b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        _http.json_body(nested, "test")
+    assert _http.retry_hint(httpx.Response(429, content=nested.content)) is None

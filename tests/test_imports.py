@@ -77,7 +77,8 @@ def test_the_base_install_declares_what_the_commands_import() -> None:
     }
     code = (
         "import sys, json\n"
-        "import abebeats_lab.cli, abebeats_lab.runner, abebeats_lab.report, abebeats_lab.pipeline\n"
+        "import abebeats_lab.cli, abebeats_lab.run.api, abebeats_lab.views.report\n"
+        "import abebeats_lab.musicvideo.pipeline\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], text=True)))

@@ -19,7 +19,7 @@ from _runner_support import FAST, ROUTE_OF
 
 from abebeats_lab import VideoRequest
 from abebeats_lab.emulator import EMULATED_PROVIDERS, Emulators, Scenario
-from abebeats_lab.runner import compare
+from abebeats_lab.run.api import compare
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 _CHUNK = 64 * 1024

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from abebeats_lab.errors import LabError
-from abebeats_lab.runner import load_run
+from abebeats_lab.run.api import load_run
 from abebeats_lab.store import DB_NAME, OUTPUTS_DIR, SCHEMA_VERSION, JobRow, RunStore
 
 

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from abebeats_lab.emulator.scenario import Scenario
-from abebeats_lab.render import frame_size, render_video
+from abebeats_lab.media.render import frame_size, render_video
 
 __all__ = ["EmulatedJob", "EmulatorState", "RequestRecord", "drop_connection", "hang"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from abebeats_lab import config
-from abebeats_lab._http import (
+from abebeats_lab.http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     Lease,
@@ -58,6 +58,10 @@ class HttpxProvider(Provider):
     @abc.abstractmethod
     def _headers(self) -> dict[str, str]:
         """Authentication (and version) headers; built per call so the key stays in `Secret`."""
+
+    @property
+    def base_url(self) -> str | None:
+        return self._base
 
     def _client(self) -> httpx.AsyncClient:
         return self._given or self._lease.client()

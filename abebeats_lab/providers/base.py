@@ -115,6 +115,12 @@ class Provider(abc.ABC):
         """Whether `cancel` really stops remote work."""
         return True
 
+    @property
+    def base_url(self) -> str | None:
+        """Where the provider's API is (its output URLs are checked against it); None for a
+        provider that answers from this process."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook; most providers have nothing to close
         """Release connections."""
 

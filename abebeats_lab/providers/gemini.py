@@ -36,7 +36,9 @@ from google.genai import types
 from google.genai.interactions import Interaction
 
 from abebeats_lab import config
-from abebeats_lab._http import (
+from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
+from abebeats_lab.http import (
     DEFAULT_RETRY,
     RetryPolicy,
     from_emulator,
@@ -45,8 +47,6 @@ from abebeats_lab._http import (
     retry_errors,
     retry_hint,
 )
-from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
-from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
 from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 
 __all__ = ["GeminiProvider", "build_body", "parse_interaction"]

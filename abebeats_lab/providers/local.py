@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab.media.render import frame_size, render_video
 from abebeats_lab.providers.base import Provider, utcnow
-from abebeats_lab.render import frame_size, render_video
 
 __all__ = ["LocalProvider"]
 

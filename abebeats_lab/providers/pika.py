@@ -5,11 +5,15 @@ Submit with ``POST {queue}/{model_id}``; status, result and cancel live under th
 keeps, so a resumed run re-attaches without rebuilding them. fal pushes status over SSE
 (``…/status/stream``); `waiting.wait` follows it and falls back to polling if it breaks.
 fal reports no timestamps. Wire facts: provider-apis.md §4.
+
+The stream is read with caps (`MAX_EVENT_BYTES` per event, `MAX_STREAM_BYTES` in all), as
+every answer is (`_http.read_answer`), and request ids are checked before they go into a path.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -17,9 +21,9 @@ from typing import Any, ClassVar
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from abebeats_lab._http import error_from, json_body
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.http import check_encoding, error_from, json_body, read_answer
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
 
@@ -33,6 +37,13 @@ _CANCEL_HARMLESS = frozenset({400, 404})
 """fal answers ALREADY_COMPLETED / NOT_FOUND with these on a finished or unknown request."""
 _HANDLES = ("status_url", "response_url", "cancel_url")
 _QUIET_LOGS = {"logs": "0"}
+MAX_EVENT_BYTES = 1024**2
+"""One status event is a few hundred bytes (logs are off)."""
+MAX_STREAM_BYTES = 32 * 1024**2
+"""All events of one stream: hours of one event a second still fit."""
+_EVENT_STREAM = "text/event-stream"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+"""fal's request ids are UUIDs; anything that could leave a path segment is refused."""
 
 
 def app_root(model_id: str) -> str:
@@ -116,11 +127,13 @@ class PikaProvider(HttpxProvider):
         return {"Authorization": f"Key {self._key.reveal()}"}
 
     def _url(self, job: Job, handle: str) -> str:
-        """A URL the submit answer gave, if it points at our queue host (it gets our key)."""
+        """A URL the submit answer gave, if it points at our queue host (it gets our key) and
+        at this request (no dot segments, the request id as a whole segment)."""
+        segment = urllib.parse.quote(checked_id(job.id), safe="")
         given = job.handles.get(handle, "")
-        if given and _same_origin(given, self._base):
+        if given and _same_origin(given, self._base) and _names_request(given, segment):
             return given
-        base = f"{self._base}/{app_root(job.route.model)}/requests/{job.id}"
+        base = f"{self._base}/{app_root(job.route.model)}/requests/{segment}"
         return {
             "response_url": base,
             "status_url": f"{base}/status",
@@ -138,6 +151,7 @@ class PikaProvider(HttpxProvider):
             raise ProtocolError(
                 f"submit answer without request_id: {str(data)[:200]}", provider=_NAME
             )
+        checked_id(request_id)
         handles = {name: data[name] for name in _HANDLES if isinstance(data.get(name), str)}
         return Job(
             route=route,
@@ -169,11 +183,9 @@ class PikaProvider(HttpxProvider):
             ) as source:
                 self._observe(source.response)
                 if source.response.status_code >= httpx.codes.BAD_REQUEST:
-                    await source.response.aread()
-                    raise error_from(source.response, _NAME)
-                async for event in source.aiter_sse():
-                    if event.data:
-                        yield parse_status(_event_json(event.data))
+                    raise error_from(await read_answer(source.response, provider=_NAME), _NAME)
+                async for data in _event_data(source.response):
+                    yield parse_status(_event_json(data))
         except (httpx.HTTPError, SSEError) as exc:
             raise ProviderTransportError(
                 f"status stream broke: {type(exc).__name__}: {exc}", provider=_NAME
@@ -197,11 +209,60 @@ class PikaProvider(HttpxProvider):
                 raise
 
 
+async def _event_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event, read with `MAX_EVENT_BYTES` per event and
+    `MAX_STREAM_BYTES` in all (httpx-sse buffers a line of any length)."""
+    if _EVENT_STREAM not in response.headers.get("content-type", ""):
+        raise SSEError(f"expected {_EVENT_STREAM}, got {response.headers.get('content-type')!r}")
+    check_encoding(response.headers, _NAME)
+    pending, data, total = bytearray(), bytearray(), 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > MAX_STREAM_BYTES:
+            raise _over("the stream", MAX_STREAM_BYTES)
+        pending += chunk
+        while (end := pending.find(b"\n")) >= 0:
+            line = bytes(pending[:end]).rstrip(b"\r")
+            del pending[: end + 1]
+            if not line and data:
+                yield data.decode("utf-8", "replace")
+                data.clear()
+            elif line.startswith(b"data:"):
+                value = line[len(b"data:") :]
+                data += (b"\n" if data else b"") + value.removeprefix(b" ")
+        if len(pending) + len(data) > MAX_EVENT_BYTES:
+            raise _over("one event", MAX_EVENT_BYTES)
+
+
+def _over(what: str, limit: int) -> ProtocolError:
+    return ProtocolError(
+        f"status stream: {what} is larger than the {limit}-byte cap; stopped reading",
+        provider=_NAME,
+    )
+
+
+def checked_id(request_id: str) -> str:
+    """A request id of fal's shape, or a `ProtocolError` naming the one given."""
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise ProtocolError(
+            f"request id {request_id[:80]!r} is not a fal request id", provider=_NAME
+        )
+    return request_id
+
+
+def _names_request(url: str, segment: str) -> bool:
+    path = urllib.parse.urlsplit(url).path
+    parts = path.split("/")
+    return segment in parts and not {".", ".."} & set(parts) and "%" not in path
+
+
 def _event_json(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"stream event is not JSON: {text[:80]!r}", provider=_NAME) from exc
+    except RecursionError as exc:
+        raise ProtocolError("stream event nested too deeply to read", provider=_NAME) from exc
     if not isinstance(data, dict):
         raise ProtocolError("stream event is not a JSON object", provider=_NAME)
     return data

@@ -6,6 +6,8 @@ things the SDK does not do are added here: a create holds briefly with ``Prefer:
 short jobs come back finished; a create answered with 429/5xx is retried honouring
 ``Retry-After`` (the SDK never retries a POST), while a create that may have reached the server
 is never repeated (`AmbiguousSubmitError`); and every SDK or httpx exception becomes one of ours.
+The transport also reads every answer under `_http.read_answer`'s cap before the SDK sees it,
+and prediction ids are checked before the SDK puts them into a path.
 """
 
 from __future__ import annotations
@@ -25,16 +27,6 @@ from replicate.pagination import Page
 from replicate.prediction import Prediction
 
 from abebeats_lab import capabilities, config
-from abebeats_lab._http import (
-    DEFAULT_RETRY,
-    Lease,
-    RetryPolicy,
-    from_emulator,
-    never_sent,
-    retry_delay,
-    retry_hint,
-    should_retry,
-)
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
@@ -42,6 +34,17 @@ from abebeats_lab.errors import (
     ProtocolError,
     ProviderHTTPError,
     ValidationError,
+)
+from abebeats_lab.http import (
+    DEFAULT_RETRY,
+    Lease,
+    RetryPolicy,
+    from_emulator,
+    never_sent,
+    read_answer,
+    retry_delay,
+    retry_hint,
+    should_retry,
 )
 from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 
@@ -64,6 +67,8 @@ _MODEL_RE = re.compile(
     r"(?::(?P<version>[0-9a-f]{64}))?$"
 )
 _FORMS = "replicate:owner/name or replicate:owner/name:<64-hex version id>"
+_PREDICTION_ID = re.compile(r"[a-z0-9]{1,64}")
+"""Replicate's prediction ids (lower-case base32); the SDK puts them into paths unencoded."""
 _STATES = {
     "starting": JobState.QUEUED,
     "processing": JobState.RUNNING,
@@ -165,10 +170,9 @@ class _Transport(httpx.AsyncBaseTransport):
     async def _send(self, request: httpx.Request) -> httpx.Response:
         sent = await self._lease.client().send(request, stream=True)
         self._observe(sent)
-        # A fresh response around the same body stream: the SDK's client binds it to itself.
-        return httpx.Response(
-            sent.status_code, headers=sent.headers, stream=sent.stream, extensions=sent.extensions
-        )
+        # The body read here under the cap, decoded, into a fresh response (the SDK's client
+        # binds a response to itself).
+        return await read_answer(sent, provider="replicate")
 
 
 def _bound_timeout(request: httpx.Request, timeout: httpx.Timeout) -> None:
@@ -224,6 +228,10 @@ class ReplicateProvider(Provider):
     def __repr__(self) -> str:
         return f"ReplicateProvider(base_url={self._base_url!r}, emulated={self.emulated})"
 
+    @property
+    def base_url(self) -> str | None:
+        return self._base_url
+
     def _client(self) -> SdkClient:
         # One SDK client serves every loop: it holds no connections, its transport takes the
         # running loop's shared client per request.
@@ -251,6 +259,7 @@ class ReplicateProvider(Provider):
         payload = build_input(request, capabilities.capabilities_for(route))
         submitted_at = utcnow()
         prediction = await self._call(lambda: self._create(ref, payload), creating=True)
+        checked_id(prediction.id)
         status = parse_prediction(prediction)
         urls = prediction.urls or {}
         return Job(
@@ -278,11 +287,13 @@ class ReplicateProvider(Provider):
         return prediction
 
     async def status(self, job: Job) -> JobStatus:
-        prediction = await self._call(lambda: self._client().predictions.async_get(job.id))
+        prediction_id = checked_id(job.id)
+        prediction = await self._call(lambda: self._client().predictions.async_get(prediction_id))
         return parse_prediction(prediction)
 
     async def cancel(self, job: Job) -> None:
-        await self._call(lambda: self._client().predictions.async_cancel(job.id))
+        prediction_id = checked_id(job.id)
+        await self._call(lambda: self._client().predictions.async_cancel(prediction_id))
 
     async def reconcile(
         self,
@@ -338,11 +349,20 @@ class ReplicateProvider(Provider):
         except httpx.HTTPError as exc:
             sent = creating and not never_sent(exc)
             raise transport_failure(exc, provider=self.name, sent=sent) from exc
-        except (ValueError, TypeError) as exc:  # bad JSON; a payload the SDK's model rejects
+        except (ValueError, TypeError, RecursionError) as exc:
+            # bad JSON (nested past the parser's depth too); a payload the SDK's model rejects
             raise unreadable_answer(exc, provider=self.name) from exc
 
     async def aclose(self) -> None:
         await self._lease.release()
+
+
+def checked_id(prediction_id: str) -> str:
+    """A prediction id of Replicate's shape, or a `ProtocolError` naming the one given."""
+    if not isinstance(prediction_id, str) or not _PREDICTION_ID.fullmatch(prediction_id):
+        shown = str(prediction_id)[:80]
+        raise ProtocolError(f"prediction id {shown!r} is not a Replicate id", provider="replicate")
+    return prediction_id
 
 
 def parse_prediction(prediction: Prediction) -> JobStatus:
@@ -391,7 +411,7 @@ def _timestamp(text: str | None) -> datetime | None:
 def _job_from(hint: Job, prediction: Prediction) -> Job:
     return Job(
         route=hint.route,
-        id=prediction.id,
+        id=checked_id(prediction.id),
         request=hint.request,
         submitted_at=hint.submitted_at,
         handles=dict(prediction.urls or {}),

@@ -8,13 +8,15 @@ Wire facts: provider-apis.md §1.
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from datetime import datetime
 from typing import Any, ClassVar
 
 from abebeats_lab import capabilities
-from abebeats_lab._http import json_body
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
+from abebeats_lab.http import json_body
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
 
@@ -28,6 +30,11 @@ __all__ = [
 API_VERSION = "2024-11-06"
 _NAME = "runway"
 _NOT_FOUND = 404
+_TASK_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+"""Runway's task ids are UUIDs; an id from an answer or the store must be one before it goes
+into a request path (``../../other`` would send our key to another path)."""
 
 RATIOS: dict[tuple[str, str], str] = {
     ("16:9", "720p"): "1280:720",
@@ -82,6 +89,13 @@ def build_payload(request: VideoRequest, route: Route) -> dict[str, Any]:
         body["audio"] = request.generate_audio
     body.update(request.extras)
     return body
+
+
+def task_path(task_id: str) -> str:
+    """``/v1/tasks/{id}`` for a task id of Runway's shape, or a `ProtocolError` naming it."""
+    if not _TASK_ID.fullmatch(task_id):
+        raise ProtocolError(f"task id {task_id[:80]!r} is not a Runway task id", provider=_NAME)
+    return f"/v1/tasks/{urllib.parse.quote(task_id, safe='')}"
 
 
 def parse_task(data: dict[str, Any]) -> JobStatus:
@@ -158,12 +172,12 @@ class RunwayProvider(HttpxProvider):
             id=task_id,
             request=request,
             submitted_at=submitted_at,
-            handles={"task_url": f"{self._base}/v1/tasks/{task_id}"},
+            handles={"task_url": f"{self._base}{task_path(task_id)}"},
         )
 
     async def status(self, job: Job) -> JobStatus:
         try:
-            response = await self._call("GET", f"/v1/tasks/{job.id}", idempotent=True)
+            response = await self._call("GET", task_path(job.id), idempotent=True)
         except ProviderHTTPError as exc:
             # Runway may forget a task we deleted: that is our cancel, not a lost job.
             if exc.status_code == _NOT_FOUND and job.id in self._deleted:
@@ -173,9 +187,10 @@ class RunwayProvider(HttpxProvider):
 
     async def cancel(self, job: Job) -> None:
         """DELETE the task: cancels it if in flight, deletes it if finished; 404 is fine."""
+        path = task_path(job.id)
         self._deleted.add(job.id)
         try:
-            await self._call("DELETE", f"/v1/tasks/{job.id}", idempotent=True)
+            await self._call("DELETE", path, idempotent=True)
         except ProviderHTTPError as exc:
             if exc.status_code != _NOT_FOUND:
                 raise

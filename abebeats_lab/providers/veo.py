@@ -5,8 +5,15 @@ what it lacks: retries of a refused create (429/5xx, honouring Google's ``RetryI
 blind retry of a create that may have arrived (`AmbiguousSubmitError`), and our error types.
 Veo reports only ``done``: there is no queue signal, so a job that is not done is RUNNING,
 and no cancel exists. genai's HTTP client is used as shipped (its own pool, proxies from the
-environment, its mTLS handling); only a response hook is added, to notice the emulator. genai
-3.x runs on ``httpx2``, whose errors are recognised by name (`_http.is_http_error`).
+environment, its mTLS handling); only event hooks are added: to notice the emulator, and to
+bound answers. genai 3.x runs on ``httpx2``, whose errors are recognised by name
+(`_http.is_http_error`).
+
+Answer size: genai reads bodies itself, so the cap (`MAX_ANSWER_BYTES`, larger than other
+providers' because a finished operation carries the video inline, base64) is enforced from
+the hooks: requests ask for ``Accept-Encoding: identity``, an answer in another encoding is
+refused, a declared length over the cap is refused, and the body stream is wrapped so reading
+stops at the cap. With identity encoding the bytes counted are the decoded bytes.
 
 Credentials, in order: the ``credentials`` argument; a static OAuth token (``api_key`` or
 ``GOOGLE_OAUTH_ACCESS_TOKEN``); application default credentials, read from
@@ -23,7 +30,8 @@ import contextlib
 import importlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -35,15 +43,6 @@ from google.genai import types
 from google.oauth2.credentials import Credentials as TokenCredentials
 
 from abebeats_lab import config
-from abebeats_lab._http import (
-    DEFAULT_RETRY,
-    RetryPolicy,
-    from_emulator,
-    is_http_error,
-    never_sent,
-    retry_errors,
-    retry_hint,
-)
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import (
     ConfigError,
@@ -52,6 +51,16 @@ from abebeats_lab.errors import (
     ProtocolError,
     ProviderHTTPError,
     ValidationError,
+)
+from abebeats_lab.http import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    from_emulator,
+    is_http_error,
+    never_sent,
+    retry_errors,
+    retry_hint,
+    too_large,
 )
 from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 
@@ -62,12 +71,23 @@ API_VERSION = "v1"
 """GA Veo models fail on genai's default v1beta1 (python-genai issue #2079); v1 works."""
 DEFAULT_LOCATION = "us-central1"
 DEFAULT_TIMEOUT_S = 60.0
+VERTEX_URL = "https://{location}-aiplatform.googleapis.com"
+"""Where genai sends Vertex requests when no base URL is set."""
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 PROJECT_VARS = ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT_ID")
 KEY_VARS = ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
 _ADC_FILE = "application_default_credentials.json"
 _MS = 1000
 _CODE_CANCELLED = 1
+MAX_ANSWER_BYTES = 96 * 1024**2
+"""A done operation carries the video inline as base64: 96 MiB holds a ~70 MB video, far
+above an 8 s clip; bigger outputs belong in Cloud Storage (``output_gcs_uri``)."""
+_OPERATION = re.compile(
+    r"projects/{s}/locations/{s}/publishers/{s}/models/{s}/operations/{s}".format(
+        s=r"[A-Za-z0-9][A-Za-z0-9._-]*"
+    )
+)
+"""A Vertex operation name; genai builds the poll path from it, so nothing else may pass."""
 _CONFIG_EXTRAS = frozenset(
     {
         "enhance_prompt",
@@ -214,6 +234,10 @@ class VeoProvider(Provider):
         """Veo operations have no cancel."""
         return False
 
+    @property
+    def base_url(self) -> str | None:
+        return self._base_url or VERTEX_URL.format(location=self.location)
+
     def _client(self) -> genai.Client:
         # One genai client per event loop, as genai itself keeps without a transport argument:
         # pooled connections belong to the loop that opened them.
@@ -224,7 +248,9 @@ class VeoProvider(Provider):
                 base_url=self._base_url,
                 api_version=API_VERSION,
                 timeout=int(self._timeout_s * _MS),
-                async_client_args={"event_hooks": {"response": [self._observe]}},
+                async_client_args={
+                    "event_hooks": {"request": [_ask_identity], "response": [self._observe]}
+                },
             )
             self._genai = genai.Client(
                 vertexai=True,
@@ -236,9 +262,11 @@ class VeoProvider(Provider):
         return self._genai
 
     async def _observe(self, response: Any) -> None:
-        """genai's response hook: an emulator's answer makes this client emulated."""
+        """genai's response hook: an emulator's answer makes this client emulated; every
+        answer's body is bounded (see the module docstring)."""
         if from_emulator(response.headers):
             self.emulated = True
+        _bound_body(response, MAX_ANSWER_BYTES)
 
     async def submit(self, request: VideoRequest, route: Route) -> Job:
         source, video_config = build_config(request, route)
@@ -249,6 +277,7 @@ class VeoProvider(Provider):
         )
         if not operation.name:
             raise ProtocolError("the create answer carried no operation name", provider=self.name)
+        checked_name(operation.name)
         return Job(
             route=route,
             id=operation.name,
@@ -263,9 +292,10 @@ class VeoProvider(Provider):
         return await retry_errors(lambda: self._call(create, creating=True), policy=self._retry)
 
     async def status(self, job: Job) -> JobStatus:
+        name = checked_name(job.id)
         operations = self._client().aio.operations
         operation = await self._call(
-            lambda: operations.get(types.GenerateVideosOperation.model_validate({"name": job.id}))
+            lambda: operations.get(types.GenerateVideosOperation.model_validate({"name": name}))
         )
         return parse_operation(operation)
 
@@ -296,7 +326,8 @@ class VeoProvider(Provider):
             return await make()
         except genai_errors.APIError as exc:
             raise _http_error(exc) from exc
-        except (ValueError, TypeError) as exc:  # bad JSON; a body genai's models reject
+        except (ValueError, TypeError, RecursionError) as exc:
+            # bad JSON (nested past the parser's depth too); a body genai's models reject
             raise unreadable_answer(exc, provider=self.name) from exc
         except Exception as exc:  # genai's httpx2 errors, recognised without importing httpx2
             if not is_http_error(exc):
@@ -308,6 +339,57 @@ class VeoProvider(Provider):
         if self._genai is not None:
             client, self._genai = self._genai, None
             await client.aio.aclose()
+
+
+def checked_name(name: str) -> str:
+    """An operation name of Vertex's shape, or a `ProtocolError` naming the one given."""
+    if not _OPERATION.fullmatch(name):
+        raise ProtocolError(
+            f"operation name {name[:120]!r} is not a Vertex operation", provider="veo"
+        )
+    return name
+
+
+async def _ask_identity(request: Any) -> None:
+    """genai's request hook: ask for an unencoded answer, so its size is its decoded size."""
+    request.headers["Accept-Encoding"] = "identity"
+
+
+def _bound_body(response: Any, limit: int) -> None:
+    """Refuse an encoded or declared-too-large answer; wrap the rest to stop at ``limit``.
+
+    ``response`` is genai's (httpx2) response before its body is read; its stream must stay
+    an instance of that library's ``AsyncByteStream``, found by name (httpx2 is never imported).
+    """
+    encoding = str(response.headers.get("content-encoding", "identity")).strip().lower()
+    if encoding not in ("", "identity"):
+        raise ProtocolError(
+            f"answer in content encoding {encoding!r} though identity was asked", provider="veo"
+        )
+    declared = str(response.headers.get("content-length", ""))
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(limit, "veo")
+    base = next((c for c in type(response.stream).__mro__ if c.__name__ == "AsyncByteStream"), None)
+    if base is not None:
+        response.stream = _capped_stream(base, response.stream, limit)
+
+
+def _capped_stream(base: type, inner: Any, limit: int) -> Any:
+    """An ``AsyncByteStream`` (of ``base``'s library) that raises past ``limit`` bytes."""
+
+    class Capped(base):  # type: ignore[misc]
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            seen = 0
+            async for chunk in inner:
+                seen += len(chunk)
+                if seen > limit:
+                    raise too_large(limit, "veo")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Capped()
 
 
 def _http_error(exc: genai_errors.APIError) -> ProviderHTTPError:

@@ -594,8 +594,8 @@ class _LoudnessMeter:
 def _conforms(path: Path, request: VideoRequest | None) -> bool | None:
     if request is None:
         return None
-    from abebeats_lab.comparison import conformance
-    from abebeats_lab.media import probe
+    from abebeats_lab.media.download import probe
+    from abebeats_lab.views.comparison import conformance
 
     return all(conformance(probe(path), request))
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from abebeats_lab import fmt
-from abebeats_lab.comparison import job_cost_text
 from abebeats_lab.fmt import number as _num
 from abebeats_lab.fmt import seconds
-from abebeats_lab.plots import EMULATED_LABEL
+from abebeats_lab.views.comparison import job_cost_text
+from abebeats_lab.views.plots import EMULATED_LABEL
 
 __all__ = ["figures_html", "job_head_html", "progress_html", "video_path"]
 

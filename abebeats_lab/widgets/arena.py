@@ -127,7 +127,7 @@ class Arena:
         reveal: bool = False,
         seed: int | None = None,
     ) -> None:
-        from abebeats_lab.runner import load_run
+        from abebeats_lab.run.api import load_run
 
         self.run_dir = Path(run_dir)
         comparison = load_run(self.run_dir, run_id)
@@ -353,7 +353,7 @@ class Arena:
             button.disabled = not enabled and action != "undo"
 
     def _refresh_leaderboard(self) -> None:
-        from abebeats_lab.report import leaderboard_html
+        from abebeats_lab.views.report import leaderboard_html
 
         board = self.leaderboard()
         if board.empty:

@@ -1,6 +1,6 @@
 """`ControlPanel`: type a prompt, tick routes, press Generate, watch, compare side by side.
 
-A thin view over `abebeats_lab.runner.compare`: no HTTP code here. Generate schedules the
+A thin view over `abebeats_lab.run.api.compare`: no HTTP code here. Generate schedules the
 comparison as an asyncio task on the kernel's running loop and returns at once, so the
 notebook stays responsive; ``on_update`` events redraw one progress line per job; Cancel
 cancels the task (the runner cancels the remote jobs and records how each one ended), then
@@ -23,9 +23,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from abebeats_lab import plots
 from abebeats_lab._types import JobState, Route, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
+from abebeats_lab.views import plots
 from abebeats_lab.widgets import _choices, _results
 
 __all__ = ["ControlPanel"]
@@ -320,7 +320,7 @@ class ControlPanel:
     async def _run(
         self, request: VideoRequest, routes: list[str], repeats: int, run_dir: Path
     ) -> None:
-        from abebeats_lab.runner import compare
+        from abebeats_lab.run.api import compare
 
         try:
             comparison = await compare(
@@ -354,7 +354,7 @@ class ControlPanel:
 
     def _show_cancelled(self, run_dir: Path) -> None:
         """The rows as the runner settled them after the cancel, read back from the run store."""
-        from abebeats_lab.runner import load_run
+        from abebeats_lab.run.api import load_run
 
         try:
             comparison = load_run(run_dir)
@@ -401,7 +401,7 @@ class ControlPanel:
         The runner records a cancelled job's end in the store without an event, so after a
         cancel the lines would still say ``running``; the store is the truth.
         """
-        from abebeats_lab.runner import JobEvent
+        from abebeats_lab.run.api import JobEvent
 
         for row in rows:
             last = self._last_events.get(row.key)
@@ -449,7 +449,7 @@ class ControlPanel:
         self._export_task = asyncio.get_running_loop().create_task(self._export())
 
     async def _export(self) -> None:
-        from abebeats_lab.report import write_report
+        from abebeats_lab.views.report import write_report
 
         try:
             path = await asyncio.to_thread(write_report, Path(self.comparison.run_dir))

@@ -338,7 +338,7 @@ def test_arena_votes_with_the_keyboard_and_stores_the_rows(
     from playwright.sync_api import expect, sync_playwright
 
     from abebeats_lab.quality.votes import VOTES_DB, VoteStore
-    from abebeats_lab.runner import load_run
+    from abebeats_lab.run.api import load_run
 
     url, runs, home = served
     ARTIFACTS.mkdir(exist_ok=True)

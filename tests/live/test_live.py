@@ -50,7 +50,7 @@ async def test_one_short_clip_end_to_end(
     for name in PASS_THROUGH:
         if _ENV.get(name):
             monkeypatch.setenv(name, _ENV[name])
-    from abebeats_lab.runner import generate
+    from abebeats_lab.run.api import generate
 
     request, _ = nearest(VideoRequest("a red kite over desert dunes", duration_s=5, seed=7), route)
     result = await generate(request.prompt, [route], request, run_dir=tmp_path, fallback=False)

@@ -14,9 +14,9 @@ from abebeats_lab import JobState, Route, VideoRequest
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import JobTimeout, MissingKeyError, ValidationError
-from abebeats_lab.media import save_output
+from abebeats_lab.media.download import save_output
+from abebeats_lab.media.render import frame_size
 from abebeats_lab.providers import Provider, get_provider
-from abebeats_lab.render import frame_size
 from abebeats_lab.waiting import WaitPolicy, wait
 
 ROUTES = {

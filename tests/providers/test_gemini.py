@@ -22,7 +22,7 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ValidationError,
 )
-from abebeats_lab.media import probe, save_output
+from abebeats_lab.media.download import probe, save_output
 from abebeats_lab.providers.gemini import GeminiProvider, build_body
 from abebeats_lab.waiting import WaitPolicy, wait
 

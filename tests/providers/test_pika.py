@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from abebeats_lab._http import RetryPolicy
 from abebeats_lab._types import Job, JobState, Route, VideoRequest
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario
 from abebeats_lab.errors import (
@@ -17,7 +16,8 @@ from abebeats_lab.errors import (
     ProtocolError,
     ProviderHTTPError,
 )
-from abebeats_lab.media import save_output
+from abebeats_lab.http import RetryPolicy
+from abebeats_lab.media.download import save_output
 from abebeats_lab.providers.pika import PikaProvider, app_root, build_input, parse_status
 from abebeats_lab.waiting import WaitPolicy, wait
 

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from abebeats_lab._http import RetryPolicy, leased
 from abebeats_lab._types import Job, JobState, Route, VideoRequest
 from abebeats_lab.capabilities import capabilities_for
 from abebeats_lab.emulator import Emulators, Scenario
@@ -19,6 +18,7 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ValidationError,
 )
+from abebeats_lab.http import RetryPolicy, leased
 from abebeats_lab.providers.base import utcnow
 from abebeats_lab.providers.replicate import ReplicateProvider, build_input, parse_model
 from abebeats_lab.waiting import WaitPolicy, wait

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ValidationError,
 )
-from abebeats_lab.media import DownloadHTTPError, save_output
+from abebeats_lab.media.download import DownloadHTTPError, save_output
 from abebeats_lab.providers.runway import RunwayProvider, build_payload, parse_task, runway_ratio
 from abebeats_lab.waiting import WaitPolicy, wait
 
@@ -270,7 +271,11 @@ async def test_unknown_task_404_is_an_error_not_a_cancel(
 ) -> None:
     job = await client.submit(REQUEST, GEN45)
     ghost = type(job)(
-        route=job.route, id="no-such-task", request=job.request, submitted_at=job.submitted_at
+        # Well-formed (ids of another shape never reach the server) but unknown to it.
+        route=job.route,
+        id=str(uuid.uuid4()),
+        request=job.request,
+        submitted_at=job.submitted_at,
     )
     with pytest.raises(ProviderHTTPError) as caught:
         await client.status(ghost)

@@ -24,7 +24,7 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ValidationError,
 )
-from abebeats_lab.media import save_output
+from abebeats_lab.media.download import save_output
 from abebeats_lab.providers.veo import VeoProvider, build_config
 from abebeats_lab.waiting import WaitPolicy, wait
 

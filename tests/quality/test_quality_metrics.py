@@ -23,10 +23,11 @@ from _quality_clips import (
     write_clip,
 )
 
-from abebeats_lab import VideoRequest, runner
+from abebeats_lab import VideoRequest
 from abebeats_lab.errors import DownloadError, LabError
 from abebeats_lab.quality import metrics
 from abebeats_lab.quality.metrics import METRICS, QUALITY_DB, measure, score
+from abebeats_lab.run import api as runner
 
 FULL_SCALE_SINE_LUFS = -3.01
 """ITU-R BS.1770-4: a 0 dBFS 1 kHz sine in one channel reads −3.01 LKFS."""

@@ -5,6 +5,8 @@ against the emulators, found through ``*_BASE_URL``, with canary keys in the env
 Then every artefact is scanned for the key, whole or in part: stdout, stderr, a DEBUG log of
 every library, the run store's SQLite bytes (WAL included), reports, and the executed
 notebook. So are the repr of every provider object and every exception the faults raise.
+A hostile server that echoes the ``Authorization`` header back in its 403 (plain and base64)
+must not get the key into any of them either.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _hostile import PROJECT, Hostile
 from _reliability import (
     CANARY_KEYS,
     KEY_VARS,
@@ -33,8 +36,9 @@ from nbclient import NotebookClient
 from abebeats_lab import Route, VideoRequest, config
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, Scenario
+from abebeats_lab.emulator.server import serve
 from abebeats_lab.errors import LabError
-from abebeats_lab.media import save_output
+from abebeats_lab.media.download import save_output
 from abebeats_lab.providers import Provider, get_provider
 from abebeats_lab.waiting import WaitPolicy, wait
 
@@ -124,6 +128,55 @@ def test_cli_leaves_no_key_anywhere(env: Emulators, tmp_path: Path) -> None:
     assert _assert_clean(tmp_path) >= len(commands) + 6  # logs, stores, WALs, videos, reports
     assert list(runs.rglob("*.html")) and list(runs.rglob("run.sqlite"))
     assert any(p.stat().st_size for p in tmp_path.glob("cli-*.log"))  # DEBUG logs were written
+
+
+def test_a_server_echoing_the_key_gets_it_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every provider's create is refused with a 403 that quotes the ``Authorization`` header
+    (``Bearer``/``Key`` and the key, and ``user:key`` in base64): the rows, stderr, the DEBUG
+    log and the report say 403 with the key masked."""
+    hostile = Hostile(mode="echo")
+    with serve(hostile.app()) as server:
+        for name in (*BASE_VARS.values(), *KEY_VARS.values()):
+            monkeypatch.delenv(name, raising=False)
+        for provider in PROVIDERS:
+            monkeypatch.setenv(BASE_VARS[provider], server.url)
+            monkeypatch.setenv(KEY_VARS[provider], CANARY_KEYS[provider])
+        monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+        run_dir = tmp_path / "runs" / "echo"
+        routes = [arg for route in ROUTES.values() for arg in ("--route", route)]
+        compare = ["compare", "a red kite", *routes, "--adapt", "--run-dir", str(run_dir)]
+        done = _cli(compare, tmp_path / "cli-echo.log", tmp_path)
+        report = _cli(["report", str(run_dir)], tmp_path / "cli-echo-report.log", tmp_path)
+    assert report.returncode == 0, report.stderr.decode()[-2000:]
+    for output in (done.stdout, done.stderr, report.stdout, report.stderr):
+        assert leaks(output) == []
+    assert done.stderr.count(b"HTTP 403") >= len(PROVIDERS)  # the errors were printed
+    assert {s.path for s in hostile.seen if "authorization" in s.headers} and all(
+        s.headers.get("authorization", "").endswith(CANARY_KEYS[_provider_of(s.path)])
+        for s in hostile.seen
+    )  # the server really had the keys to echo
+    stored = (run_dir / "run.sqlite").read_bytes()
+    assert b"HTTP 403" in stored and b"***" in stored
+    assert list(run_dir.rglob("*.html"))
+    assert _assert_clean(tmp_path) >= 4  # store, report, two DEBUG logs
+
+
+BASE_VARS = {
+    "runway": "RUNWAYML_BASE_URL",
+    "replicate": "REPLICATE_BASE_URL",
+    "veo": "GOOGLE_VERTEX_BASE_URL",
+    "pika": "FAL_QUEUE_BASE_URL",
+}
+
+
+def _provider_of(path: str) -> str:
+    if path.startswith("/v1/models/"):
+        return "replicate"
+    if path.startswith("/v1/projects/"):
+        return "veo"
+    return "runway" if path.startswith("/v1/") else "pika"
 
 
 def test_notebook_leaves_no_key_in_outputs_or_artefacts(env: Emulators, tmp_path: Path) -> None:

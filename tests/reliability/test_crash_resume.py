@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 from _reliability import ROUTES, check_outputs, leaks, point_at, reset
 
-from abebeats_lab import runner
 from abebeats_lab.emulator import Emulators, Scenario
+from abebeats_lab.run import api as runner
 from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
@@ -54,7 +54,8 @@ START_TIMEOUT_S = 60.0
 PROVIDERS = ("pika", "replicate", "runway")
 CHILD = """
 import asyncio, json, sys
-from abebeats_lab import VideoRequest, runner
+from abebeats_lab import VideoRequest
+from abebeats_lab.run import api as runner
 from abebeats_lab.waiting import WaitPolicy
 
 run_dir, spec = sys.argv[1], json.loads(sys.argv[2])

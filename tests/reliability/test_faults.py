@@ -28,15 +28,16 @@ from _reliability import (
     reset,
 )
 
-from abebeats_lab import JobState, Route, VideoRequest, runner
-from abebeats_lab._jobs import DOWNLOAD_ATTEMPTS
+from abebeats_lab import JobState, Route, VideoRequest
 from abebeats_lab._types import Job
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
 from abebeats_lab.errors import AmbiguousSubmitError, LabError, ProviderError
-from abebeats_lab.media import save_output
+from abebeats_lab.media.download import save_output
 from abebeats_lab.providers import Provider, get_provider
-from abebeats_lab.runner import JobEvent
+from abebeats_lab.run import api as runner
+from abebeats_lab.run.api import JobEvent
+from abebeats_lab.run.job import DOWNLOAD_ATTEMPTS
 from abebeats_lab.store import JobRow
 from abebeats_lab.waiting import WaitPolicy, wait
 

@@ -27,7 +27,8 @@ START_TIMEOUT_S = 90.0
 SETTLE_S = 1.5
 """After the last create arrives: long enough for every row to be waiting on its job."""
 CELL = """
-from abebeats_lab import VideoRequest, runner
+from abebeats_lab import VideoRequest
+from abebeats_lab.run import api as runner
 from abebeats_lab.waiting import WaitPolicy
 
 await runner.compare(

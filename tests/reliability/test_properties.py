@@ -25,10 +25,10 @@ from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
 from abebeats_lab import JobState, Route, VideoRequest, capabilities
-from abebeats_lab._http import json_body
 from abebeats_lab._types import Job, JobStatus
 from abebeats_lab.emulator.server import RunningServer, serve
 from abebeats_lab.errors import LabError, ValidationError
+from abebeats_lab.http import json_body
 from abebeats_lab.providers import gemini, pika, replicate, runway, veo
 from abebeats_lab.providers.base import utcnow
 

@@ -15,7 +15,7 @@ import pytest
 
 from abebeats_lab import VideoRequest
 from abebeats_lab.quality.votes import VOTES_DB, VoteStore
-from abebeats_lab.runner import compare, load_run
+from abebeats_lab.run.api import compare, load_run
 from abebeats_lab.widgets import Arena, ControlPanel
 from abebeats_lab.widgets.arena import SHORTCUTS
 

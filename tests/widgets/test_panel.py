@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from abebeats_lab.emulator import Emulators, Scenario
-from abebeats_lab.runner import load_run
+from abebeats_lab.run.api import load_run
 from abebeats_lab.widgets import ControlPanel
 from abebeats_lab.widgets.panel import ROUTE_DEFAULT
 

@@ -29,8 +29,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab import comparison, fmt, plots
+from abebeats_lab import fmt
 from abebeats_lab.capabilities import USER_SOURCE
+from abebeats_lab.views import comparison, plots
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,7 +89,7 @@ def write_report(
     in the run folder; ``score=True`` computes the missing ones first
     (`quality.metrics.score`, a process pool: seconds per clip).
     """
-    from abebeats_lab.runner import load_run
+    from abebeats_lab.run.api import load_run
 
     run_path = Path(run_dir).resolve()
     comparison = load_run(run_path)

@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from abebeats_lab.media import probe
-from abebeats_lab.render import frame_size, render_video
+from abebeats_lab.media.download import probe
+from abebeats_lab.media.render import frame_size, render_video
 
 
 def _frames(data: bytes, tmp_path: Path, name: str) -> list[np.ndarray]:

@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from abebeats_lab import capabilities, costs
-from abebeats_lab._jobs import JobEvent, RunContext, live_row
+from abebeats_lab import capabilities
 from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, VideoRequest
-from abebeats_lab.comparison import Comparison
-from abebeats_lab.connect import connect
 from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError, ValidationError
-from abebeats_lab.limits import Limiter
+from abebeats_lab.run import costs
+from abebeats_lab.run.connect import connect
+from abebeats_lab.run.job import JobEvent, RunContext, live_row
+from abebeats_lab.run.limits import Limiter
 from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunStore
+from abebeats_lab.views.comparison import Comparison
 from abebeats_lab.waiting import WaitPolicy
 
 __all__ = [

@@ -13,13 +13,18 @@ import av
 import numpy as np
 import pytest
 
-from abebeats_lab.assemble import FPS, click_track, write_audio
-from abebeats_lab.beats import BeatAnalysis, Section, analyze, probe_audio
 from abebeats_lab.capabilities import capabilities_for
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import AllRoutesFailed, MissingKeyError, ValidationError
-from abebeats_lab.media import probe
-from abebeats_lab.pipeline import MusicVideo, generate_from_prompt, make_music_video, plan_shots
+from abebeats_lab.media.download import probe
+from abebeats_lab.musicvideo.assemble import FPS, click_track, write_audio
+from abebeats_lab.musicvideo.beats import BeatAnalysis, Section, analyze, probe_audio
+from abebeats_lab.musicvideo.pipeline import (
+    MusicVideo,
+    generate_from_prompt,
+    make_music_video,
+    plan_shots,
+)
 from abebeats_lab.waiting import WaitPolicy
 
 ONE_FRAME_S = 1 / FPS

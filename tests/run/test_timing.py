@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from abebeats_lab._types import Job, JobState, JobStatus, Route, VideoRequest
-from abebeats_lab.timing import Clock, Marks, build_timing
+from abebeats_lab.run.timing import Clock, Marks, build_timing
 from abebeats_lab.waiting import WaitResult
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)

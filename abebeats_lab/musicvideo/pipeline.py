@@ -22,12 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from abebeats_lab import capabilities, runner
+from abebeats_lab import capabilities
 from abebeats_lab._types import Route, VideoRequest
-from abebeats_lab.assemble import FPS, Shot, assemble, frame_index
-from abebeats_lab.beats import BeatAnalysis, analyze
 from abebeats_lab.errors import AllRoutesFailed, LabError, ValidationError
-from abebeats_lab.render import frame_size
+from abebeats_lab.media.render import frame_size
+from abebeats_lab.musicvideo.assemble import FPS, Shot, assemble, frame_index
+from abebeats_lab.musicvideo.beats import BeatAnalysis, analyze
+from abebeats_lab.run import api as runner
 from abebeats_lab.store import JobRow
 from abebeats_lab.waiting import WaitPolicy
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from abebeats_lab import costs, fmt
+from abebeats_lab import fmt
 from abebeats_lab._types import Output, Probe, VideoRequest
 from abebeats_lab.capabilities import USER_SOURCE
-from abebeats_lab.costs import CostEstimate
+from abebeats_lab.run import costs
+from abebeats_lab.run.costs import CostEstimate
 from abebeats_lab.store import JobRow
 
 if TYPE_CHECKING:
@@ -252,14 +253,20 @@ def _setting(name: str, raw: Any) -> str:
 def setting_cells(
     settings: Mapping[str, Any], adjusted: Mapping[str, Any] | None
 ) -> list[tuple[str, str, bool]]:
-    """``(column, text, adjusted)`` per setting: ``5s (asked 4s)`` where a route changed it."""
+    """``(column, text, adjusted)`` per setting: ``5s (asked 4s)`` where a route changed what
+    was asked, ``8s (route default)`` where nothing was asked (not an adjustment)."""
     out = []
     for name, column in SETTING_FIELDS:
         text = _setting(name, settings.get(name))
         change = (adjusted or {}).get(name)
+        changed = False
         if isinstance(change, Sequence) and not isinstance(change, str) and len(change) == 2:
-            text = f"{_setting(name, change[1])} (asked {_setting(name, change[0])})"
-        out.append((column, text, change is not None))
+            if change[0] is None:
+                text = f"{_setting(name, change[1])} (route default)"
+            else:
+                text = f"{_setting(name, change[1])} (asked {_setting(name, change[0])})"
+                changed = True
+        out.append((column, text, changed))
     return out
 
 

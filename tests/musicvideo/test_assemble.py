@@ -9,7 +9,9 @@ import av
 import numpy as np
 import pytest
 
-from abebeats_lab.assemble import (
+from abebeats_lab.errors import ValidationError
+from abebeats_lab.media.download import probe
+from abebeats_lab.musicvideo.assemble import (
     FPS,
     Shot,
     assemble,
@@ -17,9 +19,7 @@ from abebeats_lab.assemble import (
     frame_index,
     write_audio,
 )
-from abebeats_lab.beats import probe_audio
-from abebeats_lab.errors import ValidationError
-from abebeats_lab.media import probe
+from abebeats_lab.musicvideo.beats import probe_audio
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 

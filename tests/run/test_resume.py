@@ -32,12 +32,12 @@ from _runner_support import (
 
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.providers import provider_class
-from abebeats_lab.runner import compare, load_run, resume, was_interrupted
+from abebeats_lab.run.api import compare, load_run, resume, was_interrupted
 
 CHILD = """
 import asyncio, json, sys
 from abebeats_lab import VideoRequest
-from abebeats_lab.runner import compare
+from abebeats_lab.run.api import compare
 from abebeats_lab.waiting import WaitPolicy
 spec = json.loads(sys.argv[1])
 asyncio.run(compare(

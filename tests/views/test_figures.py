@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from abebeats_lab import VideoRequest, plots
-from abebeats_lab.comparison import Comparison
+from abebeats_lab import VideoRequest
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import CostLimitError
-from abebeats_lab.report import write_report
-from abebeats_lab.runner import compare, load_run
+from abebeats_lab.run.api import compare, load_run
+from abebeats_lab.views import plots
+from abebeats_lab.views.comparison import Comparison
+from abebeats_lab.views.report import write_report
 from abebeats_lab.widgets import ControlPanel
 
 LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
@@ -161,7 +162,7 @@ async def test_an_unknown_price_says_unknown_in_every_view(tmp_path: Path) -> No
     report_line = report_summary(tmp_path / "run")[REPLICATE]
     assert "unknown" in report_line and "$0.000" not in report_line
     chart = plots.cost_figure(result.to_pandas()).axes[0]
-    assert [t.get_text() for t in chart.texts] == ["$0.000/s", "unknown price"]  # local, replicate
+    assert [t.get_text() for t in chart.texts] == ["free", "unknown price"]  # local, replicate
     assert plots.cost_per_second(result.to_pandas())["usd_per_s"].isna().tolist() == [False, True]
 
 
@@ -228,7 +229,7 @@ async def test_the_panel_shows_the_same_price_per_second(tmp_path: Path) -> None
     }
     assert "price unknown" in by_route[REPLICATE] and "$0.000/s" not in by_route[REPLICATE]
     assert f"price ${summary.loc[RUNWAY, 'price_usd_per_s']:.3f}/s" in by_route[RUNWAY]
-    assert "price $0.000/s" in by_route[LOCAL]  # local is free, and says so
+    assert "price free" in by_route[LOCAL]  # local is free, and says so
     assert not re.search(r"\bnan\b|\bNone\b", " ".join(by_route.values()))
 
 

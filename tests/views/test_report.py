@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab import VideoRequest, plots
+from abebeats_lab import VideoRequest
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.quality.metrics import METRICS, QUALITY_DB, score
 from abebeats_lab.quality.votes import VOTES_DB, Vote, VoteStore
-from abebeats_lab.report import DEFAULT_NAME, write_report
-from abebeats_lab.runner import compare, load_run
+from abebeats_lab.run.api import compare, load_run
+from abebeats_lab.views import plots
+from abebeats_lab.views.report import DEFAULT_NAME, write_report
 
 LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
 PROMPTS = ["a red fox in snow", "rain on a leaf"]

@@ -11,6 +11,10 @@ attempts and total sleep are bounded; delays carry jitter. A request that is not
 (a paid create) is retried only when it provably never reached the server (connect errors)
 or the server answered with a retryable status; any other failure after sending raises
 `AmbiguousSubmitError`, because the job may exist.
+
+Every answer body is read with a cap on its decoded size (`MAX_ANSWER_BYTES`, `read_answer`):
+a hostile or broken server cannot make this process hold a gigabyte because it sent a
+megabyte of gzip. Past the cap the request fails as that provider's `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from abebeats_lab.errors import (
 __all__ = [
     "DEFAULT_TIMEOUT",
     "LIMITS",
+    "MAX_ANSWER_BYTES",
     "Lease",
     "RetryPolicy",
     "from_emulator",
@@ -48,6 +53,7 @@ __all__ = [
     "leased",
     "never_sent",
     "new_client",
+    "read_answer",
     "retry_delay",
     "retry_errors",
     "retry_hint",
@@ -66,6 +72,13 @@ _HTTPX_PACKAGES = frozenset({"httpx", "httpx2"})
 """httpx and its drop-in fork httpx2 (google-genai's default), recognised by package name."""
 _NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
 """Errors raised before a single byte of the request left this machine."""
+MAX_ANSWER_BYTES = 8 * 1024**2
+"""Cap on a provider's JSON answer once decoded: statuses and errors are a few KB, and no
+provider we speak to puts video bytes in them (Veo does; it has its own cap)."""
+BOUNDED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+"""Content encodings whose expansion per network chunk is bounded (about 1000:1); others
+(``br``, ``zstd``, if their decoders are installed) can inflate one chunk without limit."""
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
 class RetryPolicy:
@@ -223,7 +236,7 @@ def _parse_retry_after(value: str) -> float | None:
 def _body_hint(response: httpx.Response) -> float | None:
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(body, dict):
         return None
@@ -261,6 +274,54 @@ def retry_delay(attempt: int, hint: float | None, policy: RetryPolicy = DEFAULT_
     return float(backoff * (1 - 0.25 * random.random()))
 
 
+def too_large(limit: int, provider: str) -> ProtocolError:
+    """The error for an answer over the cap (the message names the cap)."""
+    return ProtocolError(
+        f"answer larger than the {limit}-byte cap on provider answers (decoded); "
+        "stopped reading it",
+        provider=provider,
+    )
+
+
+def check_encoding(headers: Any, provider: str) -> None:
+    """Refuse an answer whose content encoding could inflate without bound."""
+    encodings = str(headers.get("content-encoding", "")).lower().split(",")
+    unbounded = [e.strip() for e in encodings if e.strip() not in BOUNDED_ENCODINGS]
+    if unbounded:
+        raise ProtocolError(
+            f"answer in content encoding {', '.join(unbounded)!r}, which is not read "
+            "(only identity, gzip and deflate)",
+            provider=provider,
+        )
+
+
+async def read_answer(
+    response: httpx.Response, *, provider: str, limit: int = MAX_ANSWER_BYTES
+) -> httpx.Response:
+    """Read a streamed answer's body, decoded, up to ``limit`` bytes; return a response that
+    holds it (headers kept, minus those of the encoding now undone). The stream is closed.
+
+    Past ``limit`` it raises `ProtocolError` without reading further.
+    """
+    try:
+        check_encoding(response.headers, provider)
+        declared = response.headers.get("content-length", "")
+        plain = not response.headers.get("content-encoding")
+        if plain and declared.isdigit() and int(declared) > limit:
+            raise too_large(limit, provider)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise too_large(limit, provider)
+    finally:
+        await response.aclose()
+    headers = [(k, v) for k, v in response.headers.multi_items() if k not in _BODY_HEADERS]
+    return httpx.Response(
+        response.status_code, headers=headers, content=bytes(body), request=response.request
+    )
+
+
 def error_from(response: httpx.Response, provider: str) -> ProviderHTTPError:
     """A ProviderHTTPError carrying status, body, request id and any retry hint."""
     request_id = response.headers.get("x-request-id") or response.headers.get("x-fal-request-id")
@@ -282,18 +343,23 @@ async def send(
     idempotent: bool,
     policy: RetryPolicy = DEFAULT_RETRY,
     observe: Callable[[httpx.Response], None] | None = None,
+    max_bytes: int = MAX_ANSWER_BYTES,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send with the retry policy; return a 2xx/3xx response or raise our error types.
 
     ``observe`` sees every response, errors included (how a provider notices an emulator).
+    The body is read with `read_answer`'s cap of ``max_bytes``.
     """
     started = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
         try:
-            response = await client.request(method, url, **kwargs)
+            streamed = await client.send(client.build_request(method, url, **kwargs), stream=True)
+            if observe is not None:
+                observe(streamed)
+            response = await read_answer(streamed, provider=provider, limit=max_bytes)
         except httpx.HTTPError as exc:
             if not idempotent and not never_sent(exc):
                 raise AmbiguousSubmitError(
@@ -305,8 +371,6 @@ async def send(
             )
             hint = None
         else:
-            if observe is not None:
-                observe(response)
             if response.status_code < 400:
                 return response
             error = error_from(response, provider)
@@ -351,6 +415,8 @@ def json_body(response: httpx.Response, provider: str) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         snippet = response.text[:80]
         raise ProtocolError(f"expected JSON, got {snippet!r}", provider=provider) from exc
+    except RecursionError as exc:  # json's C parser recurses once per bracket
+        raise ProtocolError("answer nested too deeply to read", provider=provider) from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"expected a JSON object, got {type(data).__name__}", provider=provider)
     return data

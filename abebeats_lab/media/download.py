@@ -4,6 +4,13 @@ Every output lands through `save_output`: streamed (through the event loop's sha
 client, `_http`) to a temporary name in the target folder with its SHA-256 computed on the
 way, checked (non-empty, MP4/QuickTime signature, a clean PyAV probe, run off the event
 loop), flushed to disk with ``fsync``, then renamed. A failed check leaves nothing behind.
+
+A download has its own time budget (`DownloadBudget`: a minimum average throughput after a
+grace period, and a ceiling), because a host that sends one byte now and then would keep the
+read timeout from ever firing. Output hosts on loopback, link-local or private addresses are
+refused (every address the name resolves to is checked, at every redirect) unless the
+provider's own base URL is on those addresses (the emulator serves its videos itself) or
+``ABEBEATS_LAB_ALLOW_PRIVATE_OUTPUTS=1`` opts in. Downloads never carry a provider's key.
 """
 
 from __future__ import annotations
@@ -13,23 +20,29 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import ipaddress
 import os
 import re
+import socket
 import tempfile
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
 
-from abebeats_lab._http import leased
 from abebeats_lab._types import Output, OutputRef, Probe
 from abebeats_lab.errors import DownloadError
+from abebeats_lab.http import leased
 
 __all__ = [
+    "ALLOW_PRIVATE_ENV",
     "DEFAULT_MAX_BYTES",
+    "DownloadBudget",
     "DownloadHTTPError",
+    "DownloadStalled",
     "DownloadTruncated",
     "download",
     "probe",
@@ -41,6 +54,21 @@ __all__ = [
 DEFAULT_MAX_BYTES = 2 * 1024**3
 """Refuse outputs above 2 GiB: a 10 s 4K clip is far smaller; anything bigger is a fault."""
 MAX_REDIRECTS = 5
+MIN_BYTES_PER_S = 64 * 1024
+"""A download must average at least this after `GRACE_S` (a 20 MB clip then takes ≤ 5 min)."""
+GRACE_S = 30.0
+MAX_DOWNLOAD_S = 30 * 60.0
+"""Ceiling on one download attempt, however fast the bytes come."""
+BUDGET_ENV = {
+    "min_bytes_per_s": "ABEBEATS_LAB_DOWNLOAD_MIN_BYTES_PER_S",
+    "grace_s": "ABEBEATS_LAB_DOWNLOAD_GRACE_S",
+    "max_s": "ABEBEATS_LAB_DOWNLOAD_MAX_S",
+}
+"""Variables that override the download budget (a slow link, a test)."""
+ALLOW_PRIVATE_ENV = "ABEBEATS_LAB_ALLOW_PRIVATE_OUTPUTS"
+"""Set to 1 to fetch outputs from loopback, link-local or private addresses."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -136,18 +164,138 @@ def _decode_data_url(url: str) -> bytes:
         raise DownloadError(f"malformed data: URL ({exc})") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class DownloadBudget:
+    """How long one download attempt may take: from the request to the last byte, the body
+    must average ``min_bytes_per_s`` once ``grace_s`` have passed, and end within ``max_s``."""
+
+    min_bytes_per_s: float = MIN_BYTES_PER_S
+    grace_s: float = GRACE_S
+    max_s: float = MAX_DOWNLOAD_S
+
+    @classmethod
+    def from_env(cls) -> DownloadBudget:
+        """The defaults, with any of the `BUDGET_ENV` variables that are set."""
+        values: dict[str, float] = {}
+        for field_name, variable in BUDGET_ENV.items():
+            text = os.environ.get(variable, "").strip()
+            if text:
+                try:
+                    values[field_name] = float(text)
+                except ValueError:
+                    raise DownloadError(f"{variable}={text!r} is not a number") from None
+        return cls(**values)
+
+    def allowed_s(self, received: int) -> float:
+        """Seconds from the start by which the attempt must have moved past ``received``."""
+        return min(self.max_s, max(self.grace_s, received / self.min_bytes_per_s))
+
+
+class _Pace:
+    """Keeps one attempt's `asyncio.timeout` at the moment the budget runs out."""
+
+    def __init__(self, budget: DownloadBudget, limit: asyncio.Timeout) -> None:
+        self.budget, self._limit = budget, limit
+        self._start = asyncio.get_running_loop().time()
+        self.received = 0
+        self.advance(0)
+
+    def advance(self, received: int) -> None:
+        self.received = received
+        self._limit.reschedule(self._start + self.budget.allowed_s(received))
+
+    def reason(self) -> str:
+        elapsed = asyncio.get_running_loop().time() - self._start
+        budget = self.budget
+        if elapsed >= budget.max_s:
+            return f"download stopped at the {budget.max_s:g} s ceiling ({self.received} bytes)"
+        return (
+            f"download too slow: {self.received} bytes in {elapsed:.1f} s, under "
+            f"{budget.min_bytes_per_s:g} bytes/s after the {budget.grace_s:g} s grace"
+        )
+
+
+async def _addresses(host: str, port: int) -> set[IPAddress]:
+    """Every address ``host`` resolves to (a literal address is itself); empty if it does not
+    resolve here (a proxy may resolve it: then the fetch decides)."""
+    try:
+        return {ipaddress.ip_address(host.strip("[]"))}
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return set()
+    return {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}
+
+
+def _internal(address: IPAddress) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+    )
+
+
+async def _internal_addresses(url: str) -> set[IPAddress]:
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return set()
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 443)
+    return {a for a in await _addresses(parts.hostname, port) if _internal(a)}
+
+
+async def trusted_addresses(origin: str | None) -> set[IPAddress] | None:
+    """The internal addresses an output may come from: those of the provider's base URL
+    ``origin`` (the emulator); None for any: no ``origin`` (the caller chose the URL itself),
+    or ``ABEBEATS_LAB_ALLOW_PRIVATE_OUTPUTS=1``."""
+    if origin is None or os.environ.get(ALLOW_PRIVATE_ENV, "").strip() in ("1", "true", "yes"):
+        return None
+    return await _internal_addresses(origin)
+
+
+async def _check_host(url: str, trusted: set[IPAddress] | None) -> None:
+    if trusted is None:
+        return
+    refused = await _internal_addresses(url) - trusted
+    if refused:
+        host = urllib.parse.urlsplit(url).hostname
+        shown = ", ".join(sorted(str(a) for a in refused))
+        raise DownloadError(
+            f"refusing to fetch an output from {host} ({shown}): a loopback, link-local or "
+            f"private address; set {ALLOW_PRIVATE_ENV}=1 to allow it"
+        )
+
+
 def _check_scheme(url: str) -> None:
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise DownloadError(f"refusing to download a {scheme or 'schemeless'}: URL; only http(s)")
 
 
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What one download must respect besides the URL."""
+
+    max_bytes: int
+    headers: dict[str, str]
+    trusted: set[IPAddress] | None
+
+
 async def _stream_to(
-    client: httpx.AsyncClient, url: str, tmp: Path, max_bytes: int, headers: dict[str, str]
+    client: httpx.AsyncClient, url: str, tmp: Path, rules: _Rules, pace: _Pace
 ) -> str:
     """Write the body to ``tmp``; return its SHA-256, computed while streaming (one pass)."""
+    max_bytes, headers = rules.max_bytes, rules.headers
     for _ in range(MAX_REDIRECTS + 1):
         _check_scheme(url)
+        await _check_host(url, rules.trusted)
         async with client.stream("GET", url, headers=headers, follow_redirects=False) as response:
             if response.is_redirect:
                 url = str(response.url.join(response.headers.get("location", "")))
@@ -158,7 +306,7 @@ async def _stream_to(
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise DownloadError(f"declared size {declared} is over the {max_bytes} byte cap")
             with tmp.open("wb") as handle:
-                sha256, size = await _write_body(response, handle, max_bytes)
+                sha256, size = await _write_body(response, handle, max_bytes, pace)
                 # fsync before the rename: a crash never leaves a renamed, short file.
                 await asyncio.to_thread(os.fsync, handle.fileno())
             if declared and declared.isdigit() and size != int(declared):
@@ -168,7 +316,7 @@ async def _stream_to(
 
 
 async def _write_body(
-    response: httpx.Response, handle: BinaryIO, max_bytes: int
+    response: httpx.Response, handle: BinaryIO, max_bytes: int, pace: _Pace
 ) -> tuple[str, int]:
     """Chunks as they come off the socket, hashed and written; the hex SHA-256 and size."""
     digest, size = hashlib.sha256(), 0
@@ -177,6 +325,7 @@ async def _write_body(
             size += len(chunk)
             if size > max_bytes:
                 raise DownloadError(f"body is over the {max_bytes} byte cap")
+            pace.advance(size)
             digest.update(chunk)
             handle.write(chunk)
     except httpx.HTTPError as exc:
@@ -187,6 +336,11 @@ async def _write_body(
 
 class DownloadTruncated(DownloadError):
     """The body stopped short: the URL is likely still good, so fetching again may succeed."""
+
+
+class DownloadStalled(DownloadTruncated):
+    """The attempt ran out of its `DownloadBudget`; the URL may be fine, so it is worth
+    fetching again (now, or by `resume` later)."""
 
 
 class DownloadHTTPError(DownloadError):
@@ -210,18 +364,35 @@ async def download(
     client: httpx.AsyncClient | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     headers: dict[str, str] | None = None,
+    budget: DownloadBudget | None = None,
+    origin: str | None = None,
 ) -> Output:
     """Stream an http(s) URL to ``dest`` through a temporary file, verify it, rename it.
 
     Without ``client``, the event loop's shared client (proxies from the environment apply).
+    ``budget`` bounds the time (default `DownloadBudget.from_env`). ``origin`` is the base
+    URL of the provider whose answer gave ``url``: then the URL may not point at a loopback,
+    link-local or private address other than the provider's own (see the module docstring);
+    without it the caller chose the URL and it is fetched as given. ``headers`` are sent as
+    given: never pass a provider's auth headers.
     """
     _check_scheme(url)
     if client is None:
         async with leased() as shared:
-            return await download(url, dest, client=shared, max_bytes=max_bytes, headers=headers)
+            return await download(
+                url, dest, client=shared, max_bytes=max_bytes, headers=headers, budget=budget,
+                origin=origin,
+            )  # fmt: skip
+    rules = _Rules(max_bytes, headers or {}, await trusted_addresses(origin))
     with _temporary_beside(dest) as tmp:
         try:
-            sha256 = await _stream_to(client, url, tmp, max_bytes, headers or {})
+            async with asyncio.timeout(None) as limit:
+                pace = _Pace(budget or DownloadBudget.from_env(), limit)
+                sha256 = await _stream_to(client, url, tmp, rules, pace)
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise
+            raise DownloadStalled(pace.reason()) from exc
         except httpx.HTTPError as exc:
             raise DownloadError(f"download failed: {type(exc).__name__}: {exc}") from exc
         return await asyncio.to_thread(_verify_and_place, tmp, dest, sha256)
@@ -234,11 +405,14 @@ async def save_output(
     client: httpx.AsyncClient | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     refresh: Callable[[], Awaitable[OutputRef | None]] | None = None,
+    budget: DownloadBudget | None = None,
+    origin: str | None = None,
 ) -> Output:
     """Place one output at ``dest``: inline bytes, a ``data:`` URL, or an http(s) URL.
 
     ``refresh`` is called once when a URL turns out expired (401/403/404/410) and may return
-    a fresh reference (Runway: fetch the task again for new signed URLs).
+    a fresh reference (Runway: fetch the task again for new signed URLs). ``budget`` and
+    ``origin`` are `download`'s.
     """
     if ref.data is not None:
         return await asyncio.to_thread(save_bytes, ref.data, dest, max_bytes=max_bytes)
@@ -248,11 +422,15 @@ async def save_output(
         data = _decode_data_url(ref.url)
         return await asyncio.to_thread(save_bytes, data, dest, max_bytes=max_bytes)
     try:
-        return await download(ref.url, dest, client=client, max_bytes=max_bytes)
+        return await download(
+            ref.url, dest, client=client, max_bytes=max_bytes, budget=budget, origin=origin
+        )
     except DownloadHTTPError as exc:
         if not (exc.expired and refresh):
             raise
         fresh = await refresh()
         if fresh is None:
             raise
-        return await save_output(fresh, dest, client=client, max_bytes=max_bytes)
+        return await save_output(
+            fresh, dest, client=client, max_bytes=max_bytes, budget=budget, origin=origin
+        )

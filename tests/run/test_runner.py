@@ -24,7 +24,6 @@ from _runner_support import (
 )
 
 from abebeats_lab import JobState
-from abebeats_lab.comparison import summarize
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario, create_app
 from abebeats_lab.emulator.server import serve
 from abebeats_lab.errors import (
@@ -34,8 +33,9 @@ from abebeats_lab.errors import (
     MissingKeyError,
     ValidationError,
 )
-from abebeats_lab.runner import JobEvent, Limiter, compare, generate, load_run
+from abebeats_lab.run.api import JobEvent, Limiter, compare, generate, load_run
 from abebeats_lab.store import RunStore
+from abebeats_lab.views.comparison import summarize
 from abebeats_lab.waiting import WaitPolicy
 
 NO_QUEUED_STATE = {"veo"}

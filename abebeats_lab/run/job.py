@@ -3,7 +3,10 @@
 `RunContext.run_one` walks a stored row from wherever it stands (``planned``,
 ``submitting``, in flight, ``downloading``) to a final state, writing the store at every
 step: ``submitting`` before the create call, the provider's id right after it and before
-the first status request. Every exception except cancellation ends as a failed row.
+the first status request. Every exception except cancellation ends as a failed row, except a
+local one (disk full, a folder not writable) or a stalled download after the remote job
+succeeded: that row stays ``downloading`` with the reason, for `resume`. Nothing a row meets
+escapes `run_one` but cancellation, so one row never cancels its siblings.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab import capabilities, costs, history
-from abebeats_lab._http import RETRY_STATUSES
+from abebeats_lab import capabilities, config, history
 from abebeats_lab._types import (
     Job,
     JobState,
@@ -27,8 +29,6 @@ from abebeats_lab._types import (
     Route,
     VideoRequest,
 )
-from abebeats_lab.comparison import output_fields
-from abebeats_lab.connect import Clients
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
     DownloadError,
@@ -36,18 +36,27 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ProviderTransportError,
 )
-from abebeats_lab.media import DownloadTruncated, safe_name, save_output
+from abebeats_lab.http import RETRY_STATUSES
+from abebeats_lab.media.download import (
+    DownloadStalled,
+    DownloadTruncated,
+    safe_name,
+    save_output,
+)
 from abebeats_lab.providers import Provider
+from abebeats_lab.run import costs
+from abebeats_lab.run.connect import Clients
+from abebeats_lab.run.timing import Clock, Marks, build_timing
 from abebeats_lab.store import JobRow, RunStore
-from abebeats_lab.timing import Clock, Marks, build_timing
+from abebeats_lab.views.comparison import output_fields
 from abebeats_lab.waiting import WaitPolicy, WaitResult, wait
 
 if TYPE_CHECKING:
-    from abebeats_lab.limits import Limiter
+    from abebeats_lab.run.limits import Limiter
 
 __all__ = ["JobEvent", "Live", "RunContext", "live_row"]
 
-log = logging.getLogger("abebeats_lab.runner")
+log = logging.getLogger("abebeats_lab.run.api")
 
 SUBMIT_GRACE_S = 10.0
 """After a cancel, how long a create already sent may take to answer so we can cancel its job."""
@@ -75,6 +84,10 @@ LOST_SIGHT = (
 )
 NEVER_ARRIVED = "the provider shows no job from it, so nothing was charged"
 RESUBMITTED = "reconciled: the provider shows no job from the lost create; submitted again"
+DOWNLOAD_LATER = (
+    "the job succeeded but its video was not saved here, so the row keeps its id: "
+    "`abebeats-lab resume` downloads it later (while the provider keeps the output)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +137,14 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _local(exc: BaseException) -> bool:
+    """A failure of this machine (disk full, a folder not writable), not of the job.
+
+    TimeoutError is an OSError too, but never a local file problem.
+    """
+    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+
+
 class RunContext:
     """Everything the jobs of one run share: store, clients, limits, policy, callback."""
 
@@ -162,7 +183,10 @@ class RunContext:
             self._on_cancel(live)
             raise
         except Exception as exc:
-            self._finish(live, "failed", _error_text(exc))
+            try:
+                self._finish(live, "failed", _error_text(exc))
+            except Exception:  # the store cannot take it (disk full): the row stays as stored
+                log.exception("could not store the failure of %s; resume settles it", live.row.key)
         return live.row
 
     async def _advance(self, live: Live) -> None:
@@ -180,6 +204,8 @@ class RunContext:
     # -- state and events --------------------------------------------------------------
 
     def _save(self, live: Live, **changes: Any) -> None:
+        if changes.get("error"):  # provider words may echo a key back
+            changes["error"] = config.scrub(changes["error"])
         live.row = live.row.evolve(**changes)
         self.store.save(live.row)
 
@@ -459,7 +485,19 @@ class RunContext:
             return
         self._save(live, state="downloading")
         self._emit(live, "downloading")
-        live.output = await self._download(live, provider, status)
+        try:
+            live.output = await self._download(live, provider, status)
+        except Exception as exc:
+            if not (_local(exc) or isinstance(exc, DownloadStalled)):
+                raise
+            # Paid for and done remotely: never a final failure for a local reason. If even
+            # the reason cannot be stored, the row is still ``downloading`` for resume.
+            try:
+                self._save(live, error=f"{_error_text(exc)}; {DOWNLOAD_LATER}")
+            except Exception:
+                log.exception("could not store why %s was not downloaded", live.row.key)
+            self._emit(live, "downloading")
+            return
         self._finish(live, JobState.SUCCEEDED.value, None)
         self._record_run_time(live)
 
@@ -473,7 +511,9 @@ class RunContext:
         marks.download_start = time.monotonic()
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             try:
-                output = await save_output(refs[0], dest, refresh=_refresher(provider, job))
+                output = await save_output(
+                    refs[0], dest, refresh=_refresher(provider, job), origin=provider.base_url
+                )
                 break
             except DownloadTruncated:
                 # The result is paid for and its URL still good: a cut-off body is worth a retry.

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from abebeats_lab.beats import probe_audio
 from abebeats_lab.errors import ValidationError
-from abebeats_lab.render import FPS
+from abebeats_lab.media.render import FPS
+from abebeats_lab.musicvideo.beats import probe_audio
 
 __all__ = [
     "FPS",

@@ -9,14 +9,14 @@ from pathlib import Path
 from test_cli import run_cli
 from test_figures import summary_cells
 
-from abebeats_lab.runner import load_run
+from abebeats_lab.run.api import load_run
 
 LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
 PIKA = "pika:fal-ai/pika/v2.2/text-to-video"
 REPLICATE = "replicate:google/veo-3-fast"
 VEO = "veo:veo-3.1-fast-generate-001"
 TERMINAL_COLUMNS = 100
-PRICE = re.compile(r"\$\d+\.\d{3}/s|unknown")
+PRICE = re.compile(r"\$\d+\.\d{3}/s|unknown|\bfree\b")
 FREE_LINE = "emulated runs are free"
 
 
@@ -43,7 +43,7 @@ def test_compare_summary_fits_100_columns_and_agrees_with_the_report(tmp_path: P
     assert not re.search(r"\bnan\b|\bNaN\b|\bNone\b", done.stdout, flags=re.I)
     cli = {route: _price_in(_line_of(route, lines)) for route in routes}
     assert cli[PIKA] == "$0.040/s"  # 5 s asked (adapted from 4) at $0.20 per 5 s
-    assert (cli[RUNWAY], cli[REPLICATE], cli[LOCAL]) == ("$0.120/s", "unknown", "$0.000/s")
+    assert (cli[RUNWAY], cli[REPLICATE], cli[LOCAL]) == ("$0.120/s", "unknown", "free")
     # --max-cost with --emulate: one line that says why it does not apply, and the real cost.
     (note,) = [line for line in done.stderr.splitlines() if FREE_LINE in line]
     assert "$0.50" in note and "would cost at least $" in note and REPLICATE in note

@@ -34,8 +34,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab import costs, fmt
-from abebeats_lab.comparison import by_route
+from abebeats_lab import fmt
+from abebeats_lab.run import costs
+from abebeats_lab.views.comparison import by_route
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from abebeats_lab._types import OutputRef
 from abebeats_lab.emulator.server import RunningServer, serve
 from abebeats_lab.errors import DownloadError
-from abebeats_lab.media import download, safe_name, save_output
-from abebeats_lab.render import render_video
+from abebeats_lab.media.download import (
+    ALLOW_PRIVATE_ENV,
+    DownloadBudget,
+    DownloadStalled,
+    download,
+    safe_name,
+    save_output,
+)
+from abebeats_lab.media.render import render_video
 
 VIDEO = render_video(prompt="download me", seed=1, duration_s=1, width=320, height=180)
+TRICKLE_EVERY_S = 0.2
+SMALL_BUDGET = DownloadBudget(min_bytes_per_s=64 * 1024, grace_s=0.5, max_s=30)
+PUBLIC_ORIGIN = "https://8.8.8.8"
+"""A provider base URL on a public address (literal, so nothing is resolved)."""
+METADATA = "http://169.254.169.254/latest/meta-data/"
+SEEN: list[dict[str, str]] = []
+"""Headers of every request the output server got."""
 
 
 async def _truncated(scope: dict, receive: object, send: object) -> None:
@@ -36,9 +51,23 @@ async def _truncated(scope: dict, receive: object, send: object) -> None:
     await send({"type": "http.response.body", "body": VIDEO[: len(VIDEO) // 2]})  # type: ignore[operator]
 
 
+async def _trickle() -> AsyncIterator[bytes]:
+    for index in range(len(VIDEO)):
+        yield VIDEO[index : index + 1]
+        await asyncio.sleep(TRICKLE_EVERY_S)
+
+
 def _app() -> Starlette:
-    async def good(_: Request) -> Response:
+    async def good(request: Request) -> Response:
+        SEEN.append(dict(request.headers))
         return Response(VIDEO, media_type="video/mp4")
+
+    async def trickle(_: Request) -> Response:
+        headers = {"content-length": str(len(VIDEO))}
+        return StreamingResponse(_trickle(), media_type="video/mp4", headers=headers)
+
+    async def to_metadata(_: Request) -> Response:
+        return RedirectResponse(METADATA, status_code=302)
 
     async def html(_: Request) -> Response:
         return Response(b"<html>not a video</html>" * 10, media_type="video/mp4")
@@ -67,6 +96,8 @@ def _app() -> Starlette:
             Route("/to-file", to_file),
             Route("/to-good", to_good),
             Route("/garbage", mp4_header_garbage),
+            Route("/trickle", trickle),
+            Route("/to-metadata", to_metadata),
         ]
     )
     app.mount("/truncated", _truncated)
@@ -152,3 +183,79 @@ def test_safe_names_cannot_escape(hostile: str) -> None:
     name = safe_name("runway:gen4.5", hostile, 0)
     assert "/" not in name and "\\" not in name and not name.startswith(".")
     assert name
+
+
+# -- the time budget ------------------------------------------------------------------------
+
+
+async def test_a_trickle_runs_out_of_its_budget(server: RunningServer, tmp_path: Path) -> None:
+    """Headers, then a byte now and then: the read timeout never fires, the budget does."""
+    with pytest.raises(DownloadStalled, match=r"download too slow: .* under 65536 bytes/s"):
+        await download(f"{server.url}/trickle", tmp_path / "v.mp4", budget=SMALL_BUDGET)
+    assert _leftovers(tmp_path) == []
+
+
+async def test_the_ceiling_bounds_even_a_steady_download(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    steady = DownloadBudget(min_bytes_per_s=1, grace_s=0.3, max_s=0.5)
+    with pytest.raises(DownloadStalled, match=r"0\.5 s ceiling"):
+        await download(f"{server.url}/trickle", tmp_path / "v.mp4", budget=steady)
+
+
+def test_the_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABEBEATS_LAB_DOWNLOAD_GRACE_S", "2")
+    monkeypatch.setenv("ABEBEATS_LAB_DOWNLOAD_MIN_BYTES_PER_S", "100")
+    budget = DownloadBudget.from_env()
+    assert (budget.grace_s, budget.min_bytes_per_s, budget.max_s) == (2, 100, 1800)
+    assert budget.allowed_s(0) == 2 and budget.allowed_s(1000) == 10
+    monkeypatch.setenv("ABEBEATS_LAB_DOWNLOAD_MAX_S", "soon")
+    with pytest.raises(DownloadError, match="ABEBEATS_LAB_DOWNLOAD_MAX_S"):
+        DownloadBudget.from_env()
+
+
+# -- outputs on internal addresses ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["loopback", "localhost", "metadata"])
+async def test_a_provider_output_on_an_internal_address_is_refused(
+    server: RunningServer, tmp_path: Path, where: str
+) -> None:
+    url = {
+        "loopback": f"{server.url}/good.mp4",
+        "localhost": f"{server.url.replace('127.0.0.1', 'localhost')}/good.mp4",
+        "metadata": METADATA,
+    }[where]
+    SEEN.clear()
+    with pytest.raises(DownloadError, match="refusing to fetch an output from") as caught:
+        await save_output(OutputRef(url=url), tmp_path / "v.mp4", origin=PUBLIC_ORIGIN)
+    assert ALLOW_PRIVATE_ENV in str(caught.value) and "\n" not in str(caught.value)
+    assert SEEN == [] and _leftovers(tmp_path) == []
+
+
+async def test_internal_outputs_are_fetched_from_the_providers_own_address_or_when_allowed(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{server.url}/good.mp4"
+    # The emulator: the provider's base URL is on the same loopback address.
+    output = await save_output(OutputRef(url=url), tmp_path / "a.mp4", origin=server.url)
+    assert output.probe.bytes == len(VIDEO)
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")
+    output = await save_output(OutputRef(url=url), tmp_path / "b.mp4", origin=PUBLIC_ORIGIN)
+    assert output.probe.bytes == len(VIDEO)
+
+
+async def test_a_redirect_to_another_internal_address_is_refused(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    with pytest.raises(DownloadError, match=r"169\.254\.169\.254"):
+        await save_output(
+            OutputRef(url=f"{server.url}/to-metadata"), tmp_path / "v.mp4", origin=server.url
+        )
+    assert _leftovers(tmp_path) == []
+
+
+async def test_downloads_carry_no_provider_key(server: RunningServer, tmp_path: Path) -> None:
+    SEEN.clear()
+    await save_output(OutputRef(url=f"{server.url}/good.mp4"), tmp_path / "v.mp4")
+    assert len(SEEN) == 1 and "authorization" not in SEEN[0]

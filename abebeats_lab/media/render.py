@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from abebeats_lab._font import draw_text
+from abebeats_lab.media._font import draw_text
 
 __all__ = ["FPS", "RenderStopped", "frame_size", "render_video"]
 

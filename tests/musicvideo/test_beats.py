@@ -7,10 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abebeats_lab.assemble import click_track, write_audio
-from abebeats_lab.beats import ANALYSIS_RATE, analyze, analyze_samples, load_audio, probe_audio
 from abebeats_lab.errors import ValidationError
-from abebeats_lab.render import FPS
+from abebeats_lab.media.render import FPS
+from abebeats_lab.musicvideo.assemble import click_track, write_audio
+from abebeats_lab.musicvideo.beats import (
+    ANALYSIS_RATE,
+    analyze,
+    analyze_samples,
+    load_audio,
+    probe_audio,
+)
 
 ONE_FRAME_S = 1 / FPS
 OFFSET_S = 0.3

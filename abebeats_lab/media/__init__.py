@@ -1,0 +1,1 @@
+"""Video files: safe downloads and probing, the procedural renderer, and assembly."""
