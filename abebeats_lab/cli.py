@@ -407,7 +407,7 @@ async def _cmd_routes(args: argparse.Namespace) -> int:
     rows = []
     for name, caps in capabilities.priced_routes():
         provider = name.partition(":")[0]
-        has_key = provider == "local" or config.key_for(provider, required=False) is not None
+        has_key = caps.runs_locally or config.key_for(provider, required=False) is not None
         price = fmt.rate(caps.price.usd_per_s)
         rows.append(
             [

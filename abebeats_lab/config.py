@@ -124,6 +124,9 @@ class ProviderEnv:
     keys: tuple[str, ...]
     base_url: str
     default_base_url: str
+    ambient: str = ""
+    """Credentials found without a key variable (Google ADC), named for the reader; the
+    panel never looks for them, since finding them may probe the network."""
 
 
 PROVIDER_ENV: Mapping[str, ProviderEnv] = {
@@ -136,7 +139,9 @@ PROVIDER_ENV: Mapping[str, ProviderEnv] = {
         ("REPLICATE_API_TOKEN",), "REPLICATE_BASE_URL", "https://api.replicate.com"
     ),
     # Veo authenticates with Google credentials (ADC); a static token serves emulators and CI.
-    "veo": ProviderEnv(("GOOGLE_OAUTH_ACCESS_TOKEN",), "GOOGLE_VERTEX_BASE_URL", ""),
+    "veo": ProviderEnv(
+        ("GOOGLE_OAUTH_ACCESS_TOKEN",), "GOOGLE_VERTEX_BASE_URL", "", ambient="Google ADC"
+    ),
     "pika": ProviderEnv(("FAL_KEY", "PIKA_API_KEY"), "FAL_QUEUE_BASE_URL", "https://queue.fal.run"),
     # The Gemini Developer API: an API key, no Cloud project; google-genai's own variable names.
     "gemini": ProviderEnv(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from abebeats_lab.emulator import EMULATED_PROVIDERS
 from abebeats_lab.media.download import probe
 
 BOAT = "a paper boat on a neon river"
@@ -165,8 +166,12 @@ def test_emulate_serves_on_the_asked_ports_and_prints_the_exports(tmp_path: Path
         port = probe_socket.getsockname()[1]
     done = run_cli("emulate", "--port", str(port), "--seconds", "0.5", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert f"export RUNWAYML_BASE_URL=http://127.0.0.1:{port + 2}" in done.stdout
-    assert f"export FAL_QUEUE_BASE_URL=http://127.0.0.1:{port}" in done.stdout
+    # Providers take consecutive ports in the order printed (sorted by name).
+    listed = [line.split()[0] for line in done.stdout.splitlines()[: len(EMULATED_PROVIDERS)]]
+    assert listed == sorted(EMULATED_PROVIDERS)
+    at = {name: port + offset for offset, name in enumerate(listed)}
+    assert f"export RUNWAYML_BASE_URL=http://127.0.0.1:{at['runway']}" in done.stdout
+    assert f"export FAL_QUEUE_BASE_URL=http://127.0.0.1:{at['pika']}" in done.stdout
 
 
 # -- user mistakes: one line, exit 2, nothing submitted -------------------------------------

@@ -312,3 +312,23 @@ def test_the_cycle_check_sees_a_cycle() -> None:
         ["a._jobs", "a.runner", "a._jobs"],
         ["a.runner", "a._jobs", "a.runner"],
     )
+
+
+PROVIDER_AWARE = {"providers", "capabilities", "emulator", "base"}
+"""Layers that may name a provider: the clients, their data, the emulators, and `config`'s
+table of environment variables. Everywhere else a difference between routes is a capability
+field (``runs_locally``, ``cancel``, ...), never a test on a provider's name."""
+
+
+def test_no_provider_name_outside_the_provider_layers() -> None:
+    from abebeats_lab.providers import available_providers
+
+    names = set(available_providers())
+    found = [
+        f"{name}:{node.lineno} names {node.value!r}"
+        for name, path in MODULES.items()
+        if _layer(name) not in PROVIDER_AWARE
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in names
+    ]
+    assert not found, "\n".join(found)

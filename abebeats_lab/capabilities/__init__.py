@@ -106,6 +106,8 @@ class Capabilities:
     audio: bool = False
     negative_prompt: bool = True
     cancel: bool = True
+    runs_locally: bool = False
+    """Runs on this machine: no key, no emulator, no charge (the ``local`` renderer)."""
     concurrency: int = 4
     """Default cap on jobs in flight at once for this route."""
     rate_per_min: int | None = None

@@ -117,8 +117,8 @@ def plan_jobs(
         for route in routes:
             sent, caps, adjusted = _prepare(request.replace(prompt=prompt), route, adapt=adapt)
             caps = capabilities.priced(caps, route, overrides)
-            emulated = emulate and route.provider != "local"
-            cost = costs.job_cost(caps, sent, provider=route.provider, emulated=emulated)
+            emulated = emulate and not caps.runs_locally
+            cost = costs.job_cost(caps, sent, emulated=emulated)
             for repeat in range(repeats):
                 row = JobRow(
                     run_id=run_id,

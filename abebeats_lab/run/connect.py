@@ -3,7 +3,8 @@
 Real clients come from `providers.get_provider`, which raises `MissingKeyError` before any
 paid call, so opening every client first means a missing key stops a comparison before
 anything is submitted. With ``emulate=True`` the needed emulators start on 127.0.0.1 and
-each client is pointed at its own. ``local`` runs on this machine and never needs one.
+each client is pointed at its own; a provider with no emulator (the local renderer) runs as
+it is.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from abebeats_lab.providers import Provider, get_provider
 if TYPE_CHECKING:
     from abebeats_lab.emulator import Emulators, Scenario
 
-__all__ = ["LOCAL", "Clients", "connect"]
-
-LOCAL = "local"
+__all__ = ["Clients", "connect"]
 
 
 class Clients:
@@ -39,21 +38,8 @@ class Clients:
     async def open(self) -> Clients:
         """Start emulators if asked, then build every client; on any error, undo it all."""
         try:
-            remote = [name for name in self.names if name != LOCAL]
-            if self.emulate and remote:
-                from abebeats_lab.emulator import Emulators
-
-                starting = asyncio.ensure_future(
-                    asyncio.to_thread(Emulators, remote, self.scenario)
-                )
-                try:
-                    self.emulators = await asyncio.shield(starting)
-                except asyncio.CancelledError:
-                    # The worker thread cannot be stopped midway: keep what it starts, so
-                    # `aclose` below stops it rather than leaving servers running.
-                    with contextlib.suppress(Exception):
-                        self.emulators = await starting
-                    raise
+            if self.emulate:
+                await self._start_emulators()
             for name in self.names:
                 self._clients[name] = get_provider(name, **self._options(name))
         except BaseException:
@@ -61,8 +47,25 @@ class Clients:
             raise
         return self
 
+    async def _start_emulators(self) -> None:
+        from abebeats_lab.emulator import EMULATED_PROVIDERS, Emulators
+
+        # A provider with no emulator (the local renderer) runs as it is.
+        remote = [name for name in self.names if name in EMULATED_PROVIDERS]
+        if not remote:
+            return
+        starting = asyncio.ensure_future(asyncio.to_thread(Emulators, remote, self.scenario))
+        try:
+            self.emulators = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The worker thread cannot be stopped midway: keep what it starts, so `aclose`
+            # stops it rather than leaving servers running.
+            with contextlib.suppress(Exception):
+                self.emulators = await starting
+            raise
+
     def _options(self, name: str) -> dict[str, object]:
-        if self.emulators is None or name == LOCAL:
+        if self.emulators is None or name not in self.emulators.servers:
             return {}
         return self.emulators.client_options(name)
 

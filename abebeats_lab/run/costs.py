@@ -24,7 +24,6 @@ from abebeats_lab.capabilities import USER_SOURCE, Capabilities
 from abebeats_lab.errors import CostLimitError
 
 __all__ = [
-    "FREE_PROVIDERS",
     "CostEstimate",
     "JobCost",
     "RouteCost",
@@ -35,8 +34,6 @@ __all__ = [
     "total",
 ]
 
-FREE_PROVIDERS = frozenset({"local"})
-"""Providers that run on this machine and never charge."""
 NOTE_ESTIMATE = "estimate"
 NOTE_EMULATED = "emulated: not charged"
 NOTE_LOCAL = "local: free"
@@ -55,13 +52,11 @@ class JobCost:
     date: str
 
 
-def job_cost(
-    caps: Capabilities, request: VideoRequest, *, provider: str, emulated: bool
-) -> JobCost:
+def job_cost(caps: Capabilities, request: VideoRequest, *, emulated: bool) -> JobCost:
     """Cost figures of one job of ``request`` on a route with ``caps``."""
     estimate = caps.estimate_usd(request)
     charged: float | None
-    if provider in FREE_PROVIDERS:
+    if caps.runs_locally:
         charged, note = 0.0, NOTE_LOCAL
     elif emulated:
         charged, note = 0.0, NOTE_EMULATED

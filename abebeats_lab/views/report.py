@@ -21,6 +21,7 @@ import html
 import json
 import os
 import platform
+import re
 import sys
 import urllib.parse
 import warnings
@@ -41,10 +42,8 @@ __all__ = ["DEFAULT_NAME", "EMBED_MAX_BYTES", "leaderboard_html", "render_report
 DEFAULT_NAME = "report.html"
 EMBED_MAX_BYTES = 4 * 1024 * 1024
 """Videos up to 4 MiB go inside the file: a short preview clip fits, a 1080p master does not."""
-_VERSIONS_OF = (
-    "abebeats-lab", "httpx", "av", "numpy", "pandas", "matplotlib", "replicate",
-    "google-genai", "runwayml", "fal-client", "ipywidgets",
-)  # fmt: skip
+_OPTIONAL_VERSIONS = ("ipywidgets", "runwayml", "fal-client")
+"""Shown beside the base dependencies when installed (the panel; the SDKs the tests use)."""
 _CHECKS = ("duration_ok", "ratio_ok", "resolution_ok")
 _ASKED = ("duration_s", "aspect_ratio", "resolution")
 _SUMMARY_HEADERS = ("route", "succeeded", "median total", "p90 total", "median queue",
@@ -364,9 +363,21 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _versions_of() -> list[str]:
+    """This package, its base dependencies (from its own metadata), then the optional ones."""
+    try:
+        wanted = metadata.requires("abebeats-lab") or []
+    except metadata.PackageNotFoundError:
+        wanted = []
+    base = [
+        re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0] for line in wanted if "extra ==" not in line
+    ]
+    return ["abebeats-lab", *base, *_OPTIONAL_VERSIONS]
+
+
 def _environment_html() -> str:
     facts = [("python", sys.version.split()[0]), ("platform", platform.platform())]
-    facts += [(name, _version(name)) for name in _VERSIONS_OF]
+    facts += [(name, _version(name)) for name in _versions_of()]
     body = "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(v)}</code></td></tr>" for k, v in facts)
     return f"<p>Where this report was written.</p><table class='env'><tbody>{body}</tbody></table>"
 

@@ -21,10 +21,6 @@ __all__ = [
     "route_choice",
 ]
 
-LOCAL_PROVIDER = "local"
-# Veo authenticates with Google application default credentials when no static token is
-# set; finding them may probe the network, so the panel never looks, it only says so.
-ADC_PROVIDER = "veo"
 _FALLBACK_ROUTE = "local:procedural"
 
 
@@ -74,7 +70,7 @@ def default_routes() -> list[str]:
 def route_choice(route: str, *, emulate: bool) -> RouteChoice:
     """Whether ``route`` can run now, and why (never showing a key)."""
     provider = Route.parse(route).provider
-    if provider == LOCAL_PROVIDER:
+    if capabilities.capabilities_for(route).runs_locally:
         return RouteChoice(route, "no key needed", True)
     if emulate:
         return RouteChoice(route, "emulated", True)
@@ -83,8 +79,8 @@ def route_choice(route: str, *, emulate: bool) -> RouteChoice:
         return RouteChoice(route, "unknown provider", False)
     if config.key_for(provider, required=False) is not None:
         return RouteChoice(route, "key set", True)
-    if provider == ADC_PROVIDER:
-        return RouteChoice(route, "uses Google ADC", True)
+    if env.ambient:
+        return RouteChoice(route, f"uses {env.ambient}", True)
     return RouteChoice(route, f"no key ({env.keys[0]})", False)
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import ipywidgets as w
 
-from abebeats_lab._types import JobState, Route, VideoRequest
+from abebeats_lab import capabilities
+from abebeats_lab._types import JobState, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
 from abebeats_lab.views import plots
 from abebeats_lab.widgets import _choices, _results
@@ -384,7 +385,9 @@ class ControlPanel:
         self.export_button.disabled = self.comparison is None
 
     def _on_update(self, event: Any) -> None:
-        emulated = bool(self.emulate.value) and Route.parse(event.route).provider != "local"
+        emulated = (
+            bool(self.emulate.value) and not capabilities.capabilities_for(event.route).runs_locally
+        )
         self._draw_progress(event, emulated)
 
     def _draw_progress(self, event: Any, emulated: bool) -> None:
