@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import statistics
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,6 @@ Rows: TypeAlias = "Sequence[JobRow] | Sequence[Mapping[str, Any]] | pd.DataFrame
 """Job rows as any view gets them: `JobRow` objects, plain dicts, or a DataFrame."""
 
 __all__ = [
-    "DATA_URI_MAX_BYTES",
     "RATING_COLUMNS",
     "Comparison",
     "by_route",
@@ -53,8 +53,6 @@ __all__ = [
     "with_quality",
 ]
 
-DATA_URI_MAX_BYTES = 5 * 1024 * 1024
-"""Videos below this are inlined as data: URIs, so a notebook plays them anywhere."""
 P90 = 0.9
 VIDEO_WIDTH_PX = 320
 DURATION_TOLERANCE_S = 0.5
@@ -363,8 +361,13 @@ class Comparison:
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def to_html(self, *, inline_max_bytes: int = DATA_URI_MAX_BYTES) -> str:
-        """One column per route, one line per prompt and repeat: videos with their figures."""
+    def to_html(self, *, embed: bool = False) -> str:
+        """One column per route, one line per prompt and repeat: videos with their figures.
+
+        Videos are referenced by their path relative to the working directory, which is the
+        notebook's folder in Jupyter, so JupyterLab plays them and a notebook stays small;
+        ``embed=True`` inlines them as ``data:`` URIs, for sharing a notebook on its own.
+        """
         routes = list(dict.fromkeys(r.route for r in self.rows))
         lines = sorted({(r.prompt_index, r.repeat) for r in self.rows})
         cells = {(r.prompt_index, r.repeat, r.route): r for r in self.rows}
@@ -373,9 +376,7 @@ class Comparison:
         for index, repeat in lines:
             prompt = next(r.prompt for r in self.rows if r.prompt_index == index)
             label = f"<th>#{index} r{repeat}<br><small>{html.escape(prompt)}</small></th>"
-            tds = "".join(
-                self._cell(cells.get((index, repeat, rt)), inline_max_bytes) for rt in routes
-            )
+            tds = "".join(self._cell(cells.get((index, repeat, rt)), embed) for rt in routes)
             body.append(f"<tr>{label}{tds}</tr>")
         title = html.escape(repr(self))
         extra = f"<p>{html.escape(self.estimate.describe())}</p>" if self.estimate else ""
@@ -384,20 +385,20 @@ class Comparison:
             f"{''.join(body)}</table></div>"
         )
 
-    def _cell(self, row: JobRow | None, inline_max_bytes: int) -> str:
+    def _cell(self, row: JobRow | None, embed: bool) -> str:
         if row is None:
             return "<td></td>"
-        video = self._video(row, inline_max_bytes)
+        video = self._video(row, embed)
         return f"<td style='vertical-align:top'>{video}{_figure_list(row)}</td>"
 
-    def _video(self, row: JobRow, inline_max_bytes: int) -> str:
+    def _video(self, row: JobRow, embed: bool) -> str:
         path = self.output_path(row)
         if path is None or not path.is_file():
             return ""
-        if path.stat().st_size < inline_max_bytes:
+        if embed:
             src = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
         else:
-            src = html.escape(row.output_path or "")
+            src = html.escape(Path(os.path.relpath(path.resolve(), Path.cwd())).as_posix())
         return f"<video src='{src}' width='{VIDEO_WIDTH_PX}' controls loop muted></video>"
 
 

@@ -98,10 +98,11 @@ async def test_summary_frame_and_notebook_view(tmp_path: Path) -> None:
     assert line["price_usd_per_s"] == 0.0 and line["cost_usd"] == 0.0
     frame = result.to_pandas()
     assert list(frame["route"]) == [LOCAL, LOCAL]
+    # A notebook stays small: the videos are referenced from the notebook's folder (the working
+    # directory), not inlined; embed=True inlines them for sharing.
     html = result._repr_html_()
-    assert html.count("<video src='data:video/mp4;base64,") == 2
-    big = result.to_html(inline_max_bytes=1)
-    assert "src='outputs/" in big
+    assert html.count("<video src='outputs/") == 2 and "base64" not in html
+    assert result.to_html(embed=True).count("<video src='data:video/mp4;base64,") == 2
 
 
 async def test_a_broken_progress_callback_does_not_lose_the_run(tmp_path: Path) -> None:
