@@ -310,8 +310,63 @@ async def _cmd_resume(args: argparse.Namespace) -> int:
 async def _cmd_report(args: argparse.Namespace) -> int:
     from abebeats_lab.views import report
 
-    print(report.write_report(args.run_dir, out=args.out))
+    print(report.write_report(args.run_dir, out=args.out, score=args.score))
     return 0
+
+
+SCORE_COLUMNS = ("motion", "flicker", "sharpness", "black_fraction", "loudness_lufs")
+"""The metric medians `score` prints per route; every metric is in quality.sqlite."""
+
+
+async def _cmd_score(args: argparse.Namespace) -> int:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from abebeats_lab.quality.metrics import QUALITY_DB, score
+
+    pool = None
+    if args.workers is not None and args.workers < 1:
+        raise ValidationError("--workers", args.workers, "a whole number of 1 or more")
+    if args.workers:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=context)
+    try:
+        frame = await asyncio.to_thread(
+            score, args.run_dir, run_id=args.run_id, executor=pool, refresh=args.refresh
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    _print_scores(frame)
+    print(f"\nfigures stored in {Path(args.run_dir) / QUALITY_DB}")
+    failed = frame["error"].notna().sum()
+    if failed:
+        print(f"abebeats-lab: {failed} clip(s) could not be measured", file=sys.stderr)
+    return EXIT_FAILURE if failed else 0
+
+
+def _print_scores(frame: Any) -> None:
+    """Per route: clips measured and the medians of `SCORE_COLUMNS`."""
+    from abebeats_lab import fmt
+    from abebeats_lab.views.comparison import SUMMARY_WIDTH
+
+    lines = []
+    for route, group in frame.groupby("route", sort=True):
+        measured = int(group["error"].isna().sum())
+        medians = [fmt.value(_median(group[name])) for name in SCORE_COLUMNS]
+        lines.append([str(route), f"{measured}/{len(group)}", *medians])
+    headers = ("route", "clips", *SCORE_COLUMNS)
+    right = tuple(range(1, len(headers)))
+    for line in fmt.table(headers, lines, max_width=SUMMARY_WIDTH, right=right):
+        print(line)
+    print("medians over each route's measured clips; every metric: abebeats_lab.quality.metrics")
+
+
+def _median(values: Any) -> float | None:
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return round(float(numbers.median()), 3) if len(numbers) else None
 
 
 async def _cmd_demo(args: argparse.Namespace) -> int:
@@ -584,6 +639,36 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="where to write it (default: RUN_DIR/report.html)",
+    )
+    rep.add_argument(
+        "--score",
+        action="store_true",
+        help="compute the automatic quality metrics first (as abebeats-lab score does); without "
+        "it the Quality section shows only figures already stored",
+    )
+
+    sco = _command(
+        sub,
+        "score",
+        "compute automatic quality metrics (motion, flicker, sharpness, ...) for a run's videos",
+        _cmd_score,
+        [("run_dir", "RUN_DIR", _run_in)],
+    )
+    sco.add_argument("run_dir", metavar="RUN_DIR", help="the run directory whose videos to score")
+    sco.add_argument(
+        "--run-id", default=None, metavar="ID", help="which run of the folder (default: latest)"
+    )
+    sco.add_argument(
+        "--refresh",
+        action="store_true",
+        help="measure again even where quality.sqlite already has current figures",
+    )
+    sco.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes measuring clips at once (default: one per CPU core)",
     )
 
     _command(sub, "routes", "list routes, what they accept and whether keys are set", _cmd_routes)

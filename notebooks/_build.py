@@ -1,4 +1,4 @@
-"""Write notebooks 01–03 from the cell texts below, without outputs (``--check`` compares).
+"""Write notebooks 01–03 and 05 from the cell texts below, without outputs (``--check`` compares).
 
 The notebooks are generated so they stay valid nbformat, have stable cell ids (clean diffs)
 and carry in their metadata what a full run must produce; ``tests/test_notebooks.py`` reads
@@ -178,10 +178,96 @@ seeds[["seed", "route", "state", "total_s", "sha256"]]"""),
 HTML("".join(run.to_html() for run in runs))"""),
 ]
 
+BLIND_VOTE = [
+    md("""# 05 · Which video is better? Blind votes and automatic metrics
+
+Two outputs of the same prompt from different routes play side by side, their routes hidden
+and their sides random. You answer **left**, **right**, **tie** or **both bad** (buttons, or
+the keys `1` `2` `3` `4` after clicking into the arena; `s` skips, `u` undoes). Every vote is
+a row in the run folder's `votes.sqlite`; a Bradley–Terry leaderboard with 95 % intervals is
+refitted after each one. Automatic metrics (motion, flicker, sharpness, exposure, ...) come
+from the decoded frames, and the report shows how well each agrees with your votes.
+
+Offline, each emulated provider renders its own look (colours and layout), so there is a
+visible difference to vote on; it says nothing about the real providers."""),
+    code(KEYS_CELL),
+    code("""from abebeats_lab import VideoRequest
+from abebeats_lab.run.api import compare
+
+PROMPTS = [
+    "a paper boat drifting on a calm lake at dawn",
+    "a red kite over desert dunes at golden hour",
+]
+ROUTES = [
+    "local:procedural",
+    "runway:gen4.5",
+    "replicate:google/veo-3-fast",
+    "veo:veo-3.1-fast-generate-001",
+]
+request = VideoRequest(prompt=PROMPTS[0], duration_s=4, aspect_ratio="16:9", resolution="720p")
+result = await compare(
+    PROMPTS, ROUTES, request, adapt=True,
+    run_dir="abebeats-runs/05-blind-vote", emulate=EMULATE, max_cost_usd=MAX_COST_USD,
+)
+print(result.summary_text())"""),
+    md("""## Automatic metrics
+
+`score` measures every video of the run (a process pool; pass `executor=` to use your own,
+e.g. a Dask cluster's) and keeps the figures in the run folder's `quality.sqlite`. From then
+on they are columns of `to_pandas()` and `summary()`. Same as `abebeats-lab score RUN_DIR`."""),
+    code("""from abebeats_lab.quality.metrics import score
+
+score(result.run_dir)
+frame = result.to_pandas()
+frame[["route", "prompt_index", "state", "motion", "flicker", "sharpness", "mean_luma",
+       "emulated"]]"""),
+    md("""## The arena
+
+Vote here. The leaderboard sits in a closed panel at the bottom: opening it while voting can
+tell you which route just won. Tick *reveal* to see the routes after each vote."""),
+    code("""from abebeats_lab.widgets import Arena
+
+arena = Arena(result.run_dir, seed=7)
+arena"""),
+    md("""A scripted rater, so this notebook runs unattended (and its CI run proves the buttons
+work): it prefers the local render, likes Runway's over the other two, and calls the rest a
+tie. It presses the arena's own buttons, exactly as a click would. Skip this cell to vote
+yourself."""),
+    code("""TASTE = {"local:procedural": 3, "runway:gen4.5": 2}
+
+for _ in range(24):
+    left, right = arena.pair.left, arena.pair.right
+    gap = TASTE.get(left, 0) - TASTE.get(right, 0)
+    arena.buttons["left" if gap > 0 else "right" if gap < 0 else "tie"].click()
+
+board = arena.leaderboard()
+assert board.loc[0, "route"] == "local:procedural", board
+assert board["votes"].sum() == 2 * 24
+board[["route", "rating", "low", "high", "votes", "wins", "ties", "losses"]]"""),
+    md("""`low` and `high` are the 95 % bootstrap interval: routes whose intervals overlap are not
+told apart by these votes. The votes are plain rows (CSV, pandas), and the ratings join the
+job rows and the summary:"""),
+    code("""from abebeats_lab.quality.votes import VoteStore
+
+with VoteStore(result.run_dir) as store:
+    votes = store.to_pandas()
+print(len(votes), "votes stored in", store.path)
+result.summary()[["median_motion", "median_flicker", "median_sharpness", "rating",
+                  "rating_low", "rating_high", "rating_votes"]]"""),
+    md("""The report's *Quality* section: metric medians with their spread per route, the
+leaderboard, and how well each metric agrees with the votes (Kendall's tau with its
+interval), so you learn which metric to trust for your prompts."""),
+    code("""from abebeats_lab.views.report import write_report
+
+report_path = write_report(result.run_dir)
+print("Report written:", report_path)"""),
+]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": (QUICKSTART, {"jobs": 1, "videos": 1, "report": False}),
     "02_compare_providers.ipynb": (COMPARE, {"jobs": 10, "videos": 10, "report": True}),
     "03_prompt_iteration.ipynb": (ITERATION, {"jobs": 2, "videos": 3, "report": True}),
+    "05_blind_vote.ipynb": (BLIND_VOTE, {"jobs": 8, "videos": 2, "report": True}),
 }
 
 

@@ -258,6 +258,7 @@ SUBCOMMANDS = [
     "compare",
     "resume",
     "report",
+    "score",
     "routes",
     "emulate",
     "music-video",

@@ -71,7 +71,7 @@ ALLOWED = {
     "waiting": {"base", "http", "providers"},
     "store": {"base"},
     "history": {"base", "waiting"},
-    "views": {"base", "capabilities", "costs", "store", "views"},
+    "views": {"base", "capabilities", "costs", "store", "views", "quality"},
     # `connect` starts the emulators in-process for --emulate; they never import back.
     "run": {
         "base", "capabilities", "costs", "http", "media", "providers", "waiting", "store",
@@ -81,8 +81,11 @@ ALLOWED = {
     "musicvideo": {
         "base", "capabilities", "render", "media", "waiting", "store", "run", "musicvideo",
     },
-    "widgets": {"base", "capabilities", "views", "run", "widgets", "api"},
-    "cli": {"base", "capabilities", "views", "run", "musicvideo", "emulator", "history", "api"},
+    "widgets": {"base", "capabilities", "views", "run", "widgets", "api", "quality"},
+    "cli": {
+        "base", "capabilities", "views", "run", "musicvideo", "emulator", "history", "api",
+        "quality",
+    },
     # the emulator checks the clients rather than copying them: never providers/ or run/
     "emulator": {"base", "render", "media", "emulator"},
     "api": {"base", "waiting", "run", "musicvideo", "views", "widgets", "api"},

@@ -28,21 +28,29 @@ from abebeats_lab.store import JobRow
 if TYPE_CHECKING:
     import pandas as pd
 
+    from abebeats_lab.quality.metrics import Metric
+    from abebeats_lab.quality.ratings import Ratings
+
 Rows: TypeAlias = "Sequence[JobRow] | Sequence[Mapping[str, Any]] | pd.DataFrame"
 """Job rows as any view gets them: `JobRow` objects, plain dicts, or a DataFrame."""
 
 __all__ = [
+    "RATING_COLUMNS",
     "Comparison",
     "by_route",
     "conformance",
     "job_cost_text",
     "output_fields",
     "percentile",
+    "quality_metrics",
     "records",
+    "run_ratings",
     "setting_cells",
     "settings_text",
     "summarize",
     "summary_lines",
+    "summary_with_quality",
+    "with_quality",
 ]
 
 P90 = 0.9
@@ -290,16 +298,27 @@ class Comparison:
         return [row.to_dict() for row in self.rows]
 
     def to_pandas(self) -> pd.DataFrame:
-        """Rows as a DataFrame (pandas is imported only now)."""
+        """Rows as a DataFrame (pandas is imported only now), with the run's quality figures.
+
+        Where ``quality.sqlite`` holds metrics (`quality.metrics.score`), each job gets one
+        column per metric (and ``metrics_error``); where ``votes.sqlite`` holds votes of this
+        run, each job gets its route's ``rating``, ``rating_low``, ``rating_high`` (95 %) and
+        ``rating_votes``. A figure that was never measured is missing (NaN), never zero.
+        """
         import pandas as pd
 
-        return pd.DataFrame(self.to_rows())
+        return with_quality(pd.DataFrame(self.to_rows()), self.run_dir, self.run_id)
 
     def summary(self) -> pd.DataFrame:
-        """Per-route figures (see `summarize`) as a DataFrame indexed by route."""
+        """Per-route figures (see `summarize`) as a DataFrame indexed by route.
+
+        With stored metrics, ``median_<metric>`` per numeric metric; with votes, the route's
+        ``rating``, ``rating_low``, ``rating_high`` and ``rating_votes`` (see `to_pandas`).
+        """
         import pandas as pd
 
-        return pd.DataFrame(summarize(self.rows)).set_index("route")
+        table = pd.DataFrame(summarize(self.rows)).set_index("route")
+        return summary_with_quality(table, self.to_pandas())
 
     def summary_text(self, *, width: int = SUMMARY_WIDTH) -> str:
         """The per-route summary as a plain-text table for a terminal (see `summary_lines`)."""
@@ -396,3 +415,75 @@ def _figure_list(row: JobRow) -> str:
         output = f"{fmt.size(row.width, row.height)} {fmt.value(row.fps)} fps"
         items.append(f"{output} {fmt.seconds(row.duration_s)}")
     return "<br>".join(items)
+
+
+# -- quality: stored metrics and blind-vote ratings, joined to the rows ------------------------
+
+RATING_COLUMNS = ("rating", "rating_low", "rating_high", "rating_votes")
+"""Per route, from the Bradley–Terry fit of the run's votes: rating, its 95 % interval, votes."""
+_JOB_KEY = ["prompt_index", "route", "repeat"]
+
+
+def quality_metrics() -> dict[str, Metric]:
+    """The metric records (`quality.metrics.METRICS`), in the order every view lists them."""
+    from abebeats_lab.quality.metrics import METRICS
+
+    return dict(METRICS)
+
+
+def run_ratings(run_dir: Path | None, run_id: str) -> Ratings | None:
+    """The `quality.ratings.Ratings` of this run's votes in ``votes.sqlite``; None without votes.
+
+    Nothing is created in the run folder: no votes file means no ratings.
+    """
+    if run_dir is None:
+        return None
+    from abebeats_lab.quality.ratings import fit
+    from abebeats_lab.quality.votes import read_votes
+
+    votes = [v for v in read_votes(run_dir) if v.run_id == run_id]
+    return fit(votes) if votes else None
+
+
+def _stored_scores(run_dir: Path | None, run_id: str) -> pd.DataFrame | None:
+    """The metrics ``quality.sqlite`` holds for the run, or None when nothing was scored."""
+    if run_dir is None:
+        return None
+    from abebeats_lab.quality.metrics import QUALITY_DB, load_scores
+
+    if not (run_dir / QUALITY_DB).is_file():
+        return None
+    return load_scores(run_dir, run_id)
+
+
+def with_quality(frame: pd.DataFrame, run_dir: Path | None, run_id: str) -> pd.DataFrame:
+    """``frame`` (one row per job) with the stored metrics per job and the ratings per route."""
+    if frame.empty:
+        return frame
+    scores = _stored_scores(run_dir, run_id)
+    if scores is not None:
+        # A metric the store already has a column for (has_audio, from the probe) stays as is.
+        names = [n for n in quality_metrics() if n not in frame.columns]
+        wanted = scores[[*_JOB_KEY, *names, "error"]].rename(columns={"error": "metrics_error"})
+        frame = frame.merge(wanted, on=_JOB_KEY, how="left")
+    ratings = run_ratings(run_dir, run_id)
+    if ratings is not None:
+        board = ratings.leaderboard()[["route", "rating", "low", "high", "votes"]]
+        board.columns = ["route", *RATING_COLUMNS]
+        frame = frame.merge(board, on="route", how="left")
+    return frame
+
+
+def summary_with_quality(table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """The per-route ``table`` with metric medians and ratings taken from the job ``frame``."""
+    import pandas as pd
+
+    extra: dict[str, pd.Series] = {}
+    for name, metric in quality_metrics().items():
+        if name in frame.columns and metric.unit != "bool":
+            values = pd.to_numeric(frame[name], errors="coerce")
+            extra[f"median_{name}"] = values.groupby(frame["route"]).median()
+    if "rating" in frame.columns:
+        per_route = frame.drop_duplicates("route").set_index("route")
+        extra.update({column: per_route[column] for column in RATING_COLUMNS})
+    return table.join(pd.DataFrame(extra)) if extra else table

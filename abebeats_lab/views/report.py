@@ -4,12 +4,14 @@ Everything is inline: the CSS, the charts (SVG from `plots`), and each video bel
 ``embed_max_bytes`` (as a ``data:`` URI); bigger videos are referenced relative to the
 report, so the run directory can be moved or zipped whole. Sections: request settings,
 per-route summary, timing breakdown, cost per second of video, output conformance, a video
-grid (prompt rows × route columns), failures with reasons, environment and versions. Every
+grid (prompt rows × route columns), output conformance, quality (automatic metrics per route,
+the blind-vote leaderboard and how each metric agrees with the votes, from what the run folder
+already stores), failures with reasons, environment and versions. Every
 figure from an emulated route carries the label ``emulated``. Figures are written by `fmt`,
 costs come from `costs.route_cost` and the summary from `comparison.summarize`, as in the CLI
 and the panel, so the report can never disagree with them.
 
-``abebeats-lab report RUN_DIR [--out FILE]`` calls `write_report`.
+``abebeats-lab report RUN_DIR [--out FILE] [--score]`` calls `write_report`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import platform
 import re
 import sys
 import urllib.parse
+import warnings
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +37,7 @@ from abebeats_lab.views import comparison, plots
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_NAME", "EMBED_MAX_BYTES", "render_report", "write_report"]
+__all__ = ["DEFAULT_NAME", "EMBED_MAX_BYTES", "leaderboard_html", "render_report", "write_report"]
 
 DEFAULT_NAME = "report.html"
 EMBED_MAX_BYTES = 4 * 1024 * 1024
@@ -67,6 +70,7 @@ code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .facts{font-size:12px;color:#555;margin:2px 0}
 .adjusted{background:#fff3cd}
 .error{color:#a00000}.ok{color:#137333}.bad{color:#a00000;font-weight:700}.na{color:#999}
+.spread{color:#555;font-size:12px}
 """
 
 
@@ -75,16 +79,23 @@ def write_report(
     out: str | os.PathLike[str] | None = None,
     *,
     embed_max_bytes: int = EMBED_MAX_BYTES,
+    score: bool = False,
 ) -> Path:
     """Write the report of the run in ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``).
 
     Returns the path written. The file is written under a temporary name and renamed, so
-    a reader never sees half a report.
+    a reader never sees half a report. The Quality section shows the metrics already stored
+    in the run folder; ``score=True`` computes the missing ones first
+    (`quality.metrics.score`, a process pool: seconds per clip).
     """
     from abebeats_lab.run.api import load_run
 
     run_path = Path(run_dir).resolve()
     comparison = load_run(run_path)
+    if score:
+        from abebeats_lab.quality.metrics import score as score_run
+
+        score_run(run_path, run_id=str(comparison.run_id))
     target = Path(out).resolve() if out is not None else run_path / DEFAULT_NAME
     text = render_report(
         comparison.to_pandas(),
@@ -122,6 +133,7 @@ def render_report(
         _section("Cost per second of video", _figure(plots.cost_figure(rows), "cost-chart")),
         _section("Videos", _grid_html(rows, run_dir, base, embed_max_bytes)),
         _section("Output conformance", _conformance_html(rows)),
+        _section("Quality", _quality_html(rows, run_dir, run_id)),
         _section("Failures", _failures_html(rows)),
         _section("Environment", _environment_html()),
     ]
@@ -368,3 +380,159 @@ def _environment_html() -> str:
     facts += [(name, _version(name)) for name in _versions_of()]
     body = "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(v)}</code></td></tr>" for k, v in facts)
     return f"<p>Where this report was written.</p><table class='env'><tbody>{body}</tbody></table>"
+
+
+# -- quality -----------------------------------------------------------------------------------
+
+_QUARTILES = (0.25, 0.75)
+_BETTER = {"higher": "higher", "lower": "lower", "neither": "–"}
+_LEADERBOARD_HEADERS = ("#", "route", "rating", "95% interval", "votes", "wins", "ties",
+                        "losses", "both bad")  # fmt: skip
+_AGREEMENT_HEADERS = ("metric", "better", "Kendall's tau", "95% interval", "routes")
+_NO_QUALITY = (
+    "<p>No quality figures for this run yet. <code>abebeats-lab score RUN_DIR</code> (or "
+    "<code>report --score</code>) computes the automatic metrics; the <code>Arena</code> "
+    "widget collects blind votes.</p>"
+)
+_LEADERBOARD_NOTE = (
+    "<p>Bradley–Terry ratings from blind pairwise votes, on the Elo scale: 1000 is the "
+    "average route of this fit and 400 points are ten-fold odds of being preferred. A tie "
+    "and &ldquo;both bad&rdquo; count as half a win for each side. The interval is a 95 % "
+    "bootstrap interval over the votes: two routes whose intervals overlap are not told "
+    "apart by these votes; more votes narrow it.</p>"
+)
+_AGREEMENT_NOTE = (
+    "<p>How well each metric orders the routes as the votes do (Kendall's tau-b between the "
+    "route's median and its rating; interval from resampling clips and votes). Near +1: the "
+    "metric ranks routes as the raters did; for a lower-is-better metric agreement shows as "
+    "near −1; an interval that spans 0 means these votes cannot tell. With few routes the "
+    "interval is wide. A dash: fewer than two routes have both figures, or the metric does "
+    "not vary across them.</p>"
+)
+
+
+def _g(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _quality_html(rows: pd.DataFrame, run_dir: Path, run_id: str) -> str:
+    """Metric medians and spread per route, the leaderboard, and metric–vote agreement."""
+    ratings = comparison.run_ratings(run_dir, run_id) if run_id else None
+    scored = "metrics_error" in rows.columns  # only when quality.sqlite holds the run's figures
+    if not scored and ratings is None:
+        return _NO_QUALITY
+    parts = []
+    if scored:
+        parts.append("<h3>Automatic metrics per route</h3>" + _metrics_html(rows))
+    if ratings is not None:
+        parts.append("<h3>Blind votes</h3>" + leaderboard_html(ratings.leaderboard(), rows))
+        parts.append(_LEADERBOARD_NOTE)
+    if scored and ratings is not None:
+        parts.append("<h3>Do the metrics agree with the votes?</h3>")
+        parts.append(_agreement_html(rows, ratings) + _AGREEMENT_NOTE)
+    return "".join(parts)
+
+
+def _scored(rows: pd.DataFrame, name: str) -> dict[str, list[float]]:
+    """Per route (sorted), the clips' values of one metric (missing ones left out)."""
+    done = rows[rows["state"] == "succeeded"]
+    found: dict[str, list[float]] = {}
+    for route in sorted(str(r) for r in done["route"].unique()):
+        values = done.loc[done["route"] == route, name]
+        found[route] = [f for f in (_figure_of(v) for v in values) if f is not None]
+    return found
+
+
+def _figure_of(raw: Any) -> float | None:
+    """A metric value as a float (a yes/no metric as 1 or 0), None when it is missing."""
+    import numpy as np
+
+    if isinstance(raw, bool | np.bool_):
+        return float(raw)
+    return fmt.number(raw)
+
+
+def _metric_cell(values: list[float], unit: str) -> str:
+    import numpy as np
+
+    if not values:
+        return '<span class="na">–</span>'
+    if unit == "bool":
+        return f"{sum(1 for v in values if v)} of {len(values)}"
+    low, high = np.quantile(values, _QUARTILES)
+    spread = f"IQR {_g(low)}–{_g(high)}, n={len(values)}"
+    return f'{_g(float(np.median(values)))} <span class="spread">({spread})</span>'
+
+
+def _metrics_html(rows: pd.DataFrame) -> str:
+    routes = sorted(str(r) for r in rows["route"].unique())
+    marked = {r: _any(rows[rows["route"] == r], "emulated") for r in routes}
+    head = "".join(f"<th><code>{_e(r)}</code>{_badge(marked[r])}</th>" for r in routes)
+    lines = []
+    for name, metric in comparison.quality_metrics().items():
+        if name not in rows.columns:
+            continue
+        per_route = _scored(rows, name)
+        cells = "".join(
+            f"<td>{_metric_cell(per_route.get(r, []), metric.unit)}</td>" for r in routes
+        )
+        label = f'<td title="{_e(metric.definition)}"><code>{_e(name)}</code></td>'
+        lines.append(
+            f"<tr>{label}<td>{_BETTER[metric.direction]}</td><td>{_e(metric.unit)}</td>{cells}</tr>"
+        )
+    table = (
+        f'<table class="metrics"><thead><tr><th>metric</th><th>better</th><th>unit</th>{head}'
+        f"</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    )
+    return table + (
+        "<p>Median over the route's clips, with the interquartile range (IQR) and the number "
+        "of clips measured; hover a metric for its definition. Computed from decoded frames "
+        "without model weights: they measure motion, flicker, sharpness and exposure, not "
+        "whether the video shows what the prompt asks.</p>"
+    )
+
+
+def leaderboard_html(board: pd.DataFrame, rows: pd.DataFrame | None = None) -> str:
+    """The leaderboard (`quality.ratings.Ratings.leaderboard`) as an HTML table, best first.
+
+    ``rows`` (the job rows) mark emulated routes with the ``emulated`` label.
+    """
+    lines = []
+    for rank, line in enumerate(board.to_dict("records"), start=1):
+        route = str(line["route"])
+        emulated = rows is not None and _any(rows[rows["route"] == route], "emulated")
+        low, high = line["low"], line["high"]
+        interval = f"{low:.0f} – {high:.0f}" if low == low and high == high else fmt.MISSING
+        cells = [
+            str(rank),
+            f"<code>{_e(route)}</code>{_badge(emulated)}",
+            f"{line['rating']:.0f}",
+            interval,
+            *(str(int(line[k])) for k in ("votes", "wins", "ties", "losses", "both_bad")),
+        ]
+        lines.append(_row(cells))
+    return _table("leaderboard", _LEADERBOARD_HEADERS, lines)
+
+
+def _agreement_html(rows: pd.DataFrame, ratings: Any) -> str:
+    from abebeats_lab.quality.ratings import agreement
+
+    lines = []
+    for name, metric in comparison.quality_metrics().items():
+        if name not in rows.columns or metric.unit == "bool":
+            continue
+        values = {route: v for route, v in _scored(rows, name).items() if v}
+        try:
+            with warnings.catch_warnings():
+                # A metric equal on every clip gives NaN taus: shown as a dash, not a warning.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                found = agreement(values, ratings)
+        except ValueError:  # fewer than two routes with both figures
+            found = None
+        if found is None or found.tau != found.tau:
+            cells = [fmt.MISSING, fmt.MISSING, str(len(values))]
+        else:
+            low, high = (fmt.MISSING if v != v else f"{v:+.2f}" for v in (found.low, found.high))
+            cells = [f"{found.tau:+.2f}", f"{low} – {high}", str(len(found.routes))]
+        lines.append(_row([f"<code>{_e(name)}</code>", _BETTER[metric.direction], *cells]))
+    return _table("agreement", _AGREEMENT_HEADERS, lines)

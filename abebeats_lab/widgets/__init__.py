@@ -1,4 +1,5 @@
-"""Jupyter widgets: the `ControlPanel` over the comparison runner (needs the ``jupyter`` extra)."""
+"""Jupyter widgets (need the ``jupyter`` extra): the `ControlPanel` over the comparison
+runner, and the `Arena` for blind pairwise votes on a run's outputs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ except ModuleNotFoundError as exc:
 
     raise MissingExtraError("the control panel", "jupyter", exc.name or "ipywidgets") from None
 
+from abebeats_lab.widgets.arena import Arena
 from abebeats_lab.widgets.panel import ControlPanel
 
-__all__ = ["ControlPanel"]
+__all__ = ["Arena", "ControlPanel"]

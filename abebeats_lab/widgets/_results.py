@@ -27,6 +27,8 @@ _BADGE = (
     f"{EMULATED_LABEL}</span>"
 )
 _STATE_COLOURS = {"succeeded": "#137333", "failed": "#a00000", "canceled": "#7a5b00"}
+KEY_METRICS = ("motion", "flicker", "sharpness", "black_fraction")
+"""The automatic metrics shown under each video, when the run has been scored."""
 
 
 def _e(value: Any) -> str:
@@ -94,6 +96,7 @@ def figures_html(row: Mapping[str, Any]) -> str:
         ),
         ("conformance", _e(conformance)),
     ]
+    lines += _quality_lines(row)
     if row.get("error"):
         lines.append(("error", f'<span style="color:#a00000">{_e(row.get("error"))}</span>'))
     body = "".join(
@@ -102,6 +105,22 @@ def figures_html(row: Mapping[str, Any]) -> str:
     )
     caption = f"<caption>figures{badge(row.get('emulated'))}</caption>"
     return f'<table class="abebeats-figures" style="font-size:12px">{caption}{body}</table>'
+
+
+def _quality_lines(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Key metrics (when scored) and the route's blind-vote rating (when voted on)."""
+    lines = []
+    figures = [(n, _num(row.get(n))) for n in KEY_METRICS]
+    shown = " · ".join(f"{n.replace('_', ' ')} {v:.3g}" for n, v in figures if v is not None)
+    if shown:
+        lines.append(("quality", _e(shown)))
+    rating, low, high = (_num(row.get(c)) for c in ("rating", "rating_low", "rating_high"))
+    if rating is not None:
+        interval = f" (95% {low:.0f}–{high:.0f})" if low is not None and high is not None else ""
+        votes = _num(row.get("rating_votes"))
+        count = f", {votes:.0f} votes" if votes is not None else ""
+        lines.append(("rating", _e(f"{rating:.0f}{interval}{count}")))
+    return lines
 
 
 def video_path(row: Mapping[str, Any], run_dir: Path) -> Path | None:

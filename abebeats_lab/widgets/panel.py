@@ -81,6 +81,8 @@ class ControlPanel:
         self.comparison: Any = None
         """The last `Comparison` shown: a finished run, or the partial run after a Cancel."""
         self.report_path: Path | None = None
+        self.arena: Any = None
+        """The `Arena` opened on the last run (button "Arena"), if any."""
         self._export_task: asyncio.Task[None] | None = None
         self._progress_rows: dict[Any, w.HTML] = {}
         # The last event per job, so a line redrawn from the store keeps its elapsed time.
@@ -91,7 +93,15 @@ class ControlPanel:
         self._set_history(list(history))
         self._refresh_routes()
         self.view = w.VBox(
-            [self._inputs_box(), self.status, self.progress, self.results, self.chart, self.report],
+            [
+                self._inputs_box(),
+                self.status,
+                self.progress,
+                self.results,
+                self.chart,
+                self.report,
+                self.arena_box,
+            ],
             layout=w.Layout(width="100%"),
         )
         self.view.add_class("abebeats-panel")
@@ -122,6 +132,13 @@ class ControlPanel:
         self.generate_button.on_click(self._on_generate)
         self.cancel_button.on_click(self._on_cancel)
         self.export_button.on_click(self._on_export)
+        self.arena_button = w.Button(
+            description="Arena",
+            icon="balance-scale",
+            disabled=True,
+            tooltip="blind pairwise votes on this run's videos",
+        )
+        self.arena_button.on_click(self._on_arena)
 
     def _build_settings(self) -> None:
         self.duration = w.Dropdown(description="Duration (s)")
@@ -147,6 +164,7 @@ class ControlPanel:
         self.chart.add_class("abebeats-chart")
         self.report = w.HTML()
         self.report.add_class("abebeats-report")
+        self.arena_box = w.VBox()
 
     def _inputs_box(self) -> w.VBox:
         picker = w.GridBox(
@@ -155,7 +173,9 @@ class ControlPanel:
         )
         settings = w.HBox([self.duration, self.aspect_ratio, self.resolution])
         extras = w.HBox([self.seed, self.repeats, self.negative_prompt, self.audio])
-        buttons = w.HBox([self.generate_button, self.cancel_button, self.export_button])
+        buttons = w.HBox(
+            [self.generate_button, self.cancel_button, self.export_button, self.arena_button]
+        )
         return w.VBox(
             [
                 w.HTML("<b>Prompt</b>"),
@@ -355,6 +375,7 @@ class ControlPanel:
         self.comparison = None
         self.progress.children, self.results.children = (), ()
         self.chart.value = self.report.value = ""
+        self.arena_button.disabled, self.arena_box.children = True, ()
         self._say("Running…", "info")
         self.generate_button.disabled, self.cancel_button.disabled = True, False
         self.export_button.disabled = True
@@ -411,6 +432,9 @@ class ControlPanel:
         self._settle_progress(comparison.rows)
         self.chart.value = plots.figure_svg(plots.timing_figure(frame))
         states = [str(r["state"]) for r in rows]
+        self.arena_button.disabled = (
+            len({r["route"] for r in rows if r["state"] == "succeeded"}) < 2
+        )
         if cancelled:
             self._say(_cancelled_summary(states, run_dir), "warn")
             return
@@ -439,6 +463,18 @@ class ControlPanel:
             self.report.value = f"Report written: <code>{_e(path)}</code>"
         finally:
             self.export_button.disabled = False
+
+    def _on_arena(self, _button: Any = None) -> None:
+        """Open the `Arena` on the run shown: blind votes between its routes' videos."""
+        from abebeats_lab.widgets.arena import Arena
+
+        if self.comparison is None or self.comparison.run_dir is None:
+            self._say("Nothing to vote on yet: generate first.", "warn")
+            return
+        if self.arena is not None:
+            self.arena.close()
+        self.arena = Arena(self.comparison.run_dir)
+        self.arena_box.children = (w.HTML("<b>Arena</b>: which video is better?"), self.arena.view)
 
     def _say(self, text: str, kind: str) -> None:
         colour = {"error": "#a00000", "warn": "#7a5b00", "ok": "#137333"}.get(kind, "#1d1d1f")

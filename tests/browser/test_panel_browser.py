@@ -4,7 +4,8 @@ A person's path through the panel: type a prompt, tick two routes, press Generat
 two playable videos with their figures appear, export the report; then open that report
 with every network request blocked and check that its grid and charts really render. And
 the same person cancelling a run whose remote job is still running: each row shows how it
-ended, and the partial run exports.
+ended, and the partial run exports. And a rater opening the Arena on a finished run and voting
+with the keyboard shortcuts only: the votes are rows in the run folder's votes.sqlite.
 Screenshots land in ``test-artifacts/`` (gitignored). Never ``playwright install``: the
 browser is Debian's ``/usr/bin/chromium``.
 """
@@ -325,3 +326,52 @@ def _check_partial_report(browser, report: Path) -> None:  # type: ignore[no-unt
     expect(cancelled).to_contain_text("canceled")
     page.screenshot(path=str(ARTIFACTS / "report-cancelled.png"), full_page=True)
     assert fetched == [], f"the report tried to fetch {fetched}"
+
+
+ARENA_KEYS = (("1", "left"), ("2", "right"), ("3", "tie"), ("4", "both bad"))
+ARENA_VIDEOS = ".abebeats-arena video"
+
+
+def test_arena_votes_with_the_keyboard_and_stores_the_rows(
+    served: tuple[str, Path, Path],
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from abebeats_lab.quality.votes import VOTES_DB, VoteStore
+    from abebeats_lab.run.api import load_run
+
+    url, runs, home = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=_private_env(home)
+        )
+        try:
+            context = browser.new_context(viewport=VIEWPORT)
+            context.route("**/*", _only(url, []))
+            page = context.new_page()
+            _drive_panel(page, url)
+            page.get_by_role("button", name="Arena").click()
+            expect(page.locator(ARENA_VIDEOS)).to_have_count(2, timeout=UI_TIMEOUT_MS)
+            # Both play, muted, started together by the arena's script (no timing asserted).
+            page.wait_for_function(
+                f"() => {{ const els = Array.from(document.querySelectorAll('{ARENA_VIDEOS}'));"
+                f" return ({PLAYABLE})(els) && els.every(v => v.muted && !v.paused); }}",
+                timeout=UI_TIMEOUT_MS,
+            )
+            page.locator(".abebeats-arena-prompt").click()  # focus the arena, as a rater would
+            status = page.locator(".abebeats-arena-status")
+            for key, said in ARENA_KEYS:
+                page.keyboard.press(key)
+                expect(status).to_contain_text(f"Vote saved ({said})", timeout=UI_TIMEOUT_MS)
+            page.keyboard.press("u")
+            expect(status).to_contain_text("Last vote removed", timeout=UI_TIMEOUT_MS)
+            page.screenshot(path=str(ARTIFACTS / "arena.png"), full_page=True)
+        finally:
+            browser.close()
+    (run_dir,) = [d for d in runs.iterdir() if (d / VOTES_DB).is_file()]
+    with VoteStore(run_dir) as store:
+        votes = store.all()
+    assert [v.choice for v in votes] == ["left", "right", "tie"]
+    assert all({v.left, v.right} == set(ROUTES) for v in votes)
+    assert {v.run_id for v in votes} == {load_run(run_dir).run_id}

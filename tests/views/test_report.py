@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,6 +16,8 @@ import pytest
 
 from abebeats_lab import VideoRequest
 from abebeats_lab.emulator import Emulators, Scenario
+from abebeats_lab.quality.metrics import METRICS, QUALITY_DB, score
+from abebeats_lab.quality.votes import VOTES_DB, Vote, VoteStore
 from abebeats_lab.run.api import compare, load_run
 from abebeats_lab.views import plots
 from abebeats_lab.views.report import DEFAULT_NAME, write_report
@@ -162,3 +168,87 @@ async def test_a_run_where_nothing_succeeded_still_reports(
     parser = _parse(write_report(tmp_path / "run"))
     assert [tag for tag, _ in parser.tags["timing-breakdown"]].count("svg") == 1
     assert FAILURE_TEXT in parser.text["failures"]
+
+
+# -- the Quality section: metrics, blind votes, and how they agree -----------------------------
+
+
+@pytest.fixture
+def run_copy(run_dir: Path, tmp_path: Path) -> Path:
+    """The finished run copied, so scores and votes written here stay in this test."""
+    return Path(shutil.copytree(run_dir, tmp_path / "copy"))
+
+
+def _vote_for_local(directory: Path, count: int) -> None:
+    """A scripted rater who prefers the local render, shown on either side."""
+    run_id = load_run(directory).run_id
+    with VoteStore(directory) as store:
+        for index in range(count):
+            left, right = (LOCAL, RUNWAY) if index % 2 else (RUNWAY, LOCAL)
+            choice = "tie" if index % 5 == 4 else ("left" if left == LOCAL else "right")
+            store.add(Vote(run_id, index % len(PROMPTS), left, right, choice))
+
+
+def test_without_figures_the_quality_section_says_how_to_get_them(run_copy: Path) -> None:
+    parser = _parse(write_report(run_copy))
+    assert "No quality figures" in parser.text["quality"]
+    assert "abebeats-lab score" in parser.text["quality"]
+    frame = load_run(run_copy).to_pandas()
+    assert "motion" not in frame.columns and "rating" not in frame.columns
+    # Reading never creates the quality or votes stores.
+    assert not (run_copy / QUALITY_DB).exists() and not (run_copy / VOTES_DB).exists()
+
+
+def test_quality_section_shows_metrics_leaderboard_and_agreement(run_copy: Path) -> None:
+    _vote_for_local(run_copy, 10)
+    parser = _parse(write_report(run_copy, score=True))
+    rows = _rows_text("quality", parser)
+    metric_rows = {line.split()[0]: line for line in rows if "IQR" in line}
+    assert set(metric_rows) <= set(METRICS) and "sharpness" in metric_rows
+    motion = metric_rows["motion"]
+    assert motion.count("IQR") == 2 and motion.count("n=2") == 2  # one cell per route
+    board = [line for line in rows if line.startswith(("1 ", "2 "))]
+    assert board[0].split()[1] == LOCAL and board[1].split()[1] == RUNWAY
+    assert "emulated" in board[1] and "emulated" not in board[0]
+    interval_then_votes = [re.search(r"(\d+) – (\d+) (\d+) ", line) for line in board]
+    assert [int(m[3]) for m in interval_then_votes if m] == [10, 10]
+    assert "Kendall's tau" in parser.text["quality"]
+    agreement = [line for line in rows if line.split()[0] == "motion" and "IQR" not in line]
+    assert len(agreement) == 1 and re.search(r"[+-]1\.00", agreement[0])
+    assert "Bradley–Terry" in parser.text["quality"]
+
+
+async def test_metrics_join_the_rows_per_job_and_missing_stays_missing(
+    tmp_path: Path, failing_runway: None
+) -> None:
+    await compare(PROMPTS[:1], [LOCAL, RUNWAY], REQUEST, run_dir=tmp_path / "run")
+    await asyncio.to_thread(score, tmp_path / "run")
+    comparison = load_run(tmp_path / "run")
+    frame = comparison.to_pandas().set_index("route")
+    assert frame.loc[LOCAL, "motion"] > 0 and frame.loc[LOCAL, "sharpness"] > 0
+    assert math.isnan(frame.loc[RUNWAY, "motion"])  # failed: never measured, not zero
+    summary = comparison.summary()
+    assert summary.loc[LOCAL, "median_motion"] == pytest.approx(frame.loc[LOCAL, "motion"])
+    assert math.isnan(summary.loc[RUNWAY, "median_motion"])
+    assert "rating" not in summary.columns  # no votes: no rating column at all
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "abebeats_lab.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_score_and_report_score_commands(run_copy: Path, tmp_path: Path) -> None:
+    second = Path(shutil.copytree(run_copy, tmp_path / "second"))
+    scored = _cli("score", str(run_copy), "--workers", "1")
+    assert scored.returncode == 0, scored.stderr
+    lines = scored.stdout.splitlines()
+    assert lines[0].split()[:3] == ["route", "clips", "motion"]
+    assert any(line.startswith(LOCAL) and " 2/2 " in line for line in lines)
+    assert (run_copy / QUALITY_DB).is_file()
+    assert "Automatic metrics per route" in _parse(write_report(run_copy)).text["quality"]
+    reported = _cli("report", str(second), "--score")
+    assert reported.returncode == 0, reported.stderr
+    assert "Automatic metrics per route" in _parse(Path(reported.stdout.strip())).text["quality"]
+    refused = _cli("score", str(second), "--workers", "0")
+    assert refused.returncode == 2 and "--workers" in refused.stderr
