@@ -17,6 +17,7 @@ from abebeats_lab.errors import LabError
 
 # Heavy entry points load on first use, so `import abebeats_lab` stays cheap.
 _LAZY = {
+    "Arena": "abebeats_lab.widgets",
     "Comparison": "abebeats_lab.views.comparison",
     "ControlPanel": "abebeats_lab.widgets",
     "GenerateResult": "abebeats_lab.run.api",
@@ -38,6 +39,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Arena",
     "Comparison",
     "ControlPanel",
     "GenerateResult",

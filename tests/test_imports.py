@@ -30,6 +30,7 @@ def test_import_pulls_in_no_heavy_module() -> None:
 
 def test_public_surface_is_pinned() -> None:
     assert abebeats_lab.__all__ == [
+        "Arena",
         "Comparison",
         "ControlPanel",
         "GenerateResult",
