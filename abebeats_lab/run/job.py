@@ -507,7 +507,10 @@ class RunContext:
         refs = await provider.outputs(job, status)
         if not refs:
             raise DownloadError("the job succeeded but listed no output")
-        dest = self.store.outputs_dir / f"{safe_name(row.route, row.prompt_index, row.repeat)}.mp4"
+        # The attempt's own ref in the name: runs sharing a folder (a music video's shots) never
+        # write the same file at once.
+        attempt_name = safe_name(row.route, row.prompt_index, row.repeat, row.client_ref[:8])
+        dest = self.store.outputs_dir / f"{attempt_name}.mp4"
         marks.download_start = time.monotonic()
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             try:
