@@ -26,6 +26,7 @@ from abebeats_lab.emulator.server import RunningServer, serve
 __all__ = ["EMULATED_PROVIDERS", "Dist", "EmulatorState", "Emulators", "Scenario", "create_app"]
 
 _APPS = {
+    "fal": "abebeats_lab.emulator.pika:create_app",
     "gemini": "abebeats_lab.emulator.gemini:create_app",
     "pika": "abebeats_lab.emulator.pika:create_app",
     "replicate": "abebeats_lab.emulator.replicate:create_app",
@@ -36,6 +37,7 @@ EMULATED_PROVIDERS = tuple(sorted(_APPS))
 
 # Fake credentials the emulators accept. Recognisably fake, so a leak scan can find them.
 EMULATOR_KEYS = {
+    "fal": "emulated-fal-key",
     "runway": "key_" + "e" * 128,
     "replicate": "r8_emulated_token",
     "veo": "emulated-oauth-token",
@@ -115,6 +117,8 @@ class Emulators:
             "replicate": ("REPLICATE_BASE_URL", "REPLICATE_API_TOKEN"),
             "veo": ("GOOGLE_VERTEX_BASE_URL", "GOOGLE_OAUTH_ACCESS_TOKEN"),
             "pika": ("FAL_QUEUE_BASE_URL", "FAL_KEY"),
+            # `fal` and `pika` read the same variables: either emulator serves every app.
+            "fal": ("FAL_QUEUE_BASE_URL", "FAL_KEY"),
             "gemini": ("GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY"),
         }
         env: dict[str, str] = {}

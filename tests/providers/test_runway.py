@@ -83,7 +83,7 @@ def test_veo_payload_carries_audio_negative_prompt_and_1080p_ratio() -> None:
 def test_ratio_table_refuses_combinations_runway_lacks() -> None:
     assert runway_ratio(REQUEST.replace(aspect_ratio="21:9")) == "1584:672"
     with pytest.raises(ValidationError, match="aspect_ratio"):
-        runway_ratio(REQUEST.replace(aspect_ratio="1:1", resolution="1080p"))
+        runway_ratio(REQUEST.replace(aspect_ratio="4:3", resolution="1080p"))
 
 
 @pytest.mark.parametrize(
