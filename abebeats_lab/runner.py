@@ -25,7 +25,7 @@ from abebeats_lab import capabilities, costs
 from abebeats_lab._jobs import JobEvent, RunContext, live_row
 from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, VideoRequest
 from abebeats_lab.comparison import Comparison
-from abebeats_lab.connect import connect
+from abebeats_lab.connect import LOCAL, connect
 from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError, ValidationError
 from abebeats_lab.limits import Limiter
 from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunStore
@@ -40,6 +40,7 @@ __all__ = [
     "compare",
     "generate",
     "load_run",
+    "model_routes",
     "resume",
     "was_interrupted",
 ]
@@ -182,11 +183,35 @@ def _spec(
     }
 
 
+def model_routes(model: str, *, emulate: bool = False) -> list[Route]:
+    """Every concrete route selling ``model`` that can run here: one whose provider has a key
+    (every one with ``emulate=True``). Raises `ValidationError` when none can."""
+    from abebeats_lab import config
+
+    sellers = [Route.parse(c.pattern) for c in capabilities.routes_for_model(model)]
+    usable = [
+        r
+        for r in sellers
+        if emulate or r.provider == LOCAL or config.key_for(r.provider, required=False)
+    ]
+    if not usable:
+        missing = ", ".join(str(r) for r in sellers)
+        raise ValidationError("model", model, f"a key for one of {missing} (or emulate)")
+    return usable
+
+
+def _unchecked_notes(planned: Sequence[Planned]) -> list[str]:
+    """One note per route planned through a catch-all row (settings and price unchecked)."""
+    seen = dict.fromkeys(p.row.route for p in planned if not p.caps.checked)
+    return [f"{route}: {capabilities.capabilities_for(route).notes}" for route in seen]
+
+
 async def compare(
     prompts: Sequence[str] | str,
-    routes: Sequence[str | Route],
+    routes: Sequence[str | Route] = (),
     request: VideoRequest | None = None,
     *,
+    model: str | None = None,
     repeats: int = 1,
     run_dir: Path | str | None = None,
     on_update: UpdateHandler | None = None,
@@ -211,9 +236,12 @@ async def compare(
     ``prices`` supplies USD per second per route (``{"replicate:owner/model": 0.05}``),
     over the user's ``prices.toml`` and the price table. Emulated runs are free, so with
     ``emulate=True`` ``max_cost_usd`` is not applied: ``notes`` says what the run would cost.
+    ``model="veo-3.1-fast"`` adds every route selling that model which has a key (every one
+    when emulated), so one model is compared across its resellers (`model_routes`).
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-    route_list = list(dict.fromkeys(Route.parse(r) for r in routes))  # a route once, in order
+    sellers = model_routes(model, emulate=emulate) if model else []
+    route_list = list(dict.fromkeys([*(Route.parse(r) for r in routes), *sellers]))
     if not prompt_list or not route_list or repeats < 1:
         raise LabError("compare needs at least one prompt, one route and repeats >= 1")
     base = request or VideoRequest(prompt_list[0])
@@ -229,7 +257,7 @@ async def compare(
         prices=prices,
     )
     estimate = costs.total((p.row.route, _cost_of(p.row)) for p in planned)
-    notes: list[str] = []
+    notes = _unchecked_notes(planned)
     if emulate and max_cost_usd is not None:
         notes.append(costs.emulated_limit_note(estimate, max_cost_usd))
         log.info("%s", notes[-1])
