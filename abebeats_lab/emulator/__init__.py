@@ -33,7 +33,10 @@ _APPS = {
     "runway": "abebeats_lab.emulator.runway:create_app",
     "veo": "abebeats_lab.emulator.veo:create_app",
 }
-EMULATED_PROVIDERS = tuple(sorted(_APPS))
+_SAME_AS = {"fal": "pika"}
+"""Providers served by another's emulator app: `Emulators()` serves those once, under the
+other name (its ``FAL_*`` exports point a `fal` client there too)."""
+EMULATED_PROVIDERS = tuple(sorted(set(_APPS) - set(_SAME_AS)))
 
 # Fake credentials the emulators accept. Recognisably fake, so a leak scan can find them.
 EMULATOR_KEYS = {
