@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shlex
 import shutil
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -52,6 +54,10 @@ EXIT_INTERRUPTED = 130
 PROMPT_CHARS = 30
 """A prompt is shortened to about this many characters in progress lines."""
 ERROR_CHARS = 100
+LINE_WIDTH = 100
+"""`routes` keeps its lines this short (user-priced rows add " (user)")."""
+SPAN_MIN = 3
+"""A duration list longer than this, evenly spaced, prints as a range."""
 FINAL_STATES = frozenset({"succeeded", "failed", "canceled", "ambiguous"})
 DEMO_PROMPTS = (
     "a paper boat drifting down a neon river at night",
@@ -64,7 +70,11 @@ DEMO_ROUTES = (
     "replicate:google/veo-3-fast",
     "veo:veo-3.1-fast-generate-001",
     "pika:fal-ai/pika/v2.2/text-to-video",
+    "fal:fal-ai/veo3.1/fast",
+    "runway:veo3.1_fast",
 )
+"""Every provider once, and Veo 3.1 Fast on three resellers (Vertex, fal, Runway), so the
+report shows one model side by side."""
 
 
 def _request_args(parser: argparse.ArgumentParser) -> None:
@@ -251,10 +261,15 @@ async def _cmd_compare(args: argparse.Namespace) -> int:
     if not args.dry_run:
         _finish_on_interrupt(args, run_dir)
     per_route = len(args.prompts) * args.repeats
-    with _Progress(dict.fromkeys(args.route, per_route)) as progress:
+    routes = list(args.route)
+    if args.model:
+        routes += [str(r) for r in runner.model_routes(args.model, emulate=args.emulate)]
+    if not routes:
+        raise ValidationError("--route", None, "a route (--route) or a model (--model)")
+    with _Progress(dict.fromkeys(routes, per_route)) as progress:
         comparison = await runner.compare(
             args.prompts,
-            args.route,
+            routes,
             _request_from(args),
             repeats=args.repeats,
             run_dir=run_dir,
@@ -401,28 +416,79 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _cmd_routes(args: argparse.Namespace) -> int:
-    from abebeats_lab import capabilities, config, fmt
+def _spans(values: Sequence[int]) -> str:
+    """``3,4,5,6`` as ``3-6``, ``6,8,..,20`` as ``6-20/2``; short uneven lists stay lists."""
+    ordered = sorted(values)
+    steps = {b - a for a, b in itertools.pairwise(ordered)}
+    if len(ordered) > SPAN_MIN and len(steps) == 1:
+        (step,) = steps
+        return f"{ordered[0]}-{ordered[-1]}" + ("" if step == 1 else f"/{step}")
+    return ",".join(map(str, ordered))
 
-    rows = []
-    for name, caps in capabilities.priced_routes():
-        provider = name.partition(":")[0]
-        has_key = caps.runs_locally or config.key_for(provider, required=False) is not None
+
+def _range_of(resolutions: Sequence[str]) -> str:
+    """Two resolutions as a list, more as ``first-last`` (the data lists them ascending)."""
+    if len(resolutions) > 2:
+        return f"{resolutions[0]}-{resolutions[-1]}"
+    return ",".join(resolutions)
+
+
+def _key_state(provider: str, *, runs_locally: bool) -> str:
+    from abebeats_lab import config
+
+    if runs_locally:
+        return "no key needed"
+    if config.key_for(provider, required=False) is not None:
+        return "key set"
+    return f"{' or '.join(config.PROVIDER_ENV[provider].keys)} missing (use --emulate)"
+
+
+async def _cmd_routes(args: argparse.Namespace) -> int:
+    from abebeats_lab import capabilities, fmt
+
+    listed = capabilities.priced_routes()
+    if args.model:
+        capabilities.routes_for_model(args.model)  # an unknown model names the known ones
+        listed = [(n, c) for n, c in listed if c.model == args.model and "*" not in n]
+    groups: dict[str, list[list[str]]] = {}
+    local: set[str] = set()
+    unknown: list[tuple[str, str]] = []
+    for name, caps in listed:
+        if caps.runs_locally:
+            local.add(name.partition(":")[0])
         price = fmt.rate(caps.price.usd_per_s)
-        rows.append(
-            [
-                name,
-                ",".join(map(str, caps.durations)),
-                ",".join(caps.aspect_ratios),
-                ",".join(caps.resolutions),
-                "yes" if caps.cancel else "no",
-                f"{price} (user)" if caps.price.source == capabilities.USER_SOURCE else price,
-                "set" if has_key else "missing (use --emulate)",
-            ]
+        if caps.price.source == capabilities.USER_SOURCE:
+            price += " (user)"
+        if caps.price.usd_per_s is None and caps.price.per_video_usd is None:
+            unknown.append((name, caps.price.source))
+        cells = [
+            name,
+            caps.model or "-",
+            _spans(caps.durations),
+            _range_of(caps.resolutions),
+            price,
+        ]
+        groups.setdefault(name.partition(":")[0], []).append(cells)
+    header = ["route", "model", "secs", "resolution", "price"]
+    widths = [max(len(r[i]) for rows in groups.values() for r in [header, *rows]) for i in range(5)]
+    print(_line(header, widths))
+    for provider, rows in groups.items():
+        print(f"# {provider}: {_key_state(provider, runs_locally=provider in local)}")
+        for row in rows:
+            print(_line(row, widths))
+    notes = [f"{name}: price {reason}" for name, reason in unknown] if args.model else []
+    if unknown and not args.model:
+        notes.append(
+            f"unknown: no trustworthy price found for {len(unknown)} route(s); each reason: "
+            "routes --model MODEL; give one with --price ROUTE=USD_PER_S or prices.toml"
         )
-    header = ["route", "durations", "ratios", "resolutions", "cancel", "price", "key"]
-    _print_table(header, rows)
+    for note in notes:
+        print(textwrap.fill(note, LINE_WIDTH, subsequent_indent="    "))
     return 0
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -578,9 +644,16 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument(
         "--route",
         action="append",
-        required=True,
+        default=[],
         metavar="ROUTE",
         help="provider:model to compare (see `abebeats-lab routes`); repeat for more",
+    )
+    cmp_.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="also every route selling this model that has a key (all of them with "
+        "--emulate), e.g. veo-3.1-fast: one model across its resellers",
     )
     cmp_.add_argument(
         "--repeats", type=int, default=1, metavar="N", help="jobs per prompt and route"
@@ -671,7 +744,15 @@ def _parser() -> argparse.ArgumentParser:
         help="processes measuring clips at once (default: one per CPU core)",
     )
 
-    _command(sub, "routes", "list routes, what they accept and whether keys are set", _cmd_routes)
+    rts = _command(
+        sub, "routes", "list routes, the model each sells, its price and key state", _cmd_routes
+    )
+    rts.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="only the routes selling this model (e.g. veo-3.1-fast), with each price's source",
+    )
 
     emu = _command(sub, "emulate", "serve every provider emulator on 127.0.0.1", _cmd_emulate)
     emu.add_argument(

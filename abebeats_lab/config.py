@@ -142,6 +142,8 @@ PROVIDER_ENV: Mapping[str, ProviderEnv] = {
     "veo": ProviderEnv(
         ("GOOGLE_OAUTH_ACCESS_TOKEN",), "GOOGLE_VERTEX_BASE_URL", "", ambient="Google ADC"
     ),
+    # fal.ai's queue serves every fal app; `pika` is the same client under Pika's own name.
+    "fal": ProviderEnv(("FAL_KEY",), "FAL_QUEUE_BASE_URL", "https://queue.fal.run"),
     "pika": ProviderEnv(("FAL_KEY", "PIKA_API_KEY"), "FAL_QUEUE_BASE_URL", "https://queue.fal.run"),
     # The Gemini Developer API: an API key, no Cloud project; google-genai's own variable names.
     "gemini": ProviderEnv(

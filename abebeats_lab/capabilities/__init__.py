@@ -38,10 +38,14 @@ __all__ = [
     "Price",
     "all_routes",
     "capabilities_for",
+    "concrete",
+    "model_of",
+    "models",
     "parse_price",
     "price_overrides",
     "priced",
     "priced_routes",
+    "routes_for_model",
     "user_prices",
     "user_prices_path",
     "validate",
@@ -116,7 +120,15 @@ class Capabilities:
     """A prior for the wait schedule until the store has seen this route run."""
     input_map: dict[str, str] = field(default_factory=dict)
     """Request field -> provider input name, for routes whose payload varies by model."""
+    input_formats: dict[str, str] = field(default_factory=dict)
+    """Request field -> format string, for inputs sent as text (fal's Kling takes its
+    duration as ``"5"``: ``"{}"``; its Veo as ``"8s"``: ``"{}s"``)."""
     fixed_inputs: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    """The model this route sells (``veo-3.1-fast``), shared by every reseller's route of it,
+    so a comparison can put one model's routes side by side; empty for open catch-alls."""
+    checked: bool = True
+    """False for a catch-all row: the route's settings and price were not checked."""
     notes: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
     """The provider's own default per field (``duration_s``, ``aspect_ratio``, ``resolution``)."""
@@ -140,6 +152,29 @@ class Capabilities:
         ``{field: [None, default]}`` for each one filled (a change nobody asked for)."""
         filled = {n: self.default(n) for n in ROUTE_DEFAULT_FIELDS if getattr(request, n) is None}
         return request.replace(**filled), {n: [None, v] for n, v in filled.items()}
+
+    def inputs(self, request: VideoRequest) -> dict[str, Any]:
+        """The provider inputs for ``request``: fixed inputs, then each mapped request field
+        that is set (formatted where the data says so), then the request's extras."""
+        values: dict[str, Any] = {
+            "prompt": request.prompt,
+            "duration_s": request.duration_s,
+            "aspect_ratio": request.aspect_ratio,
+            "resolution": request.resolution,
+            "seed": request.seed,
+            "negative_prompt": request.negative_prompt,
+            "image": request.image,
+            "generate_audio": request.generate_audio,
+        }
+        payload = dict(self.fixed_inputs)
+        for field_name, input_name in self.input_map.items():
+            value = values.get(field_name)
+            if value is None:
+                continue
+            form = self.input_formats.get(field_name)
+            payload[input_name] = value if form is None else form.format(value)
+        payload.update(request.extras)
+        return payload
 
     def estimate_usd(self, request: VideoRequest) -> float | None:
         """Estimated cost of one job for this request (route defaults where it sets none)."""
@@ -188,6 +223,32 @@ def capabilities_for(route: Route | str) -> Capabilities:
         if "*" in caps.pattern and fnmatch.fnmatchcase(name, caps.pattern):
             return caps
     raise UnknownRouteError(name, known=[c.pattern for c in table])
+
+
+def concrete(caps: Capabilities) -> bool:
+    """True for a row naming one route (no ``*`` pattern): one that can be sent to."""
+    return "*" not in caps.pattern
+
+
+def models() -> list[str]:
+    """Every model identity named in the data, sorted."""
+    return sorted({c.model for c in _table() if c.model})
+
+
+def routes_for_model(model: str) -> list[Capabilities]:
+    """The concrete routes selling ``model``, in file order; `ValidationError` if none."""
+    found = [c for c in _table() if c.model == model and concrete(c)]
+    if not found:
+        raise ValidationError("model", model, ", ".join(models()))
+    return found
+
+
+def model_of(route: Route | str) -> str:
+    """The model ``route`` sells, or "" when no row names one (or no row matches)."""
+    try:
+        return capabilities_for(route).model
+    except UnknownRouteError:
+        return ""
 
 
 def _prompt_length(prompt: str, units: str) -> int:

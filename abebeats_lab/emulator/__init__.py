@@ -23,19 +23,38 @@ from abebeats_lab.emulator.core import EmulatorState
 from abebeats_lab.emulator.scenario import Dist, Scenario
 from abebeats_lab.emulator.server import RunningServer, serve
 
-__all__ = ["EMULATED_PROVIDERS", "Dist", "EmulatorState", "Emulators", "Scenario", "create_app"]
+__all__ = [
+    "EMULATED_PROVIDERS",
+    "Dist",
+    "EmulatorState",
+    "Emulators",
+    "Scenario",
+    "can_emulate",
+    "create_app",
+]
 
 _APPS = {
+    "fal": "abebeats_lab.emulator.pika:create_app",
     "gemini": "abebeats_lab.emulator.gemini:create_app",
     "pika": "abebeats_lab.emulator.pika:create_app",
     "replicate": "abebeats_lab.emulator.replicate:create_app",
     "runway": "abebeats_lab.emulator.runway:create_app",
     "veo": "abebeats_lab.emulator.veo:create_app",
 }
-EMULATED_PROVIDERS = tuple(sorted(_APPS))
+_SAME_AS = {"fal": "pika"}
+"""Providers served by another's emulator app: `Emulators()` serves those once, under the
+other name (its ``FAL_*`` exports point a `fal` client there too)."""
+EMULATED_PROVIDERS = tuple(sorted(set(_APPS) - set(_SAME_AS)))
+
+
+def can_emulate(provider: str) -> bool:
+    """True when an emulator here speaks ``provider``'s API (every remote provider does)."""
+    return provider in _APPS
+
 
 # Fake credentials the emulators accept. Recognisably fake, so a leak scan can find them.
 EMULATOR_KEYS = {
+    "fal": "emulated-fal-key",
     "runway": "key_" + "e" * 128,
     "replicate": "r8_emulated_token",
     "veo": "emulated-oauth-token",
@@ -115,6 +134,8 @@ class Emulators:
             "replicate": ("REPLICATE_BASE_URL", "REPLICATE_API_TOKEN"),
             "veo": ("GOOGLE_VERTEX_BASE_URL", "GOOGLE_OAUTH_ACCESS_TOKEN"),
             "pika": ("FAL_QUEUE_BASE_URL", "FAL_KEY"),
+            # `fal` and `pika` read the same variables: either emulator serves every app.
+            "fal": ("FAL_QUEUE_BASE_URL", "FAL_KEY"),
             "gemini": ("GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY"),
         }
         env: dict[str, str] = {}

@@ -31,6 +31,8 @@ _T2V, _I2V = "text_to_video", "image_to_video"
 _WIDE = ("1280:720", "720:1280", "1104:832", "960:960", "832:1104", "1584:672")
 _VEO = ("1280:720", "720:1280", "1080:1920", "1920:1080")
 _RANGE_2_10 = tuple(range(2, 11))
+_DEFAULT_SHAPE = ("16:9", "720p")
+"""What a create without a ``ratio`` renders (an image-to-video ratio follows the image)."""
 
 # Runway's pixel ratio -> (aspect ratio, resolution) the rendered output is given.
 RATIO_SHAPES = {
@@ -39,6 +41,7 @@ RATIO_SHAPES = {
     "1920:1080": ("16:9", "1080p"),
     "1080:1920": ("9:16", "1080p"),
     "960:960": ("1:1", "720p"),
+    "1440:1440": ("1:1", "1080p"),
     "1104:832": ("4:3", "720p"),
     "832:1104": ("3:4", "720p"),
     "1584:672": ("21:9", "720p"),
@@ -74,6 +77,86 @@ def _spec(
 
 _GEN_OPT = "seed contentModeration outputFormat proresProfile"
 _VEO_OPT = "duration seed audio negativePrompt"
+_KLING_1080 = ("1920:1080", "1080:1920", "1440:1440")
+_KLING_720 = ("1280:720", "720:1280", "960:960")
+_SEEDANCE_720 = ("1280:720", "720:1280", "960:960", "1112:834", "834:1112")
+_SEEDANCE_1080 = (*_SEEDANCE_720, "1920:1080", "1080:1920", "1440:1440")
+_WAN = ("1280:720", "720:1280", "960:960", "1104:832", "832:1104", "1920:1080", "1080:1920")
+_RANGE_3_15 = tuple(range(3, 16))
+_RANGE_4_15 = tuple(range(4, 16))
+_RANGE_3_10 = tuple(range(3, 11))
+_STAND_IN_CREDITS = 10
+"""Credits per second this emulator bills for resold models whose real rate is in no stored
+Runway source (Kling, Seedance, Wan, Omni): a stand-in, never a price."""
+_KLING_OPT = "audio cfgScale duration promptText providerSettings"
+_KLING_O3_OPT = "audio duration promptText providerSettings"
+_SEEDANCE_OPT = "audio duration ratio seed referenceAudio"
+_WAN_OPT = "audio duration ratio referenceAudio referenceVideos"
+
+
+def _resold(
+    ratios: tuple[str, ...], durations: tuple[int, ...], t2v: tuple[str, str], i2v: tuple[str, str]
+) -> dict[str, ModelSpec]:
+    """A resold model's two specs (runwayml 5.24.0 unions): ``(required, optional)`` per
+    endpoint, billed at the stand-in rate."""
+    return {
+        _T2V: _spec(ratios, durations, _STAND_IN_CREDITS, *t2v, prompt_max=_RESOLD_PROMPT_MAX),
+        _I2V: _spec(ratios, durations, _STAND_IN_CREDITS, *i2v, prompt_max=_RESOLD_PROMPT_MAX),
+    }
+
+
+_RESOLD_PROMPT_MAX = 3500
+"""Seedance's documented promptText limit; the SDK states none for Kling and Wan."""
+_RESOLD: dict[str, dict[str, ModelSpec]] = {
+    "kling3.0_pro": _resold(
+        _KLING_1080, _RANGE_3_15, ("ratio", _KLING_OPT), ("promptImage", _KLING_OPT + " ratio")
+    ),
+    "kling3.0_standard": _resold(
+        _KLING_720, _RANGE_3_15, ("ratio", _KLING_OPT), ("promptImage", _KLING_OPT + " ratio")
+    ),
+    "klingO3_pro": _resold(
+        _KLING_1080,
+        _RANGE_3_15,
+        ("ratio", _KLING_O3_OPT),
+        ("promptImage", _KLING_O3_OPT + " ratio references"),
+    ),
+    "klingO3_standard": _resold(
+        _KLING_720,
+        _RANGE_3_15,
+        ("ratio", _KLING_O3_OPT),
+        ("promptImage", _KLING_O3_OPT + " ratio references"),
+    ),
+    "seedance2": _resold(
+        _SEEDANCE_1080,
+        _RANGE_4_15,
+        ("promptText", _SEEDANCE_OPT + " references referenceVideos"),
+        ("promptImage", _SEEDANCE_OPT + " promptText"),
+    ),
+    "seedance2_fast": _resold(
+        _SEEDANCE_720,
+        _RANGE_4_15,
+        ("promptText", _SEEDANCE_OPT + " references referenceVideos"),
+        ("promptImage", _SEEDANCE_OPT + " promptText"),
+    ),
+    "seedance2_mini": _resold(
+        _SEEDANCE_720,
+        _RANGE_4_15,
+        ("promptText", _SEEDANCE_OPT + " references referenceVideos"),
+        ("promptImage", _SEEDANCE_OPT + " promptText"),
+    ),
+    "wan3": _resold(
+        _WAN,
+        (5, 10, 15),
+        ("promptText", _WAN_OPT + " references"),
+        ("promptImage promptText", _WAN_OPT),
+    ),
+    "gemini_omni_flash": _resold(
+        _VEO[:2],
+        _RANGE_3_10,
+        ("promptText", "duration ratio"),
+        ("promptImage", "duration promptText ratio"),
+    ),
+}
 MODELS: dict[tuple[str, str], ModelSpec] = {
     (_T2V, "gen4.5"): _spec(_VEO[:2], _RANGE_2_10, 12, "promptText ratio duration", _GEN_OPT),
     (_I2V, "gen4.5"): _spec(
@@ -123,6 +206,11 @@ MODELS: dict[tuple[str, str], ModelSpec] = {
         default_duration=8,
         audio_credits_per_s=15,
     ),
+    **{
+        (endpoint, model): spec
+        for model, specs in _RESOLD.items()
+        for endpoint, spec in specs.items()
+    },
 }
 
 
@@ -163,7 +251,7 @@ def _check_values(body: dict[str, Any], spec: ModelSpec) -> int:
         raise BadInput("promptText: must be a non-empty string")
     if isinstance(prompt, str) and _utf16_len(prompt) > spec.prompt_max:
         raise BadInput(f"promptText: must be at most {spec.prompt_max} UTF-16 code units")
-    if body["ratio"] not in spec.ratios:
+    if "ratio" in body and body["ratio"] not in spec.ratios:
         raise BadInput(f"ratio: must be one of {', '.join(spec.ratios)}")
     duration = body.get("duration", spec.default_duration)
     if type(duration) is not int or duration not in spec.durations:
@@ -316,7 +404,7 @@ class _Runway:
     def _output_url(self, job: EmulatedJob) -> str:
         # Every GET signs a fresh URL, as Runway does ("fetch the task again to get fresh URLs").
         self.state.refresh_output(job)
-        aspect, resolution = RATIO_SHAPES[job.payload["ratio"]]
+        aspect, resolution = RATIO_SHAPES.get(job.payload.get("ratio", ""), _DEFAULT_SHAPE)
         return self.state.output_for(
             job,
             prompt=str(job.payload.get("promptText", "")),

@@ -25,6 +25,7 @@ def register(name: str, target: str) -> None:
 
 
 for _name, _target in {
+    "fal": "abebeats_lab.providers.pika:FalProvider",
     "gemini": "abebeats_lab.providers.gemini:GeminiProvider",
     "local": "abebeats_lab.providers.local:LocalProvider",
     "pika": "abebeats_lab.providers.pika:PikaProvider",

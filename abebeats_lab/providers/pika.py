@@ -1,13 +1,15 @@
-"""Pika through fal.ai's queue: ``pika:fal-ai/pika/v2.2/text-to-video`` and friends.
+"""fal.ai's queue, for any fal video app: ``fal:<app-id>``, and ``pika:`` for Pika's apps.
 
-Submit with ``POST {queue}/{model_id}``; status, result and cancel live under the app root
+Submit with ``POST {queue}/{app_id}``; status, result and cancel live under the app root
 (``{queue}/fal-ai/pika/requests/{id}``), whose URLs the submit answer carries and the job
 keeps, so a resumed run re-attaches without rebuilding them. fal pushes status over SSE
 (``…/status/stream``); `waiting.wait` follows it and falls back to polling if it breaks.
-fal reports no timestamps. Wire facts: provider-apis.md §4.
+fal reports no timestamps. What each app takes (its input names and value formats) is
+capability data (``capabilities/fal.toml``, ``pika.toml``); an app with no row gets the
+prompt and the request's extras only. Wire facts: provider-apis.md §4.
 
 The stream is read with caps (`MAX_EVENT_BYTES` per event, `MAX_STREAM_BYTES` in all), as
-every answer is (`_http.read_answer`), and request ids are checked before they go into a path.
+every answer is (`http.read_answer`), and request ids are checked before they go into a path.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from typing import Any, ClassVar
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
+from abebeats_lab import capabilities
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
 from abebeats_lab.http import check_encoding, error_from, json_body, read_answer
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
 
-__all__ = ["PikaProvider", "app_root", "build_input", "parse_status"]
+__all__ = ["FalProvider", "PikaProvider", "app_root", "build_input", "parse_status"]
 
-_NAME = "pika"
+_NAME = "fal"
 _NAMESPACES = ("workflows", "comfy")
 _CANCELED_TYPES = frozenset({"client_cancelled"})
 """``error_type`` values that mean the request was cancelled rather than failed."""
@@ -52,21 +55,33 @@ def app_root(model_id: str) -> str:
     return "/".join(parts[:3] if parts[0] in _NAMESPACES else parts[:2])
 
 
-def build_input(request: VideoRequest) -> dict[str, Any]:
-    """The model input fal forwards to Pika; extras are merged last."""
-    body: dict[str, Any] = {
-        "prompt": request.prompt,
-        "aspect_ratio": request.aspect_ratio,
-        "resolution": request.resolution,
-        "duration": request.duration_s,
-    }
-    if request.seed is not None:
-        body["seed"] = request.seed
-    if request.negative_prompt:
-        body["negative_prompt"] = request.negative_prompt
-    if request.image:
-        body["image_url"] = request.image
-    body.update(request.extras)
+_PIKA_INPUTS = {
+    "prompt": "prompt",
+    "aspect_ratio": "aspect_ratio",
+    "resolution": "resolution",
+    "duration_s": "duration",
+    "seed": "seed",
+    "negative_prompt": "negative_prompt",
+    "image": "image_url",
+}
+"""Pika's input names on fal, for a caller with no capability row at hand."""
+
+
+def build_input(
+    request: VideoRequest, caps: capabilities.Capabilities | None = None
+) -> dict[str, Any]:
+    """The app input: the route's mapped fields (formatted as its data says), then extras.
+
+    The prompt is always sent, even by a row that maps nothing else; without ``caps``, a
+    Pika app's input names are used.
+    """
+    if caps is None:
+        caps = capabilities.Capabilities(
+            "fal:*", (), (), (), 0, capabilities.Price(None, "", ""), input_map=_PIKA_INPUTS
+        )
+    body = {"prompt": request.prompt, **caps.inputs(request)}
+    if not request.negative_prompt:
+        body.pop(caps.input_map.get("negative_prompt", ""), None)
     return body
 
 
@@ -118,8 +133,8 @@ def _video_ref(data: dict[str, Any]) -> OutputRef:
     )
 
 
-class PikaProvider(HttpxProvider):
-    """fal.ai's queue API over httpx, for the Pika model ids; see the module docstring."""
+class FalProvider(HttpxProvider):
+    """fal.ai's queue API over httpx, for any app id; see the module docstring."""
 
     name: ClassVar[str] = _NAME
 
@@ -144,12 +159,13 @@ class PikaProvider(HttpxProvider):
         """Queue the request; never retried once it may have reached fal."""
         submitted_at = utcnow()
         url = f"{self._base}/{route.model.strip('/')}"
-        response = await self._call("POST", url, idempotent=False, json=build_input(request))
-        data = json_body(response, _NAME)
+        body = build_input(request, capabilities.capabilities_for(route))
+        response = await self._call("POST", url, idempotent=False, json=body)
+        data = json_body(response, self.name)
         request_id = data.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise ProtocolError(
-                f"submit answer without request_id: {str(data)[:200]}", provider=_NAME
+                f"submit answer without request_id: {str(data)[:200]}", provider=self.name
             )
         checked_id(request_id)
         handles = {name: data[name] for name in _HANDLES if isinstance(data.get(name), str)}
@@ -164,7 +180,7 @@ class PikaProvider(HttpxProvider):
     async def status(self, job: Job) -> JobStatus:
         url = self._url(job, "status_url")
         response = await self._call("GET", url, idempotent=True, params=_QUIET_LOGS)
-        return parse_status(json_body(response, _NAME))
+        return parse_status(json_body(response, self.name))
 
     def stream(self, job: Job) -> AsyncIterator[JobStatus]:
         """fal's SSE status stream, one `JobStatus` per event; ends after COMPLETED."""
@@ -183,18 +199,20 @@ class PikaProvider(HttpxProvider):
             ) as source:
                 self._observe(source.response)
                 if source.response.status_code >= httpx.codes.BAD_REQUEST:
-                    raise error_from(await read_answer(source.response, provider=_NAME), _NAME)
+                    raise error_from(
+                        await read_answer(source.response, provider=self.name), self.name
+                    )
                 async for data in _event_data(source.response):
                     yield parse_status(_event_json(data))
         except (httpx.HTTPError, SSEError) as exc:
             raise ProviderTransportError(
-                f"status stream broke: {type(exc).__name__}: {exc}", provider=_NAME
+                f"status stream broke: {type(exc).__name__}: {exc}", provider=self.name
             ) from exc
 
     async def outputs(self, job: Job, status: JobStatus) -> list[OutputRef]:
         """GET the result (``response_url``) and read ``video.url``."""
         response = await self._call("GET", self._url(job, "response_url"), idempotent=True)
-        return [_video_ref(json_body(response, _NAME))]
+        return [_video_ref(json_body(response, self.name))]
 
     async def refresh_outputs(self, job: Job) -> list[OutputRef]:
         """The result fetched again (fal's media URLs are stable, so this rarely differs)."""
@@ -254,6 +272,12 @@ def _names_request(url: str, segment: str) -> bool:
     path = urllib.parse.urlsplit(url).path
     parts = path.split("/")
     return segment in parts and not {".", ".."} & set(parts) and "%" not in path
+
+
+class PikaProvider(FalProvider):
+    """The same fal client under the name ``pika`` (key alias ``PIKA_API_KEY``)."""
+
+    name: ClassVar[str] = "pika"
 
 
 def _event_json(text: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Wire facts: provider-apis.md §1.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.parse
 from datetime import datetime
@@ -42,6 +43,7 @@ RATIOS: dict[tuple[str, str], str] = {
     ("16:9", "1080p"): "1920:1080",
     ("9:16", "1080p"): "1080:1920",
     ("1:1", "720p"): "960:960",
+    ("1:1", "1080p"): "1440:1440",
     ("4:3", "720p"): "1104:832",
     ("3:4", "720p"): "832:1104",
     ("21:9", "720p"): "1584:672",
@@ -70,25 +72,31 @@ def runway_ratio(request: VideoRequest) -> str:
         ) from None
 
 
+_FIELDS = {
+    "prompt": "promptText",
+    "duration_s": "duration",
+    "seed": "seed",
+    "negative_prompt": "negativePrompt",
+    "image": "promptImage",
+    "generate_audio": "audio",
+}
+"""Request field -> Runway's camelCase name, for a row that names no ``input_map``."""
+
+
 def build_payload(request: VideoRequest, route: Route) -> dict[str, Any]:
-    """The camelCase create body; optional fields only where the route's model takes them."""
+    """The camelCase create body; optional fields only where the route's model takes them.
+
+    A row's ``input_map`` lists the fields its model accepts (Kling and Wan take no seed);
+    without one, `_FIELDS`, less what the row's flags rule out.
+    """
     caps = capabilities.capabilities_for(route)
-    body: dict[str, Any] = {
-        "model": route.model,
-        "promptText": request.prompt,
-        "ratio": runway_ratio(request),
-        "duration": request.duration_s,
-    }
-    if request.image:
-        body["promptImage"] = request.image
-    if request.seed is not None:
-        body["seed"] = request.seed
-    if request.negative_prompt and caps.negative_prompt:
-        body["negativePrompt"] = request.negative_prompt
-    if caps.audio:
-        body["audio"] = request.generate_audio
-    body.update(request.extras)
-    return body
+    names = dict(caps.input_map or _FIELDS)
+    if not caps.negative_prompt or not request.negative_prompt:
+        names.pop("negative_prompt", None)
+    if not caps.audio:
+        names.pop("generate_audio", None)
+    mapped = dataclasses.replace(caps, input_map=names).inputs(request)
+    return {"model": route.model, "ratio": runway_ratio(request), **mapped}
 
 
 def task_path(task_id: str) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "compare",
     "generate",
     "load_run",
+    "model_routes",
     "resume",
     "was_interrupted",
 ]
@@ -183,11 +184,36 @@ def _spec(
     }
 
 
+def model_routes(model: str, *, emulate: bool = False) -> list[Route]:
+    """Every concrete route selling ``model`` that can run here: one whose provider has a key
+    (every one with ``emulate=True``). Raises `ValidationError` when none can."""
+    from abebeats_lab import config
+
+    rows = capabilities.routes_for_model(model)
+    sellers = [Route.parse(c.pattern) for c in rows]
+    usable = [
+        Route.parse(c.pattern)
+        for c in rows
+        if emulate or c.runs_locally or config.key_for(c.pattern.partition(":")[0], required=False)
+    ]
+    if not usable:
+        missing = ", ".join(str(r) for r in sellers)
+        raise ValidationError("model", model, f"a key for one of {missing} (or emulate)")
+    return usable
+
+
+def _unchecked_notes(planned: Sequence[Planned]) -> list[str]:
+    """One note per route planned through a catch-all row (settings and price unchecked)."""
+    seen = dict.fromkeys(p.row.route for p in planned if not p.caps.checked)
+    return [f"{route}: {capabilities.capabilities_for(route).notes}" for route in seen]
+
+
 async def compare(
     prompts: Sequence[str] | str,
-    routes: Sequence[str | Route],
+    routes: Sequence[str | Route] = (),
     request: VideoRequest | None = None,
     *,
+    model: str | None = None,
     repeats: int = 1,
     run_dir: Path | str | None = None,
     on_update: UpdateHandler | None = None,
@@ -212,9 +238,12 @@ async def compare(
     ``prices`` supplies USD per second per route (``{"replicate:owner/model": 0.05}``),
     over the user's ``prices.toml`` and the price table. Emulated runs are free, so with
     ``emulate=True`` ``max_cost_usd`` is not applied: ``notes`` says what the run would cost.
+    ``model="veo-3.1-fast"`` adds every route selling that model which has a key (every one
+    when emulated), so one model is compared across its resellers (`model_routes`).
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-    route_list = list(dict.fromkeys(Route.parse(r) for r in routes))  # a route once, in order
+    sellers = model_routes(model, emulate=emulate) if model else []
+    route_list = list(dict.fromkeys([*(Route.parse(r) for r in routes), *sellers]))
     if not prompt_list or not route_list or repeats < 1:
         raise LabError("compare needs at least one prompt, one route and repeats >= 1")
     base = request or VideoRequest(prompt_list[0])
@@ -230,7 +259,7 @@ async def compare(
         prices=prices,
     )
     estimate = costs.total((p.row.route, _cost_of(p.row)) for p in planned)
-    notes: list[str] = []
+    notes = _unchecked_notes(planned)
     if emulate and max_cost_usd is not None:
         notes.append(costs.emulated_limit_note(estimate, max_cost_usd))
         log.info("%s", notes[-1])

@@ -48,10 +48,10 @@ class Clients:
         return self
 
     async def _start_emulators(self) -> None:
-        from abebeats_lab.emulator import EMULATED_PROVIDERS, Emulators
+        from abebeats_lab.emulator import Emulators, can_emulate
 
         # A provider with no emulator (the local renderer) runs as it is.
-        remote = [name for name in self.names if name in EMULATED_PROVIDERS]
+        remote = [name for name in self.names if can_emulate(name)]
         if not remote:
             return
         starting = asyncio.ensure_future(asyncio.to_thread(Emulators, remote, self.scenario))

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
-from abebeats_lab.capabilities import USER_SOURCE
+from abebeats_lab.capabilities import USER_SOURCE, model_of
 from abebeats_lab.views import comparison, plots
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ def render_report(
         _header(run_id, rows, emulated),
         _section("Request settings", _settings_html(rows)),
         _section("Summary per route", _summary_html(rows)),
+        *_same_model_sections(rows),
         _section("Timing breakdown", _figure(plots.timing_figure(rows), "timing-chart")),
         _section("Cost per second of video", _figure(plots.cost_figure(rows), "cost-chart")),
         _section("Videos", _grid_html(rows, run_dir, base, embed_max_bytes)),
@@ -260,6 +261,51 @@ def _summary_html(rows: pd.DataFrame) -> str:
         "for the settings asked.</p>"
     )
     return _table("summary", _SUMMARY_HEADERS, lines) + note
+
+
+_SAME_MODEL_HEADERS = (
+    "route", "price/s", "median queue", "median run", "median detect lag", "success rate",
+)  # fmt: skip
+
+
+def _same_model_sections(rows: pd.DataFrame) -> list[str]:
+    """ "Same model across resellers": one table per model the run sent to several routes."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for line in comparison.summarize(rows):
+        model = model_of(str(line["route"]))
+        if model:
+            by_model.setdefault(model, []).append(line)
+    tables = []
+    for model, lines in sorted(by_model.items()):
+        if len(lines) < 2:
+            continue
+        body = [_same_model_row(line) for line in sorted(lines, key=lambda x: str(x["route"]))]
+        title = f"<h3>{_e(model)} on {len(lines)} routes</h3>"
+        tables.append(title + _table("same-model", _SAME_MODEL_HEADERS, body))
+    if not tables:
+        return []
+    note = (
+        "<p>One model sold by several resellers, the same prompt and settings on each: price "
+        "per second of the video asked for, and medians over the jobs that succeeded.</p>"
+    )
+    return [_section("Same model across resellers", "".join(tables) + note)]
+
+
+def _same_model_row(line: dict[str, Any]) -> str:
+    price = fmt.rate(line["price_usd_per_s"])
+    if line["price_usd_per_s"] is not None and line["price_source"] == USER_SOURCE:
+        price += " (user price)"
+    rate = line["success_rate"]
+    return _row(
+        [
+            f"<code>{_e(line['route'])}</code>{_badge(line['emulated'])}",
+            _e(price),
+            fmt.seconds(line["median_queue_s"]),
+            fmt.seconds(line["median_run_s"]),
+            fmt.seconds(line["median_detect_lag_s"]),
+            fmt.MISSING if rate is None else f"{rate:.0%} ({line['succeeded']}/{line['jobs']})",
+        ]
+    )
 
 
 def _figure(fig: Any, css_class: str) -> str:

@@ -1,4 +1,4 @@
-"""The official fal_client (sync and async) against the fal/Pika emulator.
+"""The official fal_client (sync and async) against the fal emulator, for Pika and other apps.
 
 fal_client has no base-URL argument and hard-codes https, so the queue host is pointed here
 the way recipes.md describes: ``fal_client.client.QUEUE_URL_FORMAT`` (a module global read at
@@ -153,3 +153,45 @@ async def test_async_client_submit_result_cancel(emulator: Emulators) -> None:
         assert isinstance(status, fal_client.Completed) and status.error_type == "client_cancelled"
     finally:
         await (await client._client).aclose()
+
+
+KLING = "fal-ai/kling-video/v3/pro/text-to-video"
+KLING_ARGS: dict[str, Any] = {"prompt": "a red kite over dunes", "duration": "5"}
+
+
+def test_a_non_pika_app_end_to_end_under_its_app_root(
+    sdk: fal_client.SyncClient, emulator: Emulators
+) -> None:
+    handle = sdk.submit(KLING, arguments={**KLING_ARGS, "aspect_ratio": "9:16"})
+    root = f"{emulator.url('pika')}/fal-ai/kling-video/requests/{handle.request_id}"
+    assert handle.status_url == f"{root}/status" and handle.response_url == root
+    result = handle.get(interval=POLL_S)
+    body = httpx.get(result["video"]["url"]).content
+    assert looks_like_mp4(body) and len(body) == result["video"]["file_size"]
+    assert sdk.result(KLING, handle.request_id) == result
+    assert emulator.states["pika"].jobs[handle.request_id].model == KLING
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({**KLING_ARGS, "duration": 5}, "duration"),  # Kling takes its duration as text
+        ({**KLING_ARGS, "seed": 4}, "seed"),  # and has no seed
+    ],
+)
+def test_a_non_pika_app_refuses_what_its_schema_lacks(
+    sdk: fal_client.SyncClient, arguments: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(fal_client.client.FalClientHTTPError) as refused:
+        sdk.submit(KLING, arguments=arguments)
+    assert refused.value.status_code == 422
+    assert field in str(refused.value.message)
+
+
+def test_an_app_without_a_declared_schema_is_served_with_any_input(
+    sdk: fal_client.SyncClient,
+) -> None:
+    app = "someone/new-video-model/text-to-video"
+    arguments = {"prompt": "a kite", "num_frames": 49, "duration": "4"}
+    result = sdk.subscribe(app, arguments=arguments, client_timeout=LONG_RUN_S)
+    assert looks_like_mp4(httpx.get(result["video"]["url"]).content)

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from abebeats_lab import capabilities
 from abebeats_lab._types import JobState, OutputRef, Route, VideoRequest
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario
 from abebeats_lab.emulator.runway import create_app
@@ -84,7 +85,7 @@ def test_veo_payload_carries_audio_negative_prompt_and_1080p_ratio() -> None:
 def test_ratio_table_refuses_combinations_runway_lacks() -> None:
     assert runway_ratio(REQUEST.replace(aspect_ratio="21:9")) == "1584:672"
     with pytest.raises(ValidationError, match="aspect_ratio"):
-        runway_ratio(REQUEST.replace(aspect_ratio="1:1", resolution="1080p"))
+        runway_ratio(REQUEST.replace(aspect_ratio="4:3", resolution="1080p"))
 
 
 @pytest.mark.parametrize(
@@ -110,6 +111,50 @@ async def test_every_route_payload_is_accepted_by_the_emulator(
     record = _state(emulator).requests[-1]
     assert record.path == ("/v1/image_to_video" if request_.image else "/v1/text_to_video")
     assert _state(emulator).jobs[job.id].payload == build_payload(request_, route)
+
+
+RESOLD = [
+    c.pattern
+    for c in capabilities.all_routes()
+    if c.pattern.startswith("runway:") and c.price.usd_per_s is None
+]
+"""Runway's resold models (Kling, Seedance, Wan, Omni): no Runway price in any stored source."""
+
+
+def test_resold_kling_sends_no_seed_and_its_own_square_ratio() -> None:
+    request = REQUEST.replace(aspect_ratio="1:1", resolution="1080p", generate_audio=True)
+    body = build_payload(request, Route("runway", "kling3.0_pro"))
+    assert body == {
+        "model": "kling3.0_pro",
+        "ratio": "1440:1440",
+        "promptText": REQUEST.prompt,
+        "duration": 5,
+        "audio": True,
+    }
+
+
+@pytest.mark.parametrize("pattern", RESOLD)
+@pytest.mark.parametrize("image", [None, IMAGE])
+async def test_every_resold_model_runs_text_and_image_to_video(
+    emulator: Emulators, client: RunwayProvider, pattern: str, image: str | None
+) -> None:
+    route = Route.parse(pattern)
+    unset = REQUEST.replace(image=image, duration_s=None, resolution=None)
+    request_, _ = capabilities.with_defaults(unset, route)
+    client.validate(request_, route)
+    job = await client.submit(request_, route)
+    record = _state(emulator).requests[-1]
+    assert record.path == ("/v1/image_to_video" if image else "/v1/text_to_video")
+    assert (_state(emulator).jobs[job.id].payload.get("promptImage")) == image
+    result = await wait(client, job, policy=FAST)
+    assert result.status.state is JobState.SUCCEEDED, result.status.error
+
+
+async def test_a_seed_sent_to_kling_anyway_is_runways_400(client: RunwayProvider) -> None:
+    request = REQUEST.replace(resolution="1080p", extras={"seed": 7})
+    with pytest.raises(ProviderHTTPError) as refused:
+        await client.submit(request, Route("runway", "kling3.0_pro"))
+    assert refused.value.status_code == 400 and "seed" in str(refused.value)
 
 
 # -- status parsing --------------------------------------------------------------------

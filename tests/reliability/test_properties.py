@@ -121,7 +121,8 @@ def _build_payload(request: VideoRequest, route: Route) -> object:
     caps = capabilities.capabilities_for(route)
     builders: dict[str, Callable[[], object]] = {
         "runway": lambda: runway.build_payload(request, route),
-        "pika": lambda: pika.build_input(request),
+        "fal": lambda: pika.build_input(request, caps),
+        "pika": lambda: pika.build_input(request, caps),
         "replicate": lambda: (replicate.parse_model(route), replicate.build_input(request, caps)),
         "veo": lambda: veo.build_config(request, route),
         "gemini": lambda: gemini.build_body(request, route),

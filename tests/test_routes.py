@@ -1,0 +1,122 @@
+"""Routes grouped by the model they sell: ``routes`` (and ``--model``), ``compare(model=...)``,
+the report's same-model section and the demo's three resellers of one model (issue 16)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_cli import run_cli
+
+from abebeats_lab import capabilities, cli
+from abebeats_lab.emulator import EMULATOR_KEYS
+from abebeats_lab.errors import ValidationError
+from abebeats_lab.run import api as runner
+from abebeats_lab.views import report
+
+MODEL = "veo-3.1-fast"
+SELLERS = {"veo:veo-3.1-fast-generate-001", "fal:fal-ai/veo3.1/fast", "runway:veo3.1_fast"}
+MIN_ROUTES, MIN_FAMILIES = 25, 8
+LINE_MAX = 100
+PRICE_CELL = -1
+
+
+def _table(stdout: str) -> dict[str, list[str]]:
+    """``routes`` output as {route: cells}: rows are the lines that start with a route."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = line.split()
+        route = cells[0] if cells else ""
+        if ":" in route and not route.endswith(":") and not line.startswith("#"):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_routes_lists_many_concrete_routes_over_many_families(tmp_path: Path) -> None:
+    done = run_cli("routes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert all(len(line) <= LINE_MAX for line in done.stdout.splitlines())
+    listed = _table(done.stdout)
+    rows = {route: cells for route, cells in listed.items() if "*" not in route}
+    assert len(rows) >= MIN_ROUTES
+    families = {cells[1].split("-")[0] for cells in rows.values()}
+    assert len(families) >= MIN_FAMILIES, families
+    unknown = [route for route, cells in rows.items() if cells[PRICE_CELL] == "unknown"]
+    for route, cells in rows.items():
+        assert (
+            cells[PRICE_CELL].endswith("/s") or cells[PRICE_CELL] == "free" or route in unknown
+        ), cells
+    unknown_listed = sum(cells[PRICE_CELL] == "unknown" for cells in listed.values())
+    assert f"no trustworthy price found for {unknown_listed} route(s)" in done.stdout
+    for model in {rows[route][1] for route in unknown}:
+        explained = run_cli("routes", "--model", model, cwd=tmp_path).stdout
+        for route in (r for r in unknown if rows[r][1] == model):
+            assert f"{route}: price unknown: " in " ".join(explained.split())
+
+
+def test_every_route_has_a_price_or_an_unknown_with_a_reason() -> None:
+    for caps in capabilities.all_routes():
+        price = caps.price
+        if price.usd_per_s is None and price.per_video_usd is None:
+            reason = price.source.removeprefix("unknown:").strip()
+            assert price.source.startswith("unknown:") and len(reason) > 20, caps.pattern
+        assert price.date, caps.pattern
+
+
+def test_routes_model_groups_the_resellers_of_one_model(tmp_path: Path) -> None:
+    done = run_cli("routes", "--model", MODEL, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = _table(done.stdout)
+    assert set(rows) == SELLERS and {cells[1] for cells in rows.values()} == {MODEL}
+    assert "FAL_KEY missing (use --emulate)" in done.stdout
+    unknown = run_cli("routes", "--model", "sora-2", cwd=tmp_path)
+    assert unknown.returncode == 2 and MODEL in unknown.stderr
+
+
+def test_model_expansion_needs_a_key_or_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert {str(r) for r in runner.model_routes(MODEL, emulate=True)} == SELLERS
+    with pytest.raises(ValidationError, match="or emulate"):
+        runner.model_routes(MODEL)
+    monkeypatch.setenv("FAL_KEY", EMULATOR_KEYS["fal"])
+    assert [str(r) for r in runner.model_routes(MODEL)] == ["fal:fal-ai/veo3.1/fast"]
+
+
+async def test_compare_by_model_runs_every_reseller_and_the_report_sets_them_side_by_side(
+    tmp_path: Path,
+) -> None:
+    result = await runner.compare(
+        "a red kite over dunes", model=MODEL, run_dir=tmp_path, emulate=True
+    )
+    assert {row.route for row in result.rows} == SELLERS
+    assert all(row.state == "succeeded" for row in result.rows), [r.error for r in result.rows]
+    html = report.write_report(tmp_path).read_text(encoding="utf-8")
+    section = html[html.index("Same model across resellers") :]
+    section = section[: section.index("<h2")] if "<h2" in section else section
+    assert f"{MODEL} on 3 routes" in section
+    for route in SELLERS:
+        assert route in section
+    assert "100% (1/1)" in section and "$0.100/s" in section
+
+
+def test_a_run_with_one_route_per_model_has_no_same_model_section(tmp_path: Path) -> None:
+    done = run_cli("generate", "a kite", "--route", "local:procedural", "--run-dir", str(tmp_path),
+                   "--duration", "1", "--resolution", "240p", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Same model across resellers" not in report.write_report(tmp_path).read_text()
+
+
+def test_cli_compare_model_plans_every_reseller(tmp_path: Path) -> None:
+    done = run_cli("compare", "a kite", "--model", MODEL, "--emulate", "--dry-run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for route in SELLERS:
+        assert route in done.stdout
+    nothing = run_cli("compare", "a kite", cwd=tmp_path)
+    assert nothing.returncode == 2 and "--model" in nothing.stderr
+
+
+def test_the_demo_holds_one_model_on_three_resellers() -> None:
+    by_model: dict[str, set[str]] = {}
+    for route in cli.DEMO_ROUTES:
+        by_model.setdefault(capabilities.model_of(route), set()).add(route.partition(":")[0])
+    assert max(len(providers) for providers in by_model.values()) >= 3
+    assert set(cli.DEMO_ROUTES) >= SELLERS
