@@ -259,6 +259,7 @@ SUBCOMMANDS = [
     "resume",
     "report",
     "score",
+    "runs",
     "routes",
     "emulate",
     "music-video",
