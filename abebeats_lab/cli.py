@@ -1,9 +1,9 @@
 """The ``abebeats-lab`` command: a thin view over the runner.
 
 Every path argument is checked before anything is submitted. User errors print one line
-to stderr; tracebacks are for bugs only. Exit codes: 0 success, 1 failure, 2 bad input
-(nothing was submitted), 130 interrupted (remote jobs cancelled where possible; the command
-that finishes the run is printed).
+to stderr; tracebacks are for bugs only. Exit codes: 0 every job succeeded, 1 a job did not
+succeed or something failed, 2 bad input (nothing was submitted), 130 interrupted (remote
+jobs cancelled where possible; the command that finishes the run is printed).
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import io
 import itertools
 import json
+import logging
 import os
 import shlex
 import shutil
+import sqlite3
 import sys
 import textwrap
 import time
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from abebeats_lab import __version__
+from abebeats_lab._text import cut
 from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
 
@@ -43,9 +48,11 @@ fal, Replicate, and a local renderer), record every job in a run directory and c
 time, cost and output. --emulate runs a command offline against built-in emulators of
 the providers (no key, no network)."""
 EPILOG = """exit codes:
-  0    success
-  1    failure (a provider, a missing key, a file that cannot be written)
-  2    bad input (a setting, a route, a path): nothing was submitted
+  0    success: every job of the run succeeded
+  1    failure: a job failed, was cancelled, is ambiguous or unfinished (the summary's
+       last line counts them), or a provider, a missing key, a busy run, a file that
+       cannot be written
+  2    bad input (a setting, a route, a path, text that is not UTF-8): nothing was submitted
   130  interrupted (Ctrl-C): remote jobs cancelled where possible; the command that
        finishes the run is printed"""
 EXIT_FAILURE = 1
@@ -216,6 +223,8 @@ def _new_run_dir(prefix: str = "") -> Path:
 def _finish_on_interrupt(args: argparse.Namespace, run_dir: Path, *, then: str = "") -> None:
     """Tell `main` the command that finishes ``run_dir`` if this command is interrupted."""
     command = f"abebeats-lab resume {shlex.quote(str(run_dir))}"
+    if getattr(args, "run", None):
+        command += f" --run {shlex.quote(args.run)}"
     if getattr(args, "emulate", False):
         command += " --emulate"
     command += f" --rerun-cancelled{then}"
@@ -281,7 +290,26 @@ async def _cmd_compare(args: argparse.Namespace) -> int:
             prices=prices,
         )
     _print_comparison(comparison, as_json=args.json, dry_run=args.dry_run)
-    return 0
+    return 0 if args.dry_run else _verdict(args, comparison.rows)
+
+
+def _verdict(args: argparse.Namespace, rows: Sequence[Any]) -> int:
+    """Print the outcome of a run's rows as the last line and return the exit code: 0 only
+    when every job succeeded (on stderr with ``--json``, so stdout stays JSON). Jobs left
+    unfinished (a full disk, a provider that stopped answering) get the command that
+    finishes them."""
+    missed = Counter(str(row.state) for row in rows if row.state != "succeeded")
+    if not missed:
+        line, code = f"all {len(rows)} job(s) succeeded", 0
+    else:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(missed.items()))
+        line = f"{missed.total()} of {len(rows)} job(s) did not succeed ({states}): exit code 1"
+        code = EXIT_FAILURE
+        hint = getattr(args, "on_interrupt", lambda: None)()
+        if hint and set(missed) - FINAL_STATES:
+            line += f"; to finish the unfinished ones: {hint}"
+    print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+    return code
 
 
 def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) -> None:
@@ -294,7 +322,8 @@ def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) 
     if dry_run:
         print(comparison.describe_plan())
         return
-    print(comparison.summary_text())
+    if comparison.rows:
+        print(comparison.summary_text())
     print(f"\nrun directory: {comparison.run_dir}")
 
 
@@ -306,6 +335,7 @@ async def _cmd_resume(args: argparse.Namespace) -> int:
     with _Progress() as progress:
         comparison = await runner.resume(
             run_dir,
+            run_id=args.run,
             emulate=args.emulate,
             on_update=progress,
             rerun_cancelled=args.rerun_cancelled,
@@ -313,19 +343,41 @@ async def _cmd_resume(args: argparse.Namespace) -> int:
     _print_comparison(comparison, as_json=args.json)
     cancelled = sum(map(runner.was_interrupted, comparison.rows))
     if cancelled:
-        flags = " --emulate" if args.emulate else ""
+        flags = f" --run {shlex.quote(args.run)}" if args.run else ""
+        flags += " --emulate" if args.emulate else ""
         print(
             f"abebeats-lab: {cancelled} job(s) were cancelled by an interrupt; to run them "
             f"again: abebeats-lab resume {shlex.quote(str(run_dir))}{flags} --rerun-cancelled",
             file=sys.stderr,
         )
-    return 0
+    return _verdict(args, comparison.rows)
 
 
 async def _cmd_report(args: argparse.Namespace) -> int:
     from abebeats_lab.views import report
 
-    print(report.write_report(args.run_dir, out=args.out, score=args.score))
+    print(report.write_report(args.run_dir, out=args.out, run_id=args.run, score=args.score))
+    return 0
+
+
+async def _cmd_runs(args: argparse.Namespace) -> int:
+    from abebeats_lab.run import api as runner
+
+    listings = runner.list_runs(args.run_dir)
+    rows = [
+        [
+            r.run_id,
+            r.created_at[:19],
+            r.kind,
+            str(r.jobs),
+            ", ".join(f"{n} {state}" for state, n in sorted(r.states.items())) or "-",
+        ]
+        for r in listings
+    ]
+    _print_table(["run", "created (UTC)", "kind", "jobs", "states"], rows)
+    latest = next((r.run_id for r in reversed(listings) if r.jobs), None)
+    if latest is not None:
+        print(f"\nreport and resume use {latest} (the latest run with jobs) unless --run is given")
     return 0
 
 
@@ -347,7 +399,7 @@ async def _cmd_score(args: argparse.Namespace) -> int:
         pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=context)
     try:
         frame = await asyncio.to_thread(
-            score, args.run_dir, run_id=args.run_id, executor=pool, refresh=args.refresh
+            score, args.run_dir, run_id=args.run, executor=pool, refresh=args.refresh
         )
     finally:
         if pool is not None:
@@ -409,11 +461,11 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
             prices=prices,
         )
     print(comparison.summary_text())
-    path = report.write_report(comparison.run_dir or run_dir)
+    path = report.write_report(comparison.run_dir or run_dir, run_id=comparison.run_id)
     print(f"\nrun directory: {comparison.run_dir}\nreport: {path}")
     print("figures from emulated routes are labelled 'emulated': they measure this tool,")
     print("not the providers.")
-    return 0
+    return _verdict(args, comparison.rows)
 
 
 def _spans(values: Sequence[int]) -> str:
@@ -688,6 +740,7 @@ def _parser() -> argparse.ArgumentParser:
         [("run_dir", "RUN_DIR", _run_in)],
     )
     res.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to finish")
+    _run_arg(res)
     res.add_argument(
         "--rerun-cancelled",
         action="store_true",
@@ -707,6 +760,7 @@ def _parser() -> argparse.ArgumentParser:
         [("run_dir", "RUN_DIR", _run_in), ("out", "--out", _file_out)],
     )
     rep.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to report on")
+    _run_arg(rep)
     rep.add_argument(
         "--out",
         default=None,
@@ -729,7 +783,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sco.add_argument("run_dir", metavar="RUN_DIR", help="the run directory whose videos to score")
     sco.add_argument(
-        "--run-id", default=None, metavar="ID", help="which run of the folder (default: latest)"
+        "--run",
+        default=None,
+        metavar="ID",
+        help="which run of the folder (default: the latest with jobs; see abebeats-lab runs)",
     )
     sco.add_argument(
         "--refresh",
@@ -743,6 +800,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes measuring clips at once (default: one per CPU core)",
     )
+
+    runs = _command(
+        sub,
+        "runs",
+        "list the runs in a run directory: id, start, kind, jobs and their states",
+        _cmd_runs,
+        [("run_dir", "RUN_DIR", _run_in)],
+    )
+    runs.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to list")
 
     rts = _command(
         sub, "routes", "list routes, the model each sells, its price and key state", _cmd_routes
@@ -826,6 +892,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run",
+        default=None,
+        metavar="ID",
+        help="which run of RUN_DIR (abebeats-lab runs RUN_DIR lists them; "
+        "default: the latest run with jobs)",
+    )
+
+
 class _BadPath(LabError):
     """A path argument that cannot work; found before anything is submitted."""
 
@@ -892,33 +968,122 @@ def _os_error_text(exc: OSError) -> str:
     return f"{where}: {reason}" if where else reason
 
 
+def _check_text(args: argparse.Namespace) -> None:
+    """Text arguments (prompts, routes) must be UTF-8: bytes a terminal could not decode
+    arrive as lone surrogates, which no store or provider can take. Paths may be any bytes."""
+    paths = {name for name, _, _ in args.paths}
+    for name, value in vars(args).items():
+        if name in paths:
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError(
+                    name, text, "UTF-8 text (the terminal passed bytes that are not UTF-8)"
+                ) from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception inside a (nested) group, in order."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a user's error: an OS error names its file, a store error says so."""
+    if isinstance(exc, OSError):
+        text = _os_error_text(exc)
+    elif isinstance(exc, sqlite3.Error):
+        text = f"run store: {exc}"
+    else:
+        text = str(exc)
+    return cut(text)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return isinstance(exc, sqlite3.Error) and "full" in str(exc)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int, more: int = 0) -> int:
+    line = _describe(exc) + (f" (and {more} more error(s))" if more else "")
+    hint = getattr(args, "on_interrupt", lambda: None)()
+    if hint and _disk_full(exc):
+        line += f"; free some space, then finish the run: {hint}"
+    print(f"abebeats-lab: {line}", file=sys.stderr)
+    return code
+
+
+USER_ERRORS = (LabError, OSError, sqlite3.Error)
+"""What a user's situation raises (bad input, a provider, the disk); anything else is a bug."""
+
+
+def _code_for(exc: BaseException) -> int:
+    return EXIT_BAD_INPUT if isinstance(exc, (ValidationError, _BadPath)) else EXIT_FAILURE
+
+
+class _OneLineLog(logging.Handler):
+    """The library's warnings as one line on stderr, never a traceback, and a cause once
+    (a full disk fails every job alike): used when the caller configured no logging, where
+    Python's last-resort handler would print every traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.causes: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        cause = _describe(exc) if exc is not None else record.getMessage()
+        if cause in self.causes:
+            return
+        self.causes.add(cause)
+        text = record.getMessage() + (f" ({cause})" if exc is not None else "")
+        print(f"abebeats-lab: {cut(text)}", file=sys.stderr)
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    hint = getattr(args, "on_interrupt", lambda: None)()
+    message = "abebeats-lab: interrupted; remote jobs were cancelled where possible"
+    if hint:
+        message += f". To finish the run:\n  {hint}"
+    print(message, file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code (see the module docstring)."""
     words = list(sys.argv[1:] if argv is None else argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a path given as undecodable bytes prints back
+        sys.stdout.reconfigure(errors="surrogateescape")
+    if not logging.getLogger().handlers:
+        logging.getLogger().addHandler(_OneLineLog())
     args = _parser().parse_args(words)
-    args.argv = words
     try:
         _check_paths(args)
+        _check_text(args)
+        args.argv = words
         if hasattr(args, "route") and args.route:
             args.route = [str(Route.parse(r)) for r in args.route]
         handler: Handler = args.handler
         return asyncio.run(handler(args))
-    except (ValidationError, _BadPath) as exc:
-        print(f"abebeats-lab: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except LabError as exc:
-        print(f"abebeats-lab: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        print(f"abebeats-lab: {_os_error_text(exc)}", file=sys.stderr)
-        return EXIT_FAILURE
+    except USER_ERRORS as exc:
+        return _fail(args, exc, _code_for(exc))
     except KeyboardInterrupt:
-        hint = getattr(args, "on_interrupt", lambda: None)()
-        message = "abebeats-lab: interrupted; remote jobs were cancelled where possible"
-        if hint:
-            message += f". To finish the run:\n  {hint}"
-        print(message, file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(args)
+    except BaseExceptionGroup as group:
+        # Errors of concurrent jobs (a full disk hits them all): the first says what happened.
+        leaves = _leaves(group)
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            return _interrupted(args)
+        if not all(isinstance(leaf, USER_ERRORS) for leaf in leaves):
+            raise
+        return _fail(args, leaves[0], _code_for(leaves[0]), len(leaves) - 1)
 
 
 if __name__ == "__main__":

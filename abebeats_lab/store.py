@@ -22,6 +22,7 @@ One module: the row type, its columns, the migrations and the codec change toget
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import statistics
 import time
@@ -332,8 +333,15 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
 class RunStore:
     """The SQLite database of one run directory. Every write is committed at once."""
 
-    def __init__(self, run_dir: Path | str) -> None:
+    def __init__(self, run_dir: Path | str, *, read_only: bool = False) -> None:
         self.run_dir = Path(run_dir)
+        if read_only:  # never writes; where nobody can write, not even SQLite's WAL index
+            uri = f"{(self.run_dir / DB_NAME).absolute().as_uri()}?mode=ro"
+            uri += "" if os.access(self.run_dir, os.W_OK) else "&immutable=1"
+            self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+            self._db.row_factory = sqlite3.Row
+            _refuse_newer(_user_version(self._db), self.run_dir / DB_NAME)
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.outputs_dir.mkdir(exist_ok=True)
         self._db = _open(self.run_dir / DB_NAME)

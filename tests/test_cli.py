@@ -262,6 +262,7 @@ SUBCOMMANDS = [
     "resume",
     "report",
     "score",
+    "runs",
     "routes",
     "emulate",
     "music-video",

@@ -29,6 +29,7 @@ SOURCE = Path(__file__).resolve().parents[1] / PACKAGE
 LAYER_OF = {
     # the bottom: plain types, errors, configuration (and the version string of the root)
     "_types": "base",
+    "_text": "base",
     "errors": "base",
     "config": "base",
     "__version__": "base",
@@ -47,7 +48,7 @@ LAYER_OF = {
     # per-user run times for the wait schedule (DESIGN.md: history lives per user, not per run)
     "history": "history",
     "views": "views",
-    # planning, limits, costs, one job's life, timing, opening clients
+    # planning, limits, costs, one job's life, timing, opening clients, the run lock
     "run": "run",
     "run.costs": "costs",
     "quality": "quality",

@@ -47,6 +47,8 @@ __all__ = [
 
 DEFAULT_ROUTES = ("local:procedural",)
 RUNS_DIR = "abebeats-runs"  # one default folder for every entry point (gitignored)
+DEFAULT_OUT = "music_video.mp4"
+"""The video's name in the run folder when no ``out`` is given."""
 TARGET_BEATS = 8
 """A shot lasts about two bars of 4/4 when the routes allow it."""
 MIN_SHOT_S = 1.0
@@ -323,6 +325,17 @@ async def _generate_all(
     return [task.result() for task in tasks]
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """True when writing ``a`` would overwrite ``b``: the same path after symlinks and
+    relative parts, or a hard link to it."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist yet: then they are not the same file
+        return False
+
+
 def _default_run_dir() -> Path:
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     return Path.cwd() / RUNS_DIR / f"music-video-{stamp}"
@@ -358,6 +371,10 @@ async def make_music_video(
     chain = tuple(Route.parse(r) for r in routes)[: None if fallback else 1]
     if not chain:
         raise ValidationError("routes", [], "at least one route, e.g. local:procedural")
+    directory = Path(run_dir) if run_dir is not None else _default_run_dir()
+    target = Path(out) if out is not None else directory / DEFAULT_OUT
+    if _same_file(target, Path(audio_path)):
+        raise ValidationError("out", str(target), "a file other than the audio track (--audio)")
     durations, resolution, (seed_low, seed_high) = common_settings(chain, aspect_ratio, resolution)
     analysis = await asyncio.to_thread(analyze, audio_path)
     if frame_index(analysis.duration_s) < 1:
@@ -369,7 +386,6 @@ async def make_music_video(
     for request in requests:
         for route in chain:
             capabilities.validate(request, route)
-    directory = Path(run_dir) if run_dir is not None else _default_run_dir()
     job = _Generation(chain, directory, emulate, on_update, policy, asyncio.Semaphore(concurrency))
     records = await _generate_all(shots, requests, job)
     settings = {
@@ -377,7 +393,7 @@ async def make_music_video(
         "fallback": fallback, "style": style, "seed": seed, "aspect_ratio": aspect_ratio,
         "resolution": resolution, "emulate": emulate,
     }  # fmt: skip
-    return await _finish(records, analysis, Path(audio_path), directory, out, settings)
+    return await _finish(records, analysis, Path(audio_path), directory, target, settings)
 
 
 async def _finish(
@@ -385,12 +401,11 @@ async def _finish(
     analysis: BeatAnalysis,
     audio: Path,
     directory: Path,
-    out: Path | str | None,
+    target: Path,
     settings: dict[str, Any],
 ) -> MusicVideo:
-    """Assemble the clips over the audio and write the shot list."""
+    """Assemble the clips over the audio into ``target`` and write the shot list."""
     width, height = frame_size(settings["aspect_ratio"], settings["resolution"])
-    target = Path(out) if out is not None else directory / "music_video.mp4"
     cuts = [Shot(Path(r.clip), r.shot.start_frame, r.shot.end_frame) for r in records]
     made = await asyncio.to_thread(assemble, cuts, audio, target, width=width, height=height)
     held = [

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
+import shlex
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ from abebeats_lab.run import costs
 from abebeats_lab.run.connect import connect
 from abebeats_lab.run.job import JobEvent, RunContext, live_row
 from abebeats_lab.run.limits import Limiter
+from abebeats_lab.run.lock import hold_run
 from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunStore
 from abebeats_lab.views.comparison import Comparison
 from abebeats_lab.waiting import WaitPolicy
@@ -38,8 +42,10 @@ __all__ = [
     "GenerateResult",
     "JobEvent",
     "Limiter",
+    "RunListing",
     "compare",
     "generate",
+    "list_runs",
     "load_run",
     "model_routes",
     "resume",
@@ -97,6 +103,15 @@ def _validate_given(request: VideoRequest, route: Route) -> capabilities.Capabil
         raise ValidationError(exc.field, exc.value, hint, route=str(route)) from None
 
 
+def _check_text(name: str, text: str | None) -> None:
+    """Text must be storable as UTF-8 (a lone surrogate from undecodable command-line bytes
+    is not): refused before anything is written, not half-way through writing the run."""
+    try:
+        (text or "").encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(name, text, "valid UTF-8 text") from None
+
+
 def plan_jobs(
     run_id: str,
     prompts: Sequence[str],
@@ -112,6 +127,9 @@ def plan_jobs(
 
     User prices (``prices``, then the user's ``prices.toml``) replace the price table's.
     """
+    for prompt in prompts:
+        _check_text("prompt", prompt)
+    _check_text("negative_prompt", request.negative_prompt)
     overrides = capabilities.price_overrides(prices)
     planned = []
     for index, prompt in enumerate(prompts):
@@ -285,7 +303,7 @@ async def compare(
         rate_per_min=dict(rate_per_min or {}),
     )
     async with connect({p.row.provider for p in planned}, emulate=emulate) as clients:
-        with RunStore(directory) as store:
+        with hold_run(directory, run_id), RunStore(directory) as store:
             rows = [p.row.evolve(emulated=clients.emulated(p.row.provider)) for p in planned]
             store.add_run(run_id, datetime.now(UTC).isoformat(), "compare", spec)
             store.insert(rows)
@@ -305,28 +323,86 @@ def _cost_of(row: JobRow) -> costs.JobCost:
     return costs.JobCost(row.cost_usd, row.cost_estimate_usd, row.cost_note, source, date)
 
 
-def load_run(run_dir: Path | str, run_id: str | None = None) -> Comparison:
-    """The rows of a stored run (default: the latest run in the directory)."""
+@dataclass(frozen=True)
+class RunListing:
+    """One run of a folder, as `list_runs` (``abebeats-lab runs``) shows it."""
+
+    run_id: str
+    created_at: str
+    kind: str
+    jobs: int
+    states: dict[str, int]
+    """Jobs per state, e.g. ``{"succeeded": 3, "failed": 1}``."""
+
+
+def list_runs(run_dir: Path | str) -> list[RunListing]:
+    """Every run stored in ``run_dir``, oldest first, with its jobs counted per state.
+
+    Works on a read-only folder and beside a running run.
+    """
+    with _reader(run_dir) as store:
+        listings = []
+        for info in store.runs():
+            states = Counter(row.state for row in store.rows(info.run_id))
+            jobs = sum(states.values())
+            listings.append(RunListing(info.run_id, info.created_at, info.kind, jobs, dict(states)))
+        return listings
+
+
+def _reader(run_dir: Path | str) -> RunStore:
+    """The store opened to read: read-only where this process cannot write (a read-only
+    folder or file); elsewhere as usual, so an older store is upgraded and SQLite's WAL
+    files are cleaned up on close."""
     directory = Path(run_dir)
-    if not (directory / DB_NAME).is_file():
+    path = directory / DB_NAME
+    if not path.is_file():
         raise LabError(f"no run store in {directory} (expected {DB_NAME})")
-    with RunStore(directory) as store:
-        runs = {info.run_id: info for info in store.runs()}
-        info = store.latest_run() if run_id is None else runs.get(run_id)
-        if info is None:
-            raise LabError(f"no run {run_id or ''} in {directory}")
+    writable = os.access(directory, os.W_OK) and os.access(path, os.W_OK)
+    return RunStore(directory, read_only=not writable)
+
+
+def _pick(store: RunStore, run_id: str | None) -> RunInfo:
+    """The run asked for, or the latest one with jobs (a run that failed before planning
+    anything must not hide the good run before it)."""
+    runs = store.runs()
+    where = f"{store.run_dir} (abebeats-lab runs {shlex.quote(str(store.run_dir))} lists them)"
+    if run_id is not None:
+        found = next((info for info in runs if info.run_id == run_id), None)
+        if found is None:
+            raise LabError(f"no run {run_id} in {where}")
+        return found
+    for info in reversed(runs):
+        if store.rows(info.run_id):
+            return info
+    raise LabError(f"no run with jobs in {where}")
+
+
+def load_run(run_dir: Path | str, run_id: str | None = None) -> Comparison:
+    """The rows of a stored run (default: the latest run in the directory that has jobs).
+
+    A run asked for by id comes back even when it has no jobs (``len()`` is 0). A read-only
+    run folder can be read.
+    """
+    directory = Path(run_dir)
+    with _reader(directory) as store:
+        info = _pick(store, run_id)
         return Comparison(store.rows(info.run_id), info.run_id, directory)
 
 
 async def resume(
     run_dir: Path | str,
     *,
+    run_id: str | None = None,
     emulate: bool = False,
     on_update: UpdateHandler | None = None,
     policy: WaitPolicy | None = None,
     rerun_cancelled: bool = False,
 ) -> Comparison:
-    """Finish the latest run in ``run_dir``: re-attach, download, never resubmit a sent job.
+    """Finish a run in ``run_dir`` (``run_id``, default the latest with jobs): re-attach,
+    download, never resubmit a sent job.
+
+    Only one process works on a run at a time: while another owns it (a `compare` still
+    running), this raises `RunBusyError` naming that process, before sending anything.
 
     Rows that were only planned are submitted now (no create was ever sent for them). Rows
     left ``submitting`` (the process died mid-create) are reconciled where the provider
@@ -343,9 +419,13 @@ async def resume(
     request unless ``rerun_cancelled=True``, which submits them again to new emulators (free).
     """
     directory = Path(run_dir)
-    run_id = load_run(directory).run_id
-    with RunStore(directory) as store:
-        info = next(r for r in store.runs() if r.run_id == run_id)
+    chosen = load_run(directory, run_id)
+    if not chosen.rows:
+        raise LabError(f"run {chosen.run_id} in {directory} has no jobs: nothing to resume")
+    if not any(_to_finish(row, rerun_cancelled) for row in chosen.rows):
+        return chosen  # every job is final: nothing to send, nothing to write (a read-only folder)
+    with hold_run(directory, chosen.run_id), RunStore(directory) as store:
+        info = next(r for r in store.runs() if r.run_id == chosen.run_id)
         todo, recheck = _resume_plan(store, info, emulate=emulate, rerun_cancelled=rerun_cancelled)
         _remove_partial_downloads(store.outputs_dir)
         for row in todo:
@@ -356,7 +436,12 @@ async def resume(
         for row in again:
             store.save(row)
         await _run_rows(store, again, info.spec, emulate, on_update, policy)
-    return load_run(directory, run_id)
+    return load_run(directory, chosen.run_id)
+
+
+def _to_finish(row: JobRow, rerun_cancelled: bool) -> bool:
+    """Whether `resume` has anything to do for this row."""
+    return row.state in UNFINISHED_STATES or (rerun_cancelled and was_interrupted(row))
 
 
 def _resume_plan(
@@ -510,7 +595,7 @@ async def generate(
     spec = _spec([prompt], route_list, base, fallback=fallback, emulate=emulate, adapt=adapt)
     failures: list[JobRow] = []
     async with connect({p.row.provider for p in planned}, emulate=emulate) as clients:
-        with RunStore(directory) as store:
+        with hold_run(directory, run_id), RunStore(directory) as store:
             store.add_run(run_id, datetime.now(UTC).isoformat(), "generate", spec)
             context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
             for item in planned:

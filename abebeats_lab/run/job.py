@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import capabilities, config, history
+from abebeats_lab._text import cut
 from abebeats_lab._types import (
     Job,
     JobState,
@@ -204,8 +205,8 @@ class RunContext:
     # -- state and events --------------------------------------------------------------
 
     def _save(self, live: Live, **changes: Any) -> None:
-        if changes.get("error"):  # provider words may echo a key back
-            changes["error"] = config.scrub(changes["error"])
+        if changes.get("error"):  # provider words may echo a key back, or run to megabytes
+            changes["error"] = cut(config.scrub(changes["error"]))  # scrubbed whole, then cut
         live.row = live.row.evolve(**changes)
         self.store.save(live.row)
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
 from abebeats_lab.capabilities import USER_SOURCE, model_of
+from abebeats_lab.errors import LabError
 from abebeats_lab.views import comparison, plots
 
 if TYPE_CHECKING:
@@ -78,20 +79,24 @@ def write_report(
     run_dir: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
     *,
+    run_id: str | None = None,
     embed_max_bytes: int = EMBED_MAX_BYTES,
     score: bool = False,
 ) -> Path:
-    """Write the report of the run in ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``).
+    """Write the report of a run in ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``).
 
-    Returns the path written. The file is written under a temporary name and renamed, so
-    a reader never sees half a report. The Quality section shows the metrics already stored
-    in the run folder; ``score=True`` computes the missing ones first
+    ``run_id`` picks the run (default: the latest with jobs); a run without jobs is a
+    `LabError`. Returns the path written. The file is written under a temporary name and
+    renamed, so a reader never sees half a report. The Quality section shows the metrics
+    already stored in the run folder; ``score=True`` computes the missing ones first
     (`quality.metrics.score`, a process pool: seconds per clip).
     """
     from abebeats_lab.run.api import load_run
 
     run_path = Path(run_dir).resolve()
-    comparison = load_run(run_path)
+    comparison = load_run(run_path, run_id)
+    if not comparison.rows:
+        raise LabError(f"run {comparison.run_id} in {run_path} has no jobs: nothing to report")
     if score:
         from abebeats_lab.quality.metrics import score as score_run
 

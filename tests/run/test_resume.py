@@ -279,7 +279,7 @@ def test_ctrl_c_prints_the_command_that_finishes_the_run(tmp_path: Path) -> None
     assert len(sent) < len(prompts)  # one was never sent
 
     plain = _cli("resume", str(run_dir), cwd=tmp_path)  # reports them, reruns nothing
-    assert plain.returncode == 0, plain.stderr
+    assert plain.returncode == 1, plain.stderr  # cancelled jobs are not success (issue 17)
     assert "--rerun-cancelled" in plain.stderr
     assert load_run(run_dir).rows == interrupted
 
