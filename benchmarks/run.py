@@ -1,11 +1,13 @@
 """One command for every benchmark: ``python benchmarks/run.py [--quick]``.
 
 Starts the emulators in a separate process on 127.0.0.1, runs the scenarios side by side
-(wait efficiency, fan-out, scale, download, import), prints a table with each target from
-issue 6 next to the measured figure, and writes JSON with machine, versions and date to
+(wait efficiency on short and on long jobs, client CPU against the official SDKs, fan-out,
+scale, download, import), prints a table with each target from issues 6, 14 and 16 next to
+the measured figure, and writes JSON with machine, versions and date to
 ``benchmarks/results/<YYYY-MM-DD>.json`` and ``benchmarks/results/latest.json``.
-``--quick`` shrinks every scenario (and scales the peers' sleep constants by 0.1) so the
-code paths run in well under a minute; its figures are not comparable with a full run.
+``--quick`` shrinks every scenario (job times, the peers' sleep constants and the Replicate
+hold by 0.05-0.1) so the code paths run in about a minute; its figures are not comparable
+with a full run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import client_cpu
 import download
 import fanout
 import import_time
@@ -28,9 +31,15 @@ import scale
 import wait_efficiency
 from _common import BENCH_DIR, EmulatorProcess
 
-SCENARIOS = ("wait", "fanout", "scale", "download", "import")
+SCENARIOS = ("wait", "wait_long", "cpu", "fanout", "scale", "download", "import")
+LONG_JOBS = 12
+"""Long jobs per waiter: all run at once, so the pass lasts about the longest job (~3 min)."""
+QUICK_LONG_SCALE = 0.03
+"""--quick shrinks the long distributions (Kling ~N(3.6, 1.2) s) and the Replicate hold (2 s)."""
 FULL: dict[str, Any] = {
     "wait": wait_efficiency.WaitConfig(),
+    "wait_long": wait_efficiency.WaitConfig(jobs=LONG_JOBS, lanes=wait_efficiency.LONG_LANES),
+    "cpu": client_cpu.CpuConfig(),
     "fanout": fanout.FanoutConfig(),
     "scale": scale.ScaleConfig(),
     "download": download.DownloadConfig(),
@@ -46,6 +55,15 @@ QUICK: dict[str, Any] = {
         scale=0.1,
         history=5,
     ),
+    "wait_long": wait_efficiency.WaitConfig(
+        jobs=3,
+        queue_mean_s=0.2,
+        queue_sd_s=0.05,
+        scale=QUICK_LONG_SCALE,
+        history=5,
+        lanes=wait_efficiency.scaled_lanes(wait_efficiency.LONG_LANES, QUICK_LONG_SCALE),
+    ),
+    "cpu": client_cpu.CpuConfig(jobs=2, run_mean_s=1.5, run_sd_s=0.2, queue_mean_s=0.1, scale=0.1),
     "fanout": fanout.FanoutConfig(jobs_per_provider=1, cap=1, job_s=1.0),
     "scale": scale.ScaleConfig(jobs=40, run_mean_s=3.0, run_sd_s=0.3),
     "download": download.DownloadConfig(size_bytes=32 * 1024**2),
@@ -68,10 +86,12 @@ def _parse() -> argparse.Namespace:
 
 def _run_scenarios(names: list[str], configs: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    needs_emulators = {"wait", "fanout", "scale"} & set(names)
+    needs_emulators = {"wait", "wait_long", "cpu", "fanout", "scale"} & set(names)
     emulators = EmulatorProcess() if needs_emulators else None
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "wait": lambda: wait_efficiency.run(_need(emulators), configs["wait"]),
+        "wait_long": lambda: wait_efficiency.run(_need(emulators), configs["wait_long"]),
+        "cpu": lambda: client_cpu.run(_need(emulators), configs["cpu"]),
         "fanout": lambda: fanout.run(_need(emulators), configs["fanout"]),
         "scale": lambda: scale.run(_need(emulators), configs["scale"]),
         "download": lambda: download.run(configs["download"]),

@@ -18,7 +18,9 @@ import pytest
 from conftest import PROVIDER_VARS
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {"wait", "fanout", "scale", "download", "import"}
+SCENARIOS = {"wait", "wait_long", "cpu", "fanout", "scale", "download", "import"}
+WAIT_PASSES = ("wait", "wait_long")
+LONG_LANES = {"runway", "replicate", "kling", "veo", "pika"}
 PEER_WAITERS = {
     "runway": {"runwayml wait_for_task_output"},
     "replicate": {"replicate run() (Prefer: wait)", "replicate Prediction.wait()"},
@@ -53,24 +55,47 @@ def test_targets_are_reported_with_a_verdict(quick_run: Any) -> None:
     document, stdout, _ = quick_run
     verdicts = {row["verdict"] for row in document["targets"]}
     assert verdicts <= {"PASS", "MISS"} and verdicts
-    assert len(document["targets"]) >= len(SCENARIOS) + 2 * len(PEER_WAITERS)
+    lanes = len(PEER_WAITERS) + len(LONG_LANES)
+    others = SCENARIOS - {*WAIT_PASSES, "cpu"}  # at least one row each
+    assert len(document["targets"]) >= 2 * lanes + len(PEER_WAITERS) + len(others)
     for row in document["targets"]:
         assert f"| {row['target']} | {row['measured']} | {row['verdict']} |" in stdout
 
 
-def test_wait_measured_lag_and_requests_for_ours_and_every_peer(quick_run: Any) -> None:
-    wait = quick_run[0]["results"]["wait"]
+@pytest.mark.parametrize("scenario", WAIT_PASSES)
+def test_wait_measured_lag_and_requests_for_ours_and_every_peer(
+    quick_run: Any, scenario: str
+) -> None:
+    wait = quick_run[0]["results"][scenario]
     jobs = wait["config"]["jobs"]
-    for provider, peers in PEER_WAITERS.items():
-        block = wait["providers"][provider]
-        assert block["policy"]["expected_run_s"] > 0 and block["policy"]["spread_s"] > 0
-        waiters = block["waiters"]
-        assert {"ours", "fixed 5 s loop", *peers} <= set(waiters)
+    expected = set(PEER_WAITERS) if scenario == "wait" else LONG_LANES
+    assert set(wait["lanes"]) == expected
+    for name, lane in wait["lanes"].items():
+        assert lane["distribution"]["run_mean_s"] > 0 and lane["distribution"]["source"]
+        assert lane["policy"]["expected_run_s"] > 0 and lane["policy"]["spread_s"] > 0
+        waiters = lane["waiters"]
+        assert {"ours", "fixed 5 s loop", *PEER_WAITERS[lane["provider"]]} <= set(waiters)
         for label, figures in waiters.items():
-            assert figures["error_count"] == 0, (provider, label, figures["errors"])
+            assert figures["error_count"] == 0, (name, label, figures["errors"])
             assert figures["measured"] == jobs
             assert figures["lag_s"]["median"] is not None
             assert figures["requests_per_job"]["median"] >= 1
+
+
+def test_cpu_measured_for_ours_and_each_sdk_waiter(quick_run: Any) -> None:
+    cpu = quick_run[0]["results"]["cpu"]
+    jobs = cpu["config"]["jobs"]
+    assert set(cpu["providers"]) == set(PEER_WAITERS)
+    for provider, waiters in cpu["providers"].items():
+        assert {"ours", "ours, SDK cadence"} <= set(waiters)
+        assert len(set(waiters) & PEER_WAITERS[provider]) == 1
+        for label, figures in waiters.items():
+            assert figures["error_count"] == 0, (provider, label, figures["errors"])
+            assert figures["job_ids"] == jobs and figures["cpu_s"] > 0
+            assert figures["cpu_ms_per_job"] > 0
+            if label != "ours":  # ours as shipped may be pushed its end (no status request)
+                assert figures["requests"]["status"] >= jobs
+                assert figures["cpu_ms_per_status_request"] > 0
 
 
 def test_fanout_scale_download_import_measured(quick_run: Any) -> None:
