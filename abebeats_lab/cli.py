@@ -593,7 +593,7 @@ async def _cmd_music_video(args: argparse.Namespace) -> int:
     again = shlex.join(
         ["abebeats-lab", *args.argv, *([] if args.run_dir else ["--run-dir", str(run_dir)])]
     )
-    # A music video is one run per shot plus the assembly: running it again finishes it.
+    # A music video is one run plus the assembly: running it again reuses its clips.
     args.on_interrupt = lambda: f"{again}  (clips made so far are kept in {run_dir})"
     with _Progress() as progress:
         video = await pipeline.make_music_video(

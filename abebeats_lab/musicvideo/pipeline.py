@@ -7,6 +7,13 @@ mood from the section's energy; one seed throughout), generates each clip throug
 fallback chain, then conforms, cuts and muxes the original audio into one H.264/AAC MP4
 (`assemble.assemble`). A JSON shot list beside the video records each shot's timing,
 prompt, route, every attempt and its figures.
+
+All the clips are one run (`run.api.generate_many`): one run id, one set of clients (one
+set of emulators), each route's caps holding across shots, each shot's attempts rows with
+``prompt_index`` = shot index. A killed music video is finished like any run:
+``abebeats-lab resume RUN_DIR`` collects the jobs in flight, then the same music video
+asked again with the same run folder continues that run: clips that succeeded are reused,
+not paid again, and only shots without one are generated before the assembly.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import hashlib
 import itertools
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +31,12 @@ from typing import Any
 
 from abebeats_lab import capabilities
 from abebeats_lab._types import Route, VideoRequest
-from abebeats_lab.errors import AllRoutesFailed, LabError, ValidationError
+from abebeats_lab.errors import ValidationError
 from abebeats_lab.media.render import frame_size
 from abebeats_lab.musicvideo.assemble import FPS, Shot, assemble, frame_index
 from abebeats_lab.musicvideo.beats import BeatAnalysis, analyze
 from abebeats_lab.run import api as runner
-from abebeats_lab.store import JobRow
+from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
 __all__ = [
@@ -55,6 +62,12 @@ MIN_SHOT_S = 1.0
 """Cuts closer together than this flicker; the planner avoids them where the beats allow."""
 SHOT_CONCURRENCY = 3
 """Clips generated at once; each route's own caps still apply inside the runner."""
+RUN_KIND = "music-video"
+"""The stored run's kind; a run of this kind in the run folder may be continued."""
+MUSIC_VIDEO_KEY = "music_video"
+"""The run spec's entry that says which video the run makes (see `_video_key`)."""
+HASH_BLOCK = 1 << 20
+"""Bytes read at a time when hashing the audio track."""
 PREFERRED_RESOLUTION = "720p"
 FRAMINGS = ("wide establishing shot", "medium shot", "close-up", "tracking shot", "aerial view")
 MOODS = (
@@ -278,51 +291,73 @@ def _attempt(row: JobRow) -> dict[str, Any]:
     return {name: values.get(name) for name in ATTEMPT_FIELDS}
 
 
-@dataclass(frozen=True, slots=True)
-class _Generation:
-    """What every shot's generation shares."""
+async def _generate_all(
+    shots: Sequence[PlannedShot],
+    requests: Sequence[VideoRequest],
+    chain: Sequence[Route],
+    directory: Path,
+    options: _Options,
+) -> list[ShotRecord]:
+    """Every shot's clip through the fallback chain, all shots one run (see the module doc).
 
-    routes: tuple[Route, ...]
-    run_dir: Path
+    The first shot that fails (every route, or a missing key) cancels the others and its
+    error is raised, tagged with the shot.
+    """
+    key = options.key
+    results = await runner.generate_many(
+        [s.prompt for s in shots], chain, requests, fallback=True, run_dir=directory,
+        emulate=options.emulate, on_update=options.on_update, policy=options.policy,
+        concurrency=options.route_concurrency, parallel=options.shot_concurrency,
+        labels=[f"shot {s.index}" for s in shots], kind=RUN_KIND, spec={MUSIC_VIDEO_KEY: key},
+        continue_run=_run_to_continue(directory, key),
+    )  # fmt: skip
+    return [
+        ShotRecord(
+            shot, r.row.route, str(r.output_path), tuple(map(_attempt, [*r.failures, r.row]))
+        )
+        for shot, r in zip(shots, results, strict=True)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """What the generation of every shot shares, and what identifies the video asked for."""
+
+    key: dict[str, Any]
+    """What a stored music-video run must match to be continued (see `_video_key`)."""
     emulate: bool
     on_update: UpdateCallback | None
     policy: WaitPolicy | None
-    slots: asyncio.Semaphore
+    shot_concurrency: int
+    route_concurrency: Mapping[str, int] | None
 
 
-async def _generate_shot(shot: PlannedShot, request: VideoRequest, job: _Generation) -> ShotRecord:
-    """One clip through the runner's fallback chain; every attempt is a stored, comparable job."""
-    async with job.slots:
-        try:
-            result = await runner.generate(
-                shot.prompt, job.routes, request, fallback=True, run_dir=job.run_dir,
-                emulate=job.emulate, on_update=job.on_update, policy=job.policy,
-            )  # fmt: skip
-        except AllRoutesFailed as exc:
-            tagged = [(f"shot {shot.index} {route}", why) for route, why in exc.attempts]
-            raise AllRoutesFailed(tagged) from exc
-    attempts = tuple(_attempt(row) for row in [*result.failures, result.row])
-    return ShotRecord(shot, result.row.route, str(result.output_path), attempts)
+def _video_key(settings: dict[str, Any], audio_sha256: str, target_beats: int) -> dict[str, Any]:
+    """Everything that decides the shots and their clips, as stored JSON values: the audio
+    by content (a copied or moved track still matches), not by path."""
+    fields = {k: v for k, v in settings.items() if k != "audio"}
+    document = {**fields, "audio_sha256": audio_sha256, "target_beats": target_beats}
+    loaded: dict[str, Any] = json.loads(json.dumps(document))
+    return loaded
 
 
-async def _generate_all(
-    shots: Sequence[PlannedShot], requests: Sequence[VideoRequest], job: _Generation
-) -> list[ShotRecord]:
-    """Every shot's clip; the first shot that fails (every route, or a missing key) cancels
-    the others and its error is raised."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(_generate_shot(s, r, job))
-                for s, r in zip(shots, requests, strict=True)
-            ]
-    except* LabError as failures:
-        # Callers catch our errors, not groups: the first one stands for the batch.
-        first: BaseException = failures
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-    return [task.result() for task in tasks]
+def _run_to_continue(directory: Path, key: dict[str, Any]) -> str | None:
+    """The latest music-video run in ``directory`` if it was asked for the same video."""
+    if not (directory / DB_NAME).is_file():
+        return None
+    with RunStore(directory) as store:
+        mine = [r for r in store.runs() if r.kind == RUN_KIND]
+    if mine and mine[-1].spec.get(MUSIC_VIDEO_KEY) == key:
+        return mine[-1].run_id
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        for block in iter(lambda: source.read(HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -358,6 +393,7 @@ async def make_music_video(
     policy: WaitPolicy | None = None,
     target_beats: int = TARGET_BEATS,
     concurrency: int = SHOT_CONCURRENCY,
+    route_concurrency: Mapping[str, int] | None = None,
 ) -> MusicVideo:
     """Make a video for ``audio_path`` from ``prompt``, cut on its beats; see the module doc.
 
@@ -386,13 +422,15 @@ async def make_music_video(
     for request in requests:
         for route in chain:
             capabilities.validate(request, route)
-    job = _Generation(chain, directory, emulate, on_update, policy, asyncio.Semaphore(concurrency))
-    records = await _generate_all(shots, requests, job)
     settings = {
         "prompt": prompt, "audio": str(audio_path), "routes": [str(r) for r in chain],
         "fallback": fallback, "style": style, "seed": seed, "aspect_ratio": aspect_ratio,
         "resolution": resolution, "emulate": emulate,
     }  # fmt: skip
+    audio_sha256 = await asyncio.to_thread(_sha256, Path(audio_path))
+    key = _video_key(settings, audio_sha256, target_beats)
+    options = _Options(key, emulate, on_update, policy, concurrency, route_concurrency)
+    records = await _generate_all(shots, requests, chain, directory, options)
     return await _finish(records, analysis, Path(audio_path), directory, target, settings)
 
 

@@ -12,6 +12,7 @@ optional methods (``refresh_outputs``, ``reconcile``) carry every difference.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ import shlex
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +46,7 @@ __all__ = [
     "RunListing",
     "compare",
     "generate",
+    "generate_many",
     "list_runs",
     "load_run",
     "model_routes",
@@ -582,35 +584,200 @@ async def generate(
     and `ProviderError` without trying further routes when a job's status could not be read
     (the job may still finish; `resume` collects it).
     """
+    (result,) = await generate_many(
+        [prompt], routes, (request or VideoRequest(prompt)), fallback=fallback, run_dir=run_dir,
+        emulate=emulate, on_update=on_update, policy=policy, adapt=adapt, prices=prices,
+    )  # fmt: skip
+    return result
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """One prompt's fallback chain: its routes' planned rows, in order, and its label."""
+
+    index: int
+    tries: list[Planned]
+    label: str | None = None
+    earlier: list[JobRow] = field(default_factory=list)
+    """Rows a previous pass of the same run left for this prompt (continued runs only)."""
+
+    def tag(self, route: str) -> str:
+        """The route, prefixed by the chain's label in errors (``shot 3 runway:gen4.5``)."""
+        return f"{self.label} {route}" if self.label else route
+
+
+async def generate_many(
+    prompts: Sequence[str],
+    routes: Sequence[str | Route],
+    requests: VideoRequest | Sequence[VideoRequest] | None = None,
+    *,
+    fallback: bool = True,
+    run_dir: Path | str | None = None,
+    emulate: bool = False,
+    on_update: UpdateHandler | None = None,
+    policy: WaitPolicy | None = None,
+    adapt: bool = False,
+    prices: Mapping[str, float] | None = None,
+    concurrency: Mapping[str, int] | None = None,
+    parallel: int | None = None,
+    labels: Sequence[str] | None = None,
+    kind: str = "generate",
+    spec: Mapping[str, object] | None = None,
+    continue_run: str | None = None,
+) -> list[GenerateResult]:
+    """Each prompt through the fallback chain ``routes``, all as one run; results in order.
+
+    One run id, one set of clients (one set of emulators with ``emulate=True``) and one
+    limiter per provider, so a route's caps (``concurrency`` overrides them per provider)
+    hold across prompts; ``parallel`` bounds the chains running at once (default: all).
+    Row ``prompt_index`` is the prompt's index. A route's row is stored only when that
+    route is tried, so `resume` collects jobs in flight and never tries a later route.
+    ``requests`` is one request for every prompt or one per prompt (its prompt is replaced).
+
+    ``continue_run`` adds to that stored run in ``run_dir`` instead of starting one: a
+    prompt whose row there succeeded (same prompt and route) is not sent again; another
+    tries its chain again, as rows with the next ``repeat``. A job of that run still
+    unfinished (or an ambiguous paid create) raises `LabError` before anything is sent.
+
+    The first chain that fails cancels the others and its error is raised, as `generate`'s
+    (``labels`` prefix each route in `AllRoutesFailed`, e.g. ``shot 3``).
+    """
     route_list = [Route.parse(r) for r in routes][: None if fallback else 1]
-    if not route_list:
-        raise LabError("generate needs at least one route")
-    base = (request or VideoRequest(prompt)).replace(prompt=prompt)
-    run_id = new_run_id()
-    planned = plan_jobs(
-        run_id, [prompt], route_list, base, adapt=adapt, emulate=emulate, prices=prices
-    )
+    prompt_list = list(prompts)
+    if not route_list or not prompt_list:
+        raise LabError("generate needs at least one prompt and one route")
+    sent = _requests_for(prompt_list, requests)
+    run_id = continue_run or new_run_id()
     directory = _directory(run_dir, run_id)
-    limiters = limiters_for((p.row.provider, p.caps) for p in planned)
-    spec = _spec([prompt], route_list, base, fallback=fallback, emulate=emulate, adapt=adapt)
-    failures: list[JobRow] = []
-    async with connect({p.row.provider for p in planned}, emulate=emulate) as clients:
+    chains = [
+        _Chain(i, _chain_plan(run_id, i, r, route_list, adapt, emulate, prices), _label(labels, i))
+        for i, r in enumerate(sent)
+    ]
+    if continue_run is not None:
+        chains = _continued(directory, run_id, chains)
+    limiters = limiters_for(
+        ((p.row.provider, p.caps) for c in chains for p in c.tries), concurrency
+    )
+    options = dict(
+        fallback=fallback, emulate=emulate, adapt=adapt, concurrency=dict(concurrency or {})
+    )
+    if len(sent) > 1:
+        options["requests"] = [r.settings() for r in sent]
+    record = _spec(prompt_list, route_list, sent[0], **options, **(spec or {}))
+    providers = {p.row.provider for c in chains for p in c.tries}
+    async with connect(providers, emulate=emulate) as clients:
         with hold_run(directory, run_id), RunStore(directory) as store:
-            store.add_run(run_id, datetime.now(UTC).isoformat(), "generate", spec)
+            if continue_run is None:
+                store.add_run(run_id, datetime.now(UTC).isoformat(), kind, record)
             context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
-            for item in planned:
-                row = item.row.evolve(emulated=clients.emulated(item.row.provider))
-                store.insert([row])  # only when tried: resume must not try later routes
-                done = await context.run_one(live_row(row))
-                if done.state == "succeeded" and done.output_path:
-                    return GenerateResult(done, directory / done.output_path, failures, directory)
-                if done.state in UNFINISHED_STATES:
-                    # The job lives on (its status could not be read): trying the next route
-                    # would pay for a second video while this one may still arrive.
-                    raise ProviderError(
-                        f"{done.route}: {done.error}; no other route was tried. "
-                        f"Resume the run in {directory} to collect it",
-                        provider=done.provider,
-                    )
-                failures.append(done)
-    raise AllRoutesFailed((r.route, r.error or r.state) for r in failures)
+            slots = asyncio.Semaphore(parallel or len(chains))
+            return await _run_chains(context, chains, slots, directory)
+
+
+def _requests_for(
+    prompts: Sequence[str], requests: VideoRequest | Sequence[VideoRequest] | None
+) -> list[VideoRequest]:
+    if requests is None:
+        return [VideoRequest(p) for p in prompts]
+    if isinstance(requests, VideoRequest):
+        return [requests.replace(prompt=p) for p in prompts]
+    return [r.replace(prompt=p) for p, r in zip(prompts, requests, strict=True)]
+
+
+def _label(labels: Sequence[str] | None, index: int) -> str | None:
+    return labels[index] if labels is not None else None
+
+
+def _chain_plan(
+    run_id: str,
+    index: int,
+    request: VideoRequest,
+    routes: Sequence[Route],
+    adapt: bool,
+    emulate: bool,
+    prices: Mapping[str, float] | None,
+) -> list[Planned]:
+    """One prompt's rows, one per route in order, validated and priced."""
+    planned = plan_jobs(
+        run_id, [request.prompt], routes, request, adapt=adapt, emulate=emulate, prices=prices
+    )
+    return [replace(p, row=p.row.evolve(prompt_index=index)) for p in planned]
+
+
+def _continued(directory: Path, run_id: str, chains: Sequence[_Chain]) -> list[_Chain]:
+    """The chains of a stored run, each with its earlier rows and the next free ``repeat``."""
+    with RunStore(directory) as store:
+        stored = store.rows(run_id)
+    blocking = [
+        r for r in stored
+        if r.state in UNFINISHED_STATES or (r.state == "ambiguous" and not r.emulated)
+    ]  # fmt: skip
+    if blocking:
+        raise LabError(
+            f"{len(blocking)} job(s) of run {run_id} in {directory} are unfinished or "
+            f"ambiguous: run `abebeats-lab resume {directory}` first (nothing was sent)"
+        )
+    continued = []
+    for chain in chains:
+        mine = [r for r in stored if r.prompt_index == chain.index]
+        again = max((r.repeat for r in mine), default=-1) + 1
+        tries = [replace(p, row=p.row.evolve(repeat=again)) for p in chain.tries]
+        continued.append(replace(chain, tries=tries, earlier=mine))
+    return continued
+
+
+def _reusable(chain: _Chain, directory: Path) -> GenerateResult | None:
+    """The earlier success of this chain's prompt on one of its routes, if its video is here."""
+    prompt, routes = chain.tries[0].row.prompt, {p.row.route for p in chain.tries}
+    for row in chain.earlier:
+        path = directory / (row.output_path or "")
+        ok = row.state == "succeeded" and row.output_path and path.is_file()
+        if ok and row.prompt == prompt and row.route in routes:
+            failures = [r for r in chain.earlier if r is not row]
+            return GenerateResult(row, path, failures, directory)
+    return None
+
+
+async def _run_chains(
+    context: RunContext, chains: Sequence[_Chain], slots: asyncio.Semaphore, directory: Path
+) -> list[GenerateResult]:
+    """Every chain at once under ``slots``; the first failure cancels the rest and is raised."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_run_chain(context, c, slots, directory)) for c in chains]
+    except* Exception as failures:
+        # Callers catch our errors, not groups: the first one stands for the batch.
+        first: BaseException = failures
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [task.result() for task in tasks]
+
+
+async def _run_chain(
+    context: RunContext, chain: _Chain, slots: asyncio.Semaphore, directory: Path
+) -> GenerateResult:
+    """Try the chain's routes in order until one succeeds; every attempt is a stored row."""
+    reused = _reusable(chain, directory)
+    if reused is not None:
+        return reused
+    failures: list[JobRow] = list(chain.earlier)
+    tried: list[JobRow] = []
+    async with slots:
+        for item in chain.tries:
+            row = item.row.evolve(emulated=context.clients.emulated(item.row.provider))
+            context.store.insert([row])  # only when tried: resume must not try later routes
+            done = await context.run_one(live_row(row))
+            if done.state == "succeeded" and done.output_path:
+                return GenerateResult(done, directory / done.output_path, failures, directory)
+            if done.state in UNFINISHED_STATES:
+                # The job lives on (its status could not be read): trying the next route
+                # would pay for a second video while this one may still arrive.
+                raise ProviderError(
+                    f"{chain.tag(done.route)}: {done.error}; no other route was tried. "
+                    f"Resume the run in {directory} to collect it",
+                    provider=done.provider,
+                )
+            failures.append(done)
+            tried.append(done)
+    raise AllRoutesFailed((chain.tag(r.route), r.error or r.state) for r in tried)

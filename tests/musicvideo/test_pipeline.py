@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
-from collections.abc import Iterator
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
@@ -20,17 +29,22 @@ from abebeats_lab.media.download import probe
 from abebeats_lab.musicvideo.assemble import FPS, click_track, write_audio
 from abebeats_lab.musicvideo.beats import BeatAnalysis, Section, analyze, probe_audio
 from abebeats_lab.musicvideo.pipeline import (
+    SHOT_CONCURRENCY,
     MusicVideo,
     generate_from_prompt,
     make_music_video,
     plan_shots,
 )
+from abebeats_lab.run.api import load_run
+from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
 ONE_FRAME_S = 1 / FPS
 LOCAL = "local:procedural"
 RUNWAY = "runway:gen4.5"
 FAST = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.3)
+START_TIMEOUT_S = 60.0
+POLL_S = 0.01
 
 
 def _stream_seconds(path: Path, kind: str) -> list[Fraction]:
@@ -98,6 +112,77 @@ def test_the_shot_list_records_each_clip_and_its_figures(kite: tuple[Path, Music
         assert attempt["state"] == "succeeded" and attempt["seed"] == 42
         assert attempt["total_s"] > 0 and attempt["duration_s"] == shot["clip_duration_s"]
     assert len({s["prompt"] for s in shots}) == len(shots)
+
+
+def _most_at_once(rows: Sequence[JobRow]) -> int:
+    """The most rows whose stored [submitted_at, finished_at] intervals overlap."""
+    edges = []
+    for row in rows:
+        assert row.submitted_at and row.finished_at
+        edges += [(datetime.fromisoformat(row.submitted_at), 1)]
+        edges += [(datetime.fromisoformat(row.finished_at), -1)]
+    running = most = 0
+    for _, step in sorted(edges):  # a finish sorts before a start at the same instant
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_every_shot_is_a_row_of_one_run_under_the_routes_cap(
+    kite: tuple[Path, MusicVideo],
+) -> None:
+    _, video = kite
+    with RunStore(video.run_dir) as store:
+        (run,) = store.runs()
+    rows = load_run(video.run_dir).rows
+    assert run.kind == "music-video" and {r.run_id for r in rows} == {run.run_id}
+    assert sorted(r.prompt_index for r in rows) == [s.shot.index for s in video.shots]
+    assert [r.prompt for r in sorted(rows, key=lambda r: r.prompt_index)] == [
+        s.shot.prompt for s in video.shots
+    ]
+    # More shots run at once than the local renderer's cap: the cap still holds across them.
+    cap = capabilities_for(LOCAL).concurrency
+    assert cap < SHOT_CONCURRENCY and len(rows) > cap
+    assert _most_at_once(rows) <= cap
+
+
+async def test_a_route_cap_given_holds_across_shots(tmp_path: Path) -> None:
+    song = write_audio(tmp_path / "s.wav", click_track(120, 6, offset_s=0.3))
+    video = await make_music_video(
+        "a lighthouse", song, resolution="240p", run_dir=tmp_path / "r", policy=FAST,
+        target_beats=4, route_concurrency={"local": 1},
+    )  # fmt: skip
+    rows = load_run(video.run_dir).rows
+    assert len(rows) == len(video.shots) >= 2
+    assert _most_at_once(rows) == 1
+
+
+async def test_emulated_shots_share_one_set_of_emulators(tmp_path: Path) -> None:
+    song = write_audio(tmp_path / "s.wav", click_track(120, 6, offset_s=0.3))
+    video = await make_music_video(
+        "neon city", song, routes=[RUNWAY], run_dir=tmp_path / "r", policy=FAST, emulate=True,
+        target_beats=4,
+    )  # fmt: skip
+    rows = load_run(video.run_dir).rows
+    assert len(rows) == len(video.shots) >= 2 and all(r.emulated for r in rows)
+    # Every job was asked for at the same emulator: one server for the whole video.
+    servers = {urlsplit(str(r.handles["task_url"])).netloc for r in rows}
+    assert len(servers) == 1
+
+
+async def test_asked_again_the_video_reuses_its_clips(tmp_path: Path) -> None:
+    song = write_audio(tmp_path / "s.wav", click_track(120, 6, offset_s=0.3))
+    options = {"resolution": "240p", "run_dir": tmp_path / "r", "policy": FAST, "target_beats": 4}
+    first = await make_music_video("a lighthouse", song, **options)  # type: ignore[arg-type]
+    again = await make_music_video("a lighthouse", song, **options)  # type: ignore[arg-type]
+    with RunStore(tmp_path / "r") as store:
+        assert len(store.runs()) == 1 and len(store.rows()) == len(first.shots)
+    assert [r.clip for r in again.shots] == [r.clip for r in first.shots]
+    assert [r.attempts for r in again.shots] == [r.attempts for r in first.shots]
+    other = await make_music_video("a harbour", song, **options)  # type: ignore[arg-type]
+    with RunStore(tmp_path / "r") as store:
+        assert len(store.runs()) == 2  # another video in the same folder is its own run
+    assert {r.clip for r in other.shots}.isdisjoint(r.clip for r in first.shots)
 
 
 @pytest.fixture
@@ -214,3 +299,76 @@ def test_a_track_without_beats_is_still_covered() -> None:
     shots = plan_shots(analysis, "p", (4, 6, 8))
     assert shots[-1].end_frame == 23 * FPS
     assert all(s.frames <= 8 * FPS for s in shots)
+
+
+CHILD = """
+import asyncio, sys
+from abebeats_lab.musicvideo.pipeline import make_music_video
+from abebeats_lab.waiting import WaitPolicy
+
+policy = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.3)
+asyncio.run(make_music_video("neon city", sys.argv[1], routes=["runway:gen4.5"],
+                             run_dir=sys.argv[2], target_beats=4, policy=policy))
+"""
+
+
+def _jobs_in_flight(run_dir: Path) -> int:
+    """Rows of the child's run whose create answered and whose job still runs (read-only)."""
+    if not (run_dir / DB_NAME).exists():
+        return 0
+    try:
+        uri = f"file:{run_dir / DB_NAME}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as db:
+            query = "SELECT COUNT(*) FROM jobs WHERE job_id IS NOT NULL AND state != 'succeeded'"
+            (count,) = db.execute(query).fetchone()
+    except sqlite3.Error:
+        return 0  # the child is still creating the schema
+    return int(count)
+
+
+async def test_a_killed_music_video_is_resumed_then_finished_without_paying_twice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    song = write_audio(tmp_path / "s.wav", click_track(120, 12, offset_s=0.3))
+    run_dir = tmp_path / "run"
+    cap = capabilities_for(RUNWAY).concurrency
+    with Emulators(["runway"], Scenario.fast().with_times(0.05, 2.0)) as emulators:
+        for name, value in emulators.env().items():
+            monkeypatch.setenv(name, value)
+        argv = [sys.executable, "-c", CHILD, str(song), str(run_dir)]
+        child = subprocess.Popen(argv, stderr=subprocess.PIPE, env=dict(os.environ))
+        try:
+            give_up = time.monotonic() + START_TIMEOUT_S
+            # Jobs run 2 s: once the route's cap is full, every later shot waits for a slot.
+            while _jobs_in_flight(run_dir) < cap and child.poll() is None:
+                assert time.monotonic() < give_up, "the music video never got going"
+                time.sleep(POLL_S)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            _, errors = child.communicate()
+        assert child.returncode == -signal.SIGKILL, errors.decode()[-2000:]
+        stored = load_run(run_dir).rows
+        assert {r.state for r in stored} <= {"planned", "queued", "running"}
+        shots = plan_shots(analyze(song), "x", capabilities_for(RUNWAY).durations, target_beats=4)
+        assert len(stored) < len(shots)  # shots not started yet have no row: resume leaves them
+
+        resume = [sys.executable, "-m", "abebeats_lab.cli", "resume", str(run_dir)]
+        done = subprocess.run(resume, capture_output=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        resumed = load_run(run_dir).rows
+        assert [(r.key, r.state) for r in resumed] == [(r.key, "succeeded") for r in stored]
+
+        video = await make_music_video(
+            "neon city", song, routes=[RUNWAY], run_dir=run_dir, target_beats=4, policy=FAST
+        )
+        creates = emulators.states["runway"].count("create")
+    rows = load_run(run_dir).rows
+    assert len({r.run_id for r in rows}) == 1
+    assert sorted(r.prompt_index for r in rows) == [s.shot.index for s in video.shots]
+    assert {r.state for r in rows} == {"succeeded"} and creates == len(video.shots)
+    kept = {r.key: r.output_path for r in resumed}
+    for record in video.shots:  # the clips resume collected are the ones the video uses
+        assert len(record.attempts) == 1
+        if (record.shot.index, RUNWAY, 0) in kept:
+            assert record.clip == str(run_dir / (kept[(record.shot.index, RUNWAY, 0)] or ""))
+    assert abs(probe(video.path).duration_s - 12) <= ONE_FRAME_S

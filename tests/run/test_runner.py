@@ -33,7 +33,14 @@ from abebeats_lab.errors import (
     MissingKeyError,
     ValidationError,
 )
-from abebeats_lab.run.api import JobEvent, Limiter, compare, generate, load_run
+from abebeats_lab.run.api import (
+    JobEvent,
+    Limiter,
+    compare,
+    generate,
+    generate_many,
+    load_run,
+)
 from abebeats_lab.store import RunStore
 from abebeats_lab.views.comparison import summarize
 from abebeats_lab.waiting import WaitPolicy
@@ -342,6 +349,43 @@ async def test_generate_raises_with_every_reason_when_all_routes_fail(
         )
     assert len(single.value.attempts) == 1
     assert served.states["runway"].count("create") == 2
+
+
+async def test_many_prompts_each_fall_back_in_one_run_under_one_cap(
+    served: Emulators, tmp_path: Path
+) -> None:
+    require_emulator("runway")
+    served.set_scenario(Scenario.fast(fail=True, failure_message="moderation (emulated)"), "runway")
+    prompts = ["a kite", "a boat", "a lighthouse"]
+    results = await generate_many(
+        prompts, [RUNWAY, LOCAL], SMALL.replace(resolution="720p", duration_s=5),
+        run_dir=tmp_path, policy=FAST, concurrency={"runway": 1},
+    )  # fmt: skip
+    assert [r.row.prompt for r in results] == prompts
+    assert all(r.row.route == LOCAL and r.output_path.is_file() for r in results)
+    assert all([f.route for f in r.failures] == [RUNWAY] for r in results)
+    with RunStore(tmp_path) as store:
+        (run,) = store.runs()
+        rows = store.rows()
+    assert {r.run_id for r in rows} == {run.run_id} and run.spec["concurrency"] == {"runway": 1}
+    assert sorted(r.key for r in rows) == sorted(
+        (i, route, 0) for i in range(3) for route in (RUNWAY, LOCAL)
+    )
+    # One cap for the whole run: never two runway jobs at once, whichever prompt sent them.
+    truth = sorted(served.states["runway"].truth(), key=lambda t: t["created"])
+    assert len(truth) == len(prompts)
+    for earlier, later in itertools.pairwise(truth):
+        assert later["created"] >= earlier["finished"]
+
+
+async def test_a_failing_chain_names_its_label(served: Emulators, tmp_path: Path) -> None:
+    require_emulator("runway")
+    served.set_scenario(Scenario.fast(fail=True, failure_message="nope (emulated)"), "runway")
+    with pytest.raises(AllRoutesFailed, match=r"^every route failed: shot 0 runway:gen4\.5: "):
+        await generate_many(
+            ["a kite", "a boat"], [RUNWAY], REMOTE, run_dir=tmp_path, policy=FAST,
+            labels=["shot 0", "shot 1"], parallel=1,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("provider", ["pika", "replicate", "runway", "veo"])
