@@ -27,6 +27,7 @@ from abebeats_lab import capabilities
 from abebeats_lab._types import JobState, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
 from abebeats_lab.views import plots
+from abebeats_lab.views.rows import figures_html, head_html, video_path
 from abebeats_lab.widgets import _choices, _results
 
 __all__ = ["ControlPanel"]
@@ -516,15 +517,15 @@ def _offer(dropdown: w.Dropdown, values: Sequence[Any], defaults: Sequence[Any])
 
 
 def _cell(row: Any, run_dir: Path) -> w.VBox:
-    path = _results.video_path(row, run_dir)
-    parts: list[Any] = [w.HTML(_results.job_head_html(row))]
+    path = video_path(row, run_dir)
+    parts: list[Any] = [w.HTML(head_html(row))]
     if path is not None:
         video = w.Video(
             value=path.read_bytes(), format="mp4", autoplay=False, loop=True, controls=True
         )
         video.layout = w.Layout(width=_VIDEO_WIDTH)
         parts.append(video)
-    parts.append(w.HTML(_results.figures_html(row)))
+    parts.append(w.HTML(figures_html(row)))
     cell = w.VBox(parts, layout=w.Layout(margin="0 12px 12px 0"))
     cell.add_class("abebeats-cell")
     return cell
