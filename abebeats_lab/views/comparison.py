@@ -24,7 +24,7 @@ from abebeats_lab.capabilities import USER_SOURCE
 from abebeats_lab.run import costs
 from abebeats_lab.run.costs import CostEstimate
 from abebeats_lab.store import JobRow
-from abebeats_lab.views.rows import job_cost_text, row_html, video_path
+from abebeats_lab.views.rows import job_cost_text, plain, row_html, video_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,11 +128,7 @@ def records(rows: Rows) -> list[dict[str, Any]]:
     pandas' NaN becomes None, so every view sees one kind of "missing".
     """
     items: Sequence[Any] = rows if isinstance(rows, Sequence) else rows.to_dict("records")
-    out = []
-    for item in items:
-        plain = item.to_dict() if isinstance(item, JobRow) else dict(item)
-        out.append({k: None if isinstance(v, float) and v != v else v for k, v in plain.items()})
-    return out
+    return [plain(item) for item in items]
 
 
 def by_route(rows: Rows) -> dict[str, list[dict[str, Any]]]:

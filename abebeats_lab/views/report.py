@@ -167,16 +167,8 @@ def _any(rows: pd.DataFrame, column: str) -> bool:
     return column in rows and bool(rows[column].fillna(False).astype(bool).any())
 
 
-def _badge(emulated: Any) -> str:
-    return f' <span class="badge">{rows_view.EMULATED_LABEL}</span>' if _truthy(emulated) else ""
-
-
-def _truthy(value: Any) -> bool:
-    return bool(value) and value == value  # NaN is truthy but means "unknown"
-
-
 def _label(row: Any) -> str:
-    return f"<code>{_e(row['route'])}</code>{_badge(row.get('emulated'))}"
+    return f"<code>{_e(row['route'])}</code>{rows_view.badge(row.get('emulated'))}"
 
 
 def _header(run_id: str, rows: pd.DataFrame, emulated: bool) -> str:
@@ -240,9 +232,8 @@ def _summary(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 
 def _route_head(summary: dict[str, dict[str, Any]]) -> str:
-    return "".join(
-        f"<th><code>{_e(r)}</code>{_badge(line['emulated'])}</th>" for r, line in summary.items()
-    )
+    marked = {r: rows_view.badge(line["emulated"]) for r, line in summary.items()}
+    return "".join(f"<th><code>{_e(r)}</code>{badge}</th>" for r, badge in marked.items())
 
 
 def _summary_html(rows: pd.DataFrame) -> str:
@@ -253,7 +244,7 @@ def _summary_html(rows: pd.DataFrame) -> str:
         if line["emulated"]:
             cost += f" (real route: {fmt.money(line['would_be_usd'])})"
         cells = [
-            f"<code>{_e(line['route'])}</code>{_badge(line['emulated'])}",
+            f"<code>{_e(line['route'])}</code>{rows_view.badge(line['emulated'])}",
             f"{line['succeeded']}/{line['jobs']}",
             fmt.seconds(line["median_total_s"]),
             fmt.seconds(line["p90_total_s"]),
@@ -423,12 +414,9 @@ def _quality_html(rows: pd.DataFrame, run_dir: Path, run_id: str) -> str:
 
 def _scored(rows: pd.DataFrame, name: str) -> dict[str, list[float]]:
     """Per route (sorted), the clips' values of one metric (missing ones left out)."""
-    done = rows[rows["state"] == "succeeded"]
-    found: dict[str, list[float]] = {}
-    for route in sorted(str(r) for r in done["route"].unique()):
-        values = done.loc[done["route"] == route, name]
-        found[route] = [f for f in map(comparison.metric_value, values) if f is not None]
-    return found
+    done = comparison.by_route(rows[rows["state"] == "succeeded"])
+    values = {r: map(comparison.metric_value, (job.get(name) for job in done[r])) for r in done}
+    return {r: [v for v in values[r] if v is not None] for r in sorted(values)}
 
 
 def _metric_cell(line: dict[str, Any], name: str, unit: str) -> str:
@@ -481,7 +469,7 @@ def leaderboard_html(board: pd.DataFrame, rows: pd.DataFrame | None = None) -> s
         interval = f"{low:.0f} – {high:.0f}" if low == low and high == high else fmt.MISSING
         cells = [
             str(rank),
-            f"<code>{_e(route)}</code>{_badge(emulated)}",
+            f"<code>{_e(route)}</code>{rows_view.badge(emulated)}",
             f"{line['rating']:.0f}",
             interval,
             *(str(int(line[k])) for k in ("votes", "wins", "ties", "losses", "both_bad")),

@@ -1,11 +1,7 @@
-"""One job row as HTML: the one renderer behind the notebook view, the panel and the report.
-
-A cell is a caption (route, ``emulated`` badge, repeat), the video when the caller has one, and
-a figures table: state, error, the times with their sources, polls, cost (`job_cost_text`),
-the output and its conformance, the quality figures when the run was scored or voted on. Every
-string that may come from a provider is escaped. The caller decides where the video comes from
-(a path relative to the notebook, a ``data:`` URI, a path relative to the report) or, like the
-panel, shows its own video widget between `head_html` and `figures_html`.
+"""One job row as HTML (caption, video, figures table): the one renderer behind the notebook
+view, the panel and the report, so they show the same figures. Provider strings are escaped.
+The caller says where the video comes from, or (the panel) puts its own video widget between
+`head_html` and `figures_html`.
 """
 
 from __future__ import annotations
@@ -20,17 +16,7 @@ from typing import Any
 from abebeats_lab import fmt
 from abebeats_lab.run import costs
 
-__all__ = [
-    "EMULATED_LABEL",
-    "KEY_METRICS",
-    "badge",
-    "figures_html",
-    "head_html",
-    "job_cost_text",
-    "plain",
-    "row_html",
-    "video_path",
-]
+__all__ = ["badge", "figures_html", "head_html", "job_cost_text", "row_html", "video_path"]
 
 EMULATED_LABEL = "emulated"
 BADGE = (
