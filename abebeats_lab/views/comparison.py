@@ -24,6 +24,7 @@ from abebeats_lab.capabilities import USER_SOURCE
 from abebeats_lab.run import costs
 from abebeats_lab.run.costs import CostEstimate
 from abebeats_lab.store import JobRow
+from abebeats_lab.views.rows import job_cost_text, plain, row_html, video_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +41,7 @@ __all__ = [
     "by_route",
     "conformance",
     "job_cost_text",
+    "metric_value",
     "output_fields",
     "percentile",
     "quality_metrics",
@@ -49,12 +51,11 @@ __all__ = [
     "settings_text",
     "summarize",
     "summary_lines",
-    "summary_with_quality",
     "with_quality",
 ]
 
 P90 = 0.9
-VIDEO_WIDTH_PX = 320
+QUARTILES = (0.25, 0.75)
 DURATION_TOLERANCE_S = 0.5
 RATIO_TOLERANCE = 0.02
 RESOLUTION_TOLERANCE = 0.02
@@ -127,11 +128,7 @@ def records(rows: Rows) -> list[dict[str, Any]]:
     pandas' NaN becomes None, so every view sees one kind of "missing".
     """
     items: Sequence[Any] = rows if isinstance(rows, Sequence) else rows.to_dict("records")
-    out = []
-    for item in items:
-        plain = item.to_dict() if isinstance(item, JobRow) else dict(item)
-        out.append({k: None if isinstance(v, float) and v != v else v for k, v in plain.items()})
-    return out
+    return [plain(item) for item in items]
 
 
 def by_route(rows: Rows) -> dict[str, list[dict[str, Any]]]:
@@ -163,9 +160,35 @@ def _route_summary(route: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, A
         "median_detect_lag_s": _median(_figures(done, "detect_lag_s")),
         "price_usd_per_s": cost.usd_per_s,
         "price_source": cost.source,
+        "price_text": cost.price_text(),
         "cost_usd": cost.charged_usd,
         "would_be_usd": cost.would_be_usd,
+        **(_metric_summary(done) if rows and "metrics_error" in rows[0] else {}),
+        **({c: rows[0].get(c) for c in RATING_COLUMNS} if rows and "rating" in rows[0] else {}),
     }
+
+
+def metric_value(raw: Any) -> float | None:
+    """A metric value as a float (a yes/no metric as 1 or 0), None when it is missing."""
+    if isinstance(raw, bool) or getattr(getattr(raw, "dtype", None), "kind", "") == "b":
+        return float(raw)
+    return fmt.number(raw)
+
+
+def _metric_summary(done: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per stored metric, over the clips measured: ``n_``; ``yes_`` for a yes/no metric, else
+    ``median_``, ``p25_`` and ``p75_`` (the interquartile range)."""
+    out: dict[str, Any] = {}
+    for name, metric in quality_metrics().items():
+        values = [v for r in done if (v := metric_value(r.get(name))) is not None]
+        out[f"n_{name}"] = len(values)
+        if metric.unit == "bool":
+            out[f"yes_{name}"] = sum(1 for v in values if v)
+            continue
+        out[f"median_{name}"] = _median(values)
+        out[f"p25_{name}"] = percentile(values, QUARTILES[0])
+        out[f"p75_{name}"] = percentile(values, QUARTILES[1])
+    return out
 
 
 def summarize(rows: Rows) -> list[dict[str, Any]]:
@@ -174,6 +197,9 @@ def summarize(rows: Rows) -> list[dict[str, Any]]:
     Times are over the jobs that succeeded; ``price_usd_per_s`` is the real route's price
     of the settings asked (None when unknown), ``cost_usd`` what the submitted jobs are
     charged and ``would_be_usd`` what they cost on the real route (`costs.route_cost`).
+    Rows with quality figures (`Comparison.to_pandas`) add the metrics of the clips
+    (`_metric_summary`) and the route's blind-vote rating (`RATING_COLUMNS`). Every view
+    reads its per-route figures here.
     """
     return [_route_summary(route, group) for route, group in by_route(rows).items()]
 
@@ -219,13 +245,6 @@ def _would_be(lines: Sequence[Mapping[str, Any]]) -> str:
     unknown = [line["route"] for line in lines if line["would_be_usd"] is None]
     amount = fmt.money(sum(line["would_be_usd"] or 0.0 for line in lines))
     return f"at least {amount} (no price known for {', '.join(unknown)})" if unknown else amount
-
-
-def job_cost_text(row: Mapping[str, Any]) -> str:
-    """One job's cost for a person: ``$0.00 (emulated: not charged); price $0.120/s``."""
-    cost = costs.route_cost([row])
-    note = f" ({cost.note})" if cost.note else ""
-    return f"{fmt.money(cost.charged_usd)}{note}; price {cost.price_text()}"
 
 
 SETTING_FIELDS: tuple[tuple[str, str], ...] = (
@@ -312,13 +331,13 @@ class Comparison:
     def summary(self) -> pd.DataFrame:
         """Per-route figures (see `summarize`) as a DataFrame indexed by route.
 
-        With stored metrics, ``median_<metric>`` per numeric metric; with votes, the route's
-        ``rating``, ``rating_low``, ``rating_high`` and ``rating_votes`` (see `to_pandas`).
+        With stored metrics, ``median_<metric>`` (and ``p25_``, ``p75_``, ``n_``) per numeric
+        metric; with votes, the route's ``rating``, ``rating_low``, ``rating_high`` and
+        ``rating_votes`` (see `to_pandas`).
         """
         import pandas as pd
 
-        table = pd.DataFrame(summarize(self.rows)).set_index("route")
-        return summary_with_quality(table, self.to_pandas())
+        return pd.DataFrame(summarize(self.to_pandas())).set_index("route")
 
     def summary_text(self, *, width: int = SUMMARY_WIDTH) -> str:
         """The per-route summary as a plain-text table for a terminal (see `summary_lines`)."""
@@ -368,13 +387,13 @@ class Comparison:
         notebook's folder in Jupyter, so JupyterLab plays them and a notebook stays small;
         ``embed=True`` inlines them as ``data:`` URIs, for sharing a notebook on its own.
         """
-        routes = list(dict.fromkeys(r.route for r in self.rows))
-        lines = sorted({(r.prompt_index, r.repeat) for r in self.rows})
-        cells = {(r.prompt_index, r.repeat, r.route): r for r in self.rows}
+        jobs = records(self.to_pandas())  # with the quality figures, as the panel shows them
+        routes = list(dict.fromkeys(str(r["route"]) for r in jobs))
+        cells = {(r["prompt_index"], r["repeat"], r["route"]): r for r in jobs}
         head = "".join(f"<th>{html.escape(route)}</th>" for route in routes)
         body = []
-        for index, repeat in lines:
-            prompt = next(r.prompt for r in self.rows if r.prompt_index == index)
+        for index, repeat in sorted({(r["prompt_index"], r["repeat"]) for r in jobs}):
+            prompt = next(r["prompt"] for r in jobs if r["prompt_index"] == index)
             label = f"<th>#{index} r{repeat}<br><small>{html.escape(prompt)}</small></th>"
             tds = "".join(self._cell(cells.get((index, repeat, rt)), embed) for rt in routes)
             body.append(f"<tr>{label}{tds}</tr>")
@@ -385,36 +404,20 @@ class Comparison:
             f"{''.join(body)}</table></div>"
         )
 
-    def _cell(self, row: JobRow | None, embed: bool) -> str:
+    def _cell(self, row: Mapping[str, Any] | None, embed: bool) -> str:
         if row is None:
             return "<td></td>"
-        video = self._video(row, embed)
-        return f"<td style='vertical-align:top'>{video}{_figure_list(row)}</td>"
+        return (
+            f"<td style='vertical-align:top'>{row_html(row, video_src=self._src(row, embed))}</td>"
+        )
 
-    def _video(self, row: JobRow, embed: bool) -> str:
-        path = self.output_path(row)
-        if path is None or not path.is_file():
-            return ""
+    def _src(self, row: Mapping[str, Any], embed: bool) -> str | None:
+        path = None if self.run_dir is None else video_path(row, self.run_dir)
+        if path is None:
+            return None
         if embed:
-            src = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-        else:
-            src = html.escape(Path(os.path.relpath(path.resolve(), Path.cwd())).as_posix())
-        return f"<video src='{src}' width='{VIDEO_WIDTH_PX}' controls loop muted></video>"
-
-
-def _figure_list(row: JobRow) -> str:
-    items = [f"<b>{html.escape(row.state)}</b>" + (" (emulated)" if row.emulated else "")]
-    if row.error:
-        items.append(f"<span style='color:#b00'>{html.escape(row.error)}</span>")
-    for name in ("total_s", "queue_s", "run_s", "detect_lag_s", "download_s"):
-        source = getattr(row, f"{name}_source") or ""
-        items.append(f"{name[:-2]} {fmt.seconds(getattr(row, name))} <small>{source}</small>")
-    items.append(f"polls {row.polls}")
-    items.append(f"<small>{html.escape(job_cost_text(row.to_dict()))}</small>")
-    if row.width:
-        output = f"{fmt.size(row.width, row.height)} {fmt.value(row.fps)} fps"
-        items.append(f"{output} {fmt.seconds(row.duration_s)}")
-    return "<br>".join(items)
+            return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        return Path(os.path.relpath(path.resolve(), Path.cwd())).as_posix()
 
 
 # -- quality: stored metrics and blind-vote ratings, joined to the rows ------------------------
@@ -472,18 +475,3 @@ def with_quality(frame: pd.DataFrame, run_dir: Path | None, run_id: str) -> pd.D
         board.columns = ["route", *RATING_COLUMNS]
         frame = frame.merge(board, on="route", how="left")
     return frame
-
-
-def summary_with_quality(table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    """The per-route ``table`` with metric medians and ratings taken from the job ``frame``."""
-    import pandas as pd
-
-    extra: dict[str, pd.Series] = {}
-    for name, metric in quality_metrics().items():
-        if name in frame.columns and metric.unit != "bool":
-            values = pd.to_numeric(frame[name], errors="coerce")
-            extra[f"median_{name}"] = values.groupby(frame["route"]).median()
-    if "rating" in frame.columns:
-        per_route = frame.drop_duplicates("route").set_index("route")
-        extra.update({column: per_route[column] for column in RATING_COLUMNS})
-    return table.join(pd.DataFrame(extra)) if extra else table

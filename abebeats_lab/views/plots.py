@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
-from abebeats_lab.run import costs
-from abebeats_lab.views.comparison import by_route
+from abebeats_lab.views.comparison import by_route, summarize
+from abebeats_lab.views.rows import EMULATED_LABEL
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +48,6 @@ __all__ = [
     "TIMING_PHASES",
     "Bar",
     "cost_figure",
-    "cost_note",
     "cost_per_second",
     "figure_png_data_uri",
     "figure_svg",
@@ -59,7 +58,6 @@ __all__ = [
     "timing_table",
 ]
 
-EMULATED_LABEL = "emulated"
 TIMING_PHASES: tuple[str, ...] = (
     "submit_s", "queue_s", "run_s", "detect_lag_s", "other_s", "download_s"
 )  # fmt: skip
@@ -182,19 +180,23 @@ def timing_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_per_second(rows: pd.DataFrame) -> pd.DataFrame:
-    """The real route's price per second of the video asked, per route label (`costs.route_cost`).
+    """The real route's price per second of the video asked, per route label (`summarize`).
 
-    ``usd_per_s`` is NaN where no price is known (never zero); ``cost`` holds the whole
-    `costs.RouteCost` (source, charged and would-be amounts).
+    ``usd_per_s`` is NaN where no price is known (never zero); ``price`` is the text written
+    beside the bar (``$0.120/s``, ``$0.100/s (user price)`` or ``unknown price``).
     """
     import pandas as pd
 
-    out: list[dict[str, Any]] = []
-    for route, group in sorted(by_route(rows).items()):
-        cost = costs.route_cost(group)
-        label = route_label(route, any(bool(r.get("emulated")) for r in group))
-        out.append({"label": label, "usd_per_s": cost.usd_per_s, "estimate": True, "cost": cost})
-    return pd.DataFrame(out, columns=["label", "usd_per_s", "estimate", "cost"]).set_index("label")
+    out = [
+        {
+            "label": route_label(line["route"], line["emulated"]),
+            "usd_per_s": line["price_usd_per_s"],
+            "estimate": True,
+            "price": "unknown price" if line["price_usd_per_s"] is None else line["price_text"],
+        }
+        for line in sorted(summarize(rows), key=lambda line: str(line["route"]))
+    ]
+    return pd.DataFrame(out, columns=["label", "usd_per_s", "estimate", "price"]).set_index("label")
 
 
 def _new_figure(n_rows: int) -> Figure:
@@ -245,9 +247,9 @@ def cost_figure(rows: pd.DataFrame, *, title: str = "Price per second of video (
     labels = list(table.index) or ["no jobs"]
     values = [fmt.number(v) or 0.0 for v in table["usd_per_s"]] or [0.0]
     ax.barh(labels, values, color=_COST_COLOUR)
-    for y, cost in enumerate(table["cost"]):
+    for y, price in enumerate(table["price"]):
         ax.annotate(
-            cost_note(cost),
+            price,
             (values[y], y),
             xytext=(4, 0),
             textcoords="offset points",
@@ -258,11 +260,6 @@ def cost_figure(rows: pd.DataFrame, *, title: str = "Price per second of video (
     ax.set_xlabel("USD per second of the video asked (an estimate)")
     fig.suptitle(title)
     return fig
-
-
-def cost_note(cost: costs.RouteCost) -> str:
-    """A route's price as text: ``$0.120/s``, ``$0.100/s (user price)`` or ``unknown price``."""
-    return "unknown price" if cost.usd_per_s is None else cost.price_text()
 
 
 def figure_svg(fig: Figure) -> str:

@@ -34,6 +34,7 @@ from abebeats_lab import fmt
 from abebeats_lab.capabilities import USER_SOURCE, model_of
 from abebeats_lab.errors import LabError
 from abebeats_lab.views import comparison, plots
+from abebeats_lab.views import rows as rows_view
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,8 +68,7 @@ code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .grid-wrap{overflow-x:auto}
 .video-grid th.prompt{max-width:220px;font-weight:normal}
 .video-grid video{width:320px;max-width:100%;display:block;background:#000}
-.cell{margin-bottom:8px}.cell-head{font-size:12px;margin-bottom:2px}
-.facts{font-size:12px;color:#555;margin:2px 0}
+.abebeats-cell{margin-bottom:8px}.abebeats-figures caption{text-align:left}
 .adjusted{background:#fff3cd}
 .error{color:#a00000}.ok{color:#137333}.bad{color:#a00000;font-weight:700}.na{color:#999}
 .spread{color:#555;font-size:12px}
@@ -174,16 +174,8 @@ def _any(rows: pd.DataFrame, column: str) -> bool:
     return column in rows and bool(rows[column].fillna(False).astype(bool).any())
 
 
-def _badge(emulated: Any) -> str:
-    return f' <span class="badge">{plots.EMULATED_LABEL}</span>' if _truthy(emulated) else ""
-
-
-def _truthy(value: Any) -> bool:
-    return bool(value) and value == value  # NaN is truthy but means "unknown"
-
-
 def _label(row: Any) -> str:
-    return f"<code>{_e(row['route'])}</code>{_badge(row.get('emulated'))}"
+    return f"<code>{_e(row['route'])}</code>{rows_view.badge(row.get('emulated'))}"
 
 
 def _header(run_id: str, rows: pd.DataFrame, emulated: bool) -> str:
@@ -240,17 +232,26 @@ def _prompts(rows: pd.DataFrame) -> list[tuple[int, str]]:
     return [(int(i), str(p)) for i, p in pairs.itertuples(index=False, name=None)]
 
 
+def _summary(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """`comparison.summarize` by route, routes in name order: every per-route figure shown."""
+    return {str(line["route"]): line for line in sorted(
+        comparison.summarize(rows), key=lambda line: str(line["route"]))}  # fmt: skip
+
+
+def _route_head(summary: dict[str, dict[str, Any]]) -> str:
+    marked = {r: rows_view.badge(line["emulated"]) for r, line in summary.items()}
+    return "".join(f"<th><code>{_e(r)}</code>{badge}</th>" for r, badge in marked.items())
+
+
 def _summary_html(rows: pd.DataFrame) -> str:
     lines = []
-    for line in sorted(comparison.summarize(rows), key=lambda item: str(item["route"])):
-        price = fmt.rate(line["price_usd_per_s"])
-        if line["price_usd_per_s"] is not None and line["price_source"] == USER_SOURCE:
-            price += " (user price)"
+    for line in _summary(rows).values():
+        price = line["price_text"]
         cost = fmt.money(line["cost_usd"])
         if line["emulated"]:
             cost += f" (real route: {fmt.money(line['would_be_usd'])})"
         cells = [
-            f"<code>{_e(line['route'])}</code>{_badge(line['emulated'])}",
+            f"<code>{_e(line['route'])}</code>{rows_view.badge(line['emulated'])}",
             f"{line['succeeded']}/{line['jobs']}",
             fmt.seconds(line["median_total_s"]),
             fmt.seconds(line["p90_total_s"]),
@@ -303,7 +304,7 @@ def _same_model_row(line: dict[str, Any]) -> str:
     rate = line["success_rate"]
     return _row(
         [
-            f"<code>{_e(line['route'])}</code>{_badge(line['emulated'])}",
+            f"<code>{_e(line['route'])}</code>{rows_view.badge(line['emulated'])}",
             _e(price),
             fmt.seconds(line["median_queue_s"]),
             fmt.seconds(line["median_run_s"]),
@@ -317,39 +318,18 @@ def _figure(fig: Any, css_class: str) -> str:
     return f'<figure class="chart {css_class}">{plots.figure_svg(fig)}</figure>'
 
 
-def _video_src(path_value: Any, run_dir: Path, base: Path, embed_max_bytes: int) -> str | None:
-    if not isinstance(path_value, str | os.PathLike) or not str(path_value):
-        return None
-    path = Path(path_value)
-    path = path if path.is_absolute() else run_dir / path
-    if not path.is_file():
+def _video_src(row: Any, run_dir: Path, base: Path, embed_max_bytes: int) -> str | None:
+    path = rows_view.video_path(row, run_dir)
+    if path is None:
         return None
     if path.stat().st_size <= embed_max_bytes:
         return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-    relative = Path(os.path.relpath(path, base)).as_posix()
-    return urllib.parse.quote(relative)
-
-
-def _cell_html(row: Any, run_dir: Path, base: Path, embed_max_bytes: int) -> str:
-    src = _video_src(row.get("output_path"), run_dir, base, embed_max_bytes)
-    head = f'<div class="cell-head">{_label(row)} · repeat {_e(row.get("repeat"))}</div>'
-    if src is None:
-        reason = row.get("error") or f"no output ({row.get('state')})"
-        return f'<div class="cell failed">{head}<p class="error">{_e(reason)}</p></div>'
-    facts = (
-        f"total {fmt.seconds(row.get('total_s'))} · queue {fmt.seconds(row.get('queue_s'))} · "
-        f"run {fmt.seconds(row.get('run_s'))} · {fmt.size(row.get('width'), row.get('height'))}"
-    )
-    return (
-        f'<div class="cell">{head}<video controls muted loop playsinline preload="metadata" '
-        f'src="{_e(src)}"></video><p class="facts">{facts}</p></div>'
-    )
+    return urllib.parse.quote(Path(os.path.relpath(path, base)).as_posix())
 
 
 def _grid_html(rows: pd.DataFrame, run_dir: Path, base: Path, embed_max_bytes: int) -> str:
-    routes = sorted(str(r) for r in rows["route"].unique())
-    marked = {r: _any(rows[rows["route"] == r], "emulated") for r in routes}
-    head = "".join(f"<th><code>{_e(r)}</code>{_badge(marked[r])}</th>" for r in routes)
+    summary = _summary(rows)
+    head, routes = _route_head(summary), list(summary)
     body = []
     for index, prompt in _prompts(rows):
         cells = []
@@ -357,7 +337,8 @@ def _grid_html(rows: pd.DataFrame, run_dir: Path, base: Path, embed_max_bytes: i
             jobs = rows[(rows["prompt_index"] == index) & (rows["route"] == route)]
             jobs = jobs.sort_values("repeat") if "repeat" in jobs else jobs
             inner = "".join(
-                _cell_html(r, run_dir, base, embed_max_bytes) for _, r in jobs.iterrows()
+                rows_view.row_html(r, video_src=_video_src(r, run_dir, base, embed_max_bytes))
+                for _, r in jobs.iterrows()
             )
             cells.append(f"<td>{inner}</td>")
         prompt_cell = f'<th class="prompt">#{index} {_e(prompt)}</th>'
@@ -435,7 +416,6 @@ def _environment_html() -> str:
 
 # -- quality -----------------------------------------------------------------------------------
 
-_QUARTILES = (0.25, 0.75)
 _BETTER = {"higher": "higher", "lower": "lower", "neither": "–"}
 _LEADERBOARD_HEADERS = ("#", "route", "rating", "95% interval", "votes", "wins", "ties",
                         "losses", "both bad")  # fmt: skip
@@ -486,46 +466,30 @@ def _quality_html(rows: pd.DataFrame, run_dir: Path, run_id: str) -> str:
 
 def _scored(rows: pd.DataFrame, name: str) -> dict[str, list[float]]:
     """Per route (sorted), the clips' values of one metric (missing ones left out)."""
-    done = rows[rows["state"] == "succeeded"]
-    found: dict[str, list[float]] = {}
-    for route in sorted(str(r) for r in done["route"].unique()):
-        values = done.loc[done["route"] == route, name]
-        found[route] = [f for f in (_figure_of(v) for v in values) if f is not None]
-    return found
+    done = comparison.by_route(rows[rows["state"] == "succeeded"])
+    values = {r: map(comparison.metric_value, (job.get(name) for job in done[r])) for r in done}
+    return {r: [v for v in values[r] if v is not None] for r in sorted(values)}
 
 
-def _figure_of(raw: Any) -> float | None:
-    """A metric value as a float (a yes/no metric as 1 or 0), None when it is missing."""
-    import numpy as np
-
-    if isinstance(raw, bool | np.bool_):
-        return float(raw)
-    return fmt.number(raw)
-
-
-def _metric_cell(values: list[float], unit: str) -> str:
-    import numpy as np
-
-    if not values:
+def _metric_cell(line: dict[str, Any], name: str, unit: str) -> str:
+    count = line.get(f"n_{name}") or 0
+    if not count:
         return '<span class="na">–</span>'
     if unit == "bool":
-        return f"{sum(1 for v in values if v)} of {len(values)}"
-    low, high = np.quantile(values, _QUARTILES)
-    spread = f"IQR {_g(low)}–{_g(high)}, n={len(values)}"
-    return f'{_g(float(np.median(values)))} <span class="spread">({spread})</span>'
+        return f"{line[f'yes_{name}']} of {count}"
+    spread = f"IQR {_g(line[f'p25_{name}'])}–{_g(line[f'p75_{name}'])}, n={count}"
+    return f'{_g(line[f"median_{name}"])} <span class="spread">({spread})</span>'
 
 
 def _metrics_html(rows: pd.DataFrame) -> str:
-    routes = sorted(str(r) for r in rows["route"].unique())
-    marked = {r: _any(rows[rows["route"] == r], "emulated") for r in routes}
-    head = "".join(f"<th><code>{_e(r)}</code>{_badge(marked[r])}</th>" for r in routes)
+    summary = _summary(rows)
+    head = _route_head(summary)
     lines = []
     for name, metric in comparison.quality_metrics().items():
         if name not in rows.columns:
             continue
-        per_route = _scored(rows, name)
         cells = "".join(
-            f"<td>{_metric_cell(per_route.get(r, []), metric.unit)}</td>" for r in routes
+            f"<td>{_metric_cell(line, name, metric.unit)}</td>" for line in summary.values()
         )
         label = f'<td title="{_e(metric.definition)}"><code>{_e(name)}</code></td>'
         lines.append(
@@ -549,14 +513,15 @@ def leaderboard_html(board: pd.DataFrame, rows: pd.DataFrame | None = None) -> s
     ``rows`` (the job rows) mark emulated routes with the ``emulated`` label.
     """
     lines = []
+    summary = _summary(rows) if rows is not None else {}
     for rank, line in enumerate(board.to_dict("records"), start=1):
         route = str(line["route"])
-        emulated = rows is not None and _any(rows[rows["route"] == route], "emulated")
+        emulated = summary.get(route, {}).get("emulated", False)
         low, high = line["low"], line["high"]
         interval = f"{low:.0f} – {high:.0f}" if low == low and high == high else fmt.MISSING
         cells = [
             str(rank),
-            f"<code>{_e(route)}</code>{_badge(emulated)}",
+            f"<code>{_e(route)}</code>{rows_view.badge(emulated)}",
             f"{line['rating']:.0f}",
             interval,
             *(str(int(line[k])) for k in ("votes", "wins", "ties", "losses", "both_bad")),

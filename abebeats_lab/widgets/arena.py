@@ -43,7 +43,7 @@ import ipywidgets as w
 from abebeats_lab.errors import LabError
 from abebeats_lab.quality import ratings as _ratings
 from abebeats_lab.quality.votes import Choice, Vote, VoteStore
-from abebeats_lab.widgets import _results
+from abebeats_lab.views.rows import video_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -379,7 +379,7 @@ def _outputs(rows: Sequence[Any], run_dir: Path) -> dict[int, dict[str, dict[int
     for row in rows:
         if row.state != "succeeded":
             continue
-        path = _results.video_path(row.to_dict(), run_dir)
+        path = video_path(row.to_dict(), run_dir)
         if path is not None:
             found.setdefault(row.prompt_index, {}).setdefault(row.route, {})[row.repeat] = path
     return {i: by for i, by in sorted(found.items())}

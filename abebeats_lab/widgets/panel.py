@@ -23,11 +23,12 @@ from typing import Any
 
 import ipywidgets as w
 
-from abebeats_lab import capabilities
+from abebeats_lab import capabilities, fmt
 from abebeats_lab._types import JobState, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
 from abebeats_lab.views import plots
-from abebeats_lab.widgets import _choices, _results
+from abebeats_lab.views.rows import badge, figures_html, head_html, video_path
+from abebeats_lab.widgets import _choices
 
 __all__ = ["ControlPanel"]
 
@@ -44,6 +45,9 @@ _VIDEO_WIDTH = "320px"
 _PICKER_COLUMNS = "repeat(3, minmax(260px, 1fr))"
 _HISTORY_HINT = "earlier prompts…"
 _FINAL_STATES = frozenset(s.value for s in JobState if s.terminal)
+_PROMPT_CHARS = 40
+_PERCENT = 100
+_STATE_COLOURS = {"succeeded": "#137333", "failed": "#a00000", "canceled": "#7a5b00"}
 
 
 class ControlPanel:
@@ -396,7 +400,7 @@ class ControlPanel:
         if row is None:
             row = self._progress_rows[event.key] = w.HTML()
             self.progress.children = (*self.progress.children, row)
-        row.value = _results.progress_html(event, emulated)
+        row.value = _progress_html(event, emulated)
 
     def _settle_progress(self, rows: Sequence[Any]) -> None:
         """Redraw each progress line whose job ended in a state no event announced.
@@ -496,7 +500,32 @@ def _cancelled_summary(states: Sequence[str], run_dir: Path) -> str:
 def _e(value: Any) -> str:
     import html
 
-    return html.escape(str(value))
+    return html.escape("" if value is None else str(value))
+
+
+def _progress_html(event: Any, emulated: bool) -> str:
+    """One progress line: route, prompt, state, queue position or progress, elapsed."""
+    state = str(getattr(event, "state", ""))
+    detail = ""
+    if getattr(event, "queue_position", None) is not None:
+        detail = f"queue position {event.queue_position}"
+    elif (progress := fmt.number(getattr(event, "progress", None))) is not None:
+        detail = f"{progress * _PERCENT:.0f}%"
+    prompt = str(getattr(event, "prompt", ""))
+    short = prompt if len(prompt) <= _PROMPT_CHARS else prompt[: _PROMPT_CHARS - 1] + "…"
+    colour = _STATE_COLOURS.get(state, "#1d1d1f")
+    error = getattr(event, "error", None)
+    parts = [
+        f"<code>{_e(event.route)}</code>{badge(emulated)}",
+        f"<i>{_e(short)}</i>",
+        f'<b class="abebeats-state" style="color:{colour}">{_e(state)}</b>',
+        _e(detail),
+        f"elapsed {fmt.seconds(getattr(event, 'elapsed_s', None))}",
+    ]
+    line = " · ".join(p for p in parts if p)
+    if error:
+        line += f'<div class="abebeats-error" style="color:#a00000">{_e(error)}</div>'
+    return f'<div class="abebeats-progress">{line}</div>'
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -516,15 +545,15 @@ def _offer(dropdown: w.Dropdown, values: Sequence[Any], defaults: Sequence[Any])
 
 
 def _cell(row: Any, run_dir: Path) -> w.VBox:
-    path = _results.video_path(row, run_dir)
-    parts: list[Any] = [w.HTML(_results.job_head_html(row))]
+    path = video_path(row, run_dir)
+    parts: list[Any] = [w.HTML(head_html(row))]
     if path is not None:
         video = w.Video(
             value=path.read_bytes(), format="mp4", autoplay=False, loop=True, controls=True
         )
         video.layout = w.Layout(width=_VIDEO_WIDTH)
         parts.append(video)
-    parts.append(w.HTML(_results.figures_html(row)))
+    parts.append(w.HTML(figures_html(row)))
     cell = w.VBox(parts, layout=w.Layout(margin="0 12px 12px 0"))
     cell.add_class("abebeats-cell")
     return cell
