@@ -66,8 +66,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0, pool=None)
 """No pool timeout: a request waiting for a free connection is bounded by its job's deadline,
 not failed because held requests (fal's status streams, Replicate's held creates) are busy."""
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-"""Room for many held requests at once, under the usual 1,024 open files; the runner's
-per-route limiters, not the pool, bound how many jobs are in flight."""
+"""httpx's own defaults, stated: the runner's per-route limiters, not the pool, bound how many
+jobs are in flight (a few per route)."""
 USER_AGENT = f"abebeats-lab/{__version__}"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_HINT_S = 60.0
