@@ -7,10 +7,26 @@ timeouts). How many jobs run at once is the runner's per-route limiters' busines
 Retry rules (DESIGN.md "Reliability contract"): 408/409/429/5xx and connection errors are
 retried, honouring ``x-should-retry``, ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP
 date), a JSON body's ``retry_after`` (Replicate) and Google's ``RetryInfo.retryDelay``;
-attempts and total sleep are bounded; delays carry jitter. A request that is not idempotent
-(a paid create) is retried only when it provably never reached the server (connect errors)
-or the server answered with a retryable status; any other failure after sending raises
-`AmbiguousSubmitError`, because the job may exist.
+attempts and total sleep are bounded (`RetryPolicy`); delays carry jitter. Each kind of
+request has exactly one retrier, so retries never multiply:
+
+================================  ===========================================================
+request                           who retries it
+================================  ===========================================================
+status while waiting (GET, SSE)   the wait loop (`waiting.wait`: a bounded count of errors,
+                                  honouring hints); the transport sends it once (`SEND_ONCE`)
+other idempotent requests         `send` / `retry_errors` with the provider's `RetryPolicy`
+(result fetch, cancel, lookups)   (Replicate's transport sends once; its provider wraps the
+                                  call in `retry_errors`). SDK retries are off: genai's
+                                  ``HttpRetryOptions(attempts=1)``; Replicate's
+                                  ``RetryTransport`` never sees an error answer to retry
+creates (paid, not idempotent)    retried only when refused: never sent (connect errors), or
+                                  answered 408/409/429/5xx; anything after sending raises
+                                  `AmbiguousSubmitError` and is reconciled, never resent
+cancel                            one helper, `waiting.cancel_remote`, one timeout, over the
+                                  provider's policy above
+downloads                         `run.job` fetches a cut-off body again (`DOWNLOAD_ATTEMPTS`)
+================================  ===========================================================
 
 Every answer body is read with a cap on its decoded size (`MAX_ANSWER_BYTES`, `read_answer`):
 a hostile or broken server cannot make this process hold a gigabyte because it sent a
@@ -45,6 +61,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "LIMITS",
     "MAX_ANSWER_BYTES",
+    "SEND_ONCE",
     "Lease",
     "RetryPolicy",
     "from_emulator",
@@ -109,6 +126,8 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+SEND_ONCE = RetryPolicy(max_attempts=1)
+"""No retry: for status requests, whose retries the wait loop owns (see the table above)."""
 
 
 def new_client() -> httpx.AsyncClient:

@@ -11,13 +11,18 @@ request whichever path it came from: a throttled stream, a throttled poll, or a 
 carries a hint. One rule, `_Tracker.hold`, so no path asks early.
 
 Every wait has a deadline. On the deadline, or when the waiting task is cancelled or
-interrupted, the remote job is cancelled where the provider can.
+interrupted, the remote job is cancelled where the provider can (`cancel_remote`, the one
+cancel helper, also used by `run.job`).
+
+This loop owns the retries of a status request (providers send it once): a transport error or
+a 408/409/429/5xx is asked again after the server's hint or a backoff, up to
+`MAX_CONSECUTIVE_ERRORS` in a row; a garbled answer up to `MAX_GARBLED_ANSWERS`. Then the
+error propagates and the runner keeps the row for ``resume``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -25,16 +30,30 @@ from dataclasses import dataclass, field
 
 from abebeats_lab._types import Job, JobState, JobStatus
 from abebeats_lab.errors import JobTimeout, ProtocolError, ProviderHTTPError, ProviderTransportError
-from abebeats_lab.http import RETRY_STATUSES
+from abebeats_lab.http import RETRY_STATUSES, retry_delay
 from abebeats_lab.providers.base import Provider
 
-__all__ = ["UpdateCallback", "WaitPolicy", "WaitResult", "next_interval", "wait"]
+__all__ = [
+    "CANCEL_TIMEOUT_S",
+    "MAX_CONSECUTIVE_ERRORS",
+    "MAX_GARBLED_ANSWERS",
+    "UpdateCallback",
+    "WaitPolicy",
+    "WaitResult",
+    "cancel_remote",
+    "next_interval",
+    "wait",
+]
 
 UpdateCallback = Callable[[Job, JobStatus], None]
 
-_MAX_CONSECUTIVE_ERRORS = 6
-_MAX_GARBLED_ANSWERS = 3
-_CANCEL_TIMEOUT_S = 10.0
+MAX_CONSECUTIVE_ERRORS = 6
+"""Status requests in a row that may fail (transport error, 408/409/429/5xx) before the wait
+gives up; with `http.retry_delay`'s backoff (0.5 s doubling to 8 s) that rides out about 15 s
+of outage, longer under the server's hints."""
+MAX_GARBLED_ANSWERS = 3
+CANCEL_TIMEOUT_S = 10.0
+"""One cancel, the provider's own retries included, may take this long."""
 _BACKOFF = 1.5
 _BACKOFF_STEPS = 20
 _MIN_PROGRESS = 0.02  # below this a progress-based estimate of the end is mostly noise
@@ -237,20 +256,23 @@ async def wait(
     except TimeoutError:
         canceled = False
         if policy.cancel_on_deadline and provider.can_cancel:
-            canceled = await _cancel_quietly(provider, job)
+            canceled = await cancel_remote(provider, job) is None
         raise JobTimeout(job.id, policy.deadline_s, canceled=canceled) from None
     except (asyncio.CancelledError, KeyboardInterrupt):
         if provider.can_cancel:
-            await asyncio.shield(_cancel_quietly(provider, job))
+            await asyncio.shield(cancel_remote(provider, job))
         raise
 
 
-async def _cancel_quietly(provider: Provider, job: Job) -> bool:
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(_CANCEL_TIMEOUT_S):
+async def cancel_remote(provider: Provider, job: Job) -> Exception | None:
+    """Ask the provider to stop ``job``, within `CANCEL_TIMEOUT_S`: None once it acknowledged,
+    else why not (the timeout included). Only cancellation of the caller escapes."""
+    try:
+        async with asyncio.timeout(CANCEL_TIMEOUT_S):
             await provider.cancel(job)
-            return True
-    return False
+    except Exception as exc:  # best effort: the caller records or drops the reason
+        return exc
+    return None
 
 
 async def _until_terminal(
@@ -306,16 +328,16 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
             status = await provider.status(job)
         except (ProviderTransportError, ProviderHTTPError) as exc:
             errors += 1
-            if errors >= _MAX_CONSECUTIVE_ERRORS or not _transient(exc):
+            if errors >= MAX_CONSECUTIVE_ERRORS or not _transient(exc):
                 raise
             hint = exc.retry_after_s if isinstance(exc, ProviderHTTPError) else None
-            tracker.hold(hint or 2.0**errors / 4)
+            tracker.hold(retry_delay(errors, hint or None))
             continue
         except ProtocolError:
             # A gateway's HTML page or a half-written body is often a one-off; the job itself
             # is still running and paid for, so ask again a few times before giving up on it.
             garbled += 1
-            if garbled >= _MAX_GARBLED_ANSWERS:
+            if garbled >= MAX_GARBLED_ANSWERS:
                 raise
             continue
         errors = garbled = 0

@@ -82,6 +82,24 @@ async def test_5xx_burst_is_bounded(scripted: tuple[Script, RunningServer]) -> N
     assert caught.value.status_code == 503 and script.calls == FAST.max_attempts
 
 
+async def test_a_status_request_is_sent_once(scripted: tuple[Script, RunningServer]) -> None:
+    """`SEND_ONCE` (status reads: the wait loop owns their retries) never retries, even a
+    dropped connection or a 503 with a hint."""
+    script, server = scripted
+    for answer in (
+        Response(status_code=503, headers={"Retry-After": "0"}),
+        Response(status_code=599),
+    ):
+        script.answers, script.calls = [answer, _ok()], 0
+        async with _http.new_client() as client:
+            with pytest.raises((ProviderHTTPError, ProviderTransportError)):
+                await _http.send(
+                    client, "GET", f"{server.url}/x", provider="test", idempotent=True,
+                    policy=_http.SEND_ONCE,
+                )  # fmt: skip
+        assert script.calls == 1
+
+
 async def test_4xx_is_not_retried_and_keeps_the_body(
     scripted: tuple[Script, RunningServer],
 ) -> None:

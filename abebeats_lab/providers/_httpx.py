@@ -72,9 +72,17 @@ class HttpxProvider(Provider):
             self.emulated = True
 
     async def _call(
-        self, method: str, url: str, *, idempotent: bool, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        policy: RetryPolicy | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
-        """One request with the retry policy; a path starting with ``/`` joins the base URL."""
+        """One request with the retry policy (``policy``, else the provider's; `SEND_ONCE`
+        for a status request, whose retries the wait loop owns); a path starting with ``/``
+        joins the base URL."""
         target = f"{self._base}{url}" if url.startswith("/") else url
         return await send(
             self._client(),
@@ -82,7 +90,7 @@ class HttpxProvider(Provider):
             target,
             provider=self.name,
             idempotent=idempotent,
-            policy=self._retry,
+            policy=policy or self._retry,
             observe=self._observe,
             headers=self._headers(),
             timeout=self._timeout,

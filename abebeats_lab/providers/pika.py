@@ -26,7 +26,7 @@ from httpx_sse import SSEError, aconnect_sse
 from abebeats_lab import capabilities
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
-from abebeats_lab.http import check_encoding, error_from, json_body, read_answer
+from abebeats_lab.http import SEND_ONCE, check_encoding, error_from, json_body, read_answer
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
 
@@ -179,7 +179,9 @@ class FalProvider(HttpxProvider):
 
     async def status(self, job: Job) -> JobStatus:
         url = self._url(job, "status_url")
-        response = await self._call("GET", url, idempotent=True, params=_QUIET_LOGS)
+        response = await self._call(
+            "GET", url, idempotent=True, policy=SEND_ONCE, params=_QUIET_LOGS
+        )
         return parse_status(json_body(response, self.name))
 
     def stream(self, job: Job) -> AsyncIterator[JobStatus]:

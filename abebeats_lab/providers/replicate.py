@@ -1,13 +1,20 @@
 """Replicate routes (``replicate:owner/name`` and ``replicate:owner/name:<version>``).
 
 Built on the official ``replicate`` SDK (1.x, async methods), whose requests go out through the
-event loop's shared stock httpx client (`_http`), so proxies from the environment apply. Three
+event loop's shared stock httpx client (`http`), so proxies from the environment apply. Three
 things the SDK does not do are added here: a create holds briefly with ``Prefer: wait`` so
 short jobs come back finished; a create answered with 429/5xx is retried honouring
 ``Retry-After`` (the SDK never retries a POST), while a create that may have reached the server
 is never repeated (`AmbiguousSubmitError`); and every SDK or httpx exception becomes one of ours.
-The transport also reads every answer under `_http.read_answer`'s cap before the SDK sees it,
+The transport also reads every answer under `http.read_answer`'s cap before the SDK sees it,
 and prediction ids are checked before the SDK puts them into a path.
+
+Retries have one owner per kind (the table in `abebeats_lab.http`): the SDK wraps every
+transport in its own ``RetryTransport`` (10 attempts of a GET on 429/503/504, with no setting
+to change it), so our transport raises an error answer as `ProviderHTTPError` instead of
+returning it, and the SDK's retrier never has a status to retry. A status read is then sent
+once (the wait loop retries it); a cancel or a predictions-list lookup is retried by
+`retry_errors` with the provider's policy.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from abebeats_lab.http import (
     never_sent,
     read_answer,
     retry_delay,
+    retry_errors,
     retry_hint,
     should_retry,
 )
@@ -121,12 +129,14 @@ def build_input(request: VideoRequest, caps: capabilities.Capabilities) -> dict[
 
 
 class _Transport(httpx.AsyncBaseTransport):
-    """The SDK's transport: each request sent by the running loop's shared client.
+    """The SDK's transport: each request sent by the running loop's shared client, and the
+    SDK's only retrier (see the module docstring).
 
-    POSTs the server refused with 429/5xx (or that never left) are retried here, honouring
-    hints; the SDK's own transport wraps this one and retries only GETs. A POST that failed
-    after it was sent is not retried: the caller turns that into `AmbiguousSubmitError`.
-    Every response is shown to ``observe`` first.
+    An error answer is raised as `ProviderHTTPError` (with its retry hint), never returned,
+    so the SDK's ``RetryTransport`` around this one has nothing to retry. Only POSTs (creates)
+    are retried here: when the server refused them with 429/5xx (honouring hints) or they
+    never left. A POST that failed after it was sent is not: the caller turns that into
+    `AmbiguousSubmitError`. Every response is shown to ``observe`` first.
     """
 
     def __init__(
@@ -143,7 +153,7 @@ class _Transport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
-            return await self._send(request)
+            return _answered(await self._send(request))
         _bound_timeout(request, self._timeout)
         _widen_hold_timeout(request)
         started, attempt = time.monotonic(), 0
@@ -156,15 +166,11 @@ class _Transport(httpx.AsyncBaseTransport):
                 if not never_sent(exc) or self._policy.gives_up(attempt, started, delay):
                     raise
             else:
-                if response.status_code < 400 or not should_retry(response):
-                    return response
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()  # gives its connection back
+                if response.status_code < httpx.codes.BAD_REQUEST or not should_retry(response):
+                    return _answered(response)
                 delay = retry_delay(attempt, retry_hint(response), self._policy)
                 if self._policy.gives_up(attempt, started, delay):
-                    return response
+                    return _answered(response)
             await asyncio.sleep(delay)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
@@ -173,6 +179,19 @@ class _Transport(httpx.AsyncBaseTransport):
         # The body read here under the cap, decoded, into a fresh response (the SDK's client
         # binds a response to itself).
         return await read_answer(sent, provider="replicate")
+
+
+def _answered(response: httpx.Response) -> httpx.Response:
+    """A success as it is; an error answer raised as `ProviderHTTPError` (see `_Transport`),
+    with Replicate's problem text and any retry hint (``Retry-After``, body ``retry_after``)."""
+    if response.status_code < httpx.codes.BAD_REQUEST:
+        return response
+    raise ProviderHTTPError(
+        provider="replicate",
+        status_code=response.status_code,
+        body=_problem_text(ReplicateError.from_response(response)),
+        retry_after_s=retry_hint(response),
+    )
 
 
 def _bound_timeout(request: httpx.Request, timeout: httpx.Timeout) -> None:
@@ -286,13 +305,14 @@ class ReplicateProvider(Provider):
         return prediction
 
     async def status(self, job: Job) -> JobStatus:
+        """One prediction read, sent once: the wait loop owns a status request's retries."""
         prediction_id = checked_id(job.id)
         prediction = await self._call(lambda: self._client().predictions.async_get(prediction_id))
         return parse_prediction(prediction)
 
     async def cancel(self, job: Job) -> None:
         prediction_id = checked_id(job.id)
-        await self._call(lambda: self._client().predictions.async_cancel(prediction_id))
+        await self._retried(lambda: self._client().predictions.async_cancel(prediction_id))
 
     async def reconcile(
         self,
@@ -311,7 +331,7 @@ class ReplicateProvider(Provider):
         earliest = job_hint.submitted_at - RECONCILE_SKEW
         cursor: Any = ...
         for _ in range(RECONCILE_PAGES):
-            page = await self._call(functools.partial(self._list, cursor))
+            page = await self._retried(functools.partial(self._list, cursor))
             for prediction in page.results:
                 created = _timestamp(prediction.created_at)
                 if created is not None and created < earliest:
@@ -334,6 +354,10 @@ class ReplicateProvider(Provider):
     async def _list(self, cursor: Any) -> Page[Prediction]:
         page: Page[Prediction] = await self._client().predictions.async_list(cursor)
         return page
+
+    async def _retried(self, make: Callable[[], Awaitable[T]]) -> T:
+        """An idempotent call outside the wait loop (cancel, list), retried with the policy."""
+        return await retry_errors(lambda: self._call(make), policy=self._retry)
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, creating: bool = False) -> T:
         """Run one SDK call and translate whatever it raises into our error types."""

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from abebeats_lab import capabilities
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
-from abebeats_lab.http import json_body
+from abebeats_lab.http import SEND_ONCE, RetryPolicy, json_body
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
 
@@ -184,8 +184,12 @@ class RunwayProvider(HttpxProvider):
         )
 
     async def status(self, job: Job) -> JobStatus:
+        """One task read, sent once: the wait loop owns a status request's retries."""
+        return await self._task(job, SEND_ONCE)
+
+    async def _task(self, job: Job, policy: RetryPolicy) -> JobStatus:
         try:
-            response = await self._call("GET", task_path(job.id), idempotent=True)
+            response = await self._call("GET", task_path(job.id), idempotent=True, policy=policy)
         except ProviderHTTPError as exc:
             # Runway may forget a task we deleted: that is our cancel, not a lost job.
             if exc.status_code == _NOT_FOUND and job.id in self._deleted:
@@ -211,5 +215,5 @@ class RunwayProvider(HttpxProvider):
 
     async def refresh_outputs(self, job: Job) -> list[OutputRef]:
         """Fresh signed URLs: Runway re-signs them on every task fetch."""
-        status = await self.status(job)
+        status = await self._task(job, self._retry)  # outside the wait loop: retried here
         return list(status.outputs) if status.state is JobState.SUCCEEDED else []

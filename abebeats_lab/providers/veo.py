@@ -6,8 +6,9 @@ blind retry of a create that may have arrived (`AmbiguousSubmitError`), and our 
 Veo reports only ``done``: there is no queue signal, so a job that is not done is RUNNING,
 and no cancel exists. genai's HTTP client is used as shipped (its own pool, proxies from the
 environment, its mTLS handling); only event hooks are added: to notice the emulator, and to
-bound answers. genai 3.x runs on ``httpx2``, whose errors are recognised by name
-(`_http.is_http_error`).
+bound answers. genai's own retries are off (``HttpRetryOptions(attempts=1)``): a refused
+create is retried by `retry_errors`, a status read by the wait loop (`abebeats_lab.http`).
+genai 3.x runs on ``httpx2``, whose errors are recognised by name (`http.is_http_error`).
 
 Answer size: genai reads bodies itself, so the cap (`MAX_ANSWER_BYTES`, larger than other
 providers' because a finished operation carries the video inline, base64) is enforced from
@@ -79,6 +80,8 @@ KEY_VARS = ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
 _ADC_FILE = "application_default_credentials.json"
 _MS = 1000
 _CODE_CANCELLED = 1
+_ONE_ATTEMPT = 1
+"""genai's own retries off: each kind of request has one retrier (`abebeats_lab.http`)."""
 MAX_ANSWER_BYTES = 96 * 1024**2
 """A done operation carries the video inline as base64: 96 MiB holds a ~70 MB video, far
 above an 8 s clip; bigger outputs belong in Cloud Storage (``output_gcs_uri``)."""
@@ -247,6 +250,7 @@ class VeoProvider(Provider):
                 base_url=self._base_url,
                 api_version=API_VERSION,
                 timeout=int(self._timeout_s * _MS),
+                retry_options=types.HttpRetryOptions(attempts=_ONE_ATTEMPT),
                 async_client_args={
                     "event_hooks": {"request": [_ask_identity], "response": [self._observe]}
                 },

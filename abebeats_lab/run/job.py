@@ -50,7 +50,7 @@ from abebeats_lab.run.connect import Clients
 from abebeats_lab.run.timing import Clock, Marks, build_timing
 from abebeats_lab.store import JobRow, RunStore
 from abebeats_lab.views.comparison import output_fields
-from abebeats_lab.waiting import WaitPolicy, WaitResult, wait
+from abebeats_lab.waiting import CANCEL_TIMEOUT_S, WaitPolicy, WaitResult, cancel_remote, wait
 
 if TYPE_CHECKING:
     from abebeats_lab.run.limits import Limiter
@@ -63,7 +63,6 @@ SUBMIT_GRACE_S = 10.0
 """After a cancel, how long a create already sent may take to answer so we can cancel its job."""
 LOOKUP_GRACE_S = 1.0
 """The same, for a provider that can look the create up instead (its create may be held)."""
-CANCEL_TIMEOUT_S = 10.0
 CANCELLED = "comparison cancelled; remote job cancelled"
 CANCEL_ASKED = "comparison cancelled; the provider was asked to cancel the remote job"
 NOT_CANCELLABLE = (
@@ -341,12 +340,13 @@ class RunContext:
         elif job is not None:
             self._attach(live, job, None)
         if job is not None:
-            self._save(live, state="canceled", error=await _cancel_remote(provider, job))
+            self._save(live, state="canceled", error=await _cancelled_remote(provider, job))
 
     async def _look_up(
         self, live: Live, lookup: Callable[..., Awaitable[Job | None]]
     ) -> Job | None:
-        """One lookup under the reconcile lock; the time limit is for the lookup itself."""
+        """One lookup under the reconcile lock; the time limit (a cancel's) is for the lookup
+        itself."""
         async with self._reconcile_lock:
             try:
                 async with asyncio.timeout(CANCEL_TIMEOUT_S):
@@ -560,13 +560,12 @@ def _refresher(provider: Provider, job: Job) -> Callable[[], Any] | None:
     return refresh
 
 
-async def _cancel_remote(provider: Provider, job: Job) -> str:
-    """Cancel ``job`` where the provider allows; return what the row should say."""
+async def _cancelled_remote(provider: Provider, job: Job) -> str:
+    """Cancel ``job`` where the provider allows (`waiting.cancel_remote`); return what the
+    row should say."""
     if not provider.can_cancel:
         return NOT_CANCELLABLE
-    try:
-        async with asyncio.timeout(CANCEL_TIMEOUT_S):
-            await provider.cancel(job)
-    except Exception as exc:
-        return f"comparison cancelled; cancelling the remote job failed ({_error_text(exc)})"
+    failure = await cancel_remote(provider, job)
+    if failure is not None:
+        return f"comparison cancelled; cancelling the remote job failed ({_error_text(failure)})"
     return CANCELLED

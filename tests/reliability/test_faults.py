@@ -32,14 +32,14 @@ from abebeats_lab import JobState, Route, VideoRequest
 from abebeats_lab._types import Job
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
-from abebeats_lab.errors import AmbiguousSubmitError, LabError, ProviderError
+from abebeats_lab.errors import AmbiguousSubmitError, LabError, ProviderError, ProviderHTTPError
 from abebeats_lab.media.download import save_output
 from abebeats_lab.providers import Provider, get_provider
 from abebeats_lab.run import api as runner
 from abebeats_lab.run.api import JobEvent
 from abebeats_lab.run.job import DOWNLOAD_ATTEMPTS
 from abebeats_lab.store import JobRow
-from abebeats_lab.waiting import WaitPolicy, wait
+from abebeats_lab.waiting import MAX_CONSECUTIVE_ERRORS, WaitPolicy, wait
 
 PROMPT = "a red kite over desert dunes"
 REQUEST = VideoRequest(PROMPT, duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7)
@@ -413,3 +413,55 @@ async def test_replicate_create_without_hold_is_bounded(env: Emulators) -> None:
         with pytest.raises(AmbiguousSubmitError):
             async with asyncio.timeout(HANG_TIMEOUT_S * OUTER_TIMEOUT_FACTOR):
                 await client.submit(request, route)
+
+
+OUTAGE = Scenario.fast(status_5xx=1_000, retry_after_s=0.05).with_times(0.05, 1.0)
+"""Every status read answers 503 (Runway's with a 0.05 s Retry-After, the others without)."""
+
+
+async def _submitted(provider: str, env: Emulators, client: Provider) -> Job:
+    route = Route.parse(ROUTES[provider])
+    request, _ = nearest(REQUEST, route)
+    reset(env, provider, Scenario.fast().with_times(0.05, 1.0))
+    job = await client.submit(request, route)
+    env.set_scenario(OUTAGE, provider)
+    return job
+
+
+def _status_client(provider: str, env: Emulators) -> Provider:
+    options = {**env.client_options(provider), "api_key": CANARY_KEYS[provider]}
+    if provider == "replicate":
+        options["wait_s"] = 0  # no hold: the job is waited on by status reads
+    return get_provider(provider, **options)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_one_status_read_is_one_request(provider: str, env: Emulators) -> None:
+    """A status read is sent once: neither our transport nor an SDK (Replicate's retries a GET
+    10 times) retries it under the wait loop. Before: Runway 4, Pika 4, Replicate 10."""
+    async with _status_client(provider, env) as client:
+        job = await _submitted(provider, env, client)
+        with pytest.raises(ProviderHTTPError) as caught:
+            await client.status(job)
+    assert caught.value.status_code == 503
+    assert env.states[provider].count("status") == 1
+
+
+async def test_an_outage_costs_the_wait_loop_s_own_count_of_status_requests(
+    env: Emulators,
+) -> None:
+    """Under a 503 outage one wait asks exactly `MAX_CONSECUTIVE_ERRORS` times, then gives up
+    (the runner keeps such a row for resume). Before: 24 (Runway, Pika), 60 (Replicate)."""
+
+    async def outage(provider: str) -> int:
+        async with _status_client(provider, env) as client:
+            job = await _submitted(provider, env, client)
+            with pytest.raises(ProviderHTTPError):
+                await wait(client, job, policy=FAST)
+        return env.states[provider].count("status")
+
+    # Concurrently: without a Retry-After the loop's own backoff takes about 15 s.
+    asked = await asyncio.gather(*(outage(p) for p in PROVIDERS))
+    assert dict(zip(PROVIDERS, asked, strict=True)) == dict.fromkeys(
+        PROVIDERS, MAX_CONSECUTIVE_ERRORS
+    )
