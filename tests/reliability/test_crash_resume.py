@@ -96,9 +96,11 @@ class Plan:
 
 # Distinct prompts, so reconcile can tell the predictions apart (it matches on input);
 # a catch-all Replicate model takes 1 s at 360p, so 50 distinct renders stay cheap.
-REPLICATE_PLAN = Plan(("replicate:abebeats/tiny-clip",), JOBS, 1, 1, "360p", 1.5)
+# Kill windows end before a whole run can: the runs got faster (local pushes, one stock
+# client), and a kill after the child has finished proves nothing.
+REPLICATE_PLAN = Plan(("replicate:abebeats/tiny-clip",), JOBS, 1, 1, "360p", 1.0)
 # Runway and Pika cannot reconcile, so repeats of one prompt lose nothing and render once.
-RUNWAY_PIKA_PLAN = Plan((ROUTES["runway"], ROUTES["pika"]), 1, JOBS // 2, 5, "720p", 1.2)
+RUNWAY_PIKA_PLAN = Plan((ROUTES["runway"], ROUTES["pika"]), 1, JOBS // 2, 5, "720p", 0.9)
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,8 @@ async def test_summary_frame_and_notebook_view(tmp_path: Path) -> None:
     # A notebook stays small: the videos are referenced from the notebook's folder (the working
     # directory), not inlined; embed=True inlines them for sharing.
     html = result._repr_html_()
-    assert html.count("<video src='outputs/") == 2 and "base64" not in html
-    assert result.to_html(embed=True).count("<video src='data:video/mp4;base64,") == 2
+    assert html.count('<video src="outputs/') == 2 and "base64" not in html
+    assert result.to_html(embed=True).count('<video src="data:video/mp4;base64,') == 2
 
 
 async def test_a_broken_progress_callback_does_not_lose_the_run(tmp_path: Path) -> None:
