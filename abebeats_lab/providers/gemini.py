@@ -230,7 +230,8 @@ class GeminiProvider(Provider):
             raise unreadable_answer(exc, provider=self.name) from exc
         except genai_errors.APIError as exc:  # the files service (classic genai errors)
             raise _http_error(exc.code, exc.details, exc.response) from exc
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
+            # bad JSON (nested past the parser's depth too); a body genai's models reject
             raise unreadable_answer(exc, provider=self.name) from exc
         except Exception as exc:  # genai's httpx2 errors, recognised without importing httpx2
             if not is_http_error(exc):

@@ -110,22 +110,7 @@ def parse_model(route: Route) -> ModelRef:
 
 def build_input(request: VideoRequest, caps: capabilities.Capabilities) -> dict[str, Any]:
     """The model's ``input``: fixed inputs, then mapped request fields, then the extras."""
-    values: dict[str, Any] = {
-        "prompt": request.prompt,
-        "duration_s": request.duration_s,
-        "aspect_ratio": request.aspect_ratio,
-        "resolution": request.resolution,
-        "seed": request.seed,
-        "negative_prompt": request.negative_prompt,
-        "image": request.image,
-        "generate_audio": request.generate_audio,
-    }
-    payload = dict(caps.fixed_inputs)
-    for field_name, input_name in caps.input_map.items():
-        if values.get(field_name) is not None:
-            payload[input_name] = values[field_name]
-    payload.update(request.extras)
-    return payload
+    return caps.inputs(request)
 
 
 class _Transport(httpx.AsyncBaseTransport):
