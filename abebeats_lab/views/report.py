@@ -441,6 +441,12 @@ _AGREEMENT_NOTE = (
     "not vary across them.</p>"
 )
 
+_CLIP_UNMEASURED = (
+    " It was not measured for this run: it needs the <code>[metrics]</code> extra and the CLIP "
+    "weights (fetched at first use by <code>abebeats-lab score</code>, which says why when it "
+    "cannot)."
+)
+
 
 def _g(value: float) -> str:
     return f"{value:.3g}"
@@ -499,11 +505,15 @@ def _metrics_html(rows: pd.DataFrame) -> str:
         f'<table class="metrics"><thead><tr><th>metric</th><th>better</th><th>unit</th>{head}'
         f"</tr></thead><tbody>{''.join(lines)}</tbody></table>"
     )
+    unmeasured = "clip_score" in rows.columns and not rows["clip_score"].notna().any()
     return table + (
         "<p>Median over the route's clips, with the interquartile range (IQR) and the number "
-        "of clips measured; hover a metric for its definition. Computed from decoded frames "
-        "without model weights: they measure motion, flicker, sharpness and exposure, not "
-        "whether the video shows what the prompt asks.</p>"
+        "of clips measured; hover a metric for its definition. The weight-free metrics measure "
+        "motion, flicker, sharpness, exposure and sound, not whether the video shows what the "
+        "prompt asks. <code>clip_score</code> (CLIP ViT-B/32) is a coarse check of that: how "
+        "well sampled frames match the prompt's words, blind to motion, order and counts."
+        + (_CLIP_UNMEASURED if unmeasured else "")
+        + "</p>"
     )
 
 
