@@ -742,7 +742,7 @@ class _Plan:
         self.todo = [r for r in self.rows if not _current(stored.get(r.key), r.sha256, wanted)]
         self.clip_dir: str | None = None
         if self.todo and clip:
-            self.clip_dir = self._prepare_clip()
+            self.clip_dir = prepare_clip(self.notes)
         if self.clip_dir is None and _CLIP_METRIC in wanted:
             wanted.discard(_CLIP_METRIC)
             self.todo = [r for r in self.rows if not _current(stored.get(r.key), r.sha256, wanted)]
@@ -751,34 +751,34 @@ class _Plan:
             for r in self.todo
         ]
 
-    def _prepare_clip(self) -> str | None:
-        """The CLIP weights folder (fetched at first use), or None with the reason noted."""
-        from abebeats_lab.errors import LabError
-
-        try:
-            folder = str(_clip.prepare())
-            _clip.load(folder)  # a file that does not load fails here, once, not per clip
-        except LabError as exc:  # MissingExtraError, WeightsUnavailable: one line each
-            self._note(str(exc))
-            return None
-        except Exception as exc:  # onnxruntime's and tokenizers' own errors
-            self._note(
-                f"clip_score not measured: the CLIP files could not be loaded "
-                f"({type(exc).__name__}: {_first_line(exc)})"
-            )
-            return None
-        return folder
-
-    def _note(self, line: str) -> None:
-        self.notes.append(line)
-        log.warning("%s", line)
-
     def finish(self, results: Sequence[dict[str, Any]]) -> pd.DataFrame:
         with _MetricsStore(self.directory) as store:
             store.write(self.run_id, list(zip(self.todo, results, strict=True)))
             frame = _frame(self.rows, store.read(self.run_id))
         frame.attrs["notes"] = list(self.notes)
         return frame
+
+
+def prepare_clip(notes: list[str]) -> str | None:
+    """The CLIP weights folder (fetched at first use and loaded once to check it), or None
+    with the one-line reason appended to ``notes`` and logged. Blocks: call it off the loop."""
+    from abebeats_lab.errors import LabError
+
+    try:
+        folder = str(_clip.prepare())
+        _clip.load(folder)  # a file that does not load fails here, once, not per clip
+    except LabError as exc:  # MissingExtraError, WeightsUnavailable: one line each
+        line = str(exc)
+    except Exception as exc:  # onnxruntime's and tokenizers' own errors
+        line = (
+            "clip_score not measured: the CLIP files could not be loaded "
+            f"({type(exc).__name__}: {_first_line(exc)})"
+        )
+    else:
+        return folder
+    notes.append(line)
+    log.warning("%s", line)
+    return None
 
 
 def _pool(executor: Executor | None, clips: int) -> tuple[Executor | None, bool]:
