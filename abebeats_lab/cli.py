@@ -288,6 +288,7 @@ async def _cmd_compare(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             on_update=None if args.json else progress,
             prices=prices,
+            score=args.score,
         )
     _print_comparison(comparison, as_json=args.json, dry_run=args.dry_run)
     return 0 if args.dry_run else _verdict(args, comparison.rows)
@@ -729,6 +730,12 @@ def _parser() -> argparse.ArgumentParser:
         "--adapt", action="store_true", help="snap settings to what each route allows"
     )
     cmp_.add_argument("--json", action="store_true", help="print the rows as JSON")
+    cmp_.add_argument(
+        "--score",
+        action="store_true",
+        help="measure each video's quality metrics as it arrives, in a process pool (as "
+        "abebeats-lab score does, without waiting for the run to end)",
+    )
     _price_args(cmp_)
     _request_args(cmp_)
 
