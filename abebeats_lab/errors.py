@@ -18,13 +18,15 @@ LabError
 ├── JobCanceled                      the job was cancelled (by us on a deadline, or elsewhere)
 ├── JobTimeout (TimeoutError)        the wait hit its deadline
 ├── RunBusyError                     another process is working on this run (names it)
+├── WeightsUnavailable               a metric's model weights are absent and cannot be fetched
 └── DownloadError                    an output was rejected (scheme, size, content, probe)
     ├── DownloadHTTPError            the output URL answered an error (expired, or busy for good)
     └── DownloadTruncated            the body stopped short; fetching again may succeed
         └── DownloadStalled          the attempt ran out of its time budget
 ```
 
-The three download subclasses live with the code that raises them, `media.download`.
+The three download subclasses live with the code that raises them, `media.download`, as
+`WeightsUnavailable` does in `quality.clip`.
 
 Messages never contain secrets: keys are held by `config.Secret`, whose repr is masked, and
 whatever a provider said (an error body, a failure message) passes `config.scrub` first, so a
