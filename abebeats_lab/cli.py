@@ -497,7 +497,6 @@ def _key_state(provider: str, *, runs_locally: bool) -> str:
 
 async def _cmd_routes(args: argparse.Namespace) -> int:
     from abebeats_lab import capabilities, fmt
-    from abebeats_lab.run import costs
 
     listed = capabilities.priced_routes()
     if args.model:
@@ -530,7 +529,9 @@ async def _cmd_routes(args: argparse.Namespace) -> int:
         print(f"# {provider}: {_key_state(provider, runs_locally=provider in local)}")
         for row in rows:
             print(_line(row, widths))
-    notes = [f"{n}: price {costs.catalogue_text(c)}" for n, c in listed] if args.model else []
+    notes = (
+        [f"{n}: price {capabilities.catalogue_text(c)}" for n, c in listed] if args.model else []
+    )
     if user:
         notes.append(f"your price (prices.toml or --price): {', '.join(user)}")
     if unknown and not args.model:

@@ -20,14 +20,13 @@ from typing import Any
 
 from abebeats_lab import fmt
 from abebeats_lab._types import VideoRequest
-from abebeats_lab.capabilities import USER_SOURCE, Capabilities, Quote
+from abebeats_lab.capabilities import USER_SOURCE, Capabilities
 from abebeats_lab.errors import CostLimitError
 
 __all__ = [
     "CostEstimate",
     "JobCost",
     "RouteCost",
-    "catalogue_text",
     "check_limit",
     "emulated_limit_note",
     "job_cost",
@@ -214,48 +213,3 @@ def route_cost(rows: Iterable[Mapping[str, Any]]) -> RouteCost:
         planned_usd=_known_sum([fmt.number(_field(r, "cost_usd")) for r in mine]),
         note=str(_field(first, "cost_note") or ""),
     )
-
-
-def catalogue_text(caps: Capabilities) -> str:
-    """A route's price catalogue in words: per resolution, its price without and (where the
-    route makes audio) with audio, per duration where that changes the rate, then the sources
-    (``unknown: <reason>`` alone when nothing is known)."""
-    cells: list[tuple[str, str]] = []
-    cited: dict[str, None] = {}
-    for resolution in caps.resolutions:
-        texts = []
-        for audio in (False, True) if caps.audio else (False,):
-            quotes = [(d, caps.price.quote(d, resolution, audio)) for d in caps.durations]
-            cited.update(dict.fromkeys(_cite(q) for _, q in quotes))
-            texts.append(("with audio " if audio else "") + _by_duration(quotes))
-        cells.append((resolution, ", ".join(texts)))
-    if all(not q.known for q in _all_quotes(caps)) and len(cited) == 1:
-        return caps.price.source
-    merged: list[tuple[list[str], str]] = []
-    for resolution, text in cells:
-        if merged and merged[-1][1] == text:
-            merged[-1][0].append(resolution)
-        else:
-            merged.append(([resolution], text))
-    listed = "; ".join(f"{','.join(names)} {text}" for names, text in merged)
-    return f"{listed} (source: {'; '.join(cited)})"
-
-
-def _all_quotes(caps: Capabilities) -> list[Quote]:
-    audios = (False, True) if caps.audio else (False,)
-    return [
-        caps.price.quote(d, r, a) for r in caps.resolutions for d in caps.durations for a in audios
-    ]
-
-
-def _cite(quote: Quote) -> str:
-    return f"{quote.source}, {quote.date}" if quote.date else quote.source
-
-
-def _by_duration(quotes: list[tuple[int, Quote]]) -> str:
-    """``$0.100/s`` when every duration has that rate (or all are unknown), else each one
-    (always for flat per-video prices)."""
-    rates = {q.usd_per_s for _, q in quotes}
-    if len(rates) == 1 and not any(q.per_video for _, q in quotes):
-        return fmt.rate(rates.pop())
-    return ", ".join(f"{d} s {fmt.money(q.usd)}" for d, q in quotes)
