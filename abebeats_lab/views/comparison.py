@@ -165,6 +165,7 @@ def _route_summary(route: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, A
         "price_text": cost.price_text(),
         "cost_usd": cost.charged_usd,
         "would_be_usd": cost.would_be_usd,
+        "usage_text": costs.usage_text(cost.usage),
         **(_metric_summary(done) if rows and "metrics_error" in rows[0] else {}),
         **({c: rows[0].get(c) for c in RATING_COLUMNS} if rows and "rating" in rows[0] else {}),
     }

@@ -258,6 +258,8 @@ def _summary_html(rows: pd.DataFrame) -> str:
         cost = fmt.money(line["cost_usd"])
         if line["emulated"]:
             cost += f" (real route: {fmt.money(line['would_be_usd'])})"
+        if line["usage_text"]:
+            cost += f"; {line['usage_text']}"
         cells = [
             f"<code>{_e(line['route'])}</code>{rows_view.badge(line['emulated'])}",
             f"{line['succeeded']}/{line['jobs']}",
