@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from abebeats_lab import __version__
 from abebeats_lab._text import cut
-from abebeats_lab._types import Route, VideoRequest
+from abebeats_lab._types import Route, Settings
 from abebeats_lab.errors import LabError, ValidationError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ DEMO_ROUTES = (
 report shows one model side by side."""
 
 
-def _request_args(parser: argparse.ArgumentParser) -> None:
+def _settings_args(parser: argparse.ArgumentParser) -> None:
     route_default = "default: the route's own"
     parser.add_argument(
         "--duration", type=int, default=None, metavar="S", help=f"seconds of video; {route_default}"
@@ -122,9 +122,8 @@ def _prices_from(args: argparse.Namespace) -> dict[str, float]:
     return dict(capabilities.parse_price(text) for text in args.price or ())
 
 
-def _request_from(args: argparse.Namespace, prompt: str = "") -> VideoRequest:
-    return VideoRequest(
-        prompt=prompt,
+def _settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
         duration_s=args.duration,
         aspect_ratio=args.ratio,
         resolution=args.resolution,
@@ -243,7 +242,7 @@ async def _cmd_generate(args: argparse.Namespace) -> int:
         result = await runner.generate(
             args.prompt,
             args.route,
-            _request_from(args, args.prompt),
+            _settings_from(args),
             fallback=True,
             run_dir=run_dir,
             emulate=args.emulate,
@@ -279,7 +278,7 @@ async def _cmd_compare(args: argparse.Namespace) -> int:
         comparison = await runner.compare(
             args.prompts,
             routes,
-            _request_from(args),
+            _settings_from(args),
             repeats=args.repeats,
             run_dir=run_dir,
             emulate=args.emulate,
@@ -453,7 +452,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         comparison = await runner.compare(
             list(DEMO_PROMPTS),
             list(DEMO_ROUTES),
-            VideoRequest(prompt="", duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7),
+            Settings(duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7),
             run_dir=run_dir,
             emulate=True,
             adapt=True,
@@ -600,7 +599,7 @@ async def _cmd_music_video(args: argparse.Namespace) -> int:
             args.prompt,
             args.audio,
             routes=args.route or ["local:procedural"],
-            seed=args.seed,
+            settings=Settings(seed=args.seed),
             run_dir=run_dir,
             out=args.out,
             emulate=args.emulate,
@@ -683,7 +682,7 @@ def _parser() -> argparse.ArgumentParser:
         help="snap a setting a route refuses to the nearest value it allows (recorded)",
     )
     _price_args(gen)
-    _request_args(gen)
+    _settings_args(gen)
 
     cmp_ = _command(
         sub,
@@ -730,7 +729,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--json", action="store_true", help="print the rows as JSON")
     _price_args(cmp_)
-    _request_args(cmp_)
+    _settings_args(cmp_)
 
     res = _command(
         sub,
