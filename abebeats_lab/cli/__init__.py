@@ -1084,6 +1084,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _fail(args, leaves[0], _code_for(leaves[0]), len(leaves) - 1)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
