@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -167,7 +168,23 @@ class JobStatus:
     outputs: tuple[OutputRef, ...] = ()
     retry_after_s: float | None = None
     """A server hint on when to ask again."""
+    usage: Mapping[str, float] = field(default_factory=dict)
+    """What the provider reports the job used, under its own documented field names
+    (Replicate's ``metrics.predict_time``, fal's ``metrics.inference_time``: seconds)."""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def reported_usage(metrics: Any, names: tuple[str, ...]) -> dict[str, float]:
+    """The documented ``names`` of a provider's ``metrics`` object that hold a finite number
+    (anything else, or no object at all, is left out: usage is reported, never guessed)."""
+    if not isinstance(metrics, Mapping):
+        return {}
+    found = {name: metrics.get(name) for name in names}
+    return {
+        name: float(value)
+        for name, value in found.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
 
 
 @dataclass(frozen=True, slots=True)

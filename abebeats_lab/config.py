@@ -18,11 +18,13 @@ from pathlib import Path
 from abebeats_lab.errors import MissingKeyError
 
 __all__ = [
+    "CACHE_DIR_ENV",
     "CONFIG_DIR_ENV",
     "PROVIDER_ENV",
     "ProviderEnv",
     "Secret",
     "base_url_for",
+    "cache_dir",
     "key_for",
     "load_dotenv_once",
     "scrub",
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 APP_NAME = "abebeats-lab"
+CACHE_DIR_ENV = "ABEBEATS_LAB_CACHE_DIR"
+"""Overrides the per-user cache directory (tests, CI, a shared lab machine)."""
 CONFIG_DIR_ENV = "ABEBEATS_LAB_CONFIG_DIR"
 """Overrides the per-user configuration folder (tests point it at a temporary one)."""
 
@@ -212,3 +216,14 @@ def user_config_dir() -> Path:
     import platformdirs  # only when the folder is asked for
 
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def cache_dir() -> Path:
+    """The per-user cache directory (run-time history, model weights): ``$ABEBEATS_LAB_CACHE_DIR``,
+    else platformdirs'."""
+    override = os.environ.get(CACHE_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs  # only when the folder is asked for, not on `import abebeats_lab`
+
+    return Path(platformdirs.user_cache_dir(APP_NAME))

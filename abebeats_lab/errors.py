@@ -17,8 +17,16 @@ LabError
 │   └── AllRoutesFailed              a fallback chain ran out of routes (lists every attempt)
 ├── JobCanceled                      the job was cancelled (by us on a deadline, or elsewhere)
 ├── JobTimeout (TimeoutError)        the wait hit its deadline
+├── RunBusyError                     another process is working on this run (names it)
+├── WeightsUnavailable               a metric's model weights are absent and cannot be fetched
 └── DownloadError                    an output was rejected (scheme, size, content, probe)
+    ├── DownloadHTTPError            the output URL answered an error (expired, or busy for good)
+    └── DownloadTruncated            the body stopped short; fetching again may succeed
+        └── DownloadStalled          the attempt ran out of its time budget
 ```
+
+The three download subclasses live with the code that raises them, `media.download`, as
+`WeightsUnavailable` does in `quality.clip`.
 
 Messages never contain secrets: keys are held by `config.Secret`, whose repr is masked, and
 whatever a provider said (an error body, a failure message) passes `config.scrub` first, so a
@@ -46,6 +54,7 @@ __all__ = [
     "ProviderError",
     "ProviderHTTPError",
     "ProviderTransportError",
+    "RunBusyError",
     "UnknownRouteError",
     "ValidationError",
 ]
@@ -220,6 +229,10 @@ class JobTimeout(LabError, TimeoutError):
         self.canceled = canceled
         then = "cancelled it" if canceled else "the provider cannot cancel; it may still finish"
         super().__init__(f"job {job_id} not done after {deadline_s:g} s; {then}")
+
+
+class RunBusyError(LabError):
+    """Another process (or another call in this one) is working on this run right now."""
 
 
 class DownloadError(LabError):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import sqlite3
 import statistics
@@ -27,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from abebeats_lab.config import CACHE_DIR_ENV, cache_dir
 from abebeats_lab.errors import LabError
 
 if TYPE_CHECKING:
@@ -49,9 +49,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR_ENV = "ABEBEATS_LAB_CACHE_DIR"
-"""Overrides the per-user cache directory (tests, CI, a shared lab machine)."""
-APP_NAME = "abebeats-lab"
 HISTORY_FILE = "run-times.sqlite"
 KEEP = 50
 """Run times kept per (route, emulated): recent enough to follow a provider that got faster."""
@@ -96,16 +93,6 @@ class RouteHistory:
     median_s: float
     spread_s: float
     last_recorded_at: str
-
-
-def cache_dir() -> Path:
-    """The per-user cache directory: ``$ABEBEATS_LAB_CACHE_DIR``, else platformdirs'."""
-    override = os.environ.get(CACHE_DIR_ENV)
-    if override:
-        return Path(override).expanduser()
-    import platformdirs  # only when a history is read or written, not on `import abebeats_lab`
-
-    return Path(platformdirs.user_cache_dir(APP_NAME))
 
 
 def history_path() -> Path:

@@ -228,17 +228,21 @@ def never_sent(exc: BaseException) -> bool:
 
 def retry_hint(response: httpx.Response) -> float | None:
     """Seconds the server asked us to wait, from headers or the error body; None if none."""
-    headers = response.headers
+    hint = header_hint(response.headers)
+    return hint if hint is not None else _body_hint(response)
+
+
+def header_hint(headers: httpx.Headers) -> float | None:
+    """Seconds the ``Retry-After``/``retry-after-ms`` headers ask for (a streamed answer's
+    body is not read, so this is all a download can go by); None if none."""
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
             return _sane(float(ms) / 1000)
         except ValueError:
             pass
     if (value := headers.get("retry-after")) is not None:
-        parsed = _parse_retry_after(value)
-        if parsed is not None:
-            return parsed
-    return _body_hint(response)
+        return _parse_retry_after(value)
+    return None
 
 
 def _parse_retry_after(value: str) -> float | None:

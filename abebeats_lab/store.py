@@ -104,6 +104,9 @@ class JobRow:
     """What this job is expected to be charged: 0 for emulated and local routes."""
     cost_estimate_usd: float | None = None
     """The price table's estimate for this request on the real route (would-be, if emulated)."""
+    usage: dict[str, float] = field(default_factory=dict)
+    """What the provider reported the job used, under its documented names (Replicate's
+    ``predict_time``/``total_time``, fal's ``inference_time``: seconds); empty where none."""
     cost_note: str = ""
     """How to read the cost: ``estimate``, ``emulated: not charged``, ``local: free``."""
     price_source: str | None = None

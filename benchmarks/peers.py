@@ -184,7 +184,7 @@ def _fal_close(client: Any) -> None:
 
 def fal_subscribe(ctx: PeerContext, client: Any, index: int) -> Outcome:
     """fal_client: ``submit`` then ``handle.get()`` (status GET every 0.1 s, then the result)."""
-    from abebeats_lab.providers.pika import build_input
+    from abebeats_lab.providers.fal import build_input
 
     handle = client.submit(ctx.route.model, arguments=build_input(ctx.request))
     handle.get(interval=FAL_INTERVAL_S)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from abebeats_lab import Settings
+from abebeats_lab.emulator import can_emulate
+from abebeats_lab.providers import available_providers
 from abebeats_lab.store import DB_NAME
 from abebeats_lab.waiting import WaitPolicy
 
@@ -28,9 +29,8 @@ REMOTE = Settings(duration_s=5, aspect_ratio="16:9", resolution="720p")
 
 
 def emulator_available(provider: str) -> bool:
-    """True once the provider's client and emulator modules exist in the tree."""
-    names = (f"abebeats_lab.emulator.{provider}", f"abebeats_lab.providers.{provider}")
-    return all(importlib.util.find_spec(name) is not None for name in names)
+    """True once the provider's client and emulator are registered (`pika` lives in fal's)."""
+    return provider in available_providers() and can_emulate(provider)
 
 
 def require_emulator(provider: str) -> None:

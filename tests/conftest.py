@@ -59,6 +59,9 @@ def isolated_user_cache(
     """Each test gets its own empty per-user cache (the run-time history lives there), so no
     test learns from another's jobs, and a developer's own history is never read or written."""
     monkeypatch.setenv("ABEBEATS_LAB_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
+    # Model weights (the CLIP score) are never fetched from the internet by a test: a
+    # loopback port nothing listens on refuses at once; tests that fetch serve their own.
+    monkeypatch.setenv("ABEBEATS_LAB_WEIGHTS_URL", "http://127.0.0.1:9")
 
 
 @pytest.fixture(scope="session", autouse=True)

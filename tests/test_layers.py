@@ -76,7 +76,7 @@ ALLOWED = {
     # `connect` starts the emulators in-process for --emulate; they never import back.
     "run": {
         "base", "capabilities", "costs", "http", "media", "providers", "waiting", "store",
-        "history", "views", "run", "emulator",
+        "history", "views", "run", "emulator", "quality",
     },
     "quality": {"base", "media", "store", "quality"},
     "musicvideo": {

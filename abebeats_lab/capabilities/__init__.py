@@ -7,6 +7,13 @@ Each route also names its own default duration, ratio and resolution (``defaults
 `with_defaults` fills in whatever a request leaves ``None``, so an unchosen setting never
 makes a route refuse.
 
+Prices are a catalogue keyed by route, resolution, duration and audio on/off: each row's
+``price`` has a rate per second (with shorthands for an audio rate, per-resolution rates and
+a flat per-video price) and, where the provider prices finer, ``tiers``: entries naming some
+of ``resolution``, ``duration_s`` and ``audio`` with their own price (``usd_per_s`` or a flat
+``usd`` per video) or an explicit unknown, and their own source and date. `price_of` answers
+one (route, resolution, duration, audio) with a `Quote`: a price, or unknown with the reason.
+
 Prices can be supplied or overridden per route by the user: ``prices.toml`` in the user's
 config folder (`config.user_config_dir`) and, winning over it, ``prices=`` / ``--price``.
 A user price is one USD rate per second of video, recorded with the source ``user``.
@@ -27,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from abebeats_lab import config
+from abebeats_lab import config, fmt
 from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, VideoRequest
 from abebeats_lab.errors import ConfigError, UnknownRouteError, ValidationError
 
@@ -36,12 +43,16 @@ __all__ = [
     "USER_SOURCE",
     "Capabilities",
     "Price",
+    "PriceTier",
+    "Quote",
     "all_routes",
     "capabilities_for",
+    "catalogue_text",
     "concrete",
     "model_of",
     "models",
     "parse_price",
+    "price_of",
     "price_overrides",
     "priced",
     "priced_routes",
@@ -55,6 +66,8 @@ __all__ = [
 USER_PRICES_FILE = "prices.toml"
 USER_SOURCE = "user"
 """The ``source`` of every price a user supplied (file or option)."""
+UNKNOWN_PREFIX = "unknown:"
+"""How the ``source`` of a price nobody knows begins; the rest is the reason."""
 
 HOUSE_DEFAULTS: dict[str, Any] = {"duration_s": 5, "aspect_ratio": "16:9", "resolution": "720p"}
 """What every request asked for before routes had defaults; a route whose data names no
@@ -67,8 +80,60 @@ _ALLOWED_FIELD = {
 
 
 @dataclass(frozen=True, slots=True)
+class Quote:
+    """The price of one video of given settings on one route: known, or unknown with why."""
+
+    usd: float | None
+    """The whole video's price; ``None`` when unknown."""
+    usd_per_s: float | None
+    source: str
+    """Where the price comes from; for an unknown price, ``unknown: <the reason>``."""
+    date: str
+    per_video: bool = False
+    """A flat price per video (``usd_per_s`` is then derived from it)."""
+
+    @property
+    def known(self) -> bool:
+        """True when a price was found."""
+        return self.usd is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTier:
+    """One catalogue entry: the settings it covers (``None``: any) and its price there.
+
+    Either ``usd_per_s``, a flat ``usd`` per video, or neither: an explicit unknown, whose
+    ``source`` says why (``unknown: ...``). An empty source or date is the row's.
+    """
+
+    resolution: str | None = None
+    duration_s: int | None = None
+    audio: bool | None = None
+    usd_per_s: float | None = None
+    usd: float | None = None
+    source: str = ""
+    date: str = ""
+
+    def __post_init__(self) -> None:
+        # Shipped data is checked once at load: an entry must price or say why it cannot.
+        if self.usd_per_s is not None and self.usd is not None:
+            raise ValueError(f"price tier {self}: usd_per_s or usd, not both")
+        unpriced = self.usd_per_s is None and self.usd is None
+        if unpriced and not self.source.startswith(UNKNOWN_PREFIX):
+            raise ValueError(f"price tier {self}: no price and no 'unknown: reason' source")
+
+    def matches(self, duration_s: float, resolution: str, audio: bool) -> bool:
+        """True when this entry covers these settings."""
+        return (
+            (self.resolution is None or self.resolution == resolution)
+            and (self.duration_s is None or self.duration_s == duration_s)
+            and (self.audio is None or self.audio == audio)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
-    """An estimated price per second of output, with where it came from and when."""
+    """A route's price catalogue: a rate per second, its shorthands, and finer ``tiers``."""
 
     usd_per_s: float | None
     """``None`` when no trustworthy price was found; estimates then say "unknown"."""
@@ -80,15 +145,34 @@ class Price:
     """Replaces ``usd_per_s`` for these resolutions."""
     per_video_usd: float | None = None
     """A flat price per video, for routes priced that way (wins over per-second)."""
+    tiers: tuple[PriceTier, ...] = ()
+    """Finer entries, first match wins over everything above (see `PriceTier`)."""
 
-    def estimate(self, duration_s: float, resolution: str, audio: bool) -> float | None:
-        """Estimated USD for one video, or ``None`` when unknown."""
-        if self.per_video_usd is not None:
-            return self.per_video_usd
+    def quote(self, duration_s: float, resolution: str, audio: bool) -> Quote:
+        """The price of one video with these settings, or unknown with the reason."""
+        tier = next((t for t in self.tiers if t.matches(duration_s, resolution, audio)), None)
+        if tier is not None:
+            source, date = tier.source or self.source, tier.date or self.date
+            return _quote(tier.usd, tier.usd_per_s, duration_s, source, date)
         rate = self.by_resolution.get(resolution, self.usd_per_s)
         if audio and self.audio_usd_per_s is not None:
             rate = self.audio_usd_per_s
-        return None if rate is None else round(rate * duration_s, 4)
+        return _quote(self.per_video_usd, rate, duration_s, self.source, self.date)
+
+    def estimate(self, duration_s: float, resolution: str, audio: bool) -> float | None:
+        """Estimated USD for one video, or ``None`` when unknown."""
+        return self.quote(duration_s, resolution, audio).usd
+
+
+def _quote(
+    per_video: float | None, rate: float | None, duration_s: float, source: str, date: str
+) -> Quote:
+    if per_video is not None:
+        per_s = round(per_video / duration_s, 4) if duration_s else None
+        return Quote(per_video, per_s, source, date, per_video=True)
+    if rate is None:
+        return Quote(None, None, source, date)
+    return Quote(round(rate * duration_s, 4), rate, source, date)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +224,11 @@ class Capabilities:
                 raise ValueError(f"{self.pattern}: no default exists for {name!r}")
             if value not in getattr(self, _ALLOWED_FIELD[name]):
                 raise ValueError(f"{self.pattern}: default {name}={value!r} is not allowed")
+        for tier in self.price.tiers:
+            for name in ("duration_s", "resolution"):
+                value = getattr(tier, name)
+                if value is not None and value not in getattr(self, _ALLOWED_FIELD[name]):
+                    raise ValueError(f"{self.pattern}: price tier {name}={value!r} not allowed")
 
     def default(self, name: str) -> Any:
         """This route's default for one of ``ROUTE_DEFAULT_FIELDS``."""
@@ -176,10 +265,14 @@ class Capabilities:
         payload.update(request.extras)
         return payload
 
+    def quote(self, request: VideoRequest) -> Quote:
+        """The price of one job of this request (route defaults where it sets none)."""
+        shape = self.fill(request)[0].shape()
+        return self.price.quote(shape.duration_s, shape.resolution, request.generate_audio)
+
     def estimate_usd(self, request: VideoRequest) -> float | None:
         """Estimated cost of one job for this request (route defaults where it sets none)."""
-        shape = self.fill(request)[0].shape()
-        return self.price.estimate(shape.duration_s, shape.resolution, request.generate_audio)
+        return self.quote(request).usd
 
 
 def _load_file(text: str) -> list[Capabilities]:
@@ -190,7 +283,8 @@ def _load_file(text: str) -> list[Capabilities]:
         price_data = dict(entry.pop("price"))
         # TOML has no null: a price row without usd_per_s means "no trustworthy price found".
         price_data.setdefault("usd_per_s", None)
-        price = Price(**price_data)
+        tiers = tuple(PriceTier(**tier) for tier in price_data.pop("tiers", ()))
+        price = Price(**price_data, tiers=tiers)
         for key in ("durations", "aspect_ratios", "resolutions"):
             entry[key] = tuple(entry[key])
         out.append(Capabilities(price=price, **entry))
@@ -407,6 +501,76 @@ def priced(caps: Capabilities, route: Route | str, overrides: Mapping[str, Price
     """``caps`` with the user's price for ``route`` where one was given (exact name first)."""
     price = _user_price(str(Route.parse(route)), overrides)
     return caps if price is None else dataclasses.replace(caps, price=price)
+
+
+def catalogue_text(caps: Capabilities) -> str:
+    """A route's price catalogue in words: per resolution, its price without and (where the
+    route makes audio) with audio, per duration where that changes the rate, then the sources
+    (``unknown: <reason>`` alone when nothing is known)."""
+    cells: list[tuple[str, str]] = []
+    cited: dict[str, None] = {}
+    for resolution in caps.resolutions:
+        texts = []
+        for audio in (False, True) if caps.audio else (False,):
+            quotes = [(d, caps.price.quote(d, resolution, audio)) for d in caps.durations]
+            cited.update(dict.fromkeys(_cite(q) for _, q in quotes))
+            texts.append(("with audio " if audio else "") + _by_duration(quotes))
+        cells.append((resolution, ", ".join(texts)))
+    if all(not q.known for q in _all_quotes(caps)) and len(cited) == 1:
+        return caps.price.source
+    merged: list[tuple[list[str], str]] = []
+    for resolution, text in cells:
+        if merged and merged[-1][1] == text:
+            merged[-1][0].append(resolution)
+        else:
+            merged.append(([resolution], text))
+    listed = "; ".join(f"{','.join(names)} {text}" for names, text in merged)
+    return f"{listed} (source: {'; '.join(cited)})"
+
+
+def _all_quotes(caps: Capabilities) -> list[Quote]:
+    audios = (False, True) if caps.audio else (False,)
+    return [
+        caps.price.quote(d, r, a) for r in caps.resolutions for d in caps.durations for a in audios
+    ]
+
+
+def _cite(quote: Quote) -> str:
+    return f"{quote.source}, {quote.date}" if quote.date else quote.source
+
+
+def _by_duration(quotes: list[tuple[int, Quote]]) -> str:
+    """``$0.100/s`` when every duration has that rate (or all are unknown), else each one
+    (always for flat per-video prices)."""
+    rates = {q.usd_per_s for _, q in quotes}
+    if len(rates) == 1 and not any(q.per_video for _, q in quotes):
+        return fmt.rate(rates.pop())
+    return ", ".join(f"{d} s {fmt.money(q.usd)}" for d, q in quotes)
+
+
+def price_of(
+    route: Route | str,
+    *,
+    resolution: str | None = None,
+    duration_s: int | None = None,
+    audio: bool = False,
+    prices: Mapping[str, float] | None = None,
+) -> Quote:
+    """The price of one video on ``route`` with these settings (the route's defaults where
+    ``None``), the user's price winning: a `Quote`, unknown with the reason where none is
+    known. A setting the route does not offer is a `ValidationError` naming the allowed ones.
+    """
+    caps = priced(capabilities_for(route), route, price_overrides(prices))
+    name = str(Route.parse(route))
+    settings = {"duration_s": duration_s, "resolution": resolution}
+    for field_name, value in settings.items():
+        allowed = getattr(caps, _ALLOWED_FIELD[field_name])
+        if value is not None and value not in allowed:
+            raise ValidationError(field_name, value, _one_of(allowed), route=name)
+    if audio and not caps.audio:
+        raise ValidationError("generate_audio", True, "False: no audio on this route", route=name)
+    request = VideoRequest("-", duration_s=duration_s, resolution=resolution, generate_audio=audio)
+    return caps.quote(request)
 
 
 def priced_routes(prices: Mapping[str, float] | None = None) -> list[tuple[str, Capabilities]]:

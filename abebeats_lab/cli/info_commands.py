@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from abebeats_lab._types import VideoRequest
 from abebeats_lab.cli.exits import EXIT_FAILURE
 from abebeats_lab.errors import ValidationError
 
 LINE_WIDTH = 100
-"""`routes` keeps its lines this short (user-priced rows add " (user)")."""
+"""`routes` keeps its lines this short."""
 SPAN_MIN = 3
 """A duration list longer than this, evenly spaced, prints as a range."""
 SCORE_COLUMNS = ("motion", "flicker", "sharpness", "black_fraction", "loudness_lufs")
@@ -113,20 +114,21 @@ async def cmd_routes(args: argparse.Namespace) -> int:
     groups: dict[str, list[list[str]]] = {}
     local: set[str] = set()
     unknown: list[tuple[str, str]] = []
+    user: list[str] = []
     for name, caps in listed:
         if caps.runs_locally:
             local.add(name.partition(":")[0])
-        price = fmt.rate(caps.price.usd_per_s)
+        quote = caps.quote(VideoRequest("-"))  # at the route's defaults, silent
         if caps.price.source == capabilities.USER_SOURCE:
-            price += " (user)"
-        if caps.price.usd_per_s is None and caps.price.per_video_usd is None:
-            unknown.append((name, caps.price.source))
+            user.append(name)
+        if not quote.known:
+            unknown.append((name, quote.source))
         cells = [
             name,
             caps.model or "-",
             _spans(caps.durations),
             _range_of(caps.resolutions),
-            price,
+            fmt.rate(quote.usd_per_s),
         ]
         groups.setdefault(name.partition(":")[0], []).append(cells)
     header = ["route", "model", "secs", "resolution", "price"]
@@ -136,14 +138,18 @@ async def cmd_routes(args: argparse.Namespace) -> int:
         print(f"# {provider}: {_key_state(provider, runs_locally=provider in local)}")
         for row in rows:
             print(_line(row, widths))
-    notes = [f"{name}: price {reason}" for name, reason in unknown] if args.model else []
+    notes = (
+        [f"{n}: price {capabilities.catalogue_text(c)}" for n, c in listed] if args.model else []
+    )
+    if user:
+        notes.append(f"your price (prices.toml or --price): {', '.join(user)}")
     if unknown and not args.model:
         notes.append(
             f"unknown: no trustworthy price found for {len(unknown)} route(s); each reason: "
             "routes --model MODEL; give one with --price ROUTE=USD_PER_S or prices.toml"
         )
     for note in notes:
-        print(textwrap.fill(note, LINE_WIDTH, subsequent_indent="    "))
+        print(textwrap.fill(note, LINE_WIDTH, subsequent_indent="    ", break_on_hyphens=False))
     return 0
 
 

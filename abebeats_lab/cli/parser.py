@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapt", action="store_true", help="snap settings to what each route allows"
     )
     cmp_.add_argument("--json", action="store_true", help="print the rows as JSON")
+    cmp_.add_argument(
+        "--score",
+        action="store_true",
+        help="measure each video's quality metrics as it arrives, in a process pool (as "
+        "abebeats-lab score does, without waiting for the run to end)",
+    )
     _price_args(cmp_)
     _settings_args(cmp_)
 

@@ -129,6 +129,7 @@ async def cmd_compare(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             on_update=None if args.json else progress,
             prices=prices,
+            score=args.score,
         )
     _print_comparison(comparison, as_json=args.json, dry_run=args.dry_run)
     return 0 if args.dry_run else _verdict(args, comparison.rows)

@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 _APPS = {
-    "fal": "abebeats_lab.emulator.pika:create_app",
+    "fal": "abebeats_lab.emulator.fal:create_app",
     "gemini": "abebeats_lab.emulator.gemini:create_app",
-    "pika": "abebeats_lab.emulator.pika:create_app",
+    "pika": "abebeats_lab.emulator.fal:create_app",
     "replicate": "abebeats_lab.emulator.replicate:create_app",
     "runway": "abebeats_lab.emulator.runway:create_app",
     "veo": "abebeats_lab.emulator.veo:create_app",

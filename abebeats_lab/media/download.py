@@ -11,6 +11,8 @@ read timeout from ever firing. Output hosts on loopback, link-local or private a
 refused (every address the name resolves to is checked, at every redirect) unless the
 provider's own base URL is on those addresses (the emulator serves its videos itself) or
 ``ABEBEATS_LAB_ALLOW_PRIVATE_OUTPUTS=1`` opts in. Downloads never carry a provider's key.
+A storage host that answers 408/429/5xx (busy, not gone) is asked again under `http`'s one
+retry policy, honouring ``Retry-After``; an expired URL (401/403/404/410) goes to ``refresh``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ import httpx
 
 from abebeats_lab._types import Output, OutputRef, Probe
 from abebeats_lab.errors import DownloadError
-from abebeats_lab.http import leased
+from abebeats_lab.http import DEFAULT_RETRY, header_hint, leased, retry_delay, should_retry
 
 __all__ = [
     "ALLOW_PRIVATE_ENV",
@@ -301,7 +304,9 @@ async def _stream_to(
                 url = str(response.url.join(response.headers.get("location", "")))
                 continue
             if response.status_code != 200:
-                raise DownloadHTTPError(response.status_code, url)
+                busy = should_retry(response)
+                hint = header_hint(response.headers) if busy else None
+                raise DownloadHTTPError(response.status_code, url, busy=busy, hint=hint)
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise DownloadError(f"declared size {declared} is over the {max_bytes} byte cap")
@@ -344,10 +349,13 @@ class DownloadStalled(DownloadTruncated):
 
 
 class DownloadHTTPError(DownloadError):
-    """The output URL answered with an error status (expired URLs give 401/403/404)."""
+    """The output URL answered with an error status (expired URLs give 401/403/404; a busy
+    host 429/5xx, with ``busy`` set and its ``Retry-After`` in ``hint``)."""
 
-    def __init__(self, status_code: int, url: str) -> None:
-        self.status_code = status_code
+    def __init__(
+        self, status_code: int, url: str, *, busy: bool = False, hint: float | None = None
+    ) -> None:
+        self.status_code, self.busy, self.hint = status_code, busy, hint
         host = urllib.parse.urlsplit(url).netloc
         super().__init__(f"HTTP {status_code} fetching output from {host}")
 
@@ -384,6 +392,22 @@ async def download(
                 origin=origin,
             )  # fmt: skip
     rules = _Rules(max_bytes, headers or {}, await trusted_addresses(origin))
+    started, attempt = time.monotonic(), 1
+    while True:
+        try:
+            return await _attempt(client, url, dest, rules, budget)
+        except DownloadHTTPError as exc:
+            delay = retry_delay(attempt, exc.hint)
+            if not exc.busy or DEFAULT_RETRY.gives_up(attempt, started, delay):
+                raise
+        await asyncio.sleep(delay)
+        attempt += 1
+
+
+async def _attempt(
+    client: httpx.AsyncClient, url: str, dest: Path, rules: _Rules, budget: DownloadBudget | None
+) -> Output:
+    """One fetch of ``url`` under its own time budget, verified and placed at ``dest``."""
     with _temporary_beside(dest) as tmp:
         try:
             async with asyncio.timeout(None) as limit:

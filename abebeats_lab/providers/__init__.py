@@ -25,10 +25,10 @@ def register(name: str, target: str) -> None:
 
 
 for _name, _target in {
-    "fal": "abebeats_lab.providers.pika:FalProvider",
+    "fal": "abebeats_lab.providers.fal:FalProvider",
     "gemini": "abebeats_lab.providers.gemini:GeminiProvider",
     "local": "abebeats_lab.providers.local:LocalProvider",
-    "pika": "abebeats_lab.providers.pika:PikaProvider",
+    "pika": "abebeats_lab.providers.fal:PikaProvider",
     "replicate": "abebeats_lab.providers.replicate:ReplicateProvider",
     "runway": "abebeats_lab.providers.runway:RunwayProvider",
     "veo": "abebeats_lab.providers.veo:VeoProvider",

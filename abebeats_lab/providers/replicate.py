@@ -34,7 +34,15 @@ from replicate.pagination import Page
 from replicate.prediction import Prediction
 
 from abebeats_lab import capabilities, config
-from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab._types import (
+    Job,
+    JobState,
+    JobStatus,
+    OutputRef,
+    Route,
+    VideoRequest,
+    reported_usage,
+)
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
     JobFailed,
@@ -56,7 +64,7 @@ from abebeats_lab.http import (
 )
 from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 
-__all__ = ["ModelRef", "ReplicateProvider", "build_input", "parse_model"]
+__all__ = ["USAGE_FIELDS", "ModelRef", "ReplicateProvider", "build_input", "parse_model"]
 
 T = TypeVar("T")
 DEFAULT_WAIT_S = 60
@@ -77,6 +85,9 @@ _MODEL_RE = re.compile(
 _FORMS = "replicate:owner/name or replicate:owner/name:<64-hex version id>"
 _PREDICTION_ID = re.compile(r"[a-z0-9]{1,64}")
 """Replicate's prediction ids (lower-case base32); the SDK puts them into paths unencoded."""
+USAGE_FIELDS = ("predict_time", "total_time")
+"""What a prediction's ``metrics`` documents it used, in seconds (``predict_time`` is compute
+without the queue; provider-apis.md §2.4). A billing unit is not documented there: not read."""
 _STATES = {
     "starting": JobState.QUEUED,
     "processing": JobState.RUNNING,
@@ -392,6 +403,7 @@ def parse_prediction(prediction: Prediction) -> JobStatus:
         started_at=_timestamp(prediction.started_at),
         completed_at=_timestamp(prediction.completed_at),
         outputs=_outputs(prediction.output) if state is JobState.SUCCEEDED else (),
+        usage=reported_usage(prediction.metrics, USAGE_FIELDS),
         raw=prediction.dict(),
     )
 

@@ -1,4 +1,4 @@
-"""Weight-free automatic metrics from decoded frames: PyAV and numpy only, no model weights.
+"""Automatic metrics from decoded frames: weight-free ones (PyAV and numpy) and the CLIP score.
 
 One pass over a file decodes every video frame (inter-coded streams need that) but analyses
 only a sample: every ``step``-th frame (``step = round(fps / 8)``, so about 8 per second) and
@@ -6,7 +6,8 @@ the frame right after it. Sampled frames are scaled (swscale, area filter) to lu
 short side of `ANALYSIS_SHORT_SIDE` pixels (never up), so routes with different resolutions
 are measured at the same scale; motion uses a smaller copy (`MOTION_SHORT_SIDE`). Audio is
 read whole and metered by FFmpeg's ``ebur128`` filter (EBU R128 integrated loudness) through
-PyAV, so no extra package is needed.
+PyAV, so no extra package is needed. ``clip_score`` (prompt alignment, `quality.clip`) needs
+the ``[metrics]`` extra and CLIP weights; it uses frames of the same pass.
 
 `measure(path)` gives one video's figures; `score(run_dir)` gives them for every succeeded
 row of a run, through a `concurrent.futures.Executor` (a process pool by default), and keeps
@@ -18,6 +19,7 @@ CPU cost per second of 720p video (``benchmarks/metrics.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import multiprocessing
 import os
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from abebeats_lab._types import VideoRequest
+from abebeats_lab.quality import clip as _clip
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,6 +57,8 @@ __all__ = [
     "score",
     "score_async",
 ]
+
+log = logging.getLogger(__name__)
 
 Value = float | bool | None
 Direction = Literal["higher", "lower", "neither"]
@@ -123,13 +128,20 @@ STAGE_CPU_S_PER_VIDEO_S: dict[str, float] = {
     "exposure": 0.00386,
     "loudness": 0.01202,
     "conformance": 2e-05,
+    "clip": 0.2,
 }
 """CPU seconds per second of video, per step of `measure`, as ``benchmarks/metrics.py``
 measured them on its harder clip (720p 24 fps at 17 Mbit/s, x264 preset fast, AAC stereo;
 median of 5 runs on a shared 2-core x86-64): 0.3309 s in all, against
 0.0934 s for the ``local`` route's 0.8 Mbit/s render. ``decode`` (demux, decode every frame,
 scale the sampled ones) is shared by all video metrics and grows with the bitrate; the rest
-hardly moves. ``has_audio`` is listed with the audio step that reads the stream."""
+hardly moves. ``has_audio`` is listed with the audio step that reads the stream.
+
+``clip`` is an estimate, not a measurement: the real ViT-B/32 weights were not on the machine
+the benchmark ran on (no network), so it only timed the pipeline with a tiny stand-in model.
+The image tower costs about 4.4 GFLOPs per frame (Radford et al. 2021), and a clip scores
+`quality.clip.CLIP_FRAMES` frames whatever its length: at some 30 GFLOP/s on one core, about
+1 s per clip, 0.2 s per second of a 5 s clip (less for longer ones)."""
 
 
 def _metric(*args: Any) -> tuple[str, Metric]:
@@ -246,6 +258,17 @@ METRICS: dict[str, Metric] = dict(
             "loudness",
         ),
         _metric(
+            "clip_score",
+            1,
+            "mean over 8 uniformly sampled frames of 100 × max(cos(image, prompt), 0), CLIP "
+            "ViT-B/32 embeddings through ONNX Runtime; None without weights or a prompt",
+            "CLIPScore (Hessel et al., EMNLP 2021) at torchmetrics' ×100 scale (w = 2.5 in the "
+            "paper), averaged over frames as CLIPSIM (Wu et al., 2021)",
+            "higher",
+            "score 0–100",
+            "clip",
+        ),
+        _metric(
             "conforms",
             1,
             "duration, aspect ratio and resolution all match the request; None without one",
@@ -306,16 +329,21 @@ def _mean(values: Sequence[float | bool]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def measure(path: Path | str, request: VideoRequest | None = None) -> dict[str, Value]:
-    """Every metric of `METRICS` for one video file (``conforms`` needs the ``request``).
+def measure(
+    path: Path | str, request: VideoRequest | None = None, *, clip: Path | None = None
+) -> dict[str, Value]:
+    """Every metric of `METRICS` for one video file (``conforms`` needs the ``request`` with
+    its duration, ratio and resolution).
 
-    Raises `abebeats_lab.errors.DownloadError` for a file PyAV cannot read as a video.
+    ``clip_score`` needs ``clip``, the folder of CLIP weights (`quality.clip.prepare`), and
+    the request's prompt; without them it is None. Raises
+    `abebeats_lab.errors.DownloadError` for a file PyAV cannot read as a video.
     """
-    return profile(path, request)[0]
+    return profile(path, request, clip=clip)[0]
 
 
 def profile(
-    path: Path | str, request: VideoRequest | None = None
+    path: Path | str, request: VideoRequest | None = None, *, clip: Path | None = None
 ) -> tuple[dict[str, Value], dict[str, float]]:
     """`measure`, plus the CPU seconds each step took (``decode`` is the shared part)."""
     import av
@@ -324,11 +352,14 @@ def profile(
 
     clock = _Clock()
     path = Path(path)
+    prompt = request.prompt if request is not None else ""
+    model = _clip.load(str(clip)) if clip is not None and prompt else None
+    clock.lap("clip")  # loading the towers (once per process)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise DownloadError(f"{path.name}: no video stream")
-            values = _read(container, clock)
+            values = _read(container, clock, model, prompt)
     except av.error.FFmpegError as exc:
         raise DownloadError(f"{path.name}: not a playable video ({exc})") from exc
     values["conforms"] = _conforms(path, request)
@@ -336,7 +367,9 @@ def profile(
     return {name: values.get(name) for name in METRICS}, clock.spent
 
 
-def _read(container: Any, clock: _Clock) -> dict[str, Value]:
+def _read(
+    container: Any, clock: _Clock, model: _clip.ClipModel | None, prompt: str
+) -> dict[str, Value]:
     video = container.streams.video[0]
     # One thread: a process pool already spreads clips over the cores.
     video.codec_context.thread_count = 1
@@ -345,7 +378,12 @@ def _read(container: Any, clock: _Clock) -> dict[str, Value]:
     audio = container.streams.audio[0] if container.streams.audio else None
     meter = _LoudnessMeter(audio) if audio is not None else None
     streams = [video] if audio is None else [video, audio]
-    frames = _video_frames(figures, clock)
+    sampler = (
+        _clip.FrameSampler(model.preprocess, _frame_count(container, video, figures.fps))
+        if model is not None
+        else None
+    )
+    frames = _video_frames(figures, clock, sampler)
     next(frames)
     clock.lap("decode")
     for packet in container.demux(streams):
@@ -360,10 +398,24 @@ def _read(container: Any, clock: _Clock) -> dict[str, Value]:
     values["has_audio"] = audio is not None
     values["loudness_lufs"] = meter.integrated() if meter is not None else None
     clock.lap("loudness")
+    values["clip_score"] = model.score(sampler.crops(), prompt) if model and sampler else None
+    clock.lap("clip")
     return values
 
 
-def _video_frames(figures: _Figures, clock: _Clock) -> Generator[None, Any, None]:
+def _frame_count(container: Any, video: Any, fps: float) -> int:
+    """Frames in the stream: the container's count, else duration × rate (0: unknown)."""
+    if video.frames:
+        return int(video.frames)
+    if video.duration is not None and video.time_base is not None:
+        return round(float(video.duration * video.time_base) * fps)
+    microseconds = 1e6
+    return round(container.duration / microseconds * fps) if container.duration else 0
+
+
+def _video_frames(
+    figures: _Figures, clock: _Clock, sampler: _clip.FrameSampler | None
+) -> Generator[None, Any, None]:
     """A coroutine fed decoded frames: samples them and updates ``figures`` stage by stage."""
     step = max(1, round(figures.fps / SAMPLE_FPS))
     index = 0
@@ -371,6 +423,10 @@ def _video_frames(figures: _Figures, clock: _Clock) -> Generator[None, Any, None
     sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
     while True:
         frame = yield
+        if sampler is not None:
+            clock.lap("decode")
+            sampler.offer(index, frame)
+            clock.lap("clip")
         phase = index % step
         if step == 1 or phase <= 1:
             if sizes is None:
@@ -592,8 +648,8 @@ class _LoudnessMeter:
 
 
 def _conforms(path: Path, request: VideoRequest | None) -> bool | None:
-    if request is None:
-        return None
+    if request is None or None in (request.duration_s, request.aspect_ratio, request.resolution):
+        return None  # nothing asked to conform to (no request, or one with only a prompt)
     from abebeats_lab.media.download import probe
     from abebeats_lab.views.comparison import conformance
 
@@ -611,6 +667,7 @@ def score(
     run_id: str | None = None,
     executor: Executor | None = None,
     refresh: bool = False,
+    clip: bool = True,
 ) -> pd.DataFrame:
     """`measure` every succeeded row of a run (default: the latest), store and return them.
 
@@ -620,8 +677,13 @@ def score(
     in ``quality.sqlite`` for the same file (hash) and metric versions are reused unless
     ``refresh``. A clip that cannot be read gets an ``error`` and no figures. Blocks until
     done; on an event loop use `score_async`.
+
+    ``clip_score`` is measured with ``clip=True`` when the ``[metrics]`` extra is installed;
+    its weights are fetched here at first use (`quality.clip.prepare`). Where that is not
+    possible, one line says why (a warning in the log, and ``frame.attrs["notes"]``) and
+    every other metric is measured as usual.
     """
-    plan = _Plan(Path(run_dir), run_id, refresh)
+    plan = _Plan(Path(run_dir), run_id, refresh, clip)
     pool, own = _pool(executor, len(plan.jobs))
     try:
         if pool is None:
@@ -640,10 +702,11 @@ async def score_async(
     run_id: str | None = None,
     executor: Executor | None = None,
     refresh: bool = False,
+    clip: bool = True,
 ) -> pd.DataFrame:
     """`score` for code on an event loop: clips run in the executor (or a thread), the loop
     only awaits them, so the next job of a run is never delayed."""
-    plan = _Plan(Path(run_dir), run_id, refresh)
+    plan = await asyncio.to_thread(_Plan, Path(run_dir), run_id, refresh, clip)
     pool, own = _pool(executor, len(plan.jobs))
     try:
         if pool is None:
@@ -660,20 +723,62 @@ async def score_async(
 
 
 class _Plan:
-    """Which rows of a run to measure (the rest are stored and current), and their storage."""
+    """Which rows of a run to measure (the rest are stored and current), and their storage.
 
-    def __init__(self, directory: Path, run_id: str | None, refresh: bool) -> None:
+    A stored clip is current when it has every metric this pass can measure at its version:
+    without CLIP weights, ``clip_score`` is not asked for, and a later pass with them
+    measures the clips again.
+    """
+
+    def __init__(
+        self, directory: Path, run_id: str | None, refresh: bool, clip: bool = True
+    ) -> None:
         self.directory = directory
+        self.notes: list[str] = []
         self.run_id, self.rows = _succeeded_rows(directory, run_id)
         with _MetricsStore(directory) as store:
             stored = {} if refresh else store.read(self.run_id)
-        self.todo = [r for r in self.rows if not _current(stored.get(r.key), r.sha256)]
-        self.jobs = [(str(directory / str(r.output_path)), dict(r.settings)) for r in self.todo]
+        wanted = set(METRICS) if clip else set(METRICS) - {_CLIP_METRIC}
+        self.todo = [r for r in self.rows if not _current(stored.get(r.key), r.sha256, wanted)]
+        self.clip_dir: str | None = None
+        if self.todo and clip:
+            self.clip_dir = prepare_clip(self.notes)
+        if self.clip_dir is None and _CLIP_METRIC in wanted:
+            wanted.discard(_CLIP_METRIC)
+            self.todo = [r for r in self.rows if not _current(stored.get(r.key), r.sha256, wanted)]
+        self.jobs = [
+            (str(directory / str(r.output_path)), dict(r.settings), self.clip_dir)
+            for r in self.todo
+        ]
 
     def finish(self, results: Sequence[dict[str, Any]]) -> pd.DataFrame:
         with _MetricsStore(self.directory) as store:
             store.write(self.run_id, list(zip(self.todo, results, strict=True)))
-            return _frame(self.rows, store.read(self.run_id))
+            frame = _frame(self.rows, store.read(self.run_id))
+        frame.attrs["notes"] = list(self.notes)
+        return frame
+
+
+def prepare_clip(notes: list[str]) -> str | None:
+    """The CLIP weights folder (fetched at first use and loaded once to check it), or None
+    with the one-line reason appended to ``notes`` and logged. Blocks: call it off the loop."""
+    from abebeats_lab.errors import LabError
+
+    try:
+        folder = str(_clip.prepare())
+        _clip.load(folder)  # a file that does not load fails here, once, not per clip
+    except LabError as exc:  # MissingExtraError, WeightsUnavailable: one line each
+        line = str(exc)
+    except Exception as exc:  # onnxruntime's and tokenizers' own errors
+        line = (
+            "clip_score not measured: the CLIP files could not be loaded "
+            f"({type(exc).__name__}: {_first_line(exc)})"
+        )
+    else:
+        return folder
+    notes.append(line)
+    log.warning("%s", line)
+    return None
 
 
 def _pool(executor: Executor | None, clips: int) -> tuple[Executor | None, bool]:
@@ -688,20 +793,32 @@ def _pool(executor: Executor | None, clips: int) -> tuple[Executor | None, bool]
     return pool, True
 
 
-def _current(record: _Stored | None, sha256: str | None) -> bool:
+_CLIP_METRIC = "clip_score"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _current(record: _Stored | None, sha256: str | None, wanted: set[str]) -> bool:
     if record is None or record.sha256 != sha256:
         return False
-    return all(record.versions.get(name) == m.version for name, m in METRICS.items())
+    return all(record.versions.get(name) == METRICS[name].version for name in wanted)
 
 
-def _measure_job(path: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def _measure_job(
+    path: str, settings: Mapping[str, Any], clip_dir: str | None = None
+) -> dict[str, Any]:
     """One clip in a worker: figures, or an ``error`` line (never an exception to pickle)."""
     from abebeats_lab.errors import LabError
 
     known = {f.name for f in fields(VideoRequest)}
     try:
         request = VideoRequest(**{k: v for k, v in settings.items() if k in known})
-        return {"values": measure(path, request), "error": None}
+        values = measure(path, request, clip=Path(clip_dir) if clip_dir else None)
+        if clip_dir is None:
+            del values[_CLIP_METRIC]  # not measured: not stored, so a later pass measures it
+        return {"values": values, "error": None}
     except (LabError, OSError, ValueError, TypeError) as exc:
         return {"values": {}, "error": f"{type(exc).__name__}: {exc}"}
 

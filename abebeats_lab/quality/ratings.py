@@ -12,6 +12,10 @@ Ratings are on the Elo scale Chatbot Arena and Artificial Analysis use: 400 poin
 ten-fold strength ratio, and 1000 is the average route of the fit (a rating is only
 meaningful relative to the routes fitted with it). 95 % intervals come from a bootstrap:
 the votes are resampled with replacement and refitted.
+
+Votes can be grouped (`fit_by`, ``leaderboard(votes, by=...)``): by a prompt tag or by a
+setting (`quality.votes.grouping` reads them from the run folders), each group fitted on its
+own votes with its own bootstrap, so a route that wins at 1080p and loses at 540p shows both.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -32,9 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Agreement",
+    "GroupBy",
     "Ratings",
     "agreement",
     "fit",
+    "fit_by",
     "kendall_tau",
     "leaderboard",
     "next_pair",
@@ -51,6 +57,10 @@ _MAX_ITERATIONS = 10_000
 _PERCENT = 100.0
 _PAIR = 2
 _FAIR_COIN = 0.5
+GROUP_COLUMN = "group"
+
+GroupBy = Callable[[Vote], str | None]
+"""A vote's group (a prompt tag, a setting's value); None leaves the vote out."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,9 +132,40 @@ def fit(
     return Ratings(routes, point, draws, _tallies(cast, routes), level)
 
 
-def leaderboard(votes: Iterable[Vote], **options: object) -> pd.DataFrame:
-    """`fit` and its leaderboard in one call (same options)."""
-    return fit(votes, **options).leaderboard()  # type: ignore[arg-type]
+def fit_by(votes: Iterable[Vote], by: GroupBy, **options: Any) -> dict[str, Ratings]:
+    """One `fit` per group of votes (``by`` names each vote's group), groups in sorted order.
+
+    Each group is fitted on its own votes only, with its own bootstrap (same ``options`` as
+    `fit`); its ratings are relative to the routes of that group.
+    """
+    groups: dict[str, list[Vote]] = {}
+    for vote in votes:
+        key = by(vote)
+        if key is not None:
+            groups.setdefault(str(key), []).append(vote)
+    return {key: fit(groups[key], **options) for key in sorted(groups)}
+
+
+def leaderboard(
+    votes: Iterable[Vote], *, by: GroupBy | None = None, **options: Any
+) -> pd.DataFrame:
+    """`fit` and its leaderboard in one call (same options).
+
+    With ``by``, one leaderboard per group (`fit_by`), stacked, with a leading ``group``
+    column; each group's routes best first.
+    """
+    if by is None:
+        return fit(votes, **options).leaderboard()
+    import pandas as pd
+
+    boards = [
+        ratings.leaderboard().assign(**{GROUP_COLUMN: key})
+        for key, ratings in fit_by(votes, by, **options).items()
+    ]
+    if not boards:
+        return pd.DataFrame(columns=[GROUP_COLUMN, "route", "rating", "low", "high"])
+    table = pd.concat(boards, ignore_index=True)
+    return table[[GROUP_COLUMN, *(c for c in table.columns if c != GROUP_COLUMN)]]
 
 
 def _incidence(votes: Sequence[Vote], index: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CHOICES", "VOTES_DB", "Choice", "Vote", "VoteStore", "read_votes"]
+    from abebeats_lab.store import JobRow
+
+__all__ = [
+    "CHOICES",
+    "VOTES_DB",
+    "Choice",
+    "Grouping",
+    "Vote",
+    "VoteStore",
+    "grouping",
+    "read_votes",
+]
 
 Choice = Literal["left", "right", "tie", "both_bad"]
 CHOICES: tuple[Choice, ...] = get_args(Choice)
@@ -191,3 +202,65 @@ def write_csv(votes: Iterable[Vote], path: Path | str) -> Path:
         writer.writeheader()
         writer.writerows(v.to_dict() for v in votes)
     return target
+
+
+# -- grouping votes by a prompt tag or a setting ------------------------------------------------
+
+Grouping = str | Mapping[str, str] | Callable[[Vote], str | None]
+"""How to group votes: a setting's name, a prompt → tag mapping, or a function of the vote."""
+MIXED = "mixed"
+"""The group of a vote whose two outputs were made with different values of the setting."""
+UNTAGGED = "untagged"
+"""The group of a vote whose prompt the tag mapping does not name."""
+
+
+def grouping(by: Grouping, *run_dirs: Path | str) -> Callable[[Vote], str | None]:
+    """A vote → group function for `quality.ratings.fit_by`, from the run folders' rows.
+
+    ``by`` is a setting of the rows (``"resolution"``, ``"duration_s"``, ``"aspect_ratio"``,
+    ``"generate_audio"``, a route extra's name...): a vote's group is the value both
+    outputs were made with, `MIXED` when they differ. Or a mapping from prompt text to a tag
+    (`UNTAGGED` for other prompts). Or a function of the `Vote`, used as is. A vote whose
+    outputs are not in these folders' run stores is left out (None).
+    """
+    if callable(by):
+        return by
+    rows = _rows_by_key(run_dirs)
+    if isinstance(by, str):
+        setting = by
+
+        def by_setting(vote: Vote) -> str | None:
+            left = rows.get((vote.run_id, *vote.left_key))
+            right = rows.get((vote.run_id, *vote.right_key))
+            if left is None or right is None:
+                return None
+            values = {str(_setting(row, setting)) for row in (left, right)}
+            return values.pop() if len(values) == 1 else MIXED
+
+        return by_setting
+    tags = dict(by)
+
+    def by_tag(vote: Vote) -> str | None:
+        row = rows.get((vote.run_id, *vote.left_key))
+        return None if row is None else tags.get(row.prompt, UNTAGGED)
+
+    return by_tag
+
+
+def _setting(row: JobRow, name: str) -> Any:
+    settings = row.settings
+    return settings.get(name, settings.get("extras", {}).get(name))
+
+
+def _rows_by_key(run_dirs: Iterable[Path | str]) -> dict[tuple[str, int, str, int], JobRow]:
+    """Every job row of these run folders by (run id, prompt index, route, repeat)."""
+    from abebeats_lab.store import DB_NAME, RunStore
+
+    found: dict[tuple[str, int, str, int], JobRow] = {}
+    for folder in run_dirs:
+        if not (Path(folder) / DB_NAME).is_file():
+            continue
+        with RunStore(Path(folder)) as store:
+            for row in store.rows():
+                found[(row.run_id, *row.key)] = row
+    return found

@@ -20,10 +20,12 @@ import secrets
 import shlex
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from abebeats_lab import capabilities
 from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, Settings, VideoRequest
@@ -36,6 +38,9 @@ from abebeats_lab.run.lock import hold_run
 from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunStore
 from abebeats_lab.views.comparison import Comparison
 from abebeats_lab.waiting import WaitPolicy
+
+if TYPE_CHECKING:
+    from abebeats_lab.quality.auto import AutoScorer
 
 __all__ = [
     "DB_NAME",
@@ -61,6 +66,7 @@ PARTIAL_GLOB = ".*.part"
 RUNS_DIR = "abebeats-runs"  # one default folder for every entry point (gitignored)
 """Default parent of run directories, under the working directory."""
 UpdateHandler = Callable[[JobEvent], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -245,6 +251,7 @@ async def compare(
     dry_run: bool = False,
     rate_per_min: Mapping[str, float] | None = None,
     prices: Mapping[str, float] | None = None,
+    score: bool | Executor = False,
 ) -> Comparison:
     """Send every prompt to every route ``repeats`` times and return the rows.
 
@@ -260,6 +267,8 @@ async def compare(
     ``emulate=True`` ``max_cost_usd`` is not applied: ``notes`` says what the run would cost.
     ``model="veo-3.1-fast"`` adds every route selling that model which has a key (every one
     when emulated), so one model is compared across its resellers (`model_routes`).
+    ``score=True`` (or an `Executor`) measures each output's quality metrics as soon as it
+    is downloaded, off the event loop (`quality.auto.AutoScorer`).
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     sellers = model_routes(model, emulate=emulate) if model else []
@@ -309,10 +318,37 @@ async def compare(
             rows = [p.row.evolve(emulated=clients.emulated(p.row.provider)) for p in planned]
             store.add_run(run_id, datetime.now(UTC).isoformat(), "compare", spec)
             store.insert(rows)
-            context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
-            await context.run_all([live_row(row) for row in rows])
+            scorer = _scorer(score, directory, on_update)
+            context = RunContext(
+                store, clients, limiters, on_update=scorer or on_update, policy=policy
+            )
+            await _scored(context.run_all([live_row(row) for row in rows]), scorer)
     result = load_run(directory, run_id)
     result.estimate, result.estimated_time_s, result.notes = estimate, eta, notes
+    return result
+
+
+def _scorer(
+    score: bool | Executor, directory: Path, on_update: UpdateHandler | None
+) -> AutoScorer | None:
+    """The on_update handler that scores each new output (None when scoring is off)."""
+    if score is False:
+        return None
+    from abebeats_lab.quality.auto import AutoScorer
+
+    return AutoScorer(directory, None if score is True else score, forward=on_update)
+
+
+async def _scored(work: Awaitable[_T], scorer: AutoScorer | None) -> _T:
+    """``work``, then the clips still being scored (given up on if ``work`` fails)."""
+    if scorer is None:
+        return await work
+    try:
+        result = await work
+    except BaseException:
+        await scorer.close()
+        raise
+    await scorer.finish()
     return result
 
 
@@ -624,6 +660,7 @@ async def generate_many(
     kind: str = "generate",
     spec: Mapping[str, object] | None = None,
     continue_run: str | None = None,
+    score: bool | Executor = False,
 ) -> list[GenerateResult]:
     """Each prompt through the fallback chain ``routes``, all as one run; results in order.
 
@@ -640,7 +677,8 @@ async def generate_many(
     unfinished (or an ambiguous paid create) raises `LabError` before anything is sent.
 
     The first chain that fails cancels the others and its error is raised, as `generate`'s
-    (``labels`` prefix each route in `AllRoutesFailed`, e.g. ``shot 3``).
+    (``labels`` prefix each route in `AllRoutesFailed`, e.g. ``shot 3``). ``score``: as in
+    `compare`.
     """
     route_list = [Route.parse(r) for r in routes][: None if fallback else 1]
     prompt_list = list(prompts)
@@ -671,9 +709,12 @@ async def generate_many(
         with hold_run(directory, run_id), RunStore(directory) as store:
             if continue_run is None:
                 store.add_run(run_id, datetime.now(UTC).isoformat(), kind, record)
-            context = RunContext(store, clients, limiters, on_update=on_update, policy=policy)
+            scorer = _scorer(score, directory, on_update)
+            context = RunContext(
+                store, clients, limiters, on_update=scorer or on_update, policy=policy
+            )
             slots = asyncio.Semaphore(parallel or len(chains))
-            return await _run_chains(context, chains, slots, directory)
+            return await _scored(_run_chains(context, chains, slots, directory), scorer)
 
 
 def _settings_for(

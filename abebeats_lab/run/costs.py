@@ -32,6 +32,7 @@ __all__ = [
     "job_cost",
     "route_cost",
     "total",
+    "usage_text",
 ]
 
 NOTE_ESTIMATE = "estimate"
@@ -53,8 +54,10 @@ class JobCost:
 
 
 def job_cost(caps: Capabilities, request: VideoRequest, *, emulated: bool) -> JobCost:
-    """Cost figures of one job of ``request`` on a route with ``caps``."""
-    estimate = caps.estimate_usd(request)
+    """Cost figures of one job of ``request`` on a route with ``caps`` (the source and date
+    are those of the catalogue entry that priced these settings)."""
+    quote = caps.quote(request)
+    estimate = quote.usd
     charged: float | None
     if caps.runs_locally:
         charged, note = 0.0, NOTE_LOCAL
@@ -62,7 +65,7 @@ def job_cost(caps: Capabilities, request: VideoRequest, *, emulated: bool) -> Jo
         charged, note = 0.0, NOTE_EMULATED
     else:
         charged, note = estimate, NOTE_ESTIMATE
-    return JobCost(charged, estimate, note, caps.price.source, caps.price.date)
+    return JobCost(charged, estimate, note, quote.source, quote.date)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,8 @@ class RouteCost:
     """What every job of the plan is charged, submitted or not; None when unknown."""
     note: str
     """How to read the charge: ``estimate``, ``emulated: not charged`` or ``local: free``."""
+    usage: dict[str, float] = field(default_factory=dict)
+    """What the provider reported the jobs used, summed per field (see `JobRow.usage`)."""
 
     def price_text(self) -> str:
         """``$0.120/s``, ``$0.100/s (user price)`` or ``unknown``."""
@@ -210,4 +215,24 @@ def route_cost(rows: Iterable[Mapping[str, Any]]) -> RouteCost:
         would_be_usd=_known_sum([fmt.number(_field(r, "cost_estimate_usd")) for r in sent]),
         planned_usd=_known_sum([fmt.number(_field(r, "cost_usd")) for r in mine]),
         note=str(_field(first, "cost_note") or ""),
+        usage=_usage_sum(mine),
     )
+
+
+def _usage_sum(rows: list[Mapping[str, Any]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for row in rows:
+        usage = _field(row, "usage")
+        for name, raw in usage.items() if isinstance(usage, Mapping) else ():
+            figure = fmt.number(raw)
+            if figure is not None:
+                total[name] = round(total.get(name, 0.0) + figure, 3)
+    return total
+
+
+def usage_text(usage: Mapping[str, float]) -> str:
+    """What a provider reported as used, for a person: ``reported predict_time 48.20s``, or ""
+    where it reported nothing (every documented usage field is in seconds)."""
+    if not usage:
+        return ""
+    return "reported " + ", ".join(f"{name} {fmt.seconds(v)}" for name, v in usage.items())

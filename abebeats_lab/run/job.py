@@ -541,6 +541,8 @@ class RunContext:
             changes["polls"] = timing.polls
         if live.output is not None:
             changes.update(output_fields(live.output, self.store.run_dir, request_of(live.row)))
+        if live.result is not None and live.result.status.usage:
+            changes["usage"] = dict(live.result.status.usage)
         self._save(live, **changes)
         self._emit(live, state, live.result.status if live.result else None)
 

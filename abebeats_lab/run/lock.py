@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from abebeats_lab.errors import LabError
+from abebeats_lab.errors import RunBusyError
 
 __all__ = ["LOCKS_DIR", "RunBusyError", "hold_run", "lock_path"]
 
@@ -32,10 +32,6 @@ HOLDER_BYTES = 4096
 _WINDOWS_LOCK_OFFSET = 1 << 20
 """Windows locks a byte range that readers then cannot read, so the locked byte lies past
 the holder record."""
-
-
-class RunBusyError(LabError):
-    """Another process (or another call in this one) is working on this run right now."""
 
 
 def lock_path(run_dir: Path | str, run_id: str) -> Path:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from abebeats_lab.quality.metrics import Metric
     from abebeats_lab.quality.ratings import Ratings
+    from abebeats_lab.quality.votes import Grouping
 
 Rows: TypeAlias = "Sequence[JobRow] | Sequence[Mapping[str, Any]] | pd.DataFrame"
 """Job rows as any view gets them: `JobRow` objects, plain dicts, or a DataFrame."""
@@ -47,6 +48,7 @@ __all__ = [
     "quality_metrics",
     "records",
     "run_ratings",
+    "run_ratings_by",
     "setting_cells",
     "settings_text",
     "summarize",
@@ -163,6 +165,7 @@ def _route_summary(route: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, A
         "price_text": cost.price_text(),
         "cost_usd": cost.charged_usd,
         "would_be_usd": cost.would_be_usd,
+        "usage_text": costs.usage_text(cost.usage),
         **(_metric_summary(done) if rows and "metrics_error" in rows[0] else {}),
         **({c: rows[0].get(c) for c in RATING_COLUMNS} if rows and "rating" in rows[0] else {}),
     }
@@ -446,6 +449,18 @@ def run_ratings(run_dir: Path | None, run_id: str) -> Ratings | None:
 
     votes = [v for v in read_votes(run_dir) if v.run_id == run_id]
     return fit(votes) if votes else None
+
+
+def run_ratings_by(run_dir: Path | None, run_id: str, by: Grouping) -> dict[str, Ratings]:
+    """This run's votes fitted per group (`quality.ratings.fit_by`): ``by`` is a setting's
+    name, a prompt → tag mapping or a function of the vote (`quality.votes.grouping`)."""
+    if run_dir is None:
+        return {}
+    from abebeats_lab.quality.ratings import fit_by
+    from abebeats_lab.quality.votes import grouping, read_votes
+
+    votes = [v for v in read_votes(run_dir) if v.run_id == run_id]
+    return fit_by(votes, grouping(by, run_dir)) if votes else {}
 
 
 def _stored_scores(run_dir: Path | None, run_id: str) -> pd.DataFrame | None:

@@ -39,6 +39,8 @@ from abebeats_lab.views import rows as rows_view
 if TYPE_CHECKING:
     import pandas as pd
 
+    from abebeats_lab.quality.votes import Grouping
+
 __all__ = ["DEFAULT_NAME", "EMBED_MAX_BYTES", "leaderboard_html", "render_report", "write_report"]
 
 DEFAULT_NAME = "report.html"
@@ -82,6 +84,7 @@ def write_report(
     run_id: str | None = None,
     embed_max_bytes: int = EMBED_MAX_BYTES,
     score: bool = False,
+    by: Grouping | None = None,
 ) -> Path:
     """Write the report of a run in ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``).
 
@@ -89,7 +92,9 @@ def write_report(
     `LabError`. Returns the path written. The file is written under a temporary name and
     renamed, so a reader never sees half a report. The Quality section shows the metrics
     already stored in the run folder; ``score=True`` computes the missing ones first
-    (`quality.metrics.score`, a process pool: seconds per clip).
+    (`quality.metrics.score`, a process pool: seconds per clip). ``by`` adds a leaderboard per
+    group of votes: a setting's name (``"resolution"``), a prompt → tag mapping, or a function
+    of the vote (`quality.votes.grouping`).
     """
     from abebeats_lab.run.api import load_run
 
@@ -108,6 +113,7 @@ def write_report(
         base=target.parent,
         run_id=str(comparison.run_id),
         embed_max_bytes=embed_max_bytes,
+        by=by,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.part")
@@ -127,8 +133,10 @@ def render_report(
     base: Path,
     run_id: str = "",
     embed_max_bytes: int = EMBED_MAX_BYTES,
+    by: Grouping | None = None,
 ) -> str:
-    """The report as one HTML string; video links are made relative to ``base``."""
+    """The report as one HTML string; video links are made relative to ``base`` (``by``: as
+    in `write_report`)."""
     emulated = _any(rows, "emulated")
     sections = [
         _header(run_id, rows, emulated),
@@ -139,7 +147,7 @@ def render_report(
         _section("Cost per second of video", _figure(plots.cost_figure(rows), "cost-chart")),
         _section("Videos", _grid_html(rows, run_dir, base, embed_max_bytes)),
         _section("Output conformance", _conformance_html(rows)),
-        _section("Quality", _quality_html(rows, run_dir, run_id)),
+        _section("Quality", _quality_html(rows, run_dir, run_id, by)),
         _section("Failures", _failures_html(rows)),
         _section("Environment", _environment_html()),
     ]
@@ -250,6 +258,8 @@ def _summary_html(rows: pd.DataFrame) -> str:
         cost = fmt.money(line["cost_usd"])
         if line["emulated"]:
             cost += f" (real route: {fmt.money(line['would_be_usd'])})"
+        if line["usage_text"]:
+            cost += f"; {line['usage_text']}"
         cells = [
             f"<code>{_e(line['route'])}</code>{rows_view.badge(line['emulated'])}",
             f"{line['succeeded']}/{line['jobs']}",
@@ -441,13 +451,22 @@ _AGREEMENT_NOTE = (
     "not vary across them.</p>"
 )
 
+_CLIP_UNMEASURED = (
+    " It was not measured for this run: it needs the <code>[metrics]</code> extra and the CLIP "
+    "weights (fetched at first use by <code>abebeats-lab score</code>, which says why when it "
+    "cannot)."
+)
+
 
 def _g(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _quality_html(rows: pd.DataFrame, run_dir: Path, run_id: str) -> str:
-    """Metric medians and spread per route, the leaderboard, and metric–vote agreement."""
+def _quality_html(
+    rows: pd.DataFrame, run_dir: Path, run_id: str, by: Grouping | None = None
+) -> str:
+    """Metric medians and spread per route, the leaderboard (per group too with ``by``), and
+    metric–vote agreement."""
     ratings = comparison.run_ratings(run_dir, run_id) if run_id else None
     scored = "metrics_error" in rows.columns  # only when quality.sqlite holds the run's figures
     if not scored and ratings is None:
@@ -458,6 +477,8 @@ def _quality_html(rows: pd.DataFrame, run_dir: Path, run_id: str) -> str:
     if ratings is not None:
         parts.append("<h3>Blind votes</h3>" + leaderboard_html(ratings.leaderboard(), rows))
         parts.append(_LEADERBOARD_NOTE)
+        if by is not None:
+            parts.append(_grouped_html(rows, run_dir, run_id, by))
     if scored and ratings is not None:
         parts.append("<h3>Do the metrics agree with the votes?</h3>")
         parts.append(_agreement_html(rows, ratings) + _AGREEMENT_NOTE)
@@ -499,12 +520,30 @@ def _metrics_html(rows: pd.DataFrame) -> str:
         f'<table class="metrics"><thead><tr><th>metric</th><th>better</th><th>unit</th>{head}'
         f"</tr></thead><tbody>{''.join(lines)}</tbody></table>"
     )
+    unmeasured = "clip_score" in rows.columns and not rows["clip_score"].notna().any()
     return table + (
         "<p>Median over the route's clips, with the interquartile range (IQR) and the number "
-        "of clips measured; hover a metric for its definition. Computed from decoded frames "
-        "without model weights: they measure motion, flicker, sharpness and exposure, not "
-        "whether the video shows what the prompt asks.</p>"
+        "of clips measured; hover a metric for its definition. The weight-free metrics measure "
+        "motion, flicker, sharpness, exposure and sound, not whether the video shows what the "
+        "prompt asks. <code>clip_score</code> (CLIP ViT-B/32) is a coarse check of that: how "
+        "well sampled frames match the prompt's words, blind to motion, order and counts."
+        + (_CLIP_UNMEASURED if unmeasured else "")
+        + "</p>"
     )
+
+
+def _grouped_html(rows: pd.DataFrame, run_dir: Path, run_id: str, by: Grouping) -> str:
+    """One leaderboard per group of votes, each fitted on that group's votes alone."""
+    label = by if isinstance(by, str) else "group"
+    parts = [f"<h3>Blind votes by {_e(label)}</h3>"]
+    for group, ratings in comparison.run_ratings_by(run_dir, run_id, by).items():
+        parts.append(f"<h4>{_e(label)}: <code>{_e(group)}</code></h4>")
+        parts.append(leaderboard_html(ratings.leaderboard(), rows))
+    parts.append(
+        "<p>Each group is fitted on its own votes, so its ratings compare the routes within "
+        "that group only; a group with few votes has wide intervals.</p>"
+    )
+    return "".join(parts)
 
 
 def leaderboard_html(board: pd.DataFrame, rows: pd.DataFrame | None = None) -> str:

@@ -51,10 +51,14 @@ def badge(emulated: Any) -> str:
 
 
 def job_cost_text(row: Mapping[str, Any]) -> str:
-    """One job's cost for a person: ``$0.00 (emulated: not charged); price $0.120/s``."""
+    """One job's cost for a person: ``$0.00 (emulated: not charged); price $0.120/s``, then
+    what the provider reported the job used, where it did (``; reported predict_time 48.20s``)."""
     cost = costs.route_cost([row])
     note = f" ({cost.note})" if cost.note else ""
-    return f"{fmt.money(cost.charged_usd)}{note}; price {cost.price_text()}"
+    used = costs.usage_text(cost.usage)
+    return f"{fmt.money(cost.charged_usd)}{note}; price {cost.price_text()}" + (
+        f"; {used}" if used else ""
+    )
 
 
 def video_path(row: Mapping[str, Any], run_dir: Path) -> Path | None:

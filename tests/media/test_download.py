@@ -17,6 +17,7 @@ from starlette.routing import Route
 from abebeats_lab._types import OutputRef
 from abebeats_lab.emulator.server import RunningServer, serve
 from abebeats_lab.errors import DownloadError
+from abebeats_lab.http import DEFAULT_RETRY
 from abebeats_lab.media.download import (
     ALLOW_PRIVATE_ENV,
     DownloadBudget,
@@ -35,6 +36,9 @@ PUBLIC_ORIGIN = "https://8.8.8.8"
 METADATA = "http://169.254.169.254/latest/meta-data/"
 SEEN: list[dict[str, str]] = []
 """Headers of every request the output server got."""
+BUSY_ANSWERS = 2
+"""How many times /busy answers 503 (with Retry-After: 0) before it serves the video."""
+BUSY_SEEN: list[str] = []
 
 
 async def _truncated(scope: dict, receive: object, send: object) -> None:
@@ -78,6 +82,12 @@ def _app() -> Starlette:
     async def gone(_: Request) -> Response:
         return Response("expired", status_code=403)
 
+    async def busy(request: Request) -> Response:
+        BUSY_SEEN.append(request.url.path)
+        if request.url.path == "/always-busy" or len(BUSY_SEEN) <= BUSY_ANSWERS:
+            return Response("slow down", status_code=503, headers={"retry-after": "0"})
+        return Response(VIDEO, media_type="video/mp4")
+
     async def to_file(_: Request) -> Response:
         return RedirectResponse("file:///etc/passwd", status_code=302)
 
@@ -93,6 +103,8 @@ def _app() -> Starlette:
             Route("/html", html),
             Route("/empty", empty),
             Route("/gone", gone),
+            Route("/busy", busy),
+            Route("/always-busy", busy),
             Route("/to-file", to_file),
             Route("/to-good", to_good),
             Route("/garbage", mp4_header_garbage),
@@ -176,6 +188,25 @@ async def test_expired_url_is_refreshed_once(server: RunningServer, tmp_path: Pa
         OutputRef(url=f"{server.url}/gone"), tmp_path / "v.mp4", refresh=refresh
     )
     assert calls == [1] and output.probe.bytes == len(VIDEO)
+
+
+async def test_a_busy_storage_host_is_asked_again(server: RunningServer, tmp_path: Path) -> None:
+    """503 with Retry-After is "not now", not "gone": the same URL is fetched again."""
+    BUSY_SEEN.clear()
+    output = await download(f"{server.url}/busy", tmp_path / "v.mp4")
+    assert output.probe.bytes == len(VIDEO)
+    assert BUSY_SEEN == ["/busy"] * (BUSY_ANSWERS + 1)
+    assert _leftovers(tmp_path) == ["v.mp4"]
+
+
+async def test_a_host_busy_for_good_fails_after_the_retry_policy(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    BUSY_SEEN.clear()
+    with pytest.raises(DownloadError, match="HTTP 503"):
+        await download(f"{server.url}/always-busy", tmp_path / "v.mp4")
+    assert len(BUSY_SEEN) == DEFAULT_RETRY.max_attempts
+    assert _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("hostile", ["../../etc/passwd", "a/b\\c", "..", "", "ok name?.mp4"])

@@ -17,7 +17,7 @@ from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scena
 from abebeats_lab.errors import MissingKeyError, ProviderHTTPError
 from abebeats_lab.media.download import probe
 from abebeats_lab.providers import get_provider
-from abebeats_lab.providers.pika import FalProvider, PikaProvider, build_input
+from abebeats_lab.providers.fal import FalProvider, PikaProvider, build_input
 from abebeats_lab.run import api as runner
 from abebeats_lab.waiting import WaitPolicy, wait
 

@@ -29,7 +29,7 @@ from abebeats_lab._types import Job, JobStatus
 from abebeats_lab.emulator.server import RunningServer, serve
 from abebeats_lab.errors import LabError, ValidationError
 from abebeats_lab.http import json_body
-from abebeats_lab.providers import gemini, pika, replicate, runway, veo
+from abebeats_lab.providers import fal, gemini, replicate, runway, veo
 from abebeats_lab.providers.base import utcnow
 
 # The autouse clean-environment fixture is function-scoped; sharing it across examples is fine.
@@ -121,8 +121,8 @@ def _build_payload(request: VideoRequest, route: Route) -> object:
     caps = capabilities.capabilities_for(route)
     builders: dict[str, Callable[[], object]] = {
         "runway": lambda: runway.build_payload(request, route),
-        "fal": lambda: pika.build_input(request, caps),
-        "pika": lambda: pika.build_input(request, caps),
+        "fal": lambda: fal.build_input(request, caps),
+        "pika": lambda: fal.build_input(request, caps),
         "replicate": lambda: (replicate.parse_model(route), replicate.build_input(request, caps)),
         "veo": lambda: veo.build_config(request, route),
         "gemini": lambda: gemini.build_body(request, route),
@@ -164,8 +164,8 @@ def test_runway_parser(body: Any) -> None:
 
 @PURE
 @given(body=PIKA_BODIES)
-def test_pika_parser(body: Any) -> None:
-    _parsed_or_ours(lambda: pika.parse_status(_as_response_json(body, "pika")))
+def test_fal_parser(body: Any) -> None:
+    _parsed_or_ours(lambda: fal.parse_status(_as_response_json(body, "pika")))
 
 
 @PURE

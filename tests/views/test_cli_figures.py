@@ -76,7 +76,8 @@ def test_prices_in_the_user_config_file_are_used_and_shown(tmp_path: Path) -> No
     (folder / "prices.toml").write_text(f'"{REPLICATE}" = 0.05\n', encoding="utf-8")
     routes = run_cli("routes", cwd=tmp_path)
     assert routes.returncode == 0, routes.stderr
-    assert "$0.050/s (user)" in _line_of(REPLICATE + " ", routes.stdout.splitlines())
+    assert "$0.050/s" in _line_of(REPLICATE + " ", routes.stdout.splitlines())
+    assert f"your price (prices.toml or --price): {REPLICATE}" in routes.stdout
     plan = run_cli(
         "compare", "a kite", "--route", REPLICATE, "--duration", "4", "--dry-run", cwd=tmp_path
     )

@@ -18,7 +18,7 @@ from abebeats_lab.errors import (
 )
 from abebeats_lab.http import RetryPolicy
 from abebeats_lab.media.download import save_output
-from abebeats_lab.providers.pika import PikaProvider, app_root, build_input, parse_status
+from abebeats_lab.providers.fal import PikaProvider, app_root, build_input, parse_status
 from abebeats_lab.waiting import WaitPolicy, wait
 
 T2V = Route("pika", "fal-ai/pika/v2.2/text-to-video")

@@ -24,15 +24,33 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from abebeats_lab import capabilities
-from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
+from abebeats_lab._types import (
+    Job,
+    JobState,
+    JobStatus,
+    OutputRef,
+    Route,
+    VideoRequest,
+    reported_usage,
+)
 from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
 from abebeats_lab.http import SEND_ONCE, check_encoding, error_from, json_body, read_answer
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
 
-__all__ = ["FalProvider", "PikaProvider", "app_root", "build_input", "parse_status"]
+__all__ = [
+    "USAGE_FIELDS",
+    "FalProvider",
+    "PikaProvider",
+    "app_root",
+    "build_input",
+    "parse_status",
+]
 
 _NAME = "fal"
+USAGE_FIELDS = ("inference_time",)
+"""What a COMPLETED status's ``metrics`` documents a job used (seconds, provider-apis.md §4.3);
+fal's result carries no usage we found documented."""
 _NAMESPACES = ("workflows", "comfy")
 _CANCELED_TYPES = frozenset({"client_cancelled"})
 """``error_type`` values that mean the request was cancelled rather than failed."""
@@ -105,16 +123,27 @@ def parse_status(data: dict[str, Any]) -> JobStatus:
 
 def _completed(data: dict[str, Any]) -> JobStatus:
     error, error_type = _text(data.get("error")), _text(data.get("error_type"))
+    usage = reported_usage(data.get("metrics"), USAGE_FIELDS)
     if error_type in _CANCELED_TYPES:
         return JobStatus(
-            JobState.CANCELED, "COMPLETED", error=error, error_code=error_type, raw=data
+            JobState.CANCELED,
+            "COMPLETED",
+            error=error,
+            error_code=error_type,
+            usage=usage,
+            raw=data,
         )
     if error or error_type:
         message = str(error or error_type)
         return JobStatus(
-            JobState.FAILED, "COMPLETED", error=message, error_code=error_type, raw=data
+            JobState.FAILED,
+            "COMPLETED",
+            error=message,
+            error_code=error_type,
+            usage=usage,
+            raw=data,
         )
-    return JobStatus(JobState.SUCCEEDED, "COMPLETED", progress=1.0, raw=data)
+    return JobStatus(JobState.SUCCEEDED, "COMPLETED", progress=1.0, usage=usage, raw=data)
 
 
 def _text(value: Any) -> str | None:
