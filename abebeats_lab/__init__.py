@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 from abebeats_lab._sync import run_sync
-from abebeats_lab._types import JobState, Route, VideoRequest
+from abebeats_lab._types import JobState, Route, Settings, VideoRequest
 from abebeats_lab.errors import LabError
 
 # Heavy entry points load on first use, so `import abebeats_lab` stays cheap.
@@ -47,6 +47,7 @@ __all__ = [
     "LabError",
     "MusicVideo",
     "Route",
+    "Settings",
     "VideoRequest",
     "WaitPolicy",
     "__version__",

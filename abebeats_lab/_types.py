@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from abebeats_lab.errors import LabError, UnknownRouteError
 
 ROUTE_DEFAULT_FIELDS = ("duration_s", "aspect_ratio", "resolution")
-"""`VideoRequest` fields where ``None`` means "the route's own default" (see `capabilities`)."""
+"""`Settings` fields where ``None`` means "the route's own default" (see `capabilities`)."""
 
 EMULATOR_HEADER = "x-abebeats-emulator"
 """The response header every built-in emulator answer carries; a client that sees it knows its
@@ -68,16 +69,10 @@ class Shape(NamedTuple):
     resolution: str
 
 
-@dataclass(frozen=True, slots=True)
-class VideoRequest:
-    """What to generate, in provider-neutral terms; routes translate it to their own payload.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _VideoFields:
+    """The fields `Settings` and `VideoRequest` share, declared once."""
 
-    ``duration_s``, ``aspect_ratio`` and ``resolution`` left ``None`` take each route's own
-    default when a run is planned (`capabilities.with_defaults`), so a setting nobody chose
-    never makes a route refuse the request; providers only ever see filled-in requests.
-    """
-
-    prompt: str
     duration_s: int | None = None
     aspect_ratio: str | None = None
     resolution: str | None = None
@@ -89,17 +84,49 @@ class VideoRequest:
     extras: Mapping[str, Any] = field(default_factory=dict)
     """Route-specific fields passed through to the provider payload unchanged."""
 
-    def replace(self, **changes: Any) -> VideoRequest:
+    def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return VideoRequest(**values)
+        return dataclasses.replace(self, **changes)
 
-    def settings(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         """The fields as plain JSON-friendly values (for the store and reports)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(_VideoFields)}
         values["extras"] = dict(self.extras)
         return values
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings(_VideoFields):
+    """Everything about a video but its prompt: what `compare`, `generate` and the music
+    video hold fixed while prompts and routes vary.
+
+    ``duration_s``, ``aspect_ratio`` and ``resolution`` left ``None`` take each route's own
+    default when a run is planned (`capabilities.with_defaults`), so a setting nobody chose
+    never makes a route refuse the request.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRequest(_VideoFields):
+    """One prompt with its `Settings`: what a route is asked to make, in provider-neutral
+    terms; providers translate it to their own payload and only ever see filled-in requests
+    (no route default left ``None``)."""
+
+    prompt: str
+
+    @classmethod
+    def of(cls, prompt: str, settings: Settings | None = None) -> VideoRequest:
+        """``prompt`` with ``settings`` (default: every field the route's default)."""
+        return cls(prompt, **(settings or Settings()).as_dict())
+
+    @property
+    def settings(self) -> Settings:
+        """Everything but the prompt."""
+        return Settings(**_VideoFields.as_dict(self))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The prompt and the settings as plain JSON-friendly values (for the store)."""
+        return {"prompt": self.prompt, **_VideoFields.as_dict(self)}
 
     def shape(self) -> Shape:
         """Duration, ratio and resolution; raises `LabError` while a route default is unfilled."""

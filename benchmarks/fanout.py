@@ -27,7 +27,7 @@ from typing import Any
 from _common import EmulatorProcess
 
 from abebeats_lab import capabilities
-from abebeats_lab._types import VideoRequest
+from abebeats_lab._types import Settings
 from abebeats_lab.history import CACHE_DIR_ENV
 from abebeats_lab.run import api as runner
 
@@ -73,12 +73,12 @@ def ideal_s(jobs: int, cap: int, job_s: float, rate_per_min: int | None) -> floa
 
 
 def _compare(run_dir: str, repeats: int, cap: int) -> Any:
-    request = VideoRequest(PROMPT, duration_s=5, aspect_ratio="16:9", resolution="720p", seed=SEED)
+    settings = Settings(duration_s=5, aspect_ratio="16:9", resolution="720p", seed=SEED)
     return asyncio.run(
         runner.compare(
             [PROMPT],
             list(ROUTES),
-            request,
+            settings,
             repeats=repeats,
             run_dir=run_dir,
             adapt=True,

@@ -38,7 +38,7 @@ from _common import BENCH_DIR, EmulatorProcess, requests_by_job, summary
 from wait_efficiency import WaitConfig, warm_policy
 
 from abebeats_lab import history
-from abebeats_lab._types import VideoRequest
+from abebeats_lab._types import Settings
 from abebeats_lab.run import api as runner
 from abebeats_lab.waiting import WaitPolicy
 
@@ -68,12 +68,12 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 
 
 def _compare(run_dir: Path, jobs: int, policy: WaitPolicy | None) -> Any:
-    request = VideoRequest(PROMPT, duration_s=8, aspect_ratio="16:9", resolution="720p", seed=SEED)
+    settings = Settings(duration_s=8, aspect_ratio="16:9", resolution="720p", seed=SEED)
     return asyncio.run(
         runner.compare(
             [PROMPT],
             [ROUTE],
-            request,
+            settings,
             repeats=jobs,
             run_dir=run_dir,
             concurrency={PROVIDER: jobs},

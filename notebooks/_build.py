@@ -49,20 +49,20 @@ QUICKSTART = [
 Send one prompt to one route, wait for the video, and look at the figures. Runs offline by
 default: the route is served by the built-in emulator of Runway's API on 127.0.0.1."""),
     code(KEYS_CELL),
-    code("""from abebeats_lab import VideoRequest
-from abebeats_lab.run.api import compare
+    code("""from abebeats_lab import Settings, compare
 
 ROUTE = "runway:gen4.5"
-request = VideoRequest(
-    prompt="a paper boat drifting on a calm lake at dawn",
+PROMPT = "a paper boat drifting on a calm lake at dawn"
+settings = Settings(
     duration_s=2,          # short clips keep a first try quick (and cheap)
     aspect_ratio="16:9",
     resolution="720p",     # the only resolution gen4.5 takes
 )"""),
-    md("""`compare` is async: in a notebook just `await` it. It validates the request against
-the route's capabilities before anything is sent, then submits, waits and downloads."""),
+    md("""`compare` is async: in a notebook just `await` it. It validates the prompt and settings
+against the route's capabilities before anything is sent, then submits, waits and downloads.
+A setting left out (`None`) takes each route's own default."""),
     code("""result = await compare(
-    [request.prompt], [ROUTE], request,
+    [PROMPT], [ROUTE], settings,
     run_dir="abebeats-runs/01-quickstart", emulate=EMULATE, max_cost_usd=MAX_COST_USD,
 )
 result"""),
@@ -83,8 +83,7 @@ The same prompts and settings sent to one route of every provider (plus the `loc
 renderer), then the figures side by side: a DataFrame, a summary per route, charts and a
 self-contained HTML report."""),
     code(KEYS_CELL),
-    code("""from abebeats_lab import VideoRequest
-from abebeats_lab.run.api import compare
+    code("""from abebeats_lab import Settings, compare
 
 PROMPTS = [
     "a red fox trotting through fresh snow, golden hour",
@@ -97,16 +96,16 @@ ROUTES = [
     "pika:fal-ai/pika/v2.2/text-to-video",
     "local:procedural",
 ]
-request = VideoRequest(prompt=PROMPTS[0], duration_s=4, aspect_ratio="16:9", resolution="720p")"""),
+settings = Settings(duration_s=4, aspect_ratio="16:9", resolution="720p")"""),
     md("""The routes do not all take the same durations (Pika only 5 or 10 s). `adapt=True` lets
 each route use its nearest allowed value and records the change in the `adjusted` column.
 A dry run shows the plan and the cost estimate without sending anything:"""),
     code("""plan = await compare(
-    PROMPTS, ROUTES, request, adapt=True, emulate=EMULATE, dry_run=True
+    PROMPTS, ROUTES, settings, adapt=True, emulate=EMULATE, dry_run=True
 )
 print(len(plan), "jobs;", plan.estimate.describe())"""),
     code("""result = await compare(
-    PROMPTS, ROUTES, request, adapt=True,
+    PROMPTS, ROUTES, settings, adapt=True,
     run_dir="abebeats-runs/02-compare", emulate=EMULATE, max_cost_usd=MAX_COST_USD,
 )
 frame = result.to_pandas()
@@ -160,12 +159,11 @@ print("Report written:", panel.report_path)"""),
 The same prompt with three seeds on the local renderer: same settings, different seeds,
 so any difference comes from the seed alone."""),
     code("""import pandas as pd
-from abebeats_lab import VideoRequest
-from abebeats_lab.run.api import compare
+from abebeats_lab import Settings, compare
 
 PROMPT = "a lighthouse on a cliff, waves crashing, stormy sky"
 SEEDS = [1, 2, 3]
-base = VideoRequest(prompt=PROMPT, duration_s=2, resolution="360p")
+base = Settings(duration_s=2, resolution="360p")
 runs = [
     await compare([PROMPT], ["local:procedural"], base.replace(seed=seed),
                   run_dir=f"abebeats-runs/03-seeds/seed-{seed}", emulate=EMULATE)
@@ -191,8 +189,7 @@ from the decoded frames, and the report shows how well each agrees with your vot
 Offline, each emulated provider renders its own look (colours and layout), so there is a
 visible difference to vote on; it says nothing about the real providers."""),
     code(KEYS_CELL),
-    code("""from abebeats_lab import VideoRequest
-from abebeats_lab.run.api import compare
+    code("""from abebeats_lab import Settings, compare
 
 PROMPTS = [
     "a paper boat drifting on a calm lake at dawn",
@@ -204,9 +201,9 @@ ROUTES = [
     "replicate:google/veo-3-fast",
     "veo:veo-3.1-fast-generate-001",
 ]
-request = VideoRequest(prompt=PROMPTS[0], duration_s=4, aspect_ratio="16:9", resolution="720p")
+settings = Settings(duration_s=4, aspect_ratio="16:9", resolution="720p")
 result = await compare(
-    PROMPTS, ROUTES, request, adapt=True,
+    PROMPTS, ROUTES, settings, adapt=True,
     run_dir="abebeats-runs/05-blind-vote", emulate=EMULATE, max_cost_usd=MAX_COST_USD,
 )
 print(result.summary_text())"""),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.emulator import can_emulate
 from abebeats_lab.providers import available_providers
 from abebeats_lab.store import DB_NAME
@@ -22,9 +22,9 @@ REPLICATE = "replicate:google/veo-3-fast"
 VEO = "veo:veo-3.1-fast-generate-001"
 GEMINI = "gemini:gemini-omni-flash-preview"
 ROUTE_OF = {"runway": RUNWAY, "pika": PIKA, "replicate": REPLICATE, "veo": VEO, "gemini": GEMINI}
-SMALL = VideoRequest("placeholder", duration_s=2, aspect_ratio="16:9", resolution="240p")
+SMALL = Settings(duration_s=2, aspect_ratio="16:9", resolution="240p")
 """Cheap local renders."""
-REMOTE = VideoRequest("placeholder", duration_s=5, aspect_ratio="16:9", resolution="720p")
+REMOTE = Settings(duration_s=5, aspect_ratio="16:9", resolution="720p")
 """Settings every emulated route accepts as they are."""
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab.cli import DEMO_PROMPTS, DEMO_ROUTES
+from abebeats_lab.cli.run_commands import DEMO_PROMPTS, DEMO_ROUTES
 from abebeats_lab.emulator import EMULATED_PROVIDERS
 from abebeats_lab.media.download import probe
 

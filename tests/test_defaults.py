@@ -14,7 +14,7 @@ import pytest
 from _runner_support import FAST, LOCAL, RUNWAY, VEO
 from test_cli import run_cli
 
-from abebeats_lab import VideoRequest, capabilities
+from abebeats_lab import Settings, VideoRequest, capabilities
 from abebeats_lab.errors import ValidationError
 from abebeats_lab.media.download import probe
 from abebeats_lab.run import api as runner
@@ -138,7 +138,7 @@ def test_cli_help_says_unset_settings_are_the_routes_own(tmp_path: Path) -> None
 
 async def test_api_compare_with_no_settings_gives_each_route_its_default(tmp_path: Path) -> None:
     result = await runner.compare(
-        PROMPT, [VEO, RUNWAY, LOCAL], VideoRequest(prompt=""),
+        PROMPT, [VEO, RUNWAY, LOCAL], Settings(),
         emulate=True, policy=FAST, run_dir=tmp_path / "run",
     )  # fmt: skip
     rows = _by_route(result.rows)
@@ -148,7 +148,7 @@ async def test_api_compare_with_no_settings_gives_each_route_its_default(tmp_pat
 
 
 async def test_api_a_chosen_duration_is_refused_unless_adapted(tmp_path: Path) -> None:
-    chosen = VideoRequest(prompt="", duration_s=HOUSE_DEFAULT_S)
+    chosen = Settings(duration_s=HOUSE_DEFAULT_S)
     with pytest.raises(
         ValidationError, match=f"duration_s=5 is not allowed; allowed: {VEO_DURATIONS}"
     ):

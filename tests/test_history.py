@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab import VideoRequest, history
+from abebeats_lab import Settings, history
 from abebeats_lab._types import JobState, JobStatus
 from abebeats_lab.run.api import compare
 from abebeats_lab.waiting import WaitPolicy, WaitResult
 
 VEO = "veo:veo-3.1-fast-generate-001"
 LOCAL = "local:procedural"
-VEO_REQUEST = VideoRequest("a paper boat", duration_s=4, aspect_ratio="16:9", resolution="720p")
+VEO_SETTINGS = Settings(duration_s=4, aspect_ratio="16:9", resolution="720p")
 DONE = JobStatus(JobState.SUCCEEDED, "done")
-SMALL = VideoRequest("a kite", duration_s=1, aspect_ratio="16:9", resolution="240p")
+SMALL = Settings(duration_s=1, aspect_ratio="16:9", resolution="240p")
 FAST_CREATES = {"veo": 600.0}
 """Veo's published 10 creates a minute would space two creates 6 s apart."""
 BLIND_CAP_S = WaitPolicy().max_interval_s
@@ -40,7 +40,7 @@ async def test_a_second_comparison_in_a_new_folder_waits_on_the_first_ones_run_t
     tmp_path: Path,
 ) -> None:
     cold = await compare(
-        "a paper boat", [VEO], VEO_REQUEST, repeats=2, run_dir=tmp_path / "first",
+        "a paper boat", [VEO], VEO_SETTINGS, repeats=2, run_dir=tmp_path / "first",
         emulate=True, rate_per_min=FAST_CREATES,
     )  # fmt: skip
     assert [row.state for row in cold.rows] == ["succeeded", "succeeded"]
@@ -50,7 +50,7 @@ async def test_a_second_comparison_in_a_new_folder_waits_on_the_first_ones_run_t
     assert history.run_time_prior(VEO, emulated=False) is None  # emulated never trains real
 
     warm = await compare(
-        "a paper boat", [VEO], VEO_REQUEST, run_dir=tmp_path / "second", emulate=True,
+        "a paper boat", [VEO], VEO_SETTINGS, run_dir=tmp_path / "second", emulate=True,
         rate_per_min=FAST_CREATES,
     )  # fmt: skip
     [row] = warm.rows

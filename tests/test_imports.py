@@ -38,6 +38,7 @@ def test_public_surface_is_pinned() -> None:
         "LabError",
         "MusicVideo",
         "Route",
+        "Settings",
         "VideoRequest",
         "WaitPolicy",
         "__version__",
@@ -89,15 +90,15 @@ def test_the_base_install_declares_what_the_commands_import() -> None:
 
 
 def test_run_sync_works_with_and_without_a_running_loop(tmp_path: Path) -> None:
-    from abebeats_lab import VideoRequest, compare, run_sync
+    from abebeats_lab import Settings, compare, run_sync
 
-    request = VideoRequest(prompt="", duration_s=1, aspect_ratio="16:9", resolution="360p")
-    plan = run_sync(compare(["a kite"], ["local:procedural"], request, dry_run=True))
+    settings = Settings(duration_s=1, aspect_ratio="16:9", resolution="360p")
+    plan = run_sync(compare(["a kite"], ["local:procedural"], settings, dry_run=True))
     assert plan.dry_run and len(plan) == 1
 
     async def inside_a_notebook_cell() -> int:
         # A Jupyter cell runs inside the kernel's loop, where asyncio.run would fail.
-        done = run_sync(compare(["a kite"], ["local:procedural"], request, run_dir=tmp_path))
+        done = run_sync(compare(["a kite"], ["local:procedural"], settings, run_dir=tmp_path))
         return sum(row.state == "succeeded" for row in done.rows)
 
     assert asyncio.run(inside_a_notebook_cell()) == 1

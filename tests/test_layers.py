@@ -85,7 +85,7 @@ ALLOWED = {
     "widgets": {"base", "capabilities", "views", "run", "widgets", "api", "quality"},
     "cli": {
         "base", "capabilities", "views", "run", "musicvideo", "emulator", "history", "api",
-        "quality",
+        "quality", "cli",
     },
     # the emulator checks the clients rather than copying them: never providers/ or run/
     "emulator": {"base", "render", "media", "emulator"},

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from _runner_support import FAST, ROUTE_OF
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.emulator import EMULATED_PROVIDERS, Emulators, Scenario
 from abebeats_lab.run.api import compare
 
@@ -135,7 +135,7 @@ async def test_every_provider_and_download_goes_through_the_proxy(
         comparison = await compare(
             "a lighthouse at dawn",
             [ROUTE_OF[name] for name in EMULATED_PROVIDERS],
-            VideoRequest("placeholder", duration_s=5, aspect_ratio="16:9", resolution="720p"),
+            Settings(duration_s=5, aspect_ratio="16:9", resolution="720p"),
             policy=FAST,
             adapt=True,
         )

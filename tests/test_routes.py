@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from test_cli import run_cli
 
-from abebeats_lab import capabilities, cli
+from abebeats_lab import capabilities
+from abebeats_lab.cli.run_commands import DEMO_ROUTES
 from abebeats_lab.emulator import EMULATOR_KEYS
 from abebeats_lab.errors import ValidationError
 from abebeats_lab.run import api as runner
@@ -197,7 +198,7 @@ def test_cli_compare_model_plans_every_reseller(tmp_path: Path) -> None:
 
 def test_the_demo_holds_one_model_on_three_resellers() -> None:
     by_model: dict[str, set[str]] = {}
-    for route in cli.DEMO_ROUTES:
+    for route in DEMO_ROUTES:
         by_model.setdefault(capabilities.model_of(route), set()).add(route.partition(":")[0])
     assert max(len(providers) for providers in by_model.values()) >= 3
-    assert set(cli.DEMO_ROUTES) >= SELLERS
+    assert set(DEMO_ROUTES) >= SELLERS

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from abebeats_lab import capabilities
-from abebeats_lab._types import Route, VideoRequest
+from abebeats_lab._types import Route, Settings, VideoRequest
 from abebeats_lab.errors import ValidationError
 from abebeats_lab.media.render import frame_size
 from abebeats_lab.musicvideo.assemble import FPS, Shot, assemble, frame_index
@@ -56,6 +56,8 @@ DEFAULT_ROUTES = ("local:procedural",)
 RUNS_DIR = "abebeats-runs"  # one default folder for every entry point (gitignored)
 DEFAULT_OUT = "music_video.mp4"
 """The video's name in the run folder when no ``out`` is given."""
+DEFAULT_ASPECT_RATIO = "16:9"
+"""Every shot shares one frame, so a ratio left unset is this one, not each route's own."""
 TARGET_BEATS = 8
 """A shot lasts about two bars of 4/4 when the routes allow it."""
 MIN_SHOT_S = 1.0
@@ -293,7 +295,7 @@ def _attempt(row: JobRow) -> dict[str, Any]:
 
 async def _generate_all(
     shots: Sequence[PlannedShot],
-    requests: Sequence[VideoRequest],
+    settings: Sequence[Settings],
     chain: Sequence[Route],
     directory: Path,
     options: _Options,
@@ -305,7 +307,7 @@ async def _generate_all(
     """
     key = options.key
     results = await runner.generate_many(
-        [s.prompt for s in shots], chain, requests, fallback=True, run_dir=directory,
+        [s.prompt for s in shots], chain, settings, fallback=True, run_dir=directory,
         emulate=options.emulate, on_update=options.on_update, policy=options.policy,
         concurrency=options.route_concurrency, parallel=options.shot_concurrency,
         labels=[f"shot {s.index}" for s in shots], kind=RUN_KIND, spec={MUSIC_VIDEO_KEY: key},
@@ -380,16 +382,14 @@ async def make_music_video(
     prompt: str,
     audio_path: Path | str,
     routes: Sequence[str | Route] = DEFAULT_ROUTES,
+    settings: Settings | None = None,
+    *,
     fallback: bool = True,
     style: str | None = None,
-    seed: int | None = None,
     run_dir: Path | str | None = None,
     out: Path | str | None = None,
     emulate: bool = False,
     on_update: UpdateCallback | None = None,
-    *,
-    aspect_ratio: str = "16:9",
-    resolution: str | None = None,
     policy: WaitPolicy | None = None,
     target_beats: int = TARGET_BEATS,
     concurrency: int = SHOT_CONCURRENCY,
@@ -398,9 +398,11 @@ async def make_music_video(
     """Make a video for ``audio_path`` from ``prompt``, cut on its beats; see the module doc.
 
     ``routes`` are tried in order for every shot (only the first with ``fallback=False``);
-    the settings must suit them all. Every request is validated before the first clip is
-    asked for. The video goes to ``out`` (default ``<run_dir>/music_video.mp4``) and the
-    shot list beside it as ``<name>.shots.json``; clips and the run store go to ``run_dir``.
+    the ``settings`` must suit them all: every shot gets them, with its own clip length
+    (so ``duration_s`` stays unset), an aspect ratio of 16:9 unless set, and one seed (derived
+    from the prompt unless set). Every request is validated before the first clip is asked
+    for. The video goes to ``out`` (default ``<run_dir>/music_video.mp4``) and the shot list
+    beside it as ``<name>.shots.json``; clips and the run store go to ``run_dir``.
     """
     if not prompt.strip():
         raise ValidationError("prompt", prompt, "a non-empty prompt")
@@ -411,27 +413,35 @@ async def make_music_video(
     target = Path(out) if out is not None else directory / DEFAULT_OUT
     if _same_file(target, Path(audio_path)):
         raise ValidationError("out", str(target), "a file other than the audio track (--audio)")
-    durations, resolution, (seed_low, seed_high) = common_settings(chain, aspect_ratio, resolution)
+    asked = settings or Settings()
+    if asked.duration_s is not None:
+        raise ValidationError(
+            "duration_s", asked.duration_s, "unset: each shot's clip length follows the beats"
+        )
+    aspect_ratio = asked.aspect_ratio or DEFAULT_ASPECT_RATIO
+    durations, resolution, (seed_low, seed_high) = common_settings(
+        chain, aspect_ratio, asked.resolution
+    )
     analysis = await asyncio.to_thread(analyze, audio_path)
     if frame_index(analysis.duration_s) < 1:
         raise ValidationError("audio", Path(audio_path).name, "at least one video frame of audio")
     shots = plan_shots(analysis, prompt, durations, style=style, target_beats=target_beats)
-    seed = _derived_seed(prompt, seed_low, seed_high) if seed is None else seed
-    base = VideoRequest(prompt, aspect_ratio=aspect_ratio, resolution=resolution, seed=seed)
-    requests = [base.replace(prompt=s.prompt, duration_s=s.clip_duration_s) for s in shots]
-    for request in requests:
+    seed = _derived_seed(prompt, seed_low, seed_high) if asked.seed is None else asked.seed
+    base = asked.replace(aspect_ratio=aspect_ratio, resolution=resolution, seed=seed)
+    per_shot = [base.replace(duration_s=s.clip_duration_s) for s in shots]
+    for shot, each in zip(shots, per_shot, strict=True):
         for route in chain:
-            capabilities.validate(request, route)
-    settings = {
+            capabilities.validate(VideoRequest.of(shot.prompt, each), route)
+    shared = {k: v for k, v in base.as_dict().items() if k != "duration_s"}
+    described = {
         "prompt": prompt, "audio": str(audio_path), "routes": [str(r) for r in chain],
-        "fallback": fallback, "style": style, "seed": seed, "aspect_ratio": aspect_ratio,
-        "resolution": resolution, "emulate": emulate,
+        "fallback": fallback, "style": style, **shared, "emulate": emulate,
     }  # fmt: skip
     audio_sha256 = await asyncio.to_thread(_sha256, Path(audio_path))
-    key = _video_key(settings, audio_sha256, target_beats)
+    key = _video_key(described, audio_sha256, target_beats)
     options = _Options(key, emulate, on_update, policy, concurrency, route_concurrency)
-    records = await _generate_all(shots, requests, chain, directory, options)
-    return await _finish(records, analysis, Path(audio_path), directory, target, settings)
+    records = await _generate_all(shots, per_shot, chain, directory, options)
+    return await _finish(records, analysis, Path(audio_path), directory, target, described)
 
 
 async def _finish(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from abebeats_lab import capabilities
-from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, VideoRequest
+from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, Settings, VideoRequest
 from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError, ValidationError
 from abebeats_lab.run import costs
 from abebeats_lab.run.connect import connect
@@ -124,7 +124,7 @@ def plan_jobs(
     run_id: str,
     prompts: Sequence[str],
     routes: Sequence[Route],
-    request: VideoRequest,
+    settings: Settings,
     *,
     repeats: int = 1,
     adapt: bool = False,
@@ -137,12 +137,12 @@ def plan_jobs(
     """
     for prompt in prompts:
         _check_text("prompt", prompt)
-    _check_text("negative_prompt", request.negative_prompt)
+    _check_text("negative_prompt", settings.negative_prompt)
     overrides = capabilities.price_overrides(prices)
     planned = []
     for index, prompt in enumerate(prompts):
         for route in routes:
-            sent, caps, adjusted = _prepare(request.replace(prompt=prompt), route, adapt=adapt)
+            sent, caps, adjusted = _prepare(VideoRequest.of(prompt, settings), route, adapt=adapt)
             caps = capabilities.priced(caps, route, overrides)
             emulated = emulate and not caps.runs_locally
             cost = costs.job_cost(caps, sent, emulated=emulated)
@@ -155,7 +155,7 @@ def plan_jobs(
                     provider=route.provider,
                     model=route.model,
                     prompt=prompt,
-                    settings=sent.settings(),
+                    settings=sent.as_dict(),
                     seed=sent.seed,
                     client_ref=uuid.uuid4().hex,
                     cost_usd=cost.charged_usd,
@@ -200,12 +200,12 @@ def _estimated_time(planned: Sequence[Planned], limiters: Mapping[str, Limiter])
 
 
 def _spec(
-    prompts: Sequence[str], routes: Sequence[Route], request: VideoRequest, **options: object
+    prompts: Sequence[str], routes: Sequence[Route], settings: Settings, **options: object
 ) -> dict[str, object]:
     return {
         "prompts": list(prompts),
         "routes": [str(r) for r in routes],
-        "request": request.settings(),
+        "settings": settings.as_dict(),
         **options,
     }
 
@@ -237,7 +237,7 @@ def _unchecked_notes(planned: Sequence[Planned]) -> list[str]:
 async def compare(
     prompts: Sequence[str] | str,
     routes: Sequence[str | Route] = (),
-    request: VideoRequest | None = None,
+    settings: Settings | None = None,
     *,
     model: str | None = None,
     repeats: int = 1,
@@ -255,9 +255,9 @@ async def compare(
 ) -> Comparison:
     """Send every prompt to every route ``repeats`` times and return the rows.
 
-    ``request`` holds the common settings (its prompt is replaced per prompt); a duration,
-    ratio or resolution it leaves ``None`` takes each route's own default (recorded in the
-    row's ``adjusted`` as ``[None, default]``). Raises
+    ``settings`` are the same for every prompt and route; a duration, ratio or resolution
+    they leave ``None`` takes each route's own default (recorded in the row's ``adjusted``
+    as ``[None, default]``). Raises
     `ValidationError` (or adapts, with ``adapt=True``), `CostLimitError` and
     `MissingKeyError` before anything is submitted. ``concurrency`` and ``rate_per_min``
     override the per-provider caps (``{"runway": 1}``). ``dry_run=True`` returns the plan
@@ -275,7 +275,7 @@ async def compare(
     route_list = list(dict.fromkeys([*(Route.parse(r) for r in routes), *sellers]))
     if not prompt_list or not route_list or repeats < 1:
         raise LabError("compare needs at least one prompt, one route and repeats >= 1")
-    base = request or VideoRequest(prompt_list[0])
+    base = settings or Settings()
     run_id = new_run_id()
     planned = plan_jobs(
         run_id,
@@ -598,7 +598,7 @@ class GenerateResult:
 async def generate(
     prompt: str,
     routes: Sequence[str | Route],
-    request: VideoRequest | None = None,
+    settings: Settings | None = None,
     *,
     fallback: bool = True,
     run_dir: Path | str | None = None,
@@ -611,7 +611,7 @@ async def generate(
     """Try ``routes`` in order until one succeeds (only the first with ``fallback=False``).
 
     Every route is validated and every client opened first; every attempt is a stored row.
-    Settings ``request`` leaves ``None`` take each route's default; a setting a route refuses
+    Settings left ``None`` take each route's default; a setting a route refuses
     raises `ValidationError` before anything is sent, unless ``adapt=True`` snaps it to the
     nearest value that route allows (recorded in the row's ``adjusted``).
 
@@ -621,7 +621,7 @@ async def generate(
     (the job may still finish; `resume` collects it).
     """
     (result,) = await generate_many(
-        [prompt], routes, (request or VideoRequest(prompt)), fallback=fallback, run_dir=run_dir,
+        [prompt], routes, settings, fallback=fallback, run_dir=run_dir,
         emulate=emulate, on_update=on_update, policy=policy, adapt=adapt, prices=prices,
     )  # fmt: skip
     return result
@@ -645,7 +645,7 @@ class _Chain:
 async def generate_many(
     prompts: Sequence[str],
     routes: Sequence[str | Route],
-    requests: VideoRequest | Sequence[VideoRequest] | None = None,
+    settings: Settings | Sequence[Settings] | None = None,
     *,
     fallback: bool = True,
     run_dir: Path | str | None = None,
@@ -669,7 +669,7 @@ async def generate_many(
     hold across prompts; ``parallel`` bounds the chains running at once (default: all).
     Row ``prompt_index`` is the prompt's index. A route's row is stored only when that
     route is tried, so `resume` collects jobs in flight and never tries a later route.
-    ``requests`` is one request for every prompt or one per prompt (its prompt is replaced).
+    ``settings`` are one `Settings` for every prompt or one per prompt.
 
     ``continue_run`` adds to that stored run in ``run_dir`` instead of starting one: a
     prompt whose row there succeeded (same prompt and route) is not sent again; another
@@ -684,12 +684,14 @@ async def generate_many(
     prompt_list = list(prompts)
     if not route_list or not prompt_list:
         raise LabError("generate needs at least one prompt and one route")
-    sent = _requests_for(prompt_list, requests)
+    sent = _settings_for(prompt_list, settings)
     run_id = continue_run or new_run_id()
     directory = _directory(run_dir, run_id)
     chains = [
-        _Chain(i, _chain_plan(run_id, i, r, route_list, adapt, emulate, prices), _label(labels, i))
-        for i, r in enumerate(sent)
+        _Chain(
+            i, _chain_plan(run_id, i, p, s, route_list, adapt, emulate, prices), _label(labels, i)
+        )
+        for i, (p, s) in enumerate(zip(prompt_list, sent, strict=True))
     ]
     if continue_run is not None:
         chains = _continued(directory, run_id, chains)
@@ -699,8 +701,8 @@ async def generate_many(
     options = dict(
         fallback=fallback, emulate=emulate, adapt=adapt, concurrency=dict(concurrency or {})
     )
-    if len(sent) > 1:
-        options["requests"] = [r.settings() for r in sent]
+    if any(s != sent[0] for s in sent):
+        options["settings_per_prompt"] = [s.as_dict() for s in sent]
     record = _spec(prompt_list, route_list, sent[0], **options, **(spec or {}))
     providers = {p.row.provider for c in chains for p in c.tries}
     async with connect(providers, emulate=emulate) as clients:
@@ -715,14 +717,15 @@ async def generate_many(
             return await _scored(_run_chains(context, chains, slots, directory), scorer)
 
 
-def _requests_for(
-    prompts: Sequence[str], requests: VideoRequest | Sequence[VideoRequest] | None
-) -> list[VideoRequest]:
-    if requests is None:
-        return [VideoRequest(p) for p in prompts]
-    if isinstance(requests, VideoRequest):
-        return [requests.replace(prompt=p) for p in prompts]
-    return [r.replace(prompt=p) for p, r in zip(prompts, requests, strict=True)]
+def _settings_for(
+    prompts: Sequence[str], settings: Settings | Sequence[Settings] | None
+) -> list[Settings]:
+    """One `Settings` per prompt: the same for all, or the caller's list (same length)."""
+    if settings is None or isinstance(settings, Settings):
+        return [settings or Settings()] * len(prompts)
+    if len(settings) != len(prompts):
+        raise LabError(f"{len(settings)} settings for {len(prompts)} prompts: give one or one each")
+    return list(settings)
 
 
 def _label(labels: Sequence[str] | None, index: int) -> str | None:
@@ -732,7 +735,8 @@ def _label(labels: Sequence[str] | None, index: int) -> str | None:
 def _chain_plan(
     run_id: str,
     index: int,
-    request: VideoRequest,
+    prompt: str,
+    settings: Settings,
     routes: Sequence[Route],
     adapt: bool,
     emulate: bool,
@@ -740,7 +744,7 @@ def _chain_plan(
 ) -> list[Planned]:
     """One prompt's rows, one per route in order, validated and priced."""
     planned = plan_jobs(
-        run_id, [request.prompt], routes, request, adapt=adapt, emulate=emulate, prices=prices
+        run_id, [prompt], routes, settings, adapt=adapt, emulate=emulate, prices=prices
     )
     return [replace(p, row=p.row.evolve(prompt_index=index)) for p in planned]
 

@@ -331,7 +331,7 @@ class ControlPanel:
             comparison = await compare(
                 [request.prompt],
                 routes,
-                request,
+                request.settings,
                 repeats=repeats,
                 run_dir=run_dir,
                 on_update=self._on_update,

@@ -53,5 +53,7 @@ async def test_one_short_clip_end_to_end(
     from abebeats_lab.run.api import generate
 
     request, _ = nearest(VideoRequest("a red kite over desert dunes", duration_s=5, seed=7), route)
-    result = await generate(request.prompt, [route], request, run_dir=tmp_path, fallback=False)
+    result = await generate(
+        request.prompt, [route], request.settings, run_dir=tmp_path, fallback=False
+    )
     assert Path(result.output_path).is_file()

@@ -22,6 +22,7 @@ import av
 import numpy as np
 import pytest
 
+from abebeats_lab import Settings
 from abebeats_lab.capabilities import capabilities_for
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import AllRoutesFailed, MissingKeyError, ValidationError
@@ -45,6 +46,8 @@ RUNWAY = "runway:gen4.5"
 FAST = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.3)
 START_TIMEOUT_S = 60.0
 POLL_S = 0.01
+LOW = Settings(resolution="240p")
+"""Cheap local clips."""
 
 
 def _stream_seconds(path: Path, kind: str) -> list[Fraction]:
@@ -65,8 +68,8 @@ def kite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, MusicVideo]:
     song = write_audio(folder / "song.m4a", click_track(120, 20, offset_s=0.3))
     video = asyncio.run(
         make_music_video(
-            "a red kite", song, routes=[LOCAL], resolution="240p", style="film grain", seed=42,
-            run_dir=folder / "run", out=folder / "kite.mp4", policy=FAST,
+            "a red kite", song, routes=[LOCAL], settings=Settings(resolution="240p", seed=42),
+            style="film grain", run_dir=folder / "run", out=folder / "kite.mp4", policy=FAST,
         )
     )  # fmt: skip
     return song, video
@@ -149,7 +152,7 @@ def test_every_shot_is_a_row_of_one_run_under_the_routes_cap(
 async def test_a_route_cap_given_holds_across_shots(tmp_path: Path) -> None:
     song = write_audio(tmp_path / "s.wav", click_track(120, 6, offset_s=0.3))
     video = await make_music_video(
-        "a lighthouse", song, resolution="240p", run_dir=tmp_path / "r", policy=FAST,
+        "a lighthouse", song, settings=LOW, run_dir=tmp_path / "r", policy=FAST,
         target_beats=4, route_concurrency={"local": 1},
     )  # fmt: skip
     rows = load_run(video.run_dir).rows
@@ -172,7 +175,7 @@ async def test_emulated_shots_share_one_set_of_emulators(tmp_path: Path) -> None
 
 async def test_asked_again_the_video_reuses_its_clips(tmp_path: Path) -> None:
     song = write_audio(tmp_path / "s.wav", click_track(120, 6, offset_s=0.3))
-    options = {"resolution": "240p", "run_dir": tmp_path / "r", "policy": FAST, "target_beats": 4}
+    options = {"settings": LOW, "run_dir": tmp_path / "r", "policy": FAST, "target_beats": 4}
     first = await make_music_video("a lighthouse", song, **options)  # type: ignore[arg-type]
     again = await make_music_video("a lighthouse", song, **options)  # type: ignore[arg-type]
     with RunStore(tmp_path / "r") as store:
@@ -231,13 +234,33 @@ async def test_without_fallback_a_failing_route_fails_the_video(
 async def test_settings_no_route_can_take_fail_before_any_job(song: Path, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="resolution='240p'"):
         await make_music_video(
-            "x", song, routes=[RUNWAY, LOCAL], resolution="240p", run_dir=tmp_path / "r"
+            "x", song, routes=[RUNWAY, LOCAL], settings=LOW, run_dir=tmp_path / "r"
         )
     with pytest.raises(ValidationError, match="seed"):
         await make_music_video(
-            "x", song, routes=[LOCAL], seed=-1, resolution="240p", run_dir=tmp_path / "r"
+            "x", song, routes=[LOCAL], settings=LOW.replace(seed=-1), run_dir=tmp_path / "r"
         )
     assert not (tmp_path / "r").exists()
+
+
+async def test_the_settings_reach_every_shot_but_the_beats_choose_the_duration(
+    song: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValidationError, match=r"duration_s=4 .*clip length follows the beats"):
+        await make_music_video(
+            "x", song, settings=LOW.replace(duration_s=4), run_dir=tmp_path / "no"
+        )
+    assert not (tmp_path / "no").exists()
+    short = write_audio(tmp_path / "s.wav", click_track(120, 6, offset_s=0.3))
+    video = await make_music_video(
+        "a kite", short, settings=LOW.replace(negative_prompt="text, logos"),
+        run_dir=tmp_path / "r", policy=FAST, target_beats=4,
+    )  # fmt: skip
+    rows = load_run(video.run_dir).rows
+    assert len(rows) == len(video.shots) >= 2
+    assert {r.settings["negative_prompt"] for r in rows} == {"text, logos"}
+    assert {r.settings["aspect_ratio"] for r in rows} == {"16:9"}  # one frame for every shot
+    assert json.loads(video.shot_list.read_text())["negative_prompt"] == "text, logos"
 
 
 async def test_a_missing_key_is_one_clear_error(tmp_path: Path) -> None:
@@ -250,7 +273,7 @@ async def test_a_missing_key_is_one_clear_error(tmp_path: Path) -> None:
 async def test_generate_from_prompt_is_the_same_pipeline(tmp_path: Path) -> None:
     song = write_audio(tmp_path / "s.flac", click_track(100, 2.5, offset_s=0.2))
     video = await generate_from_prompt(
-        "a lighthouse", audio_path=song, resolution="240p", run_dir=tmp_path / "r"
+        "a lighthouse", audio_path=song, settings=LOW, run_dir=tmp_path / "r"
     )
     assert len(video.shots) == 1
     assert abs(probe(video.path).duration_s - 2.5) <= ONE_FRAME_S

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab import VideoRequest, capabilities
+from abebeats_lab import Settings, VideoRequest, capabilities
 from abebeats_lab._types import JobState, Route
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario
 from abebeats_lab.errors import MissingKeyError, ProviderHTTPError
@@ -101,7 +101,7 @@ async def test_compare_on_a_kling_route_and_an_unlisted_app(tmp_path: Path) -> N
     result = await runner.compare(
         "a red kite over dunes",
         [str(KLING), str(UNLISTED)],
-        VideoRequest("", extras={}),
+        Settings(),
         run_dir=tmp_path,
         emulate=True,
         policy=FAST,

@@ -10,12 +10,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.quality.metrics import QUALITY_DB, load_scores
 from abebeats_lab.run import api as runner
 
 PROMPTS = ["a red kite over green hills", "rain on a neon street"]
-REQUEST = VideoRequest(prompt="", duration_s=1, resolution="240p")
+SETTINGS = Settings(duration_s=1, resolution="240p")
 
 
 class CountingExecutor(ThreadPoolExecutor):
@@ -44,7 +44,7 @@ async def test_a_run_with_scoring_leaves_metrics_for_every_succeeded_output(
             arrived.append(event.output_path)
 
     done = await runner.compare(
-        PROMPTS, ["local:procedural"], REQUEST, run_dir=tmp_path, score=True, on_update=heard
+        PROMPTS, ["local:procedural"], SETTINGS, run_dir=tmp_path, score=True, on_update=heard
     )
     assert {r.state for r in done.rows} == {"succeeded"}
     assert len(set(arrived)) == len(PROMPTS)  # the caller's own handler still hears every job
@@ -61,7 +61,7 @@ async def test_a_run_with_scoring_leaves_metrics_for_every_succeeded_output(
 async def test_a_custom_executor_is_used_and_left_open(tmp_path: Path) -> None:
     with CountingExecutor() as pool:
         results = await runner.generate_many(
-            PROMPTS, ["local:procedural"], REQUEST, run_dir=tmp_path, score=pool
+            PROMPTS, ["local:procedural"], SETTINGS, run_dir=tmp_path, score=pool
         )
         assert pool.submitted == len(results) == len(PROMPTS)
         assert pool.submit(sum, [1, 2]).result() == 3  # still open: it is the caller's
@@ -69,7 +69,7 @@ async def test_a_custom_executor_is_used_and_left_open(tmp_path: Path) -> None:
 
 
 async def test_without_scoring_nothing_is_measured(tmp_path: Path) -> None:
-    await runner.compare(PROMPTS[:1], ["local:procedural"], REQUEST, run_dir=tmp_path)
+    await runner.compare(PROMPTS[:1], ["local:procedural"], SETTINGS, run_dir=tmp_path)
     assert not (tmp_path / QUALITY_DB).exists()
 
 

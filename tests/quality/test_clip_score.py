@@ -25,7 +25,7 @@ import pytest
 from _clip_models import CROP, write_tiny_clip
 from _quality_clips import HEIGHT, WIDTH, count, write_clip
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings, VideoRequest
 from abebeats_lab.errors import DownloadError, MissingExtraError
 from abebeats_lab.media.weights import WeightFile, fetch
 from abebeats_lab.quality import clip, metrics
@@ -62,9 +62,9 @@ def tiny_in_cache() -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("run")
-    request = VideoRequest(prompt="", duration_s=1, resolution="240p")
+    settings = Settings(duration_s=1, resolution="240p")
     prompts = ["a red kite", "a blue boat"]
-    done = asyncio.run(runner.compare(prompts, ["local:procedural"], request, run_dir=folder))
+    done = asyncio.run(runner.compare(prompts, ["local:procedural"], settings, run_dir=folder))
     assert {r.state for r in done.rows} == {"succeeded"}
     return folder
 

@@ -23,7 +23,7 @@ from _quality_clips import (
     write_clip,
 )
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings, VideoRequest
 from abebeats_lab.errors import DownloadError, LabError
 from abebeats_lab.quality import metrics
 from abebeats_lab.quality.metrics import METRICS, QUALITY_DB, measure, score
@@ -144,8 +144,8 @@ PROMPTS = ["a red kite over green hills", "rain on a neon street"]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("run")
-    request = VideoRequest(prompt="", duration_s=2, resolution="240p", generate_audio=True)
-    done = asyncio.run(runner.compare(PROMPTS, ["local:procedural"], request, run_dir=folder))
+    settings = Settings(duration_s=2, resolution="240p", generate_audio=True)
+    done = asyncio.run(runner.compare(PROMPTS, ["local:procedural"], settings, run_dir=folder))
     assert {r.state for r in done.rows} == {"succeeded"}
     return folder
 
@@ -237,8 +237,8 @@ async def test_score_called_from_a_running_loop_still_works(run_dir: Path) -> No
 
 
 def test_a_single_clip_is_measured_in_this_process(tmp_path: Path) -> None:
-    request = VideoRequest(prompt="", duration_s=1, resolution="240p")
-    asyncio.run(runner.compare(["one clip"], ["local:procedural"], request, run_dir=tmp_path))
+    settings = Settings(duration_s=1, resolution="240p")
+    asyncio.run(runner.compare(["one clip"], ["local:procedural"], settings, run_dir=tmp_path))
     table = score(tmp_path)
     assert len(table) == 1 and table.loc[0, "conforms"] == True  # noqa: E712
     assert table.loc[0, "has_audio"] == False and table.loc[0, "loudness_lufs"] is None  # noqa: E712

@@ -54,18 +54,18 @@ START_TIMEOUT_S = 60.0
 PROVIDERS = ("pika", "replicate", "runway")
 CHILD = """
 import asyncio, json, sys
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.run import api as runner
 from abebeats_lab.waiting import WaitPolicy
 
 run_dir, spec = sys.argv[1], json.loads(sys.argv[2])
 prompts = [f"shot {i}: a paper boat on a neon river" for i in range(spec["prompts"])]
-request = VideoRequest(prompts[0], duration_s=spec["duration_s"], resolution=spec["resolution"])
+settings = Settings(duration_s=spec["duration_s"], resolution=spec["resolution"])
 caps = {route.partition(":")[0]: 50 for route in spec["routes"]}
 rates = {provider: 6000.0 for provider in caps}  # all 50 creates in flight within a second
 policy = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.25,
                     expected_run_s=0.3, spread_s=0.1)
-asyncio.run(runner.compare(prompts, spec["routes"], request, repeats=spec["repeats"],
+asyncio.run(runner.compare(prompts, spec["routes"], settings, repeats=spec["repeats"],
                            run_dir=run_dir, adapt=True, concurrency=caps, rate_per_min=rates,
                            policy=policy))
 """

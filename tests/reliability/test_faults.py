@@ -28,7 +28,7 @@ from _reliability import (
     reset,
 )
 
-from abebeats_lab import JobState, Route, VideoRequest
+from abebeats_lab import JobState, Route, Settings, VideoRequest
 from abebeats_lab._types import Job
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
@@ -42,7 +42,8 @@ from abebeats_lab.store import JobRow
 from abebeats_lab.waiting import MAX_CONSECUTIVE_ERRORS, WaitPolicy, wait
 
 PROMPT = "a red kite over desert dunes"
-REQUEST = VideoRequest(PROMPT, duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7)
+SETTINGS = Settings(duration_s=5, aspect_ratio="16:9", resolution="720p", seed=7)
+REQUEST = VideoRequest.of(PROMPT, SETTINGS)
 # expected_run_s pins the schedule to these short jobs (else the route's 60 s prior plans
 # sleeps of many seconds between polls).
 FAST = WaitPolicy(
@@ -193,7 +194,7 @@ def _spender(state: EmulatorState, provider: str) -> Callable[[JobEvent], None]:
 async def _run(route: str, run_dir: Path, fault: Fault, state: EmulatorState) -> JobRow:
     hook = _spender(state, Route.parse(route).provider) if fault.spend_url else None
     result = await runner.compare(
-        PROMPT, [route], REQUEST, run_dir=run_dir, policy=fault.policy, adapt=True, on_update=hook
+        PROMPT, [route], SETTINGS, run_dir=run_dir, policy=fault.policy, adapt=True, on_update=hook
     )
     [row] = result.rows
     return row
@@ -299,7 +300,7 @@ async def test_generate_does_not_fall_back_past_a_job_it_lost_sight_of(
     pika = reset(env, "pika", Scenario.fast())
     with pytest.raises(ProviderError) as caught:
         await runner.generate(
-            PROMPT, [ROUTES["runway"], ROUTES["pika"]], REQUEST, run_dir=tmp_path, policy=FAST
+            PROMPT, [ROUTES["runway"], ROUTES["pika"]], SETTINGS, run_dir=tmp_path, policy=FAST
         )
     assert "no other route was tried" in str(caught.value) and str(tmp_path) in str(caught.value)
     assert runway.count("create") == 1 and pika.count("create") == 0

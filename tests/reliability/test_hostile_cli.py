@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from _reliability import ROUTES, point_at, reset
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab._text import ERROR_TEXT_CHARS
 from abebeats_lab._types import Route
 from abebeats_lab.emulator import Emulators, Scenario
@@ -215,8 +215,8 @@ def mounted(*commands: list[str], target: Path) -> Iterator[Path]:
 def _pending_run(run_dir: Path) -> None:
     """A run with one job planned and never sent (what a crash before the first create leaves)."""
     run_id = new_run_id()
-    request = VideoRequest("a kite", duration_s=1, resolution="240p")
-    (planned,) = plan_jobs(run_id, ["a kite"], [Route.parse("local:procedural")], request)
+    settings = Settings(duration_s=1, resolution="240p")
+    (planned,) = plan_jobs(run_id, ["a kite"], [Route.parse("local:procedural")], settings)
     with RunStore(run_dir) as store:
         store.add_run(run_id, "2026-01-01T00:00:00+00:00", "compare", {"prompts": ["a kite"]})
         store.insert([planned.row])

@@ -27,12 +27,12 @@ START_TIMEOUT_S = 90.0
 SETTLE_S = 1.5
 """After the last create arrives: long enough for every row to be waiting on its job."""
 CELL = """
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.run import api as runner
 from abebeats_lab.waiting import WaitPolicy
 
 await runner.compare(
-    ["a paper boat on a neon river"], {routes!r}, VideoRequest("a paper boat", duration_s=5),
+    ["a paper boat on a neon river"], {routes!r}, Settings(duration_s=5),
     run_dir={run_dir!r}, adapt=True, policy=WaitPolicy(deadline_s=600),
 )
 """

@@ -36,12 +36,12 @@ from abebeats_lab.run.api import compare, load_run, resume, was_interrupted
 
 CHILD = """
 import asyncio, json, sys
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.run.api import compare
 from abebeats_lab.waiting import WaitPolicy
 spec = json.loads(sys.argv[1])
 asyncio.run(compare(
-    spec["prompts"], spec["routes"], VideoRequest("x", **spec["request"]),
+    spec["prompts"], spec["routes"], Settings(**spec["settings"]),
     repeats=spec["repeats"], run_dir=spec["run_dir"], concurrency=spec["concurrency"], adapt=True,
     policy=WaitPolicy(min_interval_s=0.02, max_interval_s=0.1),
 ))
@@ -62,11 +62,11 @@ def emulators(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulators]:
 def _start_child(
     run_dir: Path, prompts: list[str], route: str, **options: object
 ) -> subprocess.Popen[bytes]:
-    request = options.pop("request", {"duration_s": 2, "resolution": "720p"})
+    settings = options.pop("settings", {"duration_s": 2, "resolution": "720p"})
     spec = {
         "prompts": prompts,
         "routes": [route],
-        "request": request,
+        "settings": settings,
         "run_dir": str(run_dir),
         "concurrency": options.pop("concurrency", None),
         "repeats": options.pop("repeats", 1),
@@ -164,8 +164,8 @@ async def test_an_ambiguous_create_in_a_live_run_is_a_row_not_a_duplicate(
 async def test_sigkill_on_local_resumes_planned_and_in_flight_rows(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     prompts = [f"scene {i} of a long night" for i in range(4)]
-    request = {"duration_s": 4, "resolution": "360p"}
-    child = _start_child(run_dir, prompts, LOCAL, request=request, concurrency={"local": 1})
+    settings = {"duration_s": 4, "resolution": "360p"}
+    child = _start_child(run_dir, prompts, LOCAL, settings=settings, concurrency={"local": 1})
 
     def some_started_some_planned() -> bool:
         states = [r["state"] for r in db_rows(run_dir)]

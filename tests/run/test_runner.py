@@ -30,6 +30,7 @@ from abebeats_lab.errors import (
     AllRoutesFailed,
     CostLimitError,
     JobFailed,
+    LabError,
     MissingKeyError,
     ValidationError,
 )
@@ -376,6 +377,21 @@ async def test_many_prompts_each_fall_back_in_one_run_under_one_cap(
     assert len(truth) == len(prompts)
     for earlier, later in itertools.pairwise(truth):
         assert later["created"] >= earlier["finished"]
+
+
+async def test_settings_given_per_prompt_reach_that_prompts_rows(tmp_path: Path) -> None:
+    prompts = ["a kite", "a boat"]
+    each = [SMALL.replace(seed=1), SMALL.replace(seed=2)]
+    results = await generate_many(prompts, [LOCAL], each, run_dir=tmp_path, policy=FAST)
+    assert [(r.row.prompt, r.row.seed) for r in results] == [("a kite", 1), ("a boat", 2)]
+    with RunStore(tmp_path) as store:
+        (run,) = store.runs()
+    # The stored settings are the settings: the prompts are stored once, beside them.
+    assert run.spec["prompts"] == prompts and run.spec["settings"] == each[0].as_dict()
+    assert [s["seed"] for s in run.spec["settings_per_prompt"]] == [1, 2]
+    with pytest.raises(LabError, match="1 settings for 2 prompts"):
+        await generate_many(prompts, [LOCAL], each[:1], run_dir=tmp_path / "no")
+    assert not (tmp_path / "no").exists()
 
 
 async def test_a_failing_chain_names_its_label(served: Emulators, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import CostLimitError
 from abebeats_lab.run.api import compare, load_run
@@ -27,7 +27,7 @@ from abebeats_lab.widgets import ControlPanel
 LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
 REPLICATE = "replicate:google/veo-3-fast"
 PROMPTS = ["a kite over dunes", "a boat at night", "a lamp in the rain"]
-FOUR_SECONDS = VideoRequest(prompt="", duration_s=4)
+FOUR_SECONDS = Settings(duration_s=4)
 MAIN_BAR_HEIGHT = 0.8
 """The height of a timing chart's main bars (the thin ones inside a submit are lower)."""
 

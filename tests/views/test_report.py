@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.quality.metrics import METRICS, QUALITY_DB, score
 from abebeats_lab.quality.votes import VOTES_DB, Vote, VoteStore
@@ -24,7 +24,7 @@ from abebeats_lab.views.report import DEFAULT_NAME, write_report
 
 LOCAL, RUNWAY = "local:procedural", "runway:gen4.5"
 PROMPTS = ["a red fox in snow", "rain on a leaf"]
-REQUEST = VideoRequest(prompt=PROMPTS[0], duration_s=2, resolution="720p")
+SETTINGS = Settings(duration_s=2, resolution="720p")
 # Anything a browser would fetch from elsewhere: src/href attributes and CSS url(...).
 EXTERNAL = re.compile(
     r"""(?:src|href)\s*=\s*["'](?:https?:)?//|url\(\s*["']?(?:https?:)?//""", re.I
@@ -77,7 +77,7 @@ def _rows_text(section: str, parser: _Sections) -> list[str]:
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished comparison: two prompts × (local, emulated Runway)."""
     directory = tmp_path_factory.mktemp("run")
-    asyncio.run(compare(PROMPTS, [LOCAL, RUNWAY], REQUEST, run_dir=directory, emulate=True))
+    asyncio.run(compare(PROMPTS, [LOCAL, RUNWAY], SETTINGS, run_dir=directory, emulate=True))
     return directory
 
 
@@ -152,7 +152,7 @@ def test_large_videos_are_linked_relative_to_the_report(run_dir: Path, tmp_path:
 
 
 async def test_failures_are_listed_with_their_reasons(tmp_path: Path, failing_runway: None) -> None:
-    await compare(PROMPTS[:1], [LOCAL, RUNWAY], REQUEST, run_dir=tmp_path / "run")
+    await compare(PROMPTS[:1], [LOCAL, RUNWAY], SETTINGS, run_dir=tmp_path / "run")
     parser = _parse(write_report(tmp_path / "run"))
     assert RUNWAY in parser.text["failures"] and FAILURE_TEXT in parser.text["failures"]
     assert FAILURE_TEXT in parser.text["videos"]
@@ -164,7 +164,7 @@ async def test_failures_are_listed_with_their_reasons(tmp_path: Path, failing_ru
 async def test_a_run_where_nothing_succeeded_still_reports(
     tmp_path: Path, failing_runway: None
 ) -> None:
-    await compare(PROMPTS[:1], [RUNWAY], REQUEST, run_dir=tmp_path / "run")
+    await compare(PROMPTS[:1], [RUNWAY], SETTINGS, run_dir=tmp_path / "run")
     parser = _parse(write_report(tmp_path / "run"))
     assert [tag for tag, _ in parser.tags["timing-breakdown"]].count("svg") == 1
     assert FAILURE_TEXT in parser.text["failures"]
@@ -221,7 +221,7 @@ def test_quality_section_shows_metrics_leaderboard_and_agreement(run_copy: Path)
 async def test_metrics_join_the_rows_per_job_and_missing_stays_missing(
     tmp_path: Path, failing_runway: None
 ) -> None:
-    await compare(PROMPTS[:1], [LOCAL, RUNWAY], REQUEST, run_dir=tmp_path / "run")
+    await compare(PROMPTS[:1], [LOCAL, RUNWAY], SETTINGS, run_dir=tmp_path / "run")
     await asyncio.to_thread(score, tmp_path / "run")
     comparison = load_run(tmp_path / "run")
     frame = comparison.to_pandas().set_index("route")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from abebeats_lab import VideoRequest
+from abebeats_lab import Settings
 from abebeats_lab.quality.votes import VOTES_DB, VoteStore
 from abebeats_lab.run.api import compare, load_run
 from abebeats_lab.widgets import Arena, ControlPanel
@@ -22,7 +22,7 @@ from abebeats_lab.widgets.arena import SHORTCUTS
 LOCAL, RUNWAY, REPLICATE = "local:procedural", "runway:gen4.5", "replicate:google/veo-3-fast"
 ROUTES = (LOCAL, RUNWAY, REPLICATE)
 PROMPTS = ["a paper boat on a calm lake", "a red kite over dunes"]
-REQUEST = VideoRequest(prompt=PROMPTS[0], duration_s=2, resolution="720p")
+SETTINGS = Settings(duration_s=2, resolution="720p")
 MP4_BOX = b"ftyp"
 PAIRS = 3
 """Route pairs among three routes."""
@@ -32,7 +32,7 @@ PAIRS = 3
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("run")
     asyncio.run(
-        compare(PROMPTS, list(ROUTES), REQUEST, run_dir=directory, emulate=True, adapt=True)
+        compare(PROMPTS, list(ROUTES), SETTINGS, run_dir=directory, emulate=True, adapt=True)
     )
     return directory
 
@@ -153,7 +153,7 @@ def test_reveal_after_each_vote_is_optional(run_dir: Path) -> None:
 
 
 def test_a_run_with_one_route_has_nothing_to_compare(tmp_path: Path) -> None:
-    asyncio.run(compare(PROMPTS[:1], [LOCAL], REQUEST, run_dir=tmp_path / "one"))
+    asyncio.run(compare(PROMPTS[:1], [LOCAL], SETTINGS, run_dir=tmp_path / "one"))
     arena = Arena(tmp_path / "one")
     assert arena.pair is None and "at least two routes" in arena.prompt.value
     assert all(arena.buttons[a].disabled for a in ("left", "right", "tie", "both_bad", "skip"))

@@ -1,0 +1,227 @@
+"""The commands that submit nothing: runs, report, score, routes, history and emulate (read a
+run folder, the capability data or the run-time history; measure clips; serve emulators)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from abebeats_lab._types import VideoRequest
+from abebeats_lab.cli.exits import EXIT_FAILURE
+from abebeats_lab.errors import ValidationError
+
+LINE_WIDTH = 100
+"""`routes` keeps its lines this short."""
+SPAN_MIN = 3
+"""A duration list longer than this, evenly spaced, prints as a range."""
+SCORE_COLUMNS = ("motion", "flicker", "sharpness", "black_fraction", "loudness_lufs")
+"""The metric medians `score` prints per route; every metric is in quality.sqlite."""
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    from abebeats_lab.run import api as runner
+
+    listings = runner.list_runs(args.run_dir)
+    rows = [
+        [
+            r.run_id,
+            r.created_at[:19],
+            r.kind,
+            str(r.jobs),
+            ", ".join(f"{n} {state}" for state, n in sorted(r.states.items())) or "-",
+        ]
+        for r in listings
+    ]
+    _print_table(["run", "created (UTC)", "kind", "jobs", "states"], rows)
+    latest = next((r.run_id for r in reversed(listings) if r.jobs), None)
+    if latest is not None:
+        print(f"\nreport and resume use {latest} (the latest run with jobs) unless --run is given")
+    return 0
+
+
+async def cmd_report(args: argparse.Namespace) -> int:
+    from abebeats_lab.views import report
+
+    print(report.write_report(args.run_dir, out=args.out, run_id=args.run, score=args.score))
+    return 0
+
+
+async def cmd_score(args: argparse.Namespace) -> int:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from abebeats_lab.quality.metrics import QUALITY_DB, score
+
+    pool = None
+    if args.workers is not None and args.workers < 1:
+        raise ValidationError("--workers", args.workers, "a whole number of 1 or more")
+    if args.workers:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=context)
+    try:
+        frame = await asyncio.to_thread(
+            score, args.run_dir, run_id=args.run, executor=pool, refresh=args.refresh
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    _print_scores(frame)
+    print(f"\nfigures stored in {Path(args.run_dir) / QUALITY_DB}")
+    failed = frame["error"].notna().sum()
+    if failed:
+        print(f"abebeats-lab: {failed} clip(s) could not be measured", file=sys.stderr)
+    return EXIT_FAILURE if failed else 0
+
+
+def _print_scores(frame: Any) -> None:
+    """Per route: clips measured and the medians of `SCORE_COLUMNS`."""
+    from abebeats_lab import fmt
+    from abebeats_lab.views.comparison import SUMMARY_WIDTH
+
+    lines = []
+    for route, group in frame.groupby("route", sort=True):
+        measured = int(group["error"].isna().sum())
+        medians = [fmt.value(_median(group[name])) for name in SCORE_COLUMNS]
+        lines.append([str(route), f"{measured}/{len(group)}", *medians])
+    headers = ("route", "clips", *SCORE_COLUMNS)
+    right = tuple(range(1, len(headers)))
+    for line in fmt.table(headers, lines, max_width=SUMMARY_WIDTH, right=right):
+        print(line)
+    print("medians over each route's measured clips; every metric: abebeats_lab.quality.metrics")
+
+
+def _median(values: Any) -> float | None:
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return round(float(numbers.median()), 3) if len(numbers) else None
+
+
+async def cmd_routes(args: argparse.Namespace) -> int:
+    from abebeats_lab import capabilities, fmt
+
+    listed = capabilities.priced_routes()
+    if args.model:
+        capabilities.routes_for_model(args.model)  # an unknown model names the known ones
+        listed = [(n, c) for n, c in listed if c.model == args.model and "*" not in n]
+    groups: dict[str, list[list[str]]] = {}
+    local: set[str] = set()
+    unknown: list[tuple[str, str]] = []
+    user: list[str] = []
+    for name, caps in listed:
+        if caps.runs_locally:
+            local.add(name.partition(":")[0])
+        quote = caps.quote(VideoRequest("-"))  # at the route's defaults, silent
+        if caps.price.source == capabilities.USER_SOURCE:
+            user.append(name)
+        if not quote.known:
+            unknown.append((name, quote.source))
+        cells = [
+            name,
+            caps.model or "-",
+            _spans(caps.durations),
+            _range_of(caps.resolutions),
+            fmt.rate(quote.usd_per_s),
+        ]
+        groups.setdefault(name.partition(":")[0], []).append(cells)
+    header = ["route", "model", "secs", "resolution", "price"]
+    widths = [max(len(r[i]) for rows in groups.values() for r in [header, *rows]) for i in range(5)]
+    print(_line(header, widths))
+    for provider, rows in groups.items():
+        print(f"# {provider}: {_key_state(provider, runs_locally=provider in local)}")
+        for row in rows:
+            print(_line(row, widths))
+    notes = (
+        [f"{n}: price {capabilities.catalogue_text(c)}" for n, c in listed] if args.model else []
+    )
+    if user:
+        notes.append(f"your price (prices.toml or --price): {', '.join(user)}")
+    if unknown and not args.model:
+        notes.append(
+            f"unknown: no trustworthy price found for {len(unknown)} route(s); each reason: "
+            "routes --model MODEL; give one with --price ROUTE=USD_PER_S or prices.toml"
+        )
+    for note in notes:
+        print(textwrap.fill(note, LINE_WIDTH, subsequent_indent="    ", break_on_hyphens=False))
+    return 0
+
+
+def _spans(values: Sequence[int]) -> str:
+    """``3,4,5,6`` as ``3-6``, ``6,8,..,20`` as ``6-20/2``; short uneven lists stay lists."""
+    ordered = sorted(values)
+    steps = {b - a for a, b in itertools.pairwise(ordered)}
+    if len(ordered) > SPAN_MIN and len(steps) == 1:
+        (step,) = steps
+        return f"{ordered[0]}-{ordered[-1]}" + ("" if step == 1 else f"/{step}")
+    return ",".join(map(str, ordered))
+
+
+def _range_of(resolutions: Sequence[str]) -> str:
+    """Two resolutions as a list, more as ``first-last`` (the data lists them ascending)."""
+    if len(resolutions) > 2:
+        return f"{resolutions[0]}-{resolutions[-1]}"
+    return ",".join(resolutions)
+
+
+def _key_state(provider: str, *, runs_locally: bool) -> str:
+    from abebeats_lab import config
+
+    if runs_locally:
+        return "no key needed"
+    if config.key_for(provider, required=False) is not None:
+        return "key set"
+    return f"{' or '.join(config.PROVIDER_ENV[provider].keys)} missing (use --emulate)"
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+
+async def cmd_history(args: argparse.Namespace) -> int:
+    from abebeats_lab import history
+
+    if args.clear:
+        removed = history.clear(args.route)
+        which = ", ".join(args.route) if args.route else "every route"
+        print(f"forgot {removed} run times ({which}) in {history.history_path()}")
+        return 0
+    kept = history.summaries(args.route)
+    print(f"run-time history: {history.history_path()}")
+    rows = [
+        [h.route, "emulated" if h.emulated else "real", str(h.samples), f"{h.median_s:.1f}s",
+         f"{h.spread_s:.1f}s", h.last_recorded_at]
+        for h in kept
+    ]  # fmt: skip
+    if rows:
+        _print_table(["route", "kind", "jobs", "median", "spread", "last"], rows)
+    else:
+        print("no run times recorded yet")
+    return 0
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+async def cmd_emulate(args: argparse.Namespace) -> int:
+    from abebeats_lab.emulator import Emulators
+
+    with Emulators(base_port=args.port) as emulators:
+        for provider in emulators.servers:
+            print(f"{provider:10s} {emulators.url(provider)}")
+        print("\n# point the clients (and the official SDKs) at the emulators:")
+        for name, value in emulators.env().items():
+            print(f"export {name}={value}")
+        print("\n# Ctrl-C stops the emulators", flush=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(args.seconds if args.seconds else float("inf"))
+    return 0
