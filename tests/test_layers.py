@@ -63,7 +63,7 @@ LAYER_OF = {
 
 ALLOWED = {
     "base": {"base"},
-    "capabilities": {"base"},
+    "capabilities": {"base", "capabilities"},
     "costs": {"base", "capabilities"},
     "http": {"base", "http"},
     "render": {"base", "render"},
