@@ -3,7 +3,7 @@
 ``python benchmarks/metrics.py [--quick]`` makes two 720p 24 fps clips with AAC audio (the
 ``local`` route's procedural render, x264 ultrafast; and panning detail under fresh grain,
 x264 preset fast with CABAC and B-frames at a high bitrate, harder to decode than a typical
-provider output), runs `abebeats_lab.quality.metrics.profile` on each
+provider output), runs `abebeats_lab.quality.measure.profile` on each
 several times in this process, and prints CPU seconds (user + system, all threads; the
 decoder runs one thread) per second of video for every step, next to the goal of 0.5 s per
 second of video on one core. The ``clip`` step (the CLIP score) is timed only where the real
@@ -33,7 +33,8 @@ from abebeats_lab._types import VideoRequest
 from abebeats_lab.errors import LabError
 from abebeats_lab.media.render import render_video
 from abebeats_lab.quality import clip as clip_model
-from abebeats_lab.quality.metrics import METRICS, profile
+from abebeats_lab.quality.catalogue import METRICS
+from abebeats_lab.quality.measure import profile
 
 GOAL_CPU_S_PER_VIDEO_S = 0.5
 WIDTH, HEIGHT, FPS = 1280, 720, 24

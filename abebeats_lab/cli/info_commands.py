@@ -57,7 +57,7 @@ async def cmd_score(args: argparse.Namespace) -> int:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from abebeats_lab.quality.metrics import QUALITY_DB, score
+    from abebeats_lab.quality.scores import QUALITY_DB, score
 
     pool = None
     if args.workers is not None and args.workers < 1:

@@ -5,7 +5,7 @@ a `concurrent.futures.Executor` (a process pool of one worker per core by defaul
 Executor works, e.g. a Dask ``Client().get_executor()``) and returns at once, so the run's
 next job is never delayed. The event loop only awaits the futures. `AutoScorer.finish` waits
 for the clips still being measured and stores every figure in ``quality.sqlite`` (as
-`metrics.score` does); `AutoScorer.close` gives up on them (an interrupted run). CLIP weights,
+`scores.score` does); `AutoScorer.close` gives up on them (an interrupted run). CLIP weights,
 when the ``[metrics]`` extra is installed, are made ready in a thread at the first success.
 """
 
@@ -20,7 +20,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from abebeats_lab.quality import metrics
+from abebeats_lab.quality import scores
 
 __all__ = ["AutoScorer", "JobUpdate"]
 
@@ -82,7 +82,7 @@ class AutoScorer:
     async def _prepare_clip(self) -> str | None:
         if not self._clip:
             return None
-        return await asyncio.to_thread(metrics.prepare_clip, self.notes)
+        return await asyncio.to_thread(scores.prepare_clip, self.notes)
 
     async def _measure(
         self, run_id: str, key: tuple[int, str, int]
@@ -93,7 +93,7 @@ class AutoScorer:
         assert self._clip_dir is not None
         clip_dir = await self._clip_dir
         path = str(self.run_dir / str(row.output_path))
-        future = self._pool().submit(metrics._measure_job, path, dict(row.settings), clip_dir)
+        future = self._pool().submit(scores.measure_job, path, dict(row.settings), clip_dir)
         return row, await asyncio.wrap_future(future)
 
     def _pool(self) -> Executor:
@@ -146,6 +146,6 @@ def _store(run_dir: Path, done: list[tuple[Any, dict[str, Any]]]) -> None:
     by_run: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for row, result in done:
         by_run.setdefault(row.run_id, []).append((row, result))
-    with metrics._MetricsStore(run_dir) as store:
+    with scores.MetricsStore(run_dir) as store:
         for run_id, results in by_run.items():
             store.write(run_id, results)

@@ -1,41 +1,30 @@
-"""Automatic metrics from decoded frames: weight-free ones (PyAV and numpy) and the CLIP score.
+"""A run's scores: `measure` every succeeded output, kept in the run folder's ``quality.sqlite``.
 
-One pass over a file decodes every video frame (inter-coded streams need that) but analyses
-only a sample: every ``step``-th frame (``step = round(fps / 8)``, so about 8 per second) and
-the frame right after it. Sampled frames are scaled (swscale, area filter) to luma at a common
-short side of `ANALYSIS_SHORT_SIDE` pixels (never up), so routes with different resolutions
-are measured at the same scale; motion uses a smaller copy (`MOTION_SHORT_SIDE`). Audio is
-read whole and metered by FFmpeg's ``ebur128`` filter (EBU R128 integrated loudness) through
-PyAV, so no extra package is needed. ``clip_score`` (prompt alignment, `quality.clip`) needs
-the ``[metrics]`` extra and CLIP weights; it uses frames of the same pass.
-
-`measure(path)` gives one video's figures; `score(run_dir)` gives them for every succeeded
-row of a run, through a `concurrent.futures.Executor` (a process pool by default), and keeps
-them in ``quality.sqlite`` in the run folder (not in ``run.sqlite``), keyed by run id and job
-key. `METRICS` describes each figure: definition, reference, direction, unit and its measured
-CPU cost per second of 720p video (``benchmarks/metrics.py``).
+`score(run_dir)` measures every succeeded row of a run through a
+`concurrent.futures.Executor` (a process pool by default) and keeps the figures in
+``quality.sqlite`` (not in ``run.sqlite``), keyed by run id and job key, with each metric's
+version, so a later pass measures only what is missing or stale. `load_scores` reads them
+back without measuring; `quality.auto` stores through the same `MetricsStore`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import multiprocessing
 import os
 import sqlite3
-import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from abebeats_lab._types import VideoRequest
 from abebeats_lab.quality import clip as _clip
+from abebeats_lab.quality.catalogue import METRICS, Value
+from abebeats_lab.quality.measure import measure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,620 +32,19 @@ if TYPE_CHECKING:
     from abebeats_lab.store import JobRow
 
 __all__ = [
-    "ANALYSIS_SHORT_SIDE",
-    "METRICS",
-    "MOTION_SHORT_SIDE",
     "QUALITY_DB",
-    "SAMPLE_FPS",
-    "STAGE_CPU_S_PER_VIDEO_S",
-    "Metric",
-    "Value",
+    "MetricsStore",
     "load_scores",
-    "measure",
-    "profile",
+    "measure_job",
+    "prepare_clip",
     "score",
     "score_async",
 ]
 
 log = logging.getLogger(__name__)
 
-Value = float | bool | None
-Direction = Literal["higher", "lower", "neither"]
-
-SAMPLE_FPS = 8
-"""Frames analysed per second of video (VBench samples dynamic degree at 8 fps too)."""
-ANALYSIS_SHORT_SIDE = 360
-"""Short side, in pixels, of the luma every metric but motion is computed on."""
-MOTION_SHORT_SIDE = 144
-"""Short side of the luma block matching runs on (its coarse level is half of it)."""
 QUALITY_DB = "quality.sqlite"
 """The run folder's metrics store; ``run.sqlite`` is left to the runner."""
-
-_LEVELS = 255.0
-_BLACK_PIXEL_LEVEL = 0.10 * _LEVELS
-_BLACK_PICTURE_FRACTION = 0.98
-"""A frame is black when 98 % of its pixels are at most 10 % luma (FFmpeg blackdetect)."""
-_FROZEN_BLOCK = 16
-_FROZEN_BLOCK_MAD = 1.0
-"""A pair is frozen when no 16×16 block changed by more than one luma level on average."""
-_CLIP_LOW, _CLIP_HIGH = 2, 253
-_MOTION_BLOCK = 16
-_COARSE_RADIUS = 4
-"""Coarse search ±4 px at half size: displacements up to ±9 px at `MOTION_SHORT_SIDE`."""
-_ZERO_BIAS = 0.02
-_ZERO_BIAS_LEVEL = 0.25
-"""Keep a block still unless a shift beats standing still by 2 % plus 1/4 level a pixel."""
-_TEXTURE_MIN_STD = 2.0
-"""Blocks flatter than this (luma levels) carry no usable motion and count as still."""
-_TOP_FRACTION = 0.05
-_DYNAMIC_SHORT_SIDES_PER_S = 6.0 / 256.0 * SAMPLE_FPS
-"""VBench: a frame pair moves when its top-5 % flow exceeds 6 px at a 256 px short side
-between frames 1/8 s apart, i.e. 0.1875 short sides per second."""
-_DEFAULT_FPS = 24.0
-_STENCIL = 3
-"""The Laplacian needs a 3×3 neighbourhood."""
-_MIN_BLOCK = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    """What one figure means: its definition and reference, which way is better, its cost."""
-
-    name: str
-    version: int
-    definition: str
-    reference: str
-    direction: Direction
-    unit: str
-    stage: str
-    """The step of `measure` that computes it (metrics of one step share its cost)."""
-
-    @property
-    def cpu_s_per_video_s(self) -> float:
-        """Measured CPU seconds on one core per second of 720p 24 fps video for this metric's
-        step, not counting the shared ``decode`` step (see `STAGE_CPU_S_PER_VIDEO_S`)."""
-        return STAGE_CPU_S_PER_VIDEO_S[self.stage]
-
-
-STAGE_CPU_S_PER_VIDEO_S: dict[str, float] = {
-    "decode": 0.25979,
-    "flicker": 0.00359,
-    "motion": 0.04043,
-    "frozen": 0.00255,
-    "black": 0.00209,
-    "sharpness": 0.00699,
-    "exposure": 0.00386,
-    "loudness": 0.01202,
-    "conformance": 2e-05,
-    "clip": 0.2,
-}
-"""CPU seconds per second of video, per step of `measure`, as ``benchmarks/metrics.py``
-measured them on its harder clip (720p 24 fps at 17 Mbit/s, x264 preset fast, AAC stereo;
-median of 5 runs on a shared 2-core x86-64): 0.3309 s in all, against
-0.0934 s for the ``local`` route's 0.8 Mbit/s render. ``decode`` (demux, decode every frame,
-scale the sampled ones) is shared by all video metrics and grows with the bitrate; the rest
-hardly moves. ``has_audio`` is listed with the audio step that reads the stream.
-
-``clip`` is an estimate, not a measurement: the real ViT-B/32 weights were not on the machine
-the benchmark ran on (no network), so it only timed the pipeline with a tiny stand-in model.
-The image tower costs about 4.4 GFLOPs per frame (Radford et al. 2021), and a clip scores
-`quality.clip.CLIP_FRAMES` frames whatever its length: at some 30 GFLOP/s on one core, about
-1 s per clip, 0.2 s per second of a 5 s clip (less for longer ones)."""
-
-
-def _metric(*args: Any) -> tuple[str, Metric]:
-    record = Metric(*args)
-    return record.name, record
-
-
-METRICS: dict[str, Metric] = dict(
-    [
-        _metric(
-            "flicker",
-            1,
-            "mean absolute luma difference between consecutive frames, 0–255 levels",
-            "VBench temporal_flickering (Huang et al., CVPR 2024), which reports "
-            "(255 − this) / 255 and applies it to static scenes only",
-            "lower",
-            "levels",
-            "flicker",
-        ),
-        _metric(
-            "motion",
-            1,
-            "mean over frame pairs of the largest 5 % block-matching displacements, in "
-            "short sides of the frame per second",
-            "VBench dynamic_degree's top-5 % flow magnitude, with block matching (Jain & "
-            "Jain 1981) in place of RAFT optical flow",
-            "neither",
-            "short sides/s",
-            "motion",
-        ),
-        _metric(
-            "dynamic_degree",
-            1,
-            "fraction of frame pairs whose top-5 % motion exceeds 0.1875 short sides/s",
-            "VBench dynamic_degree threshold (6 px at 256 px, 8 fps); VBench calls a video "
-            "dynamic when this is at least 0.25",
-            "neither",
-            "fraction",
-            "motion",
-        ),
-        _metric(
-            "frozen_fraction",
-            1,
-            "fraction of consecutive frame pairs in which no 16×16 block changed by more "
-            "than one luma level",
-            "after FFmpeg freezedetect, per frame pair instead of per 2 s span",
-            "lower",
-            "fraction",
-            "frozen",
-        ),
-        _metric(
-            "black_fraction",
-            1,
-            "fraction of sampled frames with 98 % of pixels at most 10 % luma",
-            "FFmpeg blackdetect defaults (pix_th 0.10, picture_black_ratio_th 0.98)",
-            "lower",
-            "fraction",
-            "black",
-        ),
-        _metric(
-            "sharpness",
-            1,
-            "median over sampled frames of the variance of the 4-neighbour Laplacian of "
-            "luma at a 360 px short side",
-            "variance of Laplacian (Pech-Pacheco et al., ICPR 2000)",
-            "higher",
-            "levels²",
-            "sharpness",
-        ),
-        _metric(
-            "mean_luma",
-            1,
-            "mean luma of sampled frames, 0 (black) to 1 (white)",
-            "full-range luma as swscale converts it",
-            "neither",
-            "fraction",
-            "exposure",
-        ),
-        _metric(
-            "rms_contrast",
-            1,
-            "mean over sampled frames of the standard deviation of luma, 0–1",
-            "RMS contrast (Peli, JOSA A 1990)",
-            "neither",
-            "fraction",
-            "exposure",
-        ),
-        _metric(
-            "clipped_fraction",
-            1,
-            "fraction of sampled pixels at luma ≤ 2 or ≥ 253 of 255 (crushed or blown)",
-            "highlight/shadow clipping as in a waveform monitor",
-            "lower",
-            "fraction",
-            "exposure",
-        ),
-        _metric(
-            "has_audio",
-            1,
-            "the file has an audio stream",
-            "container streams as PyAV reads them",
-            "neither",
-            "bool",
-            "loudness",
-        ),
-        _metric(
-            "loudness_lufs",
-            1,
-            "integrated loudness of the whole audio track (gated; −70 for silence); None "
-            "without audio",
-            "EBU R128 / ITU-R BS.1770-4, metered by FFmpeg's ebur128 filter",
-            "neither",
-            "LUFS",
-            "loudness",
-        ),
-        _metric(
-            "clip_score",
-            1,
-            "mean over 8 uniformly sampled frames of 100 × max(cos(image, prompt), 0), CLIP "
-            "ViT-B/32 embeddings through ONNX Runtime; None without weights or a prompt",
-            "CLIPScore (Hessel et al., EMNLP 2021) at torchmetrics' ×100 scale (w = 2.5 in the "
-            "paper), averaged over frames as CLIPSIM (Wu et al., 2021)",
-            "higher",
-            "score 0–100",
-            "clip",
-        ),
-        _metric(
-            "conforms",
-            1,
-            "duration, aspect ratio and resolution all match the request; None without one",
-            "the run's own check (comparison.conformance), the same every run row gets",
-            "higher",
-            "bool",
-            "conformance",
-        ),
-    ]
-)
-
-
-class _Clock:
-    """CPU seconds (this process, all threads) spent per stage, lap by lap."""
-
-    def __init__(self) -> None:
-        self.spent: dict[str, float] = {}
-        self._last = time.process_time()
-
-    def lap(self, stage: str) -> None:
-        now = time.process_time()
-        self.spent[stage] = self.spent.get(stage, 0.0) + now - self._last
-        self._last = now
-
-
-@dataclass
-class _Figures:
-    """Per-frame and per-pair figures, gathered while decoding; reduced at the end."""
-
-    fps: float
-    motion_short: int = 0
-    flicker: list[float] = field(default_factory=list)
-    frozen: list[bool] = field(default_factory=list)
-    motion: list[float] = field(default_factory=list)
-    black: list[bool] = field(default_factory=list)
-    sharpness: list[float] = field(default_factory=list)
-    luma: list[float] = field(default_factory=list)
-    contrast: list[float] = field(default_factory=list)
-    clipped: list[float] = field(default_factory=list)
-
-    def values(self) -> dict[str, Value]:
-        per_s = self.fps / self.motion_short if self.motion_short else 0.0
-        moves = [m * per_s for m in self.motion]
-        return {
-            "flicker": _mean(self.flicker),
-            "motion": _mean(moves),
-            "dynamic_degree": _mean([m > _DYNAMIC_SHORT_SIDES_PER_S for m in moves]),
-            "frozen_fraction": _mean(self.frozen),
-            "black_fraction": _mean(self.black),
-            "sharpness": float(np.median(self.sharpness)) if self.sharpness else None,
-            "mean_luma": _mean(self.luma),
-            "rms_contrast": _mean(self.contrast),
-            "clipped_fraction": _mean(self.clipped),
-        }
-
-
-def _mean(values: Sequence[float | bool]) -> float | None:
-    return float(np.mean(values)) if values else None
-
-
-def measure(
-    path: Path | str, request: VideoRequest | None = None, *, clip: Path | None = None
-) -> dict[str, Value]:
-    """Every metric of `METRICS` for one video file (``conforms`` needs the ``request`` with
-    its duration, ratio and resolution).
-
-    ``clip_score`` needs ``clip``, the folder of CLIP weights (`quality.clip.prepare`), and
-    the request's prompt; without them it is None. Raises
-    `abebeats_lab.errors.DownloadError` for a file PyAV cannot read as a video.
-    """
-    return profile(path, request, clip=clip)[0]
-
-
-def profile(
-    path: Path | str, request: VideoRequest | None = None, *, clip: Path | None = None
-) -> tuple[dict[str, Value], dict[str, float]]:
-    """`measure`, plus the CPU seconds each step took (``decode`` is the shared part)."""
-    import av
-
-    from abebeats_lab.errors import DownloadError
-
-    clock = _Clock()
-    path = Path(path)
-    prompt = request.prompt if request is not None else ""
-    model = _clip.load(str(clip)) if clip is not None and prompt else None
-    clock.lap("clip")  # loading the towers (once per process)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DownloadError(f"{path.name}: no video stream")
-            values = _read(container, clock, model, prompt)
-    except av.error.FFmpegError as exc:
-        raise DownloadError(f"{path.name}: not a playable video ({exc})") from exc
-    values["conforms"] = _conforms(path, request)
-    clock.lap("conformance")
-    return {name: values.get(name) for name in METRICS}, clock.spent
-
-
-def _read(
-    container: Any, clock: _Clock, model: _clip.ClipModel | None, prompt: str
-) -> dict[str, Value]:
-    video = container.streams.video[0]
-    # One thread: a process pool already spreads clips over the cores.
-    video.codec_context.thread_count = 1
-    rate = video.average_rate or video.guessed_rate
-    figures = _Figures(fps=float(rate) if rate else _DEFAULT_FPS)
-    audio = container.streams.audio[0] if container.streams.audio else None
-    meter = _LoudnessMeter(audio) if audio is not None else None
-    streams = [video] if audio is None else [video, audio]
-    sampler = (
-        _clip.FrameSampler(model.preprocess, _frame_count(container, video, figures.fps))
-        if model is not None
-        else None
-    )
-    frames = _video_frames(figures, clock, sampler)
-    next(frames)
-    clock.lap("decode")
-    for packet in container.demux(streams):
-        if packet.stream.type == "audio":
-            assert meter is not None
-            meter.feed(packet.decode())
-            clock.lap("loudness")
-            continue
-        for frame in packet.decode():
-            frames.send(frame)
-    values = figures.values()
-    values["has_audio"] = audio is not None
-    values["loudness_lufs"] = meter.integrated() if meter is not None else None
-    clock.lap("loudness")
-    values["clip_score"] = model.score(sampler.crops(), prompt) if model and sampler else None
-    clock.lap("clip")
-    return values
-
-
-def _frame_count(container: Any, video: Any, fps: float) -> int:
-    """Frames in the stream: the container's count, else duration × rate (0: unknown)."""
-    if video.frames:
-        return int(video.frames)
-    if video.duration is not None and video.time_base is not None:
-        return round(float(video.duration * video.time_base) * fps)
-    microseconds = 1e6
-    return round(container.duration / microseconds * fps) if container.duration else 0
-
-
-def _video_frames(
-    figures: _Figures, clock: _Clock, sampler: _clip.FrameSampler | None
-) -> Generator[None, Any, None]:
-    """A coroutine fed decoded frames: samples them and updates ``figures`` stage by stage."""
-    step = max(1, round(figures.fps / SAMPLE_FPS))
-    index = 0
-    previous: tuple[int, np.ndarray, np.ndarray] | None = None
-    sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
-    while True:
-        frame = yield
-        if sampler is not None:
-            clock.lap("decode")
-            sampler.offer(index, frame)
-            clock.lap("clip")
-        phase = index % step
-        if step == 1 or phase <= 1:
-            if sizes is None:
-                sizes = (_scaled(frame, ANALYSIS_SHORT_SIDE), _scaled(frame, MOTION_SHORT_SIDE))
-                figures.motion_short = min(sizes[1])
-            luma = _luma(frame, sizes[0])
-            small = _luma(frame, sizes[1])
-            clock.lap("decode")
-            if phase == 0:
-                _frame_figures(figures, luma, clock)
-            if previous is not None and previous[0] == index - 1:
-                _pair_figures(figures, previous[1], luma, previous[2], small, clock)
-            previous = (index, luma, small)
-        else:
-            clock.lap("decode")
-        index += 1
-
-
-def _scaled(frame: Any, short_side: int) -> tuple[int, int]:
-    width, height = int(frame.width), int(frame.height)
-    scale = min(1.0, short_side / max(1, min(width, height)))
-    return max(2, round(width * scale)), max(2, round(height * scale))
-
-
-def _luma(frame: Any, size: tuple[int, int]) -> np.ndarray:
-    gray = frame.reformat(width=size[0], height=size[1], format="gray", interpolation="AREA")
-    return np.asarray(gray.to_ndarray(), dtype=np.float32)
-
-
-def _frame_figures(figures: _Figures, luma: np.ndarray, clock: _Clock) -> None:
-    figures.black.append(bool(np.mean(luma <= _BLACK_PIXEL_LEVEL) >= _BLACK_PICTURE_FRACTION))
-    clock.lap("black")
-    figures.sharpness.append(_laplacian_variance(luma))
-    clock.lap("sharpness")
-    figures.luma.append(float(luma.mean()) / _LEVELS)
-    figures.contrast.append(float(luma.std()) / _LEVELS)
-    figures.clipped.append(float(np.mean((luma <= _CLIP_LOW) | (luma >= _CLIP_HIGH))))
-    clock.lap("exposure")
-
-
-def _pair_figures(
-    figures: _Figures,
-    before: np.ndarray,
-    after: np.ndarray,
-    small_before: np.ndarray,
-    small_after: np.ndarray,
-    clock: _Clock,
-) -> None:
-    difference = np.abs(after - before)
-    figures.flicker.append(float(difference.mean()))
-    clock.lap("flicker")
-    figures.frozen.append(_largest_block_mean(difference, _FROZEN_BLOCK) <= _FROZEN_BLOCK_MAD)
-    clock.lap("frozen")
-    figures.motion.append(block_motion(small_before, small_after))
-    clock.lap("motion")
-
-
-def _laplacian_variance(luma: np.ndarray) -> float:
-    if min(luma.shape) < _STENCIL:
-        return 0.0
-    centre = luma[1:-1, 1:-1]
-    laplacian = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * centre
-    return float(laplacian.var())
-
-
-def _blocks(image: np.ndarray, size: int) -> np.ndarray:
-    """``image`` cut into whole ``size``×``size`` blocks: shape (rows, cols, size, size)."""
-    rows, cols = image.shape[0] // size, image.shape[1] // size
-    cropped = image[: rows * size, : cols * size]
-    return cropped.reshape(rows, size, cols, size).transpose(0, 2, 1, 3)
-
-
-def _largest_block_mean(image: np.ndarray, size: int) -> float:
-    blocks = _blocks(image, min(size, *image.shape))
-    return float(blocks.mean(axis=(2, 3)).max()) if blocks.size else 0.0
-
-
-def block_motion(before: np.ndarray, after: np.ndarray) -> float:
-    """Mean of the largest 5 % block displacements from ``before`` to ``after``, in pixels.
-
-    Two-level block matching (sum of absolute differences): a full ±4 px search at half
-    size, refined ±1 px at full size with a parabolic sub-pixel fit. A shift must beat
-    standing still by a margin, and textureless blocks count as still, so noise, fades and
-    strobes read as no motion.
-    """
-    block = min(_MOTION_BLOCK, *before.shape) // 2 * 2
-    if block < _MIN_BLOCK:
-        return 0.0
-    coarse = _full_search(_half(before), _half(after), block // 2, _COARSE_RADIUS)
-    dy, dx = _refine(before, after, block, 2 * coarse)
-    textured = _blocks(after, block).std(axis=(2, 3)) >= _TEXTURE_MIN_STD
-    magnitude = np.hypot(dy, dx) * textured
-    flat = np.sort(magnitude.ravel())[::-1]
-    count = max(1, math.ceil(_TOP_FRACTION * flat.size))
-    return float(flat[:count].mean())
-
-
-def _half(image: np.ndarray) -> np.ndarray:
-    rows, cols = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-    cropped = image[:rows, :cols]
-    halved: np.ndarray = cropped.reshape(rows // 2, 2, cols // 2, 2).mean(axis=(1, 3))
-    return halved
-
-
-def _full_search(before: np.ndarray, after: np.ndarray, block: int, radius: int) -> np.ndarray:
-    """Per block of ``after``: the integer (dy, dx) such that after[p] ≈ before[p - d]."""
-    height, width = after.shape
-    padded = np.pad(before, radius, mode="edge")
-    target = _blocks(after, block)
-    shifts = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-    costs = np.stack(
-        [
-            np.abs(
-                target
-                - _blocks(
-                    padded[radius - dy : radius - dy + height, radius - dx : radius - dx + width],
-                    block,
-                )
-            ).sum(axis=(2, 3))
-            for dy, dx in shifts
-        ]
-    )
-    best = costs.argmin(axis=0)
-    still = shifts.index((0, 0))
-    best = np.where(costs[still] <= _still_margin(costs.min(axis=0), block), still, best)
-    vectors = np.asarray(shifts, dtype=np.int64)[best]
-    return np.moveaxis(vectors, -1, 0)  # (2, rows, cols)
-
-
-def _refine(
-    before: np.ndarray, after: np.ndarray, block: int, guess: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """±1 px around each block's ``guess`` at full size, then a sub-pixel parabola per axis."""
-    target = _blocks(after, block)
-    rows, cols = target.shape[:2]
-    guess = guess[:, :rows, :cols]
-    pad = int(np.abs(guess).max()) + 1
-    padded = np.pad(before, pad, mode="edge")
-    offsets = np.arange(block)
-    top = np.arange(rows)[:, None, None, None] * block + offsets[None, None, :, None] + pad
-    left = np.arange(cols)[None, :, None, None] * block + offsets[None, None, None, :] + pad
-    costs = np.empty((3, 3, rows, cols), dtype=np.float32)
-    for i, oy in enumerate((-1, 0, 1)):
-        for j, ox in enumerate((-1, 0, 1)):
-            dy = (guess[0] + oy)[:, :, None, None]
-            dx = (guess[1] + ox)[:, :, None, None]
-            costs[i, j] = np.abs(target - padded[top - dy, left - dx]).sum(axis=(2, 3))
-    flat = costs.reshape(9, rows, cols)
-    best = flat.argmin(axis=0)
-    by, bx = best // 3, best % 3
-    ry, rx = np.indices((rows, cols))
-    dy = guess[0] + by - 1 + _parabola(costs, by, bx, ry, rx, axis=0)
-    dx = guess[1] + bx - 1 + _parabola(costs, by, bx, ry, rx, axis=1)
-    # Standing still wins ties here too, so a still block gets no sub-pixel jitter.
-    still_cost = np.abs(target - _blocks(before, block)).sum(axis=(2, 3))
-    still = still_cost <= _still_margin(flat.min(axis=0), block)
-    return np.where(still, 0.0, dy), np.where(still, 0.0, dx)
-
-
-def _still_margin(best: np.ndarray, block: int) -> np.ndarray:
-    """The cost below which standing still is chosen over the best shift."""
-    return best * (1 + _ZERO_BIAS) + _ZERO_BIAS_LEVEL * block * block
-
-
-def _parabola(
-    costs: np.ndarray, by: np.ndarray, bx: np.ndarray, ry: np.ndarray, rx: np.ndarray, axis: int
-) -> np.ndarray:
-    """Sub-pixel offset of a cost minimum along one axis (0 where it sits on the window edge)."""
-    centre = by if axis == 0 else bx
-    inner = centre == 1
-    if axis == 0:
-        low, mid, high = costs[0, bx, ry, rx], costs[1, bx, ry, rx], costs[2, bx, ry, rx]
-    else:
-        low, mid, high = costs[by, 0, ry, rx], costs[by, 1, ry, rx], costs[by, 2, ry, rx]
-    curve = low - 2 * mid + high
-    with np.errstate(divide="ignore", invalid="ignore"):
-        offset = np.where(inner & (curve > 0), (low - high) / (2 * curve), 0.0)
-    return np.clip(offset, -0.5, 0.5)
-
-
-class _LoudnessMeter:
-    """EBU R128 integrated loudness through FFmpeg's ``ebur128`` filter (gated, LUFS)."""
-
-    _KEY = "lavfi.r128.I"
-
-    def __init__(self, stream: Any) -> None:
-        import av.filter
-
-        self._graph = av.filter.Graph()
-        source = self._graph.add_abuffer(template=stream)
-        meter = self._graph.add("ebur128", metadata="1")
-        sink = self._graph.add("abuffersink")
-        source.link_to(meter)
-        meter.link_to(sink)
-        self._graph.configure()
-        self._latest: float | None = None
-
-    def feed(self, frames: Sequence[Any]) -> None:
-        for frame in frames:
-            self._graph.push(frame)
-            self._drain()
-
-    def integrated(self) -> float | None:
-        self._graph.push(None)
-        self._drain()
-        return self._latest
-
-    def _drain(self) -> None:
-        import av
-
-        while True:
-            try:
-                out = self._graph.pull()
-            except (av.BlockingIOError, av.EOFError):
-                return
-            value = out.metadata.get(self._KEY)
-            if value is not None:
-                self._latest = float(value)
-
-
-def _conforms(path: Path, request: VideoRequest | None) -> bool | None:
-    if request is None or None in (request.duration_s, request.aspect_ratio, request.resolution):
-        return None  # nothing asked to conform to (no request, or one with only a prompt)
-    from abebeats_lab.media.download import probe
-    from abebeats_lab.views.comparison import conformance
-
-    return all(conformance(probe(path), request))
-
-
-# -- a run ---------------------------------------------------------------------------------
 
 _KEY_COLUMNS = ("run_id", "prompt_index", "route", "repeat")
 
@@ -687,9 +75,9 @@ def score(
     pool, own = _pool(executor, len(plan.jobs))
     try:
         if pool is None:
-            results = [_measure_job(*job) for job in plan.jobs]
+            results = [measure_job(*job) for job in plan.jobs]
         else:
-            results = [f.result() for f in [pool.submit(_measure_job, *j) for j in plan.jobs]]
+            results = [f.result() for f in [pool.submit(measure_job, *j) for j in plan.jobs]]
     finally:
         if own and pool is not None:
             pool.shutdown(wait=True)
@@ -710,10 +98,10 @@ async def score_async(
     pool, own = _pool(executor, len(plan.jobs))
     try:
         if pool is None:
-            results = [await asyncio.to_thread(_measure_job, *job) for job in plan.jobs]
+            results = [await asyncio.to_thread(measure_job, *job) for job in plan.jobs]
         else:
             futures: list[Future[dict[str, Any]]] = [
-                pool.submit(_measure_job, *job) for job in plan.jobs
+                pool.submit(measure_job, *job) for job in plan.jobs
             ]
             results = list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
     finally:
@@ -736,7 +124,7 @@ class _Plan:
         self.directory = directory
         self.notes: list[str] = []
         self.run_id, self.rows = _succeeded_rows(directory, run_id)
-        with _MetricsStore(directory) as store:
+        with MetricsStore(directory) as store:
             stored = {} if refresh else store.read(self.run_id)
         wanted = set(METRICS) if clip else set(METRICS) - {_CLIP_METRIC}
         self.todo = [r for r in self.rows if not _current(stored.get(r.key), r.sha256, wanted)]
@@ -752,7 +140,7 @@ class _Plan:
         ]
 
     def finish(self, results: Sequence[dict[str, Any]]) -> pd.DataFrame:
-        with _MetricsStore(self.directory) as store:
+        with MetricsStore(self.directory) as store:
             store.write(self.run_id, list(zip(self.todo, results, strict=True)))
             frame = _frame(self.rows, store.read(self.run_id))
         frame.attrs["notes"] = list(self.notes)
@@ -806,7 +194,7 @@ def _current(record: _Stored | None, sha256: str | None, wanted: set[str]) -> bo
     return all(record.versions.get(name) == METRICS[name].version for name in wanted)
 
 
-def _measure_job(
+def measure_job(
     path: str, settings: Mapping[str, Any], clip_dir: str | None = None
 ) -> dict[str, Any]:
     """One clip in a worker: figures, or an ``error`` line (never an exception to pickle)."""
@@ -849,7 +237,7 @@ def load_scores(run_dir: Path | str, run_id: str | None = None) -> pd.DataFrame:
     """The stored figures of a run (default: the latest) without measuring anything."""
     directory = Path(run_dir)
     found_id, rows = _succeeded_rows(directory, run_id)
-    with _MetricsStore(directory) as store:
+    with MetricsStore(directory) as store:
         return _frame(rows, store.read(found_id))
 
 
@@ -894,7 +282,7 @@ _ERROR_NAME = "error"
 """A clip that could not be measured is one row under this name, with its message."""
 
 
-class _MetricsStore:
+class MetricsStore:
     """``quality.sqlite``: one row per (run, job key, metric), with the metric's version."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -903,7 +291,7 @@ class _MetricsStore:
         with self._db:
             self._db.executescript(_SCHEMA)
 
-    def __enter__(self) -> _MetricsStore:
+    def __enter__(self) -> MetricsStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -29,7 +29,7 @@ from abebeats_lab.views.rows import job_cost_text, plain, row_html, video_path
 if TYPE_CHECKING:
     import pandas as pd
 
-    from abebeats_lab.quality.metrics import Metric
+    from abebeats_lab.quality.catalogue import Metric
     from abebeats_lab.quality.ratings import Ratings
     from abebeats_lab.quality.votes import Grouping
 
@@ -432,7 +432,7 @@ _JOB_KEY = ["prompt_index", "route", "repeat"]
 
 def quality_metrics() -> dict[str, Metric]:
     """The metric records (`quality.metrics.METRICS`), in the order every view lists them."""
-    from abebeats_lab.quality.metrics import METRICS
+    from abebeats_lab.quality.catalogue import METRICS
 
     return dict(METRICS)
 
@@ -467,7 +467,7 @@ def _stored_scores(run_dir: Path | None, run_id: str) -> pd.DataFrame | None:
     """The metrics ``quality.sqlite`` holds for the run, or None when nothing was scored."""
     if run_dir is None:
         return None
-    from abebeats_lab.quality.metrics import QUALITY_DB, load_scores
+    from abebeats_lab.quality.scores import QUALITY_DB, load_scores
 
     if not (run_dir / QUALITY_DB).is_file():
         return None

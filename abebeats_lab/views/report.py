@@ -103,7 +103,7 @@ def write_report(
     if not comparison.rows:
         raise LabError(f"run {comparison.run_id} in {run_path} has no jobs: nothing to report")
     if score:
-        from abebeats_lab.quality.metrics import score as score_run
+        from abebeats_lab.quality.scores import score as score_run
 
         score_run(run_path, run_id=str(comparison.run_id))
     target = Path(out).resolve() if out is not None else run_path / DEFAULT_NAME

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from abebeats_lab.quality.metrics import METRICS, STAGE_CPU_S_PER_VIDEO_S
+from abebeats_lab.quality.catalogue import METRICS, STAGE_CPU_S_PER_VIDEO_S
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 300
