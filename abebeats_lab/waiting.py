@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from abebeats_lab._types import Job, JobState, JobStatus
 from abebeats_lab.errors import JobTimeout, ProtocolError, ProviderHTTPError, ProviderTransportError
@@ -188,6 +189,11 @@ class _Tracker:
         self.result: WaitResult | None = None
         self.polls = 0
         self.running_seen_at: float | None = None
+        self.run_started: float | None = None
+        """Monotonic time the job started running, for the schedule: the provider's own start
+        where it reports one (a job first seen after Replicate's 60 s hold has been running
+        for most of it, and its progress must be extrapolated from then), else
+        `running_seen_at`."""
         self.last: JobStatus | None = None
         self.transitions: list[tuple[float, JobStatus]] = []
         self.last_pending_at: float | None = None
@@ -209,6 +215,8 @@ class _Tracker:
             self.last_pending_at = now
         if status.state is not JobState.QUEUED and self.running_seen_at is None:
             self.running_seen_at = now
+        if self.run_started is None:
+            self.run_started = _provider_start(self.job, status, now) or self.running_seen_at
         last = self.last
         changed = last is None or (
             (status.state, status.progress, status.queue_position)
@@ -318,9 +326,7 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
     status = tracker.last or JobStatus(JobState.QUEUED, "submitted")
     errors = garbled = 0
     while True:
-        running_for = (
-            time.monotonic() - tracker.running_seen_at if tracker.running_seen_at else None
-        )
+        running_for = time.monotonic() - tracker.run_started if tracker.run_started else None
         planned = next_interval(policy, status, tracker.polls, running_for)
         await asyncio.sleep(max(planned, tracker.held_for()))
         tracker.polls += 1
@@ -344,6 +350,19 @@ async def _poll(provider: Provider, job: Job, policy: WaitPolicy, tracker: _Trac
         tracker.see(status)
         if status.state.terminal:
             return tracker.finish(status)
+
+
+def _provider_start(job: Job, status: JobStatus, now: float) -> float | None:
+    """When the provider says the job started, on this client's monotonic clock.
+
+    Only the provider's own interval (created to started) is used, added to when this client
+    sent the create, so a provider clock that is off by minutes does not matter.
+    """
+    if status.started_at is None or status.created_at is None:
+        return None
+    queued_s = max(0.0, (status.started_at - status.created_at).total_seconds())
+    since_submit_s = (datetime.now(UTC) - job.submitted_at).total_seconds()
+    return min(now, now - since_submit_s + queued_s)
 
 
 def _transient(exc: Exception) -> bool:

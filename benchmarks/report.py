@@ -250,7 +250,8 @@ def _wait_table(label: str, wait: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _cpu_table(cpu: dict[str, Any]) -> list[str]:
+def cpu_table(cpu: dict[str, Any]) -> list[str]:
+    """The ``cpu`` scenario's table, floors last."""
     c = cpu["config"]
     lines = [
         f"Client CPU (getrusage, one subprocess per waiter): {c['jobs']} concurrent jobs each, "
@@ -266,6 +267,12 @@ def _cpu_table(cpu: dict[str, Any]) -> list[str]:
                 f"{_fig(w['cpu_ms_per_status_request'])} | {_fig(w['cpu_ms_per_request'])} | "
                 f"{_fig(w['cpu_ms_per_job'], '', 1)} | {w['error_count']} |"
             )
+    for label, w in cpu.get("floors", {}).items():
+        lines.append(
+            f"| floor | {label} | {w['status_requests_per_job']:g} | "
+            f"{_fig(w['cpu_ms_per_status_request'])} | - | "
+            f"{_fig(w['cpu_ms_per_job'], '', 1)} | {w['error_count']} |"
+        )
     return lines
 
 
@@ -282,7 +289,7 @@ def table(document: dict[str, Any]) -> str:
         if key in results:
             lines += [*_wait_table(label, results[key]), ""]
     if "cpu" in results:
-        lines += [*_cpu_table(results["cpu"]), ""]
+        lines += [*cpu_table(results["cpu"]), ""]
     lines += ["| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {t['verdict']} |" for t in document["targets"]]
     lines.append(f"\ntotal wall time {document['total_wall_s']:.0f} s")

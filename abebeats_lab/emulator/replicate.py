@@ -114,7 +114,9 @@ class _Replicate:
     def _logs(self, job: EmulatedJob, phase: str, now: float) -> str:
         if phase == "queued" or not self.state.scenario.progress:
             return ""
-        done = round(job.progress(now) * _PROGRESS_STEPS) if phase == "running" else _PROGRESS_STEPS
+        # tqdm's count is the steps completed, so it never shows 100% before the end.
+        done = int(job.progress(now) * _PROGRESS_STEPS) if phase == "running" else _PROGRESS_STEPS
+        done = min(done, _PROGRESS_STEPS - 1) if phase == "running" else done
         percent = done * 100 // _PROGRESS_STEPS
         bar = "#" * (done // 5)
         return f"Generating video\n{percent:3d}%|{bar:<10}| {done}/{_PROGRESS_STEPS} [00:01<00:01]"

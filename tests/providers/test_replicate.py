@@ -215,6 +215,36 @@ async def test_timestamps_and_progress_are_parsed(short_hold: ReplicateProvider,
     assert abs(final.completed_at.timestamp() - truth.finished) < 0.01
 
 
+async def test_a_job_first_seen_after_the_hold_is_projected_from_its_real_start(
+    emus: Emulators, emu: Any
+) -> None:
+    """Past the hold the answer says ``starting`` though the job has run all along: its
+    progress is projected from the provider's ``started_at``, so the wait sleeps to just
+    before the end instead of creeping up from the moment it first saw the job running."""
+    emu.set_scenario(Scenario.fast().with_times(0.05, 3.0))  # two thirds of it in the hold
+    async with ReplicateProvider(**emus.client_options("replicate"), wait_s=2) as provider:
+        job = await provider.submit(REQUEST, VEO)
+        assert job.initial is not None and job.initial.raw_status == "starting"
+        policy = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=8.0)
+        result = await wait(provider, job, policy=policy)
+    assert result.status.state is JobState.SUCCEEDED
+    # Projected from the moment it was first seen running instead, the sleeps start at the
+    # 0.05 s floor and grow by about half each poll: 8 or more polls for the last second.
+    assert result.polls <= 5, [status.progress for _, status in result.transitions]
+
+
+async def test_progress_is_read_from_tqdm_logs_and_never_shows_done_early(
+    short_hold: ReplicateProvider, emu: Any
+) -> None:
+    emu.set_scenario(Scenario.fast().with_times(0.05, 30.0))
+    job = await short_hold.submit(REQUEST, VEO)
+    status = await short_hold.status(job)
+    assert status.state is JobState.RUNNING
+    assert "%|" in status.raw["logs"] and status.progress is not None
+    assert 0 < status.progress < 1
+    await short_hold.cancel(job)
+
+
 async def test_versioned_route_posts_the_version(provider: ReplicateProvider, emu: Any) -> None:
     route = Route.parse(f"replicate:minimax/video-01:{VERSION}")
     request = REQUEST.replace(duration_s=6)
