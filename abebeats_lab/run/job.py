@@ -322,7 +322,7 @@ class RunContext:
         but only while the create's fate is unknown: one that failed outright made no job.
         Unsettled, the row stays ``submitting`` and `resume` settles it.
         """
-        lookup = getattr(provider, "reconcile", None)
+        lookup = provider.can_reconcile
         done, _ = await asyncio.wait({task}, timeout=LOOKUP_GRACE_S if lookup else SUBMIT_GRACE_S)
         job: Job | None = None
         if not done:
@@ -333,24 +333,22 @@ class RunContext:
             job = task.result()
         elif not isinstance(failure, AmbiguousSubmitError):
             return  # refused or never sent: there is no job to cancel
-        if lookup is not None and (job is None or job.id in self._claimed(live)):
+        if lookup and (job is None or job.id in self._claimed(live)):
             # Unknown, or a sibling's lookup took this job before its id was stored (identical
             # inputs look alike): then the sibling's own job is the one left to find.
-            job = await self._look_up(live, lookup)  # attached there, inside the lock
+            job = await self._look_up(live, provider)  # attached there, inside the lock
         elif job is not None:
             self._attach(live, job, None)
         if job is not None:
             self._save(live, state="canceled", error=await _cancelled_remote(provider, job))
 
-    async def _look_up(
-        self, live: Live, lookup: Callable[..., Awaitable[Job | None]]
-    ) -> Job | None:
+    async def _look_up(self, live: Live, provider: Provider) -> Job | None:
         """One lookup under the reconcile lock; the time limit (a cancel's) is for the lookup
         itself."""
         async with self._reconcile_lock:
             try:
                 async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                    found = await lookup(self._hint(live), exclude=self._claimed(live))
+                    found = await provider.reconcile(self._hint(live), exclude=self._claimed(live))
             except Exception:  # settling after a cancel is best effort; resume settles the rest
                 return None
             if found is not None:
@@ -372,17 +370,14 @@ class RunContext:
     async def _reconcile(self, live: Live, *, resubmit: bool = True) -> None:
         """Settle a create whose answer was lost: ask the provider, never resubmit blindly.
 
-        The optional provider method is ``async reconcile(job_hint, exclude) -> Job | None``:
-        the hint has the route, request, submit time and ``handles["client_ref"]`` but no id;
-        ``exclude`` holds ids other rows already own; ``created_before`` (on resume) rules out
-        jobs this process is creating right now. It returns the job, returns None only
-        when it proves there is none (then the row is sent again, unless ``resubmit`` is False
-        because the deadline has passed: then it fails), and raises `AmbiguousSubmitError`
-        when it cannot tell (then the row stays ambiguous).
+        `Provider.reconcile` returns the job, returns None only when it proves there is none
+        (then the row is sent again, unless ``resubmit`` is False because the deadline has
+        passed: then it fails), and raises `AmbiguousSubmitError` when it cannot tell (then
+        the row stays ambiguous). A provider that cannot look creates up
+        (``can_reconcile`` False) leaves the row ambiguous at once.
         """
         provider = self.clients[live.row.provider]
-        method = getattr(provider, "reconcile", None)
-        if method is None:
+        if not provider.can_reconcile:
             self._save(live, state="ambiguous", error=live.row.error or AMBIGUOUS)
             self._emit(live, "ambiguous")
             return
@@ -390,7 +385,9 @@ class RunContext:
         async with self._reconcile_lock:
             before = self._started_at if live.marks is None else None
             try:
-                job = await method(hint, exclude=self._claimed(live), created_before=before)
+                job = await provider.reconcile(
+                    hint, exclude=self._claimed(live), created_before=before
+                )
             except AmbiguousSubmitError as exc:
                 self._save(live, state="ambiguous", error=_error_text(exc))
                 self._emit(live, "ambiguous")
@@ -545,17 +542,12 @@ class RunContext:
         self._emit(live, state, live.result.status if live.result else None)
 
 
-def _refresher(provider: Provider, job: Job) -> Callable[[], Any] | None:
-    """Wrap a provider's optional ``refresh_outputs(job)`` as `media.save_output` wants it."""
-    method = getattr(provider, "refresh_outputs", None)
-    if method is None:
-        return None
+def _refresher(provider: Provider, job: Job) -> Callable[[], Awaitable[OutputRef | None]]:
+    """`Provider.refresh_outputs` as `media.save_output` wants it: the first fresh reference,
+    or None (the default's answer), which keeps the expired URL's error."""
 
     async def refresh() -> OutputRef | None:
-        fresh = await method(job)
-        if fresh is None or isinstance(fresh, OutputRef):
-            return fresh
-        return next(iter(fresh), None)
+        return next(iter(await provider.refresh_outputs(job)), None)
 
     return refresh
 
