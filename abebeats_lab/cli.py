@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from abebeats_lab import __version__
+from abebeats_lab import JobState, __version__
 from abebeats_lab._text import cut
 from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
@@ -65,7 +65,7 @@ LINE_WIDTH = 100
 """`routes` keeps its lines this short (user-priced rows add " (user)")."""
 SPAN_MIN = 3
 """A duration list longer than this, evenly spaced, prints as a range."""
-FINAL_STATES = frozenset({"succeeded", "failed", "canceled", "ambiguous"})
+FINAL_STATES = frozenset(state for state in JobState if state.terminal)
 DEMO_PROMPTS = (
     "a paper boat drifting down a neon river at night",
     "a red kite over desert dunes at golden hour",
@@ -161,7 +161,7 @@ class _Progress:
 
     def __call__(self, event: JobEvent) -> None:
         state = str(event.state)
-        if state == "succeeded" and event.output_path is None:
+        if event.state is JobState.SUCCEEDED and event.output_path is None:
             return  # the provider is done: "downloading" follows, "succeeded" once it is saved
         self.states[event.key] = state
         if self.bars is not None:
@@ -298,7 +298,7 @@ def _verdict(args: argparse.Namespace, rows: Sequence[Any]) -> int:
     when every job succeeded (on stderr with ``--json``, so stdout stays JSON). Jobs left
     unfinished (a full disk, a provider that stopped answering) get the command that
     finishes them."""
-    missed = Counter(str(row.state) for row in rows if row.state != "succeeded")
+    missed = Counter(str(row.state) for row in rows if row.state is not JobState.SUCCEEDED)
     if not missed:
         line, code = f"all {len(rows)} job(s) succeeded", 0
     else:

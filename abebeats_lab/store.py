@@ -31,13 +31,13 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from abebeats_lab._types import JobState
 from abebeats_lab.errors import LabError
 
 __all__ = [
     "DB_NAME",
     "OUTPUTS_DIR",
     "SCHEMA_VERSION",
-    "UNFINISHED_STATES",
     "JobRow",
     "RunInfo",
     "RunStore",
@@ -56,18 +56,16 @@ MAD_TO_SD = 1.4826
 MIN_HISTORY = 2
 """Run times needed before the history replaces the capability prior."""
 
-UNFINISHED_STATES = ("planned", "submitting", "queued", "running", "downloading")
-"""Row states `resume` acts on; everything else is final."""
-
 
 @dataclass(frozen=True)
 class JobRow:
     """One job of a run: what was asked, where, what happened, and the figures.
 
-    ``state`` is ``planned``, ``submitting``, a `JobState` value, ``downloading`` or
-    ``ambiguous`` (a create whose answer was lost; never resubmitted silently). A ``queued``
-    or ``running`` row with an ``error`` after a run is a job whose status could not be read
-    (the job was left running, its id kept); `resume` asks again.
+    ``state`` is a `JobState`: any of them, the runner's own (``planned``, ``submitting``,
+    ``downloading``, ``ambiguous``: a create whose answer was lost, never resubmitted
+    silently) included. A ``queued`` or ``running`` row with an ``error`` after a run is a
+    job whose status could not be read (the job was left running, its id kept); `resume`
+    asks again.
     """
 
     run_id: str
@@ -84,7 +82,7 @@ class JobRow:
     """A client-side id for this attempt, offered to a provider's ``reconcile``."""
     job_id: str | None = None
     handles: dict[str, str] = field(default_factory=dict)
-    state: str = "planned"
+    state: JobState = JobState.PLANNED
     error: str | None = None
     progress: float | None = None
     submit_s: float | None = None
@@ -126,14 +124,21 @@ class JobRow:
     adjusted: dict[str, Any] = field(default_factory=dict)
     """``{field: [asked, used]}`` where ``adapt=True`` changed the common settings."""
 
+    def __post_init__(self) -> None:
+        # A plain word (a stored row, ``evolve(state="queued")``) becomes the enum; an unknown
+        # one is refused here rather than stored.
+        object.__setattr__(self, "state", JobState(self.state))
+
     @property
     def key(self) -> tuple[int, str, int]:
         """(prompt_index, route, repeat): unique within a run."""
         return (self.prompt_index, self.route, self.repeat)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, dicts included (for pandas and JSON)."""
-        return asdict(self)
+        """Plain values, dicts included (for pandas and JSON): the state as its plain word."""
+        values = asdict(self)
+        values["state"] = str(self.state)
+        return values
 
     def evolve(self, **changes: Any) -> JobRow:
         """A copy with some fields changed."""
@@ -407,7 +412,7 @@ class RunStore:
 
     def unfinished(self, run_id: str) -> Iterator[JobRow]:
         """Rows of a run that `resume` must act on."""
-        return (r for r in self.rows(run_id) if r.state in UNFINISHED_STATES)
+        return (r for r in self.rows(run_id) if r.state.unfinished)
 
     def run_time_prior(
         self, route: str, *, emulated: bool | None = None
@@ -418,10 +423,8 @@ class RunStore:
         it has too few (a folder from before it existed). ``emulated`` keeps emulated and real
         rows apart (None: both).
         """
-        query = (
-            "SELECT run_s FROM jobs WHERE route = ? AND state = 'succeeded' AND run_s IS NOT NULL"
-        )
-        params: tuple[object, ...] = (route,)
+        query = "SELECT run_s FROM jobs WHERE route = ? AND state = ? AND run_s IS NOT NULL"
+        params: tuple[object, ...] = (route, JobState.SUCCEEDED)
         if emulated is not None:
             query += " AND emulated = ?"
             params += (int(emulated),)

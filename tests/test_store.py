@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from abebeats_lab._types import JobState
 from abebeats_lab.errors import LabError
 from abebeats_lab.run.api import load_run
 from abebeats_lab.store import DB_NAME, OUTPUTS_DIR, SCHEMA_VERSION, JobRow, RunStore
@@ -82,7 +83,24 @@ def test_unfinished_lists_only_rows_resume_must_act_on(tmp_path: Path) -> None:
         store.add_run("r1", "2026-11-21T00:00:00+00:00", "compare", {})
         store.insert([_row(repeat=i, state=s) for i, s in enumerate(states)])
         left = [row.state for row in store.unfinished("r1")]
+        stored = [row.state for row in store.rows("r1")]
     assert left == ["planned", "submitting", "queued", "running", "downloading"]
+    assert stored == [JobState(s) for s in states] and len(stored) == len(JobState)
+    assert [s for s in stored if s.terminal] == ["succeeded", "failed", "canceled", "ambiguous"]
+
+
+def test_providers_speak_five_of_the_states_and_an_unknown_word_is_refused() -> None:
+    provider_words = {s for s in JobState if s.from_provider}
+    assert provider_words == {"queued", "running", "succeeded", "failed", "canceled"}
+    assert {s for s in JobState if not s.from_provider} == {
+        "planned",
+        "submitting",
+        "downloading",
+        "ambiguous",
+    }
+    assert _row(state="queued").state is JobState.QUEUED
+    with pytest.raises(ValueError, match="archived"):
+        _row(state="archived")
 
 
 def test_run_time_prior_is_median_and_scaled_mad_of_successes(tmp_path: Path) -> None:
@@ -165,6 +183,7 @@ def test_a_run_written_before_versions_loads_and_is_upgraded(tmp_path: Path) -> 
     assert comparison.run_id == FIXTURE_LATEST
     rows = comparison.rows
     assert [(r.prompt_index, r.route, r.repeat, r.state) for r in rows] == FIXTURE_ROWS
+    assert all(isinstance(r.state, JobState) for r in rows)
     assert {r.prompt for r in rows} == {"a paper boat", "a red kite"}
     assert rows[0].settings["duration_s"] == 5 and rows[0].output_path
     assert not (old / rows[0].output_path).exists()  # outputs are not part of the fixture

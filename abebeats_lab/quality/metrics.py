@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from abebeats_lab._types import VideoRequest
+from abebeats_lab._types import JobState, VideoRequest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -753,7 +753,7 @@ def _succeeded_rows(directory: Path, run_id: str | None) -> tuple[str, list[JobR
         if info is None:
             raise LabError(f"no run {run_id or ''} in {directory}")
         rows = store.rows(info.run_id)
-    return info.run_id, [r for r in rows if r.state == "succeeded" and r.output_path]
+    return info.run_id, [r for r in rows if r.state is JobState.SUCCEEDED and r.output_path]
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,8 +99,7 @@ class JobEvent:
     """(prompt_index, route, repeat)."""
     route: str
     prompt: str
-    state: JobState | str
-    """A `JobState`, or ``submitting``, ``downloading``, ``ambiguous``, ``planned``."""
+    state: JobState
     progress: float | None = None
     queue_position: int | None = None
     elapsed_s: float | None = None
@@ -184,17 +183,17 @@ class RunContext:
             raise
         except Exception as exc:
             try:
-                self._finish(live, "failed", _error_text(exc))
+                self._finish(live, JobState.FAILED, _error_text(exc))
             except Exception:  # the store cannot take it (disk full): the row stays as stored
                 log.exception("could not store the failure of %s; resume settles it", live.row.key)
         return live.row
 
     async def _advance(self, live: Live) -> None:
         state = live.row.state
-        if state == "planned":
+        if state is JobState.PLANNED:
             await self.limiters[live.row.provider].pace()
             await self._submit(live)
-        elif state in ("submitting", "ambiguous"):
+        elif state in (JobState.SUBMITTING, JobState.AMBIGUOUS):
             await self._reconcile(live)
         else:
             self._reattach(live)
@@ -209,7 +208,7 @@ class RunContext:
         live.row = live.row.evolve(**changes)
         self.store.save(live.row)
 
-    def _emit(self, live: Live, state: JobState | str, status: JobStatus | None = None) -> None:
+    def _emit(self, live: Live, state: JobState, status: JobStatus | None = None) -> None:
         if self.on_update is None:
             return
         row = live.row
@@ -240,23 +239,23 @@ class RunContext:
 
     def _on_cancel(self, live: Live) -> None:
         state = live.row.state
-        if state == "planned":
-            self._save(live, state="canceled", error="comparison cancelled before submit")
-        elif state in (JobState.QUEUED.value, JobState.RUNNING.value):
+        if state is JobState.PLANNED:
+            self._save(live, state=JobState.CANCELED, error="comparison cancelled before submit")
+        elif state in (JobState.QUEUED, JobState.RUNNING):
             # `waiting.wait` has cancelled the remote job on its way out, where it could.
             can_cancel = self.clients[live.row.provider].can_cancel
             self._save(
-                live, state="canceled", error=CANCEL_ASKED if can_cancel else NOT_CANCELLABLE
+                live, state=JobState.CANCELED, error=CANCEL_ASKED if can_cancel else NOT_CANCELLABLE
             )
-        # "submitting" and "downloading" stay as they are: resume settles them.
+        # Submitting and downloading rows stay as they are: resume settles them.
 
     # -- submit ------------------------------------------------------------------------
 
     async def _submit(self, live: Live) -> None:
         provider = self.clients[live.row.provider]
         marks = live.marks = Marks(submitted_at=datetime.now(UTC))
-        self._save(live, state="submitting", submitted_at=marks.submitted_at.isoformat())
-        self._emit(live, "submitting")
+        self._save(live, state=JobState.SUBMITTING, submitted_at=marks.submitted_at.isoformat())
+        self._emit(live, JobState.SUBMITTING)
         marks.submit_start = time.monotonic()
         task = asyncio.ensure_future(
             provider.submit(request_of(live.row), Route.parse(live.row.route))
@@ -275,16 +274,16 @@ class RunContext:
                 f"the create did not answer within the {deadline_s:g} s deadline",
                 provider=live.row.provider,
             )
-            self._save(live, state="ambiguous", error=_error_text(exc))
-            self._emit(live, "ambiguous")
+            self._save(live, state=JobState.AMBIGUOUS, error=_error_text(exc))
+            self._emit(live, JobState.AMBIGUOUS)
             await self._reconcile(live, resubmit=False)
             return
         except asyncio.CancelledError:
             await self._settle_cancelled_submit(live, provider, task)
             raise
         except AmbiguousSubmitError as exc:
-            self._save(live, state="ambiguous", error=_error_text(exc))
-            self._emit(live, "ambiguous")
+            self._save(live, state=JobState.AMBIGUOUS, error=_error_text(exc))
+            self._emit(live, JobState.AMBIGUOUS)
             await self._reconcile(live)
             return
         marks.submit_end = time.monotonic()
@@ -305,7 +304,7 @@ class RunContext:
             live,
             job_id=job.id,
             handles=dict(job.handles),
-            state=JobState.QUEUED.value,
+            state=JobState.QUEUED,
             submit_s=submit_s,
             submit_s_source="client" if submit_s is not None else None,
             **changes,
@@ -340,7 +339,7 @@ class RunContext:
         elif job is not None:
             self._attach(live, job, None)
         if job is not None:
-            self._save(live, state="canceled", error=await _cancelled_remote(provider, job))
+            self._save(live, state=JobState.CANCELED, error=await _cancelled_remote(provider, job))
 
     async def _look_up(self, live: Live, provider: Provider) -> Job | None:
         """One lookup under the reconcile lock; the time limit (a cancel's) is for the lookup
@@ -378,8 +377,8 @@ class RunContext:
         """
         provider = self.clients[live.row.provider]
         if not provider.can_reconcile:
-            self._save(live, state="ambiguous", error=live.row.error or AMBIGUOUS)
-            self._emit(live, "ambiguous")
+            self._save(live, state=JobState.AMBIGUOUS, error=live.row.error or AMBIGUOUS)
+            self._emit(live, JobState.AMBIGUOUS)
             return
         hint = self._hint(live)
         async with self._reconcile_lock:
@@ -389,8 +388,8 @@ class RunContext:
                     hint, exclude=self._claimed(live), created_before=before
                 )
             except AmbiguousSubmitError as exc:
-                self._save(live, state="ambiguous", error=_error_text(exc))
-                self._emit(live, "ambiguous")
+                self._save(live, state=JobState.AMBIGUOUS, error=_error_text(exc))
+                self._emit(live, JobState.AMBIGUOUS)
                 return
             if job is not None:
                 if live.marks is None:  # resumed: this process never saw the submit
@@ -398,10 +397,10 @@ class RunContext:
                 self._attach(live, job, None)  # stored now, so the next row cannot claim it
                 return
         if not resubmit:
-            self._finish(live, JobState.FAILED.value, f"{live.row.error}; {NEVER_ARRIVED}")
+            self._finish(live, JobState.FAILED, f"{live.row.error}; {NEVER_ARRIVED}")
             return
         # The provider's own list proves the create never arrived: sending it is not paying twice.
-        self._save(live, state="planned", error=RESUBMITTED)
+        self._save(live, state=JobState.PLANNED, error=RESUBMITTED)
         await self.limiters[live.row.provider].pace()
         await self._submit(live)
 
@@ -449,7 +448,7 @@ class RunContext:
         history.record(row.route, sample, emulated=emulated)
 
     def _observe(self, live: Live, status: JobStatus) -> None:
-        if status.state.value != live.row.state and not status.state.terminal:
+        if status.state is not live.row.state and not status.state.terminal:
             self._save(live, state=status.state.value)
         self._emit(live, status.state, status)
 
@@ -479,10 +478,10 @@ class RunContext:
             reason = status.error or f"ended {status.raw_status}"
             if status.error_code:
                 reason += f" [{status.error_code}]"
-            self._finish(live, status.state.value, reason)
+            self._finish(live, status.state, reason)
             return
-        self._save(live, state="downloading")
-        self._emit(live, "downloading")
+        self._save(live, state=JobState.DOWNLOADING)
+        self._emit(live, JobState.DOWNLOADING)
         try:
             live.output = await self._download(live, provider, status)
         except Exception as exc:
@@ -494,9 +493,9 @@ class RunContext:
                 self._save(live, error=f"{_error_text(exc)}; {DOWNLOAD_LATER}")
             except Exception:
                 log.exception("could not store why %s was not downloaded", live.row.key)
-            self._emit(live, "downloading")
+            self._emit(live, JobState.DOWNLOADING)
             return
-        self._finish(live, JobState.SUCCEEDED.value, None)
+        self._finish(live, JobState.SUCCEEDED, None)
         self._record_run_time(live)
 
     async def _download(self, live: Live, provider: Provider, status: JobStatus) -> Output:
@@ -527,7 +526,7 @@ class RunContext:
         marks.download_end = time.monotonic()
         return replace(output, path=final)
 
-    def _finish(self, live: Live, state: str, error: str | None) -> None:
+    def _finish(self, live: Live, state: JobState, error: str | None) -> None:
         changes: dict[str, Any] = {"state": state, "error": error}
         changes["finished_at"] = datetime.now(UTC).isoformat()
         if live.marks is not None:

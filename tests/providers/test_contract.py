@@ -69,8 +69,10 @@ async def test_submit_wait_download_probe(
     route, request = _request(provider_name)
     client.validate(request, route)
     job = await client.submit(request, route)
-    result = await wait(client, job, policy=FAST)
+    seen: list[JobState] = []
+    result = await wait(client, job, policy=FAST, on_update=lambda _, s: seen.append(s.state))
     assert result.status.state is JobState.SUCCEEDED
+    assert seen and all(state.from_provider for state in seen)  # never a runner's own word
     refs = await client.outputs(job, result.status)
     assert len(refs) == 1
     output = await save_output(refs[0], tmp_path / "out.mp4")
