@@ -10,6 +10,9 @@ a create call and the provider's job id right after it, before the first status 
 so a crashed process loses nothing: `abebeats_lab.run.api.resume` re-attaches from here.
 Rows are `JobRow` frozen dataclasses; ``settings``, ``handles`` and ``adjusted`` are dicts
 (stored as JSON), times are UTC ISO-8601 strings, output paths are relative to the run dir.
+A row's `Timing` is stored flat, one column per figure plus ``<figure>_source`` for each
+measured one (``submit_s``, ``submit_s_source``, ..., ``polls``), derived from `Timing`'s own
+fields: a new timing figure is a new column with no change here.
 
 The schema carries a version (``PRAGMA user_version``; 0 is the unversioned store of the first
 releases). Opening a run folder brings it up to date: any `JobRow` field the table lacks is
@@ -31,16 +34,18 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from abebeats_lab._types import JobState
+from abebeats_lab._types import JobState, Timing
 from abebeats_lab.errors import LabError
 
 __all__ = [
     "DB_NAME",
     "OUTPUTS_DIR",
     "SCHEMA_VERSION",
+    "SOURCE_SUFFIX",
     "JobRow",
     "RunInfo",
     "RunStore",
+    "timing_columns",
 ]
 
 DB_NAME = "run.sqlite"
@@ -85,19 +90,8 @@ class JobRow:
     state: JobState = JobState.PLANNED
     error: str | None = None
     progress: float | None = None
-    submit_s: float | None = None
-    submit_s_source: str | None = None
-    queue_s: float | None = None
-    queue_s_source: str | None = None
-    run_s: float | None = None
-    run_s_source: str | None = None
-    detect_lag_s: float | None = None
-    detect_lag_s_source: str | None = None
-    download_s: float | None = None
-    download_s_source: str | None = None
-    total_s: float | None = None
-    total_s_source: str | None = None
-    polls: int = 0
+    timing: Timing = field(default_factory=Timing)
+    """The figures of DESIGN.md "Timing"; flat columns in the store and in `to_dict`."""
     cost_usd: float | None = None
     """What this job is expected to be charged: 0 for emulated and local routes."""
     cost_estimate_usd: float | None = None
@@ -135,8 +129,14 @@ class JobRow:
         return (self.prompt_index, self.route, self.repeat)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, dicts included (for pandas and JSON): the state as its plain word."""
-        values = asdict(self)
+        """Plain values, dicts included (for pandas and JSON): the state as its plain word,
+        the timing as its flat columns (``submit_s``, ``submit_s_source``, ..., ``polls``)."""
+        values: dict[str, Any] = {}
+        for name, value in asdict(self).items():
+            if name == "timing":
+                values.update(timing_columns(self.timing))
+            else:
+                values[name] = value
         values["state"] = str(self.state)
         return values
 
@@ -145,12 +145,61 @@ class JobRow:
         return replace(self, **changes)
 
 
-_COLUMNS = tuple(f.name for f in fields(JobRow))
+SOURCE_SUFFIX = "_source"
+"""A measured figure's column of who measured it: ``run_s`` -> ``run_s_source``."""
+_TIMING_FIELDS = {f.name: f for f in fields(Timing) if f.name != "sources"}
+_SOURCED = tuple(name for name, f in _TIMING_FIELDS.items() if str(f.type).startswith("float"))
+"""Timing figures that carry a source (``provider``, ``client``...): the measured seconds."""
+
+
+def timing_columns(timing: Timing) -> dict[str, Any]:
+    """``timing`` as flat columns, in `Timing`'s field order: each figure, then its source."""
+    values: dict[str, Any] = {}
+    for name in _TIMING_FIELDS:
+        values[name] = getattr(timing, name)
+        if name in _SOURCED:
+            values[name + SOURCE_SUFFIX] = timing.sources.get(name)
+    return values
+
+
+def _timing_of(values: Mapping[str, Any]) -> Timing:
+    """The `Timing` stored in flat columns; a column an older store lacks takes the default."""
+    figures = {name: values[name] for name in _TIMING_FIELDS if values.get(name) is not None}
+    sources = {n: values[n + SOURCE_SUFFIX] for n in _SOURCED if values.get(n + SOURCE_SUFFIX)}
+    return Timing(**figures, sources=sources)
+
+
+_TIMING_HINTS = {
+    **{name: str(f.type) for name, f in _TIMING_FIELDS.items()},
+    **{name + SOURCE_SUFFIX: "str | None" for name in _SOURCED},
+}
+_TIMING_COLUMNS = tuple(timing_columns(Timing()))
+_COLUMNS = tuple(
+    column
+    for f in fields(JobRow)
+    for column in (_TIMING_COLUMNS if f.name == "timing" else (f.name,))
+)
+"""Every column of the jobs table, in `to_dict`'s order."""
 _KEY_COLUMNS = ("run_id", "prompt_index", "route", "repeat")
 
 
 def _hint(name: str) -> str:
+    """The annotation of a column's value (a `JobRow` field, or a timing column)."""
+    if name in _TIMING_HINTS:
+        return _TIMING_HINTS[name]
     return str(JobRow.__dataclass_fields__[name].type)
+
+
+def _default(name: str) -> object:
+    """The value a row stored before column ``name`` existed gets."""
+    if name in _TIMING_HINTS:
+        return timing_columns(Timing())[name]
+    spec = JobRow.__dataclass_fields__[name]
+    if spec.default is not MISSING:
+        return spec.default
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    raise TypeError(f"JobRow.{name} needs a default: rows stored before it existed lack it")
 
 
 # Derived from the annotations, so a new field is stored right without touching this module.
@@ -199,13 +248,7 @@ def _sql_literal(value: object) -> str:
 
 def _added_column(name: str) -> str:
     """The definition of a column added to an older store: rows it already holds get the default."""
-    spec = JobRow.__dataclass_fields__[name]
-    if spec.default is not MISSING:
-        default: object = spec.default
-    elif spec.default_factory is not MISSING:
-        default = spec.default_factory()
-    else:
-        raise TypeError(f"JobRow.{name} needs a default: rows stored before it existed lack it")
+    default = _default(name)
     if name in _JSON_FIELDS:
         default = json.dumps(default, sort_keys=True)
     return f"{name} {_column_type(name)} DEFAULT {_sql_literal(default)}"
@@ -233,7 +276,8 @@ _SELECT_RUN = f"SELECT * FROM jobs WHERE run_id = ? {_ORDER}"  # noqa: S608
 
 
 def _encode(row: JobRow) -> dict[str, Any]:
-    values = {name: getattr(row, name) for name in _COLUMNS}
+    values = {f.name: getattr(row, f.name) for f in fields(JobRow) if f.name != "timing"}
+    values.update(timing_columns(row.timing))
     for name in _JSON_FIELDS:
         values[name] = json.dumps(values[name], sort_keys=True)
     return values
@@ -252,7 +296,10 @@ def _decode(record: sqlite3.Row) -> JobRow:
     for name in _BOOL_FIELDS:
         if values.get(name) is not None:
             values[name] = bool(values[name])
-    return JobRow(**values)
+    timing = _timing_of(values)
+    for name in _TIMING_COLUMNS:
+        values.pop(name, None)
+    return JobRow(**values, timing=timing)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -475,12 +475,10 @@ INTERRUPTED = "comparison cancelled"
 CANCEL_CONFIRMED = "comparison cancelled; remote job cancelled"
 """The provider acknowledged the cancel: its job will not finish."""
 NEVER_SENT = "comparison cancelled before submit"
-TIMING_FIELDS = ("submit_s", "queue_s", "run_s", "detect_lag_s", "download_s", "total_s")
 RUN_FIELDS = (
-    "job_id", "handles", "state", "error", "progress", "polls", "output_path", "sha256",
+    "job_id", "handles", "state", "error", "progress", "timing", "output_path", "sha256",
     "duration_s", "width", "height", "fps", "codec", "has_audio", "bytes", "duration_ok",
     "ratio_ok", "resolution_ok", "submitted_at", "finished_at",
-    *(f"{name}{suffix}" for name in TIMING_FIELDS for suffix in ("", "_source")),
 )  # fmt: skip
 """What a job's run wrote on its row; a rerun starts from the plan without them."""
 

@@ -47,7 +47,7 @@ from abebeats_lab.media.download import (
 from abebeats_lab.providers import Provider
 from abebeats_lab.run import costs
 from abebeats_lab.run.connect import Clients
-from abebeats_lab.run.timing import Clock, Marks, build_timing
+from abebeats_lab.run.timing import Clock, Marks, build_timing, with_submit
 from abebeats_lab.store import JobRow, RunStore
 from abebeats_lab.views.comparison import output_fields
 from abebeats_lab.waiting import CANCEL_TIMEOUT_S, WaitPolicy, WaitResult, cancel_remote, wait
@@ -305,8 +305,7 @@ class RunContext:
             job_id=job.id,
             handles=dict(job.handles),
             state=JobState.QUEUED,
-            submit_s=submit_s,
-            submit_s_source="client" if submit_s is not None else None,
+            timing=with_submit(live.row.timing, submit_s),
             **changes,
         )
         self._emit(live, JobState.QUEUED)
@@ -411,12 +410,13 @@ class RunContext:
         live.job = Job(
             Route.parse(row.route), row.job_id or "", request_of(row), submitted, dict(row.handles)
         )
-        accepted = submitted + timedelta(seconds=row.submit_s) if row.submit_s is not None else None
+        submit_s = row.timing.submit_s
+        accepted = submitted + timedelta(seconds=submit_s) if submit_s is not None else None
         live.marks = Marks(
             submitted_at=submitted,
             accepted_at=accepted,
-            prior_submit_s=row.submit_s,
-            prior_polls=row.polls,
+            prior_submit_s=submit_s,
+            prior_polls=row.timing.polls,
         )
 
     # -- wait and download -------------------------------------------------------------
@@ -443,7 +443,8 @@ class RunContext:
     def _record_run_time(self, live: Live) -> None:
         """Teach the per-user history this succeeded job's run time."""
         row = live.row
-        sample = history.run_time_sample(live.result, row.run_s, row.run_s_source)
+        run_s, source = row.timing.run_s, row.timing.sources.get("run_s")
+        sample = history.run_time_sample(live.result, run_s, source)
         emulated = row.emulated or self.clients.emulated(row.provider)
         history.record(row.route, sample, emulated=emulated)
 
@@ -530,11 +531,7 @@ class RunContext:
         changes: dict[str, Any] = {"state": state, "error": error}
         changes["finished_at"] = datetime.now(UTC).isoformat()
         if live.marks is not None:
-            timing = build_timing(live.job, live.result, live.marks, Clock.now())
-            for name in ("submit_s", "queue_s", "run_s", "detect_lag_s", "download_s", "total_s"):
-                changes[name] = getattr(timing, name)
-                changes[f"{name}_source"] = timing.sources.get(name)
-            changes["polls"] = timing.polls
+            changes["timing"] = build_timing(live.job, live.result, live.marks, Clock.now())
         if live.output is not None:
             changes.update(output_fields(live.output, self.store.run_dir, request_of(live.row)))
         self._save(live, **changes)
