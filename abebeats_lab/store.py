@@ -29,10 +29,11 @@ import os
 import sqlite3
 import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from abebeats_lab._types import JobState, Timing
 from abebeats_lab.errors import LabError
@@ -382,8 +383,57 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     db.commit()
 
 
+T = TypeVar("T")
+
+
+class _Writer:
+    """One thread that makes every write of a store, in the order asked, on its own connection.
+
+    Commits wait for the disk (``synchronous=FULL``), a few ms each; here they never block
+    the caller's event loop. Reads use the store's other connection, which WAL never makes
+    wait for a writer.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abebeats-store")
+        self._db = self._pool.submit(_write_connection, path).result()
+
+    def submit(self, work: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Run ``work`` in one transaction after every write asked before it."""
+        return self._pool.submit(_in_transaction, self._db, work)
+
+    def close(self) -> None:
+        """Finish every write asked, then close."""
+        self._pool.submit(self._db.close).result()
+        self._pool.shutdown()
+
+
+def _write_connection(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    # FULL: a row written just before a create call must survive a power cut too.
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    with db:
+        return work(db)
+
+
+def _update(values: dict[str, Any], key: tuple[int, str, int], run_id: str) -> Callable[..., None]:
+    def update(db: sqlite3.Connection) -> None:
+        if db.execute(_UPDATE, values).rowcount != 1:
+            raise KeyError(f"no stored job {key} in run {run_id}")
+
+    return update
+
+
 class RunStore:
-    """The SQLite database of one run directory. Every write is committed at once."""
+    """The SQLite database of one run directory.
+
+    Writes go, in order, through one writer thread (`save_soon` returns at once; `save` and
+    the others wait for the commit); reads first wait for the writes asked before them.
+    """
 
     def __init__(self, run_dir: Path | str, *, read_only: bool = False) -> None:
         self.run_dir = Path(run_dir)
@@ -397,15 +447,41 @@ class RunStore:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.outputs_dir.mkdir(exist_ok=True)
         self._db = _open(self.run_dir / DB_NAME)
+        try:
+            self._writer = _Writer(self.run_dir / DB_NAME)
+        except BaseException:
+            self._db.close()
+            raise
 
     @property
     def outputs_dir(self) -> Path:
         """Where verified outputs are placed."""
         return self.run_dir / OUTPUTS_DIR
 
+    _writer: _Writer | None = None
+
     def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
+        """Commit every write asked, then close the database connections."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._db.close()
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        if self._writer is not None:
+            return self._writer.submit(work)
+        done: Future[T] = Future()  # read-only: SQLite itself refuses, as it always did
+        try:
+            done.set_result(_in_transaction(self._db, work))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def flush(self) -> None:
+        """Wait until every write asked so far is committed."""
+        if self._writer is not None:
+            self._writer.submit(lambda db: None).result()
 
     def __enter__(self) -> RunStore:
         return self
@@ -417,14 +493,13 @@ class RunStore:
 
     def add_run(self, run_id: str, created_at: str, kind: str, spec: Mapping[str, Any]) -> None:
         """Record a new run and what it was asked to do."""
-        with self._db:
-            self._db.execute(
-                "INSERT INTO runs (run_id, created_at, kind, spec) VALUES (?, ?, ?, ?)",
-                (run_id, created_at, kind, json.dumps(dict(spec), sort_keys=True, default=str)),
-            )
+        values = (run_id, created_at, kind, json.dumps(dict(spec), sort_keys=True, default=str))
+        sql = "INSERT INTO runs (run_id, created_at, kind, spec) VALUES (?, ?, ?, ?)"
+        self._write(lambda db: db.execute(sql, values)).result()
 
     def runs(self) -> list[RunInfo]:
         """Every run in this directory, oldest first."""
+        self.flush()
         cursor = self._db.execute("SELECT * FROM runs ORDER BY created_at, run_id")
         return [
             RunInfo(r["run_id"], r["created_at"], r["kind"], json.loads(r["spec"])) for r in cursor
@@ -439,18 +514,22 @@ class RunStore:
 
     def insert(self, rows: list[JobRow]) -> None:
         """Add planned rows in one transaction."""
-        with self._db:
-            self._db.executemany(_INSERT, [_encode(r) for r in rows])
+        values = [_encode(r) for r in rows]
+        self._write(lambda db: db.executemany(_INSERT, values)).result()
+
+    def save_soon(self, row: JobRow) -> Future[None]:
+        """Write every field of ``row`` (matched on its key) after the writes asked before;
+        returns at once. The future is done once the row is committed (a `KeyError` if no
+        such job is stored)."""
+        return self._write(_update(_encode(row), row.key, row.run_id))
 
     def save(self, row: JobRow) -> None:
-        """Write every field of ``row`` (matched on its key) and commit."""
-        with self._db:
-            cursor = self._db.execute(_UPDATE, _encode(row))
-        if cursor.rowcount != 1:
-            raise KeyError(f"no stored job {row.key} in run {row.run_id}")
+        """Write every field of ``row`` (matched on its key) and wait for the commit."""
+        self.save_soon(row).result()
 
     def rows(self, run_id: str | None = None) -> list[JobRow]:
-        """Rows of one run (default: every run), in plan order."""
+        """Rows of one run (default: every run), in plan order, every write asked included."""
+        self.flush()
         if run_id is None:
             cursor = self._db.execute(_SELECT_ALL)
         else:

@@ -67,6 +67,26 @@ def test_a_committed_row_is_visible_to_another_process_connection(tmp_path: Path
 def test_saving_an_unknown_job_is_an_error(tmp_path: Path) -> None:
     with RunStore(tmp_path) as store, pytest.raises(KeyError):
         store.save(_row(route="local:other"))
+    with RunStore(tmp_path) as store, pytest.raises(KeyError):
+        store.save_soon(_row(route="local:other")).result()
+
+
+def test_a_write_waiting_for_the_database_never_blocks_the_caller(tmp_path: Path) -> None:
+    """While another program holds the write lock, `save_soon` returns at once; the writes
+    land in the order asked once it lets go, and the store's own reads include them."""
+    with RunStore(tmp_path) as store:
+        store.add_run("r1", "2026-11-21T00:00:00+00:00", "compare", {})
+        store.insert([_row()])
+        other = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as a report or a second notebook
+        first = store.save_soon(_row(state="submitting"))
+        second = store.save_soon(_row(state="queued", job_id="job-42"))
+        assert not first.done() and not second.done()
+        other.execute("ROLLBACK")
+        other.close()
+        assert [(r.state, r.job_id) for r in store.rows("r1")] == [("queued", "job-42")]
+        assert first.done() and second.done()
+    assert _sql(tmp_path, "SELECT state, job_id FROM jobs") == [("queued", "job-42")]
 
 
 def test_unfinished_lists_only_rows_resume_must_act_on(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from abebeats_lab.media.download import (
 from abebeats_lab.providers import Provider
 from abebeats_lab.run.connect import Clients
 from abebeats_lab.run.live import JobEvent, Live, Recorder, error_text, parse_time, request_of
-from abebeats_lab.run.submit import NOT_CANCELLABLE, Submitter
+from abebeats_lab.run.submit import NEVER_SENT, NOT_CANCELLABLE, Submitter
 from abebeats_lab.run.timing import Marks
 from abebeats_lab.store import JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy, wait
@@ -113,7 +113,7 @@ class RunContext:
             raise
         except Exception as exc:
             try:
-                self.record.finish(live, JobState.FAILED, error_text(exc))
+                await self.record.finish(live, JobState.FAILED, error_text(exc))
             except Exception:  # the store cannot take it (disk full): the row stays as stored
                 log.exception("could not store the failure of %s; resume settles it", live.row.key)
         return live.row
@@ -150,9 +150,7 @@ class RunContext:
     def _on_cancel(self, live: Live) -> None:
         state = live.row.state
         if state is JobState.PLANNED:
-            self.record.save(
-                live, state=JobState.CANCELED, error="comparison cancelled before submit"
-            )
+            self.record.save(live, state=JobState.CANCELED, error=NEVER_SENT)
         elif state in (JobState.QUEUED, JobState.RUNNING):
             # `waiting.wait` has cancelled the remote job on its way out, where it could.
             can_cancel = self.clients[live.row.provider].can_cancel
@@ -181,13 +179,14 @@ class RunContext:
             return replace(base, expected_run_s=capabilities.capabilities_for(route).typical_run_s)
         return replace(base, expected_run_s=prior[0], spread_s=prior[1])
 
-    def _record_run_time(self, live: Live) -> None:
+    async def _record_run_time(self, live: Live) -> None:
         """Teach the per-user history this succeeded job's run time."""
         row = live.row
         run_s, source = row.timing.run_s, row.timing.sources.get("run_s")
         sample = history.run_time_sample(live.result, run_s, source)
         emulated = row.emulated or self.clients.emulated(row.provider)
-        history.record(row.route, sample, emulated=emulated)
+        # The history is another database, committed to disk: kept off the loop too.
+        await asyncio.to_thread(history.record, row.route, sample, emulated=emulated)
 
     def _observe(self, live: Live, status: JobStatus) -> None:
         if status.state is not live.row.state and not status.state.terminal:
@@ -220,7 +219,7 @@ class RunContext:
             reason = status.error or f"ended {status.raw_status}"
             if status.error_code:
                 reason += f" [{status.error_code}]"
-            self.record.finish(live, status.state, reason)
+            await self.record.finish(live, status.state, reason)
             return
         self.record.save(live, state=JobState.DOWNLOADING)
         self.record.emit(live, JobState.DOWNLOADING)
@@ -237,8 +236,8 @@ class RunContext:
                 log.exception("could not store why %s was not downloaded", live.row.key)
             self.record.emit(live, JobState.DOWNLOADING)
             return
-        self.record.finish(live, JobState.SUCCEEDED, None)
-        self._record_run_time(live)
+        await self.record.finish(live, JobState.SUCCEEDED, None)
+        await self._record_run_time(live)
 
     async def _download(self, live: Live, provider: Provider, status: JobStatus) -> Output:
         job, marks, row = live.job, live.marks, live.row

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,20 +24,21 @@ from abebeats_lab.errors import AmbiguousSubmitError
 from abebeats_lab.providers import Provider
 from abebeats_lab.run import costs
 from abebeats_lab.run.connect import Clients
-from abebeats_lab.run.live import Live, Recorder, error_text, parse_time, request_of
+from abebeats_lab.run.live import Live, Recorder, durable, error_text, parse_time, request_of
 from abebeats_lab.run.timing import Marks, with_submit
 from abebeats_lab.waiting import CANCEL_TIMEOUT_S, cancel_remote
 
 if TYPE_CHECKING:
     from abebeats_lab.run.limits import Limiter
 
-__all__ = ["NOT_CANCELLABLE", "Submitter"]
+__all__ = ["NEVER_SENT", "NOT_CANCELLABLE", "Submitter"]
 
 SUBMIT_GRACE_S = 10.0
 """After a cancel, how long a create already sent may take to answer so we can cancel its job."""
 LOOKUP_GRACE_S = 1.0
 """The same, for a provider that can look the create up instead (its create may be held)."""
 CANCELLED = "comparison cancelled; remote job cancelled"
+NEVER_SENT = "comparison cancelled before submit"
 NOT_CANCELLABLE = (
     "comparison cancelled; this provider cannot cancel a job, so it may still finish "
     "(and be charged)"
@@ -77,7 +79,13 @@ class Submitter:
         ambiguous or final. Cancellation settles a create in flight, then propagates."""
         provider = self.clients[live.row.provider]
         marks = live.marks = Marks(submitted_at=datetime.now(UTC))
-        self._save(live, state=JobState.SUBMITTING, submitted_at=marks.submitted_at.isoformat())
+        try:  # on disk before the create is sent: a crash mid-create is settled, not resent
+            await self.record.commit(
+                live, state=JobState.SUBMITTING, submitted_at=marks.submitted_at.isoformat()
+            )
+        except asyncio.CancelledError:
+            self._save(live, state=JobState.CANCELED, error=NEVER_SENT)
+            raise
         self.record.emit(live, JobState.SUBMITTING)
         marks.submit_start = time.monotonic()
         task = asyncio.ensure_future(
@@ -107,7 +115,7 @@ class Submitter:
             return
         marks.submit_end = time.monotonic()
         marks.accepted_at = datetime.now(UTC)
-        self._attach(live, job, marks.submit_end - marks.submit_start)
+        await self._attached(live, job, marks.submit_end - marks.submit_start)
 
     async def reconcile(self, live: Live, *, resubmit: bool = True) -> None:
         """Settle a create whose answer was lost: ask the provider, never resubmit blindly.
@@ -135,10 +143,10 @@ class Submitter:
             if job is not None:
                 if live.marks is None:  # resumed: this process never saw the submit
                     live.marks = Marks(submitted_at=hint.submitted_at)
-                self._attach(live, job, None)  # stored now, so the next row cannot claim it
+                await self._attached(live, job, None)  # stored: the next row cannot claim it
                 return
         if not resubmit:
-            self.record.finish(live, JobState.FAILED, f"{live.row.error}; {NEVER_ARRIVED}")
+            await self.record.finish(live, JobState.FAILED, f"{live.row.error}; {NEVER_ARRIVED}")
             return
         # The provider's own list proves the create never arrived: sending it is not paying twice.
         self._save(live, state=JobState.PLANNED, error=RESUBMITTED)
@@ -147,15 +155,27 @@ class Submitter:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _save(self, live: Live, **changes: Any) -> None:
-        self.record.save(live, **changes)
+    def _save(self, live: Live, **changes: Any) -> Future[None]:
+        return self.record.save(live, **changes)
 
     def _ambiguous(self, live: Live, error: str) -> None:
         self._save(live, state=JobState.AMBIGUOUS, error=error)
         self.record.emit(live, JobState.AMBIGUOUS)
 
-    def _attach(self, live: Live, job: Job, submit_s: float | None) -> None:
-        """Commit the provider's id (before any status request) and mark the job queued.
+    async def _attached(self, live: Live, job: Job, submit_s: float | None) -> None:
+        """`_attach`, returning once the id is committed: the first status request may follow."""
+        written = self._attach(live, job, submit_s)
+        try:
+            await durable(written)
+        except asyncio.CancelledError:
+            # Cancelled between the create's answer and the first status request: the job
+            # exists, so it is cancelled here, as `waiting.wait` would have done.
+            provider = self.clients[live.row.provider]
+            self._save(live, state=JobState.CANCELED, error=await _cancelled_remote(provider, job))
+            raise
+
+    def _attach(self, live: Live, job: Job, submit_s: float | None) -> Future[None]:
+        """Store the provider's id (before any status request) and mark the job queued.
 
         A provider that found an emulator on the other end (it says so in every answer) makes
         the row emulated and free, however the emulator was started.
@@ -164,7 +184,7 @@ class Submitter:
         changes: dict[str, Any] = {}
         if self.clients.emulated(live.row.provider) and not live.row.emulated:
             changes = {"emulated": True, "cost_usd": 0.0, "cost_note": costs.NOTE_EMULATED}
-        self._save(
+        written = self._save(
             live,
             job_id=job.id,
             handles=dict(job.handles),
@@ -173,6 +193,7 @@ class Submitter:
             **changes,
         )
         self.record.emit(live, JobState.QUEUED)
+        return written
 
     async def _settle_cancelled(
         self, live: Live, provider: Provider, task: asyncio.Future[Job]
