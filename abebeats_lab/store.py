@@ -19,7 +19,10 @@ releases). Opening a run folder brings it up to date: any `JobRow` field the tab
 added as a column with the field's default, so adding a field needs no migration code; a
 change older code would misread (a rename, a new meaning) bumps `SCHEMA_VERSION` with a step in
 ``_MIGRATIONS``. A store from a newer abebeats-lab is refused with one line, never guessed at.
-One module: the row type, its columns, the migrations and the codec change together.
+Writes never wait on the caller's thread (an event loop): one writer thread per store commits
+them in the order asked (``synchronous=FULL``, a few ms each), `RunStore.save_soon` returns at
+once, and reads on the store's other connection (WAL) first wait for the writes asked before.
+One module: the row type, its columns, the migrations, the codec and the writer change together.
 """
 
 from __future__ import annotations
