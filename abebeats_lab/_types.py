@@ -22,18 +22,54 @@ figures are emulated and nothing was charged, however the emulator was started."
 
 
 class JobState(enum.StrEnum):
-    """The five states every provider's status is normalised to."""
+    """Every state a job can be in: the one vocabulary of statuses, rows and events.
 
+    A provider's status is only ever one of the five provider states (``queued``,
+    ``running``, ``succeeded``, ``failed``, ``canceled``: `from_provider`); the others are
+    the runner's own steps around them: ``planned`` (not sent yet), ``submitting`` (the create
+    is being sent), ``downloading`` (done remotely, the video not yet saved here) and
+    ``ambiguous`` (a create whose answer was lost, never resubmitted blindly). The values are
+    what the store holds.
+    """
+
+    PLANNED = "planned"
+    SUBMITTING = "submitting"
     QUEUED = "queued"
     RUNNING = "running"
+    DOWNLOADING = "downloading"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    AMBIGUOUS = "ambiguous"
 
     @property
     def terminal(self) -> bool:
-        """True once the job can no longer change."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+        """True once the job can no longer change by itself (`resume` leaves it alone)."""
+        return not self.unfinished
+
+    @property
+    def unfinished(self) -> bool:
+        """True while the run (or `resume`) still has to take the job somewhere."""
+        return self in _UNFINISHED
+
+    @property
+    def from_provider(self) -> bool:
+        """True for the five states a provider's status may carry."""
+        return self in _FROM_PROVIDER
+
+
+_UNFINISHED = frozenset(
+    {
+        JobState.PLANNED,
+        JobState.SUBMITTING,
+        JobState.QUEUED,
+        JobState.RUNNING,
+        JobState.DOWNLOADING,
+    }
+)
+_FROM_PROVIDER = frozenset(
+    {JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED}
+)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -154,6 +190,7 @@ class JobStatus:
     """One observation of a job, normalised; ``raw`` keeps the provider's payload."""
 
     state: JobState
+    """One of the five provider states (`JobState.from_provider`)."""
     raw_status: str
     """The provider's own word for the state (``THROTTLED``, ``starting``, ``IN_QUEUE``...)."""
     progress: float | None = None

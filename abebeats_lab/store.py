@@ -10,13 +10,19 @@ a create call and the provider's job id right after it, before the first status 
 so a crashed process loses nothing: `abebeats_lab.run.api.resume` re-attaches from here.
 Rows are `JobRow` frozen dataclasses; ``settings``, ``handles`` and ``adjusted`` are dicts
 (stored as JSON), times are UTC ISO-8601 strings, output paths are relative to the run dir.
+A row's `Timing` is stored flat, one column per figure plus ``<figure>_source`` for each
+measured one (``submit_s``, ``submit_s_source``, ..., ``polls``), derived from `Timing`'s own
+fields: a new timing figure is a new column with no change here.
 
 The schema carries a version (``PRAGMA user_version``; 0 is the unversioned store of the first
 releases). Opening a run folder brings it up to date: any `JobRow` field the table lacks is
 added as a column with the field's default, so adding a field needs no migration code; a
 change older code would misread (a rename, a new meaning) bumps `SCHEMA_VERSION` with a step in
 ``_MIGRATIONS``. A store from a newer abebeats-lab is refused with one line, never guessed at.
-One module: the row type, its columns, the migrations and the codec change together.
+Writes never wait on the caller's thread (an event loop): one writer thread per store commits
+them in the order asked (``synchronous=FULL``, a few ms each), `RunStore.save_soon` returns at
+once, and reads on the store's other connection (WAL) first wait for the writes asked before.
+One module: the row type, its columns, the migrations, the codec and the writer change together.
 """
 
 from __future__ import annotations
@@ -26,21 +32,24 @@ import os
 import sqlite3
 import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from abebeats_lab._types import JobState, Timing
 from abebeats_lab.errors import LabError
 
 __all__ = [
     "DB_NAME",
     "OUTPUTS_DIR",
     "SCHEMA_VERSION",
-    "UNFINISHED_STATES",
+    "SOURCE_SUFFIX",
     "JobRow",
     "RunInfo",
     "RunStore",
+    "timing_columns",
 ]
 
 DB_NAME = "run.sqlite"
@@ -56,18 +65,16 @@ MAD_TO_SD = 1.4826
 MIN_HISTORY = 2
 """Run times needed before the history replaces the capability prior."""
 
-UNFINISHED_STATES = ("planned", "submitting", "queued", "running", "downloading")
-"""Row states `resume` acts on; everything else is final."""
-
 
 @dataclass(frozen=True)
 class JobRow:
     """One job of a run: what was asked, where, what happened, and the figures.
 
-    ``state`` is ``planned``, ``submitting``, a `JobState` value, ``downloading`` or
-    ``ambiguous`` (a create whose answer was lost; never resubmitted silently). A ``queued``
-    or ``running`` row with an ``error`` after a run is a job whose status could not be read
-    (the job was left running, its id kept); `resume` asks again.
+    ``state`` is a `JobState`: any of them, the runner's own (``planned``, ``submitting``,
+    ``downloading``, ``ambiguous``: a create whose answer was lost, never resubmitted
+    silently) included. A ``queued`` or ``running`` row with an ``error`` after a run is a
+    job whose status could not be read (the job was left running, its id kept); `resume`
+    asks again.
     """
 
     run_id: str
@@ -84,22 +91,11 @@ class JobRow:
     """A client-side id for this attempt, offered to a provider's ``reconcile``."""
     job_id: str | None = None
     handles: dict[str, str] = field(default_factory=dict)
-    state: str = "planned"
+    state: JobState = JobState.PLANNED
     error: str | None = None
     progress: float | None = None
-    submit_s: float | None = None
-    submit_s_source: str | None = None
-    queue_s: float | None = None
-    queue_s_source: str | None = None
-    run_s: float | None = None
-    run_s_source: str | None = None
-    detect_lag_s: float | None = None
-    detect_lag_s_source: str | None = None
-    download_s: float | None = None
-    download_s_source: str | None = None
-    total_s: float | None = None
-    total_s_source: str | None = None
-    polls: int = 0
+    timing: Timing = field(default_factory=Timing)
+    """The figures of DESIGN.md "Timing"; flat columns in the store and in `to_dict`."""
     cost_usd: float | None = None
     """What this job is expected to be charged: 0 for emulated and local routes."""
     cost_estimate_usd: float | None = None
@@ -129,26 +125,88 @@ class JobRow:
     adjusted: dict[str, Any] = field(default_factory=dict)
     """``{field: [asked, used]}`` where ``adapt=True`` changed the common settings."""
 
+    def __post_init__(self) -> None:
+        # A plain word (a stored row, ``evolve(state="queued")``) becomes the enum; an unknown
+        # one is refused here rather than stored.
+        object.__setattr__(self, "state", JobState(self.state))
+
     @property
     def key(self) -> tuple[int, str, int]:
         """(prompt_index, route, repeat): unique within a run."""
         return (self.prompt_index, self.route, self.repeat)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, dicts included (for pandas and JSON)."""
-        return asdict(self)
+        """Plain values, dicts included (for pandas and JSON): the state as its plain word,
+        the timing as its flat columns (``submit_s``, ``submit_s_source``, ..., ``polls``)."""
+        values: dict[str, Any] = {}
+        for name, value in asdict(self).items():
+            if name == "timing":
+                values.update(timing_columns(self.timing))
+            else:
+                values[name] = value
+        values["state"] = str(self.state)
+        return values
 
     def evolve(self, **changes: Any) -> JobRow:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
 
-_COLUMNS = tuple(f.name for f in fields(JobRow))
+SOURCE_SUFFIX = "_source"
+"""A measured figure's column of who measured it: ``run_s`` -> ``run_s_source``."""
+_TIMING_FIELDS = {f.name: f for f in fields(Timing) if f.name != "sources"}
+_SOURCED = tuple(name for name, f in _TIMING_FIELDS.items() if str(f.type).startswith("float"))
+"""Timing figures that carry a source (``provider``, ``client``...): the measured seconds."""
+
+
+def timing_columns(timing: Timing) -> dict[str, Any]:
+    """``timing`` as flat columns, in `Timing`'s field order: each figure, then its source."""
+    values: dict[str, Any] = {}
+    for name in _TIMING_FIELDS:
+        values[name] = getattr(timing, name)
+        if name in _SOURCED:
+            values[name + SOURCE_SUFFIX] = timing.sources.get(name)
+    return values
+
+
+def _timing_of(values: Mapping[str, Any]) -> Timing:
+    """The `Timing` stored in flat columns; a column an older store lacks takes the default."""
+    figures = {name: values[name] for name in _TIMING_FIELDS if values.get(name) is not None}
+    sources = {n: values[n + SOURCE_SUFFIX] for n in _SOURCED if values.get(n + SOURCE_SUFFIX)}
+    return Timing(**figures, sources=sources)
+
+
+_TIMING_HINTS = {
+    **{name: str(f.type) for name, f in _TIMING_FIELDS.items()},
+    **{name + SOURCE_SUFFIX: "str | None" for name in _SOURCED},
+}
+_TIMING_COLUMNS = tuple(timing_columns(Timing()))
+_COLUMNS = tuple(
+    column
+    for f in fields(JobRow)
+    for column in (_TIMING_COLUMNS if f.name == "timing" else (f.name,))
+)
+"""Every column of the jobs table, in `to_dict`'s order."""
 _KEY_COLUMNS = ("run_id", "prompt_index", "route", "repeat")
 
 
 def _hint(name: str) -> str:
+    """The annotation of a column's value (a `JobRow` field, or a timing column)."""
+    if name in _TIMING_HINTS:
+        return _TIMING_HINTS[name]
     return str(JobRow.__dataclass_fields__[name].type)
+
+
+def _default(name: str) -> object:
+    """The value a row stored before column ``name`` existed gets."""
+    if name in _TIMING_HINTS:
+        return timing_columns(Timing())[name]
+    spec = JobRow.__dataclass_fields__[name]
+    if spec.default is not MISSING:
+        return spec.default
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    raise TypeError(f"JobRow.{name} needs a default: rows stored before it existed lack it")
 
 
 # Derived from the annotations, so a new field is stored right without touching this module.
@@ -197,13 +255,7 @@ def _sql_literal(value: object) -> str:
 
 def _added_column(name: str) -> str:
     """The definition of a column added to an older store: rows it already holds get the default."""
-    spec = JobRow.__dataclass_fields__[name]
-    if spec.default is not MISSING:
-        default: object = spec.default
-    elif spec.default_factory is not MISSING:
-        default = spec.default_factory()
-    else:
-        raise TypeError(f"JobRow.{name} needs a default: rows stored before it existed lack it")
+    default = _default(name)
     if name in _JSON_FIELDS:
         default = json.dumps(default, sort_keys=True)
     return f"{name} {_column_type(name)} DEFAULT {_sql_literal(default)}"
@@ -231,7 +283,8 @@ _SELECT_RUN = f"SELECT * FROM jobs WHERE run_id = ? {_ORDER}"  # noqa: S608
 
 
 def _encode(row: JobRow) -> dict[str, Any]:
-    values = {name: getattr(row, name) for name in _COLUMNS}
+    values = {f.name: getattr(row, f.name) for f in fields(JobRow) if f.name != "timing"}
+    values.update(timing_columns(row.timing))
     for name in _JSON_FIELDS:
         values[name] = json.dumps(values[name], sort_keys=True)
     return values
@@ -250,7 +303,10 @@ def _decode(record: sqlite3.Row) -> JobRow:
     for name in _BOOL_FIELDS:
         if values.get(name) is not None:
             values[name] = bool(values[name])
-    return JobRow(**values)
+    timing = _timing_of(values)
+    for name in _TIMING_COLUMNS:
+        values.pop(name, None)
+    return JobRow(**values, timing=timing)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -333,8 +389,57 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     db.commit()
 
 
+T = TypeVar("T")
+
+
+class _Writer:
+    """One thread that makes every write of a store, in the order asked, on its own connection.
+
+    Commits wait for the disk (``synchronous=FULL``), a few ms each; here they never block
+    the caller's event loop. Reads use the store's other connection, which WAL never makes
+    wait for a writer.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abebeats-store")
+        self._db = self._pool.submit(_write_connection, path).result()
+
+    def submit(self, work: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Run ``work`` in one transaction after every write asked before it."""
+        return self._pool.submit(_in_transaction, self._db, work)
+
+    def close(self) -> None:
+        """Finish every write asked, then close."""
+        self._pool.submit(self._db.close).result()
+        self._pool.shutdown()
+
+
+def _write_connection(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    # FULL: a row written just before a create call must survive a power cut too.
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    with db:
+        return work(db)
+
+
+def _update(values: dict[str, Any], key: tuple[int, str, int], run_id: str) -> Callable[..., None]:
+    def update(db: sqlite3.Connection) -> None:
+        if db.execute(_UPDATE, values).rowcount != 1:
+            raise KeyError(f"no stored job {key} in run {run_id}")
+
+    return update
+
+
 class RunStore:
-    """The SQLite database of one run directory. Every write is committed at once."""
+    """The SQLite database of one run directory.
+
+    Writes go, in order, through one writer thread (`save_soon` returns at once; `save` and
+    the others wait for the commit); reads first wait for the writes asked before them.
+    """
 
     def __init__(self, run_dir: Path | str, *, read_only: bool = False) -> None:
         self.run_dir = Path(run_dir)
@@ -348,15 +453,41 @@ class RunStore:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.outputs_dir.mkdir(exist_ok=True)
         self._db = _open(self.run_dir / DB_NAME)
+        try:
+            self._writer = _Writer(self.run_dir / DB_NAME)
+        except BaseException:
+            self._db.close()
+            raise
 
     @property
     def outputs_dir(self) -> Path:
         """Where verified outputs are placed."""
         return self.run_dir / OUTPUTS_DIR
 
+    _writer: _Writer | None = None
+
     def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
+        """Commit every write asked, then close the database connections."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._db.close()
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        if self._writer is not None:
+            return self._writer.submit(work)
+        done: Future[T] = Future()  # read-only: SQLite itself refuses, as it always did
+        try:
+            done.set_result(_in_transaction(self._db, work))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def flush(self) -> None:
+        """Wait until every write asked so far is committed."""
+        if self._writer is not None:
+            self._writer.submit(lambda db: None).result()
 
     def __enter__(self) -> RunStore:
         return self
@@ -368,14 +499,13 @@ class RunStore:
 
     def add_run(self, run_id: str, created_at: str, kind: str, spec: Mapping[str, Any]) -> None:
         """Record a new run and what it was asked to do."""
-        with self._db:
-            self._db.execute(
-                "INSERT INTO runs (run_id, created_at, kind, spec) VALUES (?, ?, ?, ?)",
-                (run_id, created_at, kind, json.dumps(dict(spec), sort_keys=True, default=str)),
-            )
+        values = (run_id, created_at, kind, json.dumps(dict(spec), sort_keys=True, default=str))
+        sql = "INSERT INTO runs (run_id, created_at, kind, spec) VALUES (?, ?, ?, ?)"
+        self._write(lambda db: db.execute(sql, values)).result()
 
     def runs(self) -> list[RunInfo]:
         """Every run in this directory, oldest first."""
+        self.flush()
         cursor = self._db.execute("SELECT * FROM runs ORDER BY created_at, run_id")
         return [
             RunInfo(r["run_id"], r["created_at"], r["kind"], json.loads(r["spec"])) for r in cursor
@@ -390,18 +520,22 @@ class RunStore:
 
     def insert(self, rows: list[JobRow]) -> None:
         """Add planned rows in one transaction."""
-        with self._db:
-            self._db.executemany(_INSERT, [_encode(r) for r in rows])
+        values = [_encode(r) for r in rows]
+        self._write(lambda db: db.executemany(_INSERT, values)).result()
+
+    def save_soon(self, row: JobRow) -> Future[None]:
+        """Write every field of ``row`` (matched on its key) after the writes asked before;
+        returns at once. The future is done once the row is committed (a `KeyError` if no
+        such job is stored)."""
+        return self._write(_update(_encode(row), row.key, row.run_id))
 
     def save(self, row: JobRow) -> None:
-        """Write every field of ``row`` (matched on its key) and commit."""
-        with self._db:
-            cursor = self._db.execute(_UPDATE, _encode(row))
-        if cursor.rowcount != 1:
-            raise KeyError(f"no stored job {row.key} in run {row.run_id}")
+        """Write every field of ``row`` (matched on its key) and wait for the commit."""
+        self.save_soon(row).result()
 
     def rows(self, run_id: str | None = None) -> list[JobRow]:
-        """Rows of one run (default: every run), in plan order."""
+        """Rows of one run (default: every run), in plan order, every write asked included."""
+        self.flush()
         if run_id is None:
             cursor = self._db.execute(_SELECT_ALL)
         else:
@@ -410,7 +544,7 @@ class RunStore:
 
     def unfinished(self, run_id: str) -> Iterator[JobRow]:
         """Rows of a run that `resume` must act on."""
-        return (r for r in self.rows(run_id) if r.state in UNFINISHED_STATES)
+        return (r for r in self.rows(run_id) if r.state.unfinished)
 
     def run_time_prior(
         self, route: str, *, emulated: bool | None = None
@@ -421,10 +555,8 @@ class RunStore:
         it has too few (a folder from before it existed). ``emulated`` keeps emulated and real
         rows apart (None: both).
         """
-        query = (
-            "SELECT run_s FROM jobs WHERE route = ? AND state = 'succeeded' AND run_s IS NOT NULL"
-        )
-        params: tuple[object, ...] = (route,)
+        query = "SELECT run_s FROM jobs WHERE route = ? AND state = ? AND run_s IS NOT NULL"
+        params: tuple[object, ...] = (route, JobState.SUCCEEDED)
         if emulated is not None:
             query += " AND emulated = ?"
             params += (int(emulated),)

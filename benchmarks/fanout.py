@@ -143,8 +143,8 @@ def _per_provider(rows: list[Any], config: FanoutConfig, started_wall: float) ->
             "ideal_s": round(ideal, 3),
             "last_final_s": round(last, 3),
             "ratio": round(last / ideal, 3),
-            "detect_lag_s_median": _median([r.detect_lag_s for r in mine]),
-            "polls_median": _median([r.polls for r in mine]),
+            "detect_lag_s_median": _median([r.timing.detect_lag_s for r in mine]),
+            "polls_median": _median([r.timing.polls for r in mine]),
         }
     return table
 

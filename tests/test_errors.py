@@ -11,7 +11,8 @@ from abebeats_lab import errors
 
 def _every_error() -> set[type[errors.LabError]]:
     for module in pkgutil.walk_packages(abebeats_lab.__path__, "abebeats_lab."):
-        importlib.import_module(module.name)
+        if not module.name.endswith(".__main__"):  # importing it would run the command line
+            importlib.import_module(module.name)
     found: set[type[errors.LabError]] = set()
     pending = [errors.LabError]
     while pending:

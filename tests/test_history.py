@@ -45,7 +45,7 @@ async def test_a_second_comparison_in_a_new_folder_waits_on_the_first_ones_run_t
     )  # fmt: skip
     assert [row.state for row in cold.rows] == ["succeeded", "succeeded"]
     # Cold: nothing learnt yet, so the second status request comes a blind cap after the first.
-    assert all((row.run_s or 0) >= BLIND_CAP_S for row in cold.rows)
+    assert all((row.timing.run_s or 0) >= BLIND_CAP_S for row in cold.rows)
     assert history.run_time_prior(VEO, emulated=True) is not None
     assert history.run_time_prior(VEO, emulated=False) is None  # emulated never trains real
 
@@ -56,8 +56,8 @@ async def test_a_second_comparison_in_a_new_folder_waits_on_the_first_ones_run_t
     [row] = warm.rows
     assert row.state == "succeeded", row.error
     # Warm, in a folder that has never seen Veo: the schedule aims at the learnt window.
-    assert (row.run_s or 0) < BLIND_CAP_S
-    assert row.polls <= max(r.polls for r in cold.rows) + 1
+    assert (row.timing.run_s or 0) < BLIND_CAP_S
+    assert row.timing.polls <= max(r.timing.polls for r in cold.rows) + 1
 
     listed = _cli("history")
     assert listed.returncode == 0, listed.stderr

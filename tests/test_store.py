@@ -9,11 +9,13 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from dataclasses import fields
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
 
+from abebeats_lab._types import JobState, Timing
 from abebeats_lab.errors import LabError
 from abebeats_lab.run.api import load_run
 from abebeats_lab.store import DB_NAME, OUTPUTS_DIR, SCHEMA_VERSION, JobRow, RunStore
@@ -40,7 +42,8 @@ def test_rows_round_trip_with_json_bool_and_none(tmp_path: Path) -> None:
         )
         row = _row(handles={"task_url": "http://127.0.0.1/x"}, adjusted={"duration_s": [3, 4]})
         store.insert([row])
-        done = row.evolve(state="succeeded", has_audio=False, duration_ok=True, run_s=1.25, polls=3)
+        timing = Timing(run_s=1.25, polls=3, sources={"run_s": "provider"})
+        done = row.evolve(state="succeeded", has_audio=False, duration_ok=True, timing=timing)
         store.save(done)
         assert store.rows("r1") == [done]
         assert store.rows() == [done]
@@ -64,6 +67,26 @@ def test_a_committed_row_is_visible_to_another_process_connection(tmp_path: Path
 def test_saving_an_unknown_job_is_an_error(tmp_path: Path) -> None:
     with RunStore(tmp_path) as store, pytest.raises(KeyError):
         store.save(_row(route="local:other"))
+    with RunStore(tmp_path) as store, pytest.raises(KeyError):
+        store.save_soon(_row(route="local:other")).result()
+
+
+def test_a_write_waiting_for_the_database_never_blocks_the_caller(tmp_path: Path) -> None:
+    """While another program holds the write lock, `save_soon` returns at once; the writes
+    land in the order asked once it lets go, and the store's own reads include them."""
+    with RunStore(tmp_path) as store:
+        store.add_run("r1", "2026-11-21T00:00:00+00:00", "compare", {})
+        store.insert([_row()])
+        other = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as a report or a second notebook
+        first = store.save_soon(_row(state="submitting"))
+        second = store.save_soon(_row(state="queued", job_id="job-42"))
+        assert not first.done() and not second.done()
+        other.execute("ROLLBACK")
+        other.close()
+        assert [(r.state, r.job_id) for r in store.rows("r1")] == [("queued", "job-42")]
+        assert first.done() and second.done()
+    assert _sql(tmp_path, "SELECT state, job_id FROM jobs") == [("queued", "job-42")]
 
 
 def test_unfinished_lists_only_rows_resume_must_act_on(tmp_path: Path) -> None:
@@ -82,7 +105,24 @@ def test_unfinished_lists_only_rows_resume_must_act_on(tmp_path: Path) -> None:
         store.add_run("r1", "2026-11-21T00:00:00+00:00", "compare", {})
         store.insert([_row(repeat=i, state=s) for i, s in enumerate(states)])
         left = [row.state for row in store.unfinished("r1")]
+        stored = [row.state for row in store.rows("r1")]
     assert left == ["planned", "submitting", "queued", "running", "downloading"]
+    assert stored == [JobState(s) for s in states] and len(stored) == len(JobState)
+    assert [s for s in stored if s.terminal] == ["succeeded", "failed", "canceled", "ambiguous"]
+
+
+def test_providers_speak_five_of_the_states_and_an_unknown_word_is_refused() -> None:
+    provider_words = {s for s in JobState if s.from_provider}
+    assert provider_words == {"queued", "running", "succeeded", "failed", "canceled"}
+    assert {s for s in JobState if not s.from_provider} == {
+        "planned",
+        "submitting",
+        "downloading",
+        "ambiguous",
+    }
+    assert _row(state="queued").state is JobState.QUEUED
+    with pytest.raises(ValueError, match="archived"):
+        _row(state="archived")
 
 
 def test_run_time_prior_is_median_and_scaled_mad_of_successes(tmp_path: Path) -> None:
@@ -90,8 +130,10 @@ def test_run_time_prior_is_median_and_scaled_mad_of_successes(tmp_path: Path) ->
         store.add_run("r1", "2026-11-21T00:00:00+00:00", "compare", {})
         assert store.run_time_prior("local:procedural") is None
         times = [10.0, 12.0, 14.0, 100.0]
-        rows = [_row(repeat=i, state="succeeded", run_s=t) for i, t in enumerate(times)]
-        rows.append(_row(repeat=9, state="failed", run_s=1.0))
+        rows = [
+            _row(repeat=i, state="succeeded", timing=Timing(run_s=t)) for i, t in enumerate(times)
+        ]
+        rows.append(_row(repeat=9, state="failed", timing=Timing(run_s=1.0)))
         store.insert(rows)
         median, spread = store.run_time_prior("local:procedural") or (0.0, 0.0)
     assert median == 13.0
@@ -158,6 +200,27 @@ def test_a_new_store_records_the_schema_version(tmp_path: Path) -> None:
     assert _sql(tmp_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
+def test_timing_is_stored_as_one_column_per_figure_and_per_source(tmp_path: Path) -> None:
+    """A `Timing` field is a store column and a `to_dict` key by itself (no list to extend),
+    named as the store has always named them, so older folders and SQL readers still read."""
+    sources = {"submit_s": "client", "run_s": "provider"}
+    timing = Timing(submit_s=0.5, run_s=2.0, polls=4, sources=sources)
+    with RunStore(tmp_path) as store:
+        store.add_run("r1", "2026-11-21T00:00:00+00:00", "compare", {})
+        store.insert([_row(timing=timing)])
+        assert store.rows("r1")[0].timing == timing
+    query = "SELECT submit_s, submit_s_source, run_s, run_s_source, queue_s, polls FROM jobs"
+    assert _sql(tmp_path, query) == [(0.5, "client", 2.0, "provider", None, 4)]
+    figures = [f.name for f in fields(Timing) if f.name != "sources"]
+    plain = _row(timing=timing).to_dict()
+    assert "timing" not in plain and set(figures) <= set(_columns(tmp_path)) & set(plain)
+    assert (plain["run_s"], plain["run_s_source"], plain["queue_s_source"]) == (
+        2.0,
+        "provider",
+        None,
+    )
+
+
 def test_a_run_written_before_versions_loads_and_is_upgraded(tmp_path: Path) -> None:
     old = _copy_of_fixture(tmp_path / "old")
     assert _sql(old, "PRAGMA user_version") == [(0,)]
@@ -165,6 +228,9 @@ def test_a_run_written_before_versions_loads_and_is_upgraded(tmp_path: Path) -> 
     assert comparison.run_id == FIXTURE_LATEST
     rows = comparison.rows
     assert [(r.prompt_index, r.route, r.repeat, r.state) for r in rows] == FIXTURE_ROWS
+    assert all(isinstance(r.state, JobState) for r in rows)
+    assert rows[0].timing.run_s == 2.3695 and rows[0].timing.polls == 30
+    assert rows[0].timing.sources["run_s"] == "provider" and rows[1].timing == Timing()
     assert {r.prompt for r in rows} == {"a paper boat", "a red kite"}
     assert rows[0].settings["duration_s"] == 5 and rows[0].output_path
     assert not (old / rows[0].output_path).exists()  # outputs are not part of the fixture
@@ -185,7 +251,7 @@ def test_a_run_written_before_a_field_existed_gets_the_column_with_its_default(
     rows = load_run(old).rows
     assert [(r.prompt_index, r.route, r.repeat, r.state) for r in rows] == FIXTURE_ROWS
     for row in rows:
-        assert {name: getattr(row, name) for name in ADDED_LATER} == ADDED_LATER
+        assert {name: row.to_dict()[name] for name in ADDED_LATER} == ADDED_LATER
     assert set(ADDED_LATER) <= set(_columns(old))
     stored = _sql(old, "SELECT DISTINCT adjusted, cost_note, polls, emulated FROM jobs")
     assert stored == [("{}", "", 0, 0)]

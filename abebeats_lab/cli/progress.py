@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from abebeats_lab._types import JobState
+
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 PROMPT_CHARS = 30
 """A prompt is shortened to about this many characters in progress lines."""
 ERROR_CHARS = 100
-FINAL_STATES = frozenset({"succeeded", "failed", "canceled", "ambiguous"})
+FINAL_STATES = frozenset(state for state in JobState if state.terminal)
 
 
 def _short(text: str, limit: int = PROMPT_CHARS) -> str:
@@ -47,7 +49,7 @@ class JobProgress:
 
     def __call__(self, event: JobEvent) -> None:
         state = str(event.state)
-        if state == "succeeded" and event.output_path is None:
+        if event.state is JobState.SUCCEEDED and event.output_path is None:
             return  # the provider is done: "downloading" follows, "succeeded" once it is saved
         self.states[event.key] = state
         if self.bars is not None:

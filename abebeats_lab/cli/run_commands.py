@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from abebeats_lab._types import Settings
+from abebeats_lab._types import JobState, Settings
 from abebeats_lab.cli.exits import EXIT_FAILURE
 from abebeats_lab.cli.progress import FINAL_STATES, JobProgress
 from abebeats_lab.errors import ValidationError
@@ -222,7 +222,7 @@ def _verdict(args: argparse.Namespace, rows: Sequence[Any]) -> int:
     when every job succeeded (on stderr with ``--json``, so stdout stays JSON). Jobs left
     unfinished (a full disk, a provider that stopped answering) get the command that
     finishes them."""
-    missed = Counter(str(row.state) for row in rows if row.state != "succeeded")
+    missed = Counter(str(row.state) for row in rows if row.state is not JobState.SUCCEEDED)
     if not missed:
         line, code = f"all {len(rows)} job(s) succeeded", 0
     else:

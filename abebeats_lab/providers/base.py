@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import reprlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -75,8 +75,14 @@ def unreadable_answer(exc: Exception, *, provider: str) -> ProtocolError:
 class Provider(abc.ABC):
     """Base class for provider clients.
 
-    Subclasses implement `submit`, `status`, `cancel` and may override `outputs` (when the
-    result lives behind another call) and `stream` (when the provider pushes status).
+    Subclasses implement `submit`, `status`, `cancel`. Every optional capability has a
+    default here, so the runner calls it on any provider and never looks a method up:
+    `outputs` (when the result lives behind another call), `stream` (when the provider
+    pushes status), `reconcile` (when it can find a lost create again: `can_reconcile`),
+    `refresh_outputs` (when output URLs expire and can be signed again), `can_cancel`.
+
+    Statuses carry only the five provider states of `JobState` (``queued`` ... ``canceled``);
+    the runner's own row states (``planned``, ``submitting`` ...) are never a provider's word.
     """
 
     name: ClassVar[str]
@@ -84,6 +90,14 @@ class Provider(abc.ABC):
 
     emulated: bool = False
     """True when the base URL points at the built-in emulator; every figure is labelled."""
+
+    can_reconcile: ClassVar[bool] = False
+    """Whether `reconcile` can look a lost create up: set for every class that overrides it."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Derived, so the capability and the method can never disagree.
+        cls.can_reconcile = cls.reconcile is not Provider.reconcile
 
     def validate(self, request: VideoRequest, route: Route) -> capabilities.Capabilities:
         """Check the request against the route's capabilities; raises before any network call."""
@@ -109,6 +123,28 @@ class Provider(abc.ABC):
     def stream(self, job: Job) -> AsyncIterator[JobStatus] | None:
         """A push stream of statuses where the provider has one, else ``None``."""
         return None
+
+    async def reconcile(
+        self,
+        job_hint: Job,
+        exclude: Collection[str] = (),
+        created_before: datetime | None = None,
+    ) -> Job | None:
+        """After a create whose answer was lost: find the job it made, never resubmit blindly.
+
+        ``job_hint`` has the route, request, submit time and ``handles["client_ref"]`` but no
+        id; ``exclude`` holds ids other rows already own; ``created_before`` rules out jobs
+        this process is creating right now. Returns the job; None only when it proves there is
+        none; raises `AmbiguousSubmitError` when it cannot tell, which is all this default can
+        say (a provider that lists its jobs overrides it, and `can_reconcile` follows).
+        """
+        raise AmbiguousSubmitError(
+            "this provider offers no way to look a lost create up", provider=self.name
+        )
+
+    async def refresh_outputs(self, job: Job) -> list[OutputRef]:
+        """Fresh references for outputs whose URLs expired (signed again); none by default."""
+        return []
 
     @property
     def can_cancel(self) -> bool:

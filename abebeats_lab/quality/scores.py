@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from abebeats_lab._types import VideoRequest
+from abebeats_lab._types import JobState, VideoRequest
 from abebeats_lab.quality import clip as _clip
 from abebeats_lab.quality.catalogue import METRICS, Value
 from abebeats_lab.quality.measure import measure
@@ -258,7 +258,7 @@ def _succeeded_rows(directory: Path, run_id: str | None) -> tuple[str, list[JobR
         if info is None:
             raise LabError(f"no run {run_id or ''} in {directory}")
         rows = store.rows(info.run_id)
-    return info.run_id, [r for r in rows if r.state == "succeeded" and r.output_path]
+    return info.run_id, [r for r in rows if r.state is JobState.SUCCEEDED and r.output_path]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from abebeats_lab import capabilities
-from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, Settings, VideoRequest
+from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, JobState, Route, Settings, VideoRequest
 from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError, ValidationError
 from abebeats_lab.run import costs
 from abebeats_lab.run.connect import connect
 from abebeats_lab.run.job import JobEvent, RunContext, live_row
 from abebeats_lab.run.limits import Limiter
 from abebeats_lab.run.lock import hold_run
-from abebeats_lab.store import DB_NAME, UNFINISHED_STATES, JobRow, RunInfo, RunStore
+from abebeats_lab.store import DB_NAME, JobRow, RunInfo, RunStore
 from abebeats_lab.views.comparison import Comparison
 from abebeats_lab.waiting import WaitPolicy
 
@@ -381,7 +381,7 @@ def list_runs(run_dir: Path | str) -> list[RunListing]:
     with _reader(run_dir) as store:
         listings = []
         for info in store.runs():
-            states = Counter(row.state for row in store.rows(info.run_id))
+            states = Counter(str(row.state) for row in store.rows(info.run_id))
             jobs = sum(states.values())
             listings.append(RunListing(info.run_id, info.created_at, info.kind, jobs, dict(states)))
         return listings
@@ -470,7 +470,7 @@ async def resume(
             store.save(row)
         done = await _run_rows(store, todo, info.spec, emulate, on_update, policy)
         # A re-attached job the provider reports cancelled made no video: send it again.
-        again = [_fresh(r) for r in done if r.key in recheck and r.state == "canceled"]
+        again = [_fresh(r) for r in done if r.key in recheck and r.state is JobState.CANCELED]
         for row in again:
             store.save(row)
         await _run_rows(store, again, info.spec, emulate, on_update, policy)
@@ -479,7 +479,7 @@ async def resume(
 
 def _to_finish(row: JobRow, rerun_cancelled: bool) -> bool:
     """Whether `resume` has anything to do for this row."""
-    return row.state in UNFINISHED_STATES or (rerun_cancelled and was_interrupted(row))
+    return row.state.unfinished or (rerun_cancelled and was_interrupted(row))
 
 
 def _resume_plan(
@@ -489,7 +489,7 @@ def _resume_plan(
     re-attaches only to learn whether their job still runs; raises before any request."""
     emulated_run = bool(info.spec.get("emulate"))
     rows = list(store.unfinished(info.run_id))
-    lost = [r for r in rows if emulated_run and r.emulated and r.state != "planned"]
+    lost = [r for r in rows if emulated_run and r.emulated and r.state is not JobState.PLANNED]
     if lost and not rerun_cancelled:
         raise LabError(_lost_message(len(lost)))
     fresh, recheck = (
@@ -497,7 +497,7 @@ def _resume_plan(
     )
     lost_keys = {r.key for r in lost}
     todo = [r for r in rows if r.key not in lost_keys] + [_fresh(r) for r in lost + fresh]
-    todo += [r.evolve(state="queued", error=None) for r in recheck]
+    todo += [r.evolve(state=JobState.QUEUED, error=None) for r in recheck]
     if emulated_run and not emulate and any(r.emulated for r in todo):
         raise LabError(
             "this run was emulated: resume it with --emulate (emulate=True), "
@@ -511,19 +511,17 @@ INTERRUPTED = "comparison cancelled"
 CANCEL_CONFIRMED = "comparison cancelled; remote job cancelled"
 """The provider acknowledged the cancel: its job will not finish."""
 NEVER_SENT = "comparison cancelled before submit"
-TIMING_FIELDS = ("submit_s", "queue_s", "run_s", "detect_lag_s", "download_s", "total_s")
 RUN_FIELDS = (
-    "job_id", "handles", "state", "error", "progress", "polls", "output_path", "sha256",
+    "job_id", "handles", "state", "error", "progress", "timing", "output_path", "sha256",
     "duration_s", "width", "height", "fps", "codec", "has_audio", "bytes", "duration_ok",
     "ratio_ok", "resolution_ok", "submitted_at", "finished_at",
-    *(f"{name}{suffix}" for name in TIMING_FIELDS for suffix in ("", "_source")),
 )  # fmt: skip
 """What a job's run wrote on its row; a rerun starts from the plan without them."""
 
 
 def was_interrupted(row: JobRow) -> bool:
     """True for a row cancelled because its comparison was (Ctrl-C, a kernel interrupt)."""
-    return row.state == "canceled" and (row.error or "").startswith(INTERRUPTED)
+    return row.state is JobState.CANCELED and (row.error or "").startswith(INTERRUPTED)
 
 
 def _rerun_plan(rows: Sequence[JobRow], emulated_run: bool) -> tuple[list[JobRow], list[JobRow]]:
@@ -755,7 +753,7 @@ def _continued(directory: Path, run_id: str, chains: Sequence[_Chain]) -> list[_
         stored = store.rows(run_id)
     blocking = [
         r for r in stored
-        if r.state in UNFINISHED_STATES or (r.state == "ambiguous" and not r.emulated)
+        if r.state.unfinished or (r.state is JobState.AMBIGUOUS and not r.emulated)
     ]  # fmt: skip
     if blocking:
         raise LabError(
@@ -776,7 +774,7 @@ def _reusable(chain: _Chain, directory: Path) -> GenerateResult | None:
     prompt, routes = chain.tries[0].row.prompt, {p.row.route for p in chain.tries}
     for row in chain.earlier:
         path = directory / (row.output_path or "")
-        ok = row.state == "succeeded" and row.output_path and path.is_file()
+        ok = row.state is JobState.SUCCEEDED and row.output_path and path.is_file()
         if ok and row.prompt == prompt and row.route in routes:
             failures = [r for r in chain.earlier if r is not row]
             return GenerateResult(row, path, failures, directory)
@@ -813,9 +811,9 @@ async def _run_chain(
             row = item.row.evolve(emulated=context.clients.emulated(item.row.provider))
             context.store.insert([row])  # only when tried: resume must not try later routes
             done = await context.run_one(live_row(row))
-            if done.state == "succeeded" and done.output_path:
+            if done.state is JobState.SUCCEEDED and done.output_path:
                 return GenerateResult(done, directory / done.output_path, failures, directory)
-            if done.state in UNFINISHED_STATES:
+            if done.state.unfinished:
                 # The job lives on (its status could not be read): trying the next route
                 # would pay for a second video while this one may still arrive.
                 raise ProviderError(

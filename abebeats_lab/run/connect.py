@@ -74,7 +74,7 @@ class Clients:
 
     def emulated(self, name: str) -> bool:
         """True when this provider's figures come from an emulator."""
-        return bool(getattr(self._clients[name], "emulated", False))
+        return self._clients[name].emulated
 
     async def aclose(self) -> None:
         """Close every client, then stop the emulators."""

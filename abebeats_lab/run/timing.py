@@ -13,13 +13,13 @@ processes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from abebeats_lab._types import Job, JobStatus, Timing
 from abebeats_lab.waiting import WaitResult
 
-__all__ = ["CLIENT", "PROVIDER", "Clock", "Marks", "build_timing", "seconds_between"]
+__all__ = ["CLIENT", "PROVIDER", "Clock", "Marks", "build_timing", "seconds_between", "with_submit"]
 
 PROVIDER = "provider"
 CLIENT = "client"
@@ -110,6 +110,15 @@ def build_timing(job: Job | None, result: WaitResult | None, marks: Marks, clock
         _put(timing, "download_s", marks.download_end - marks.download_start, CLIENT)
     _total(timing, marks, result, clock)
     return timing
+
+
+def with_submit(timing: Timing, submit_s: float | None) -> Timing:
+    """``timing`` once the create answered: its submit figure measured here (None when the
+    job was found again rather than answered, e.g. by `reconcile`)."""
+    sources = {name: src for name, src in timing.sources.items() if name != "submit_s"}
+    fresh = replace(timing, submit_s=None, sources=sources)
+    _put(fresh, "submit_s", submit_s, CLIENT)
+    return fresh
 
 
 def _submit(timing: Timing, marks: Marks) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from abebeats_lab import fmt
-from abebeats_lab._types import Output, Probe, VideoRequest
+from abebeats_lab._types import JobState, Output, Probe, VideoRequest
 from abebeats_lab.capabilities import USER_SOURCE
 from abebeats_lab.run import costs
 from abebeats_lab.run.costs import CostEstimate
@@ -146,7 +146,7 @@ def _figures(rows: Sequence[Mapping[str, Any]], name: str) -> list[float]:
 
 
 def _route_summary(route: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    done = [r for r in rows if r.get("state") == "succeeded"]
+    done = [r for r in rows if r.get("state") == JobState.SUCCEEDED]
     totals = _figures(done, "total_s")
     cost = costs.route_cost(rows)
     return {

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
+from abebeats_lab._types import JobState
 from abebeats_lab.views.comparison import by_route, summarize
 from abebeats_lab.views.rows import EMULATED_LABEL
 
@@ -133,7 +134,7 @@ def _median_jobs(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         (
             r
             for r in rows
-            if r.get("state") == "succeeded" and fmt.number(r.get("total_s")) is not None
+            if r.get("state") == JobState.SUCCEEDED and fmt.number(r.get("total_s")) is not None
         ),
         key=lambda r: fmt.number(r.get("total_s")) or 0.0,
     )

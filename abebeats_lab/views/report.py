@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
+from abebeats_lab._types import JobState
 from abebeats_lab.capabilities import USER_SOURCE, model_of
 from abebeats_lab.errors import LabError
 from abebeats_lab.views import comparison, plots
@@ -366,7 +367,7 @@ def _check(value: Any) -> str:
 
 
 def _conformance_html(rows: pd.DataFrame) -> str:
-    done = rows[rows["state"] == "succeeded"]
+    done = rows[rows["state"] == JobState.SUCCEEDED]
     lines = []
     for _, row in done.sort_values(["prompt_index", "route"]).iterrows():
         asked = _settings_of(row.get("settings"))
@@ -386,7 +387,7 @@ def _conformance_html(rows: pd.DataFrame) -> str:
 
 
 def _failures_html(rows: pd.DataFrame) -> str:
-    failed = rows[rows["state"] != "succeeded"]
+    failed = rows[rows["state"] != JobState.SUCCEEDED]
     if failed.empty:
         return "<p>None: every job succeeded.</p>"
     lines = "".join(
@@ -487,7 +488,7 @@ def _quality_html(
 
 def _scored(rows: pd.DataFrame, name: str) -> dict[str, list[float]]:
     """Per route (sorted), the clips' values of one metric (missing ones left out)."""
-    done = comparison.by_route(rows[rows["state"] == "succeeded"])
+    done = comparison.by_route(rows[rows["state"] == JobState.SUCCEEDED])
     values = {r: map(comparison.metric_value, (job.get(name) for job in done[r])) for r in done}
     return {r: [v for v in values[r] if v is not None] for r in sorted(values)}
 

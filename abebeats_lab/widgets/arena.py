@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from abebeats_lab._types import JobState
 from abebeats_lab.errors import LabError
 from abebeats_lab.quality import ratings as _ratings
 from abebeats_lab.quality.votes import Choice, Vote, VoteStore
@@ -377,7 +378,7 @@ def _outputs(rows: Sequence[Any], run_dir: Path) -> dict[int, dict[str, dict[int
     a `Comparison`'s job rows)."""
     found: dict[int, dict[str, dict[int, Path]]] = {}
     for row in rows:
-        if row.state != "succeeded":
+        if row.state is not JobState.SUCCEEDED:
             continue
         path = video_path(row.to_dict(), run_dir)
         if path is not None:

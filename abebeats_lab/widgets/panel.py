@@ -437,7 +437,7 @@ class ControlPanel:
         self.chart.value = plots.figure_svg(plots.timing_figure(frame))
         states = [str(r["state"]) for r in rows]
         self.arena_button.disabled = (
-            len({r["route"] for r in rows if r["state"] == "succeeded"}) < 2
+            len({r["route"] for r in rows if r["state"] == JobState.SUCCEEDED}) < 2
         )
         if cancelled:
             self._say(_cancelled_summary(states, run_dir), "warn")

@@ -6,14 +6,21 @@ The assertions are identical for every provider; only the route differs.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from abebeats_lab import JobState, Route, VideoRequest
+from abebeats_lab._types import OutputRef
 from abebeats_lab.capabilities import nearest
 from abebeats_lab.emulator import Emulators, Scenario
-from abebeats_lab.errors import JobTimeout, MissingKeyError, ValidationError
+from abebeats_lab.errors import (
+    AmbiguousSubmitError,
+    JobTimeout,
+    MissingKeyError,
+    ValidationError,
+)
 from abebeats_lab.media.download import save_output
 from abebeats_lab.media.render import frame_size
 from abebeats_lab.providers import Provider, get_provider
@@ -62,8 +69,10 @@ async def test_submit_wait_download_probe(
     route, request = _request(provider_name)
     client.validate(request, route)
     job = await client.submit(request, route)
-    result = await wait(client, job, policy=FAST)
+    seen: list[JobState] = []
+    result = await wait(client, job, policy=FAST, on_update=lambda _, s: seen.append(s.state))
     assert result.status.state is JobState.SUCCEEDED
+    assert seen and all(state.from_provider for state in seen)  # never a runner's own word
     refs = await client.outputs(job, result.status)
     assert len(refs) == 1
     output = await save_output(refs[0], tmp_path / "out.mp4")
@@ -161,3 +170,25 @@ def test_missing_key_names_the_variable_and_emulate(provider_name: str) -> None:
     message = str(caught.value)
     assert "--emulate" in message
     assert any(var in message for var in caught.value.env_vars)
+
+
+async def test_optional_capabilities_answer_on_every_provider(
+    provider_name: str, emulator: Emulators, client: Provider
+) -> None:
+    """Every optional method exists on every provider (the ABC's default where it has none):
+    a provider that cannot look a lost create up says it cannot tell, never "not there"
+    (which would resubmit and pay twice); the refresh of a finished job's outputs answers."""
+    route, request = _request(provider_name)
+    job = await client.submit(request, route)
+    result = await wait(client, job, policy=FAST)
+    hint = replace(job, id="")
+    if client.can_reconcile:
+        found = await client.reconcile(hint)
+        assert found is not None and found.id == job.id
+    else:
+        with pytest.raises(AmbiguousSubmitError):
+            await client.reconcile(hint)
+    fresh = await client.refresh_outputs(job)
+    assert all(isinstance(ref, OutputRef) for ref in fresh)
+    assert result.status.state is JobState.SUCCEEDED
+    assert emulator.states[provider_name].count("create") == 1

@@ -85,9 +85,17 @@ async def test_local_comparison_end_to_end(tmp_path: Path) -> None:
         assert row.duration_ok and row.ratio_ok and row.resolution_ok
         assert (row.cost_usd, row.cost_note) == (0.0, "local: free")
         assert row.job_id and row.submitted_at and row.finished_at
-        assert row.run_s_source == "provider"  # the renderer reports start and finish
-        assert row.queue_s_source == "client"  # ... but not when it accepted the job
-        assert None not in (row.submit_s, row.queue_s, row.run_s, row.download_s, row.total_s)
+        assert (
+            row.timing.sources.get("run_s") == "provider"
+        )  # the renderer reports start and finish
+        assert row.timing.sources.get("queue_s") == "client"  # ... but not when it accepted the job
+        assert None not in (
+            row.timing.submit_s,
+            row.timing.queue_s,
+            row.timing.run_s,
+            row.timing.download_s,
+            row.timing.total_s,
+        )
     assert load_run(tmp_path).rows == result.rows
     states = [e.state for e in events if e.key == (0, LOCAL, 0)]
     assert states[0] == "submitting" and states[1] is JobState.QUEUED
@@ -426,24 +434,35 @@ async def test_timing_is_honest_against_the_emulator_truth(
         requests = [r for r in state.requests if r.job_id == truth["id"]]
     row = result.rows[0]
     assert row.state == "succeeded", row.error
-    assert row.polls == sum(1 for r in requests if r.kind in ("status", "stream"))
-    assert None not in (row.submit_s, row.queue_s, row.run_s, row.download_s, row.total_s)
+    assert row.timing.polls == sum(1 for r in requests if r.kind in ("status", "stream"))
+    assert None not in (
+        row.timing.submit_s,
+        row.timing.queue_s,
+        row.timing.run_s,
+        row.timing.download_s,
+        row.timing.total_s,
+    )
     queue, run = truth["started"] - truth["created"], truth["finished"] - truth["started"]
-    if row.queue_s_source == "provider":
-        assert abs((row.queue_s or 0) - queue) <= 0.1
+    if row.timing.sources.get("queue_s") == "provider":
+        assert abs((row.timing.queue_s or 0) - queue) <= 0.1
     elif provider not in NO_QUEUED_STATE:  # seen from outside: not running before it started
-        assert (row.queue_s or 0) >= queue - (row.submit_s or 0) - 0.02
-    if row.run_s_source == "provider":
-        assert abs((row.run_s or 0) - run) <= 0.1
-    if row.detect_lag_s_source == "provider":
+        assert (row.timing.queue_s or 0) >= queue - (row.timing.submit_s or 0) - 0.02
+    if row.timing.sources.get("run_s") == "provider":
+        assert abs((row.timing.run_s or 0) - run) <= 0.1
+    if row.timing.sources.get("detect_lag_s") == "provider":
         asked = [r.at for r in requests if r.kind == "status" and r.at >= truth["finished"]]
         if asked:  # learnt from a poll: the lag is the wait for that poll, as the emulator saw it
-            assert abs((row.detect_lag_s or 0) - (min(asked) - truth["finished"])) <= 0.1
+            assert abs((row.timing.detect_lag_s or 0) - (min(asked) - truth["finished"])) <= 0.1
         else:  # learnt from a held create (Prefer: wait): no poll, and never before the finish
-            assert row.polls == 0 and (row.detect_lag_s or 0) >= -0.02
-    assert (row.total_s or 0) >= truth["finished"] - truth["created"] - 0.02
+            assert row.timing.polls == 0 and (row.timing.detect_lag_s or 0) >= -0.02
+    assert (row.timing.total_s or 0) >= truth["finished"] - truth["created"] - 0.02
     if provider == "replicate":  # Replicate reports created/started/completed: they must be used
-        assert row.queue_s_source == row.run_s_source == row.detect_lag_s_source == "provider"
+        assert (
+            row.timing.sources.get("queue_s")
+            == row.timing.sources.get("run_s")
+            == row.timing.sources.get("detect_lag_s")
+            == "provider"
+        )
 
 
 async def test_an_unknown_price_is_never_a_silent_zero() -> None:

@@ -33,8 +33,8 @@ async def test_reported_usage_is_recorded_next_to_the_estimate(tmp_path: Path) -
     assert set(replicate.usage) == {"predict_time", "total_time"}
     assert 0 < replicate.usage["predict_time"] <= replicate.usage["total_time"]
     # predict_time is the run from the provider's own started_at to completed_at
-    assert replicate.run_s_source == "provider"
-    assert replicate.usage["predict_time"] == pytest.approx(replicate.run_s, abs=ROUNDING_S)
+    assert replicate.timing.sources["run_s"] == "provider"
+    assert replicate.usage["predict_time"] == pytest.approx(replicate.timing.run_s, abs=ROUNDING_S)
     assert set(rows[FAL].usage) == {"inference_time"} and rows[FAL].usage["inference_time"] > 0
     assert rows[RUNWAY].usage == {}  # a Runway task says nothing of what it used
 

@@ -102,11 +102,15 @@ def test_a_held_create_is_drawn_inside_its_submit_and_bars_equal_the_tables(
     replicate = [r for r in held_and_local.rows if r.route == REPLICATE]
     assert all(r.state == "succeeded" for r in held_and_local.rows)
     # The case the issue saw: submit covers queue and run, so stacking them double counts.
-    assert all((r.submit_s or 0) >= (r.queue_s or 0) + (r.run_s or 0) for r in replicate)
+    assert all(
+        (r.timing.submit_s or 0) >= (r.timing.queue_s or 0) + (r.timing.run_s or 0)
+        for r in replicate
+    )
     summary = held_and_local.summary()
     stacked = sum(summary.loc[REPLICATE, f"median_{p}_s"] for p in ("queue", "run"))
     assert (
-        stacked + min(r.submit_s or 0 for r in replicate) > summary.loc[REPLICATE, "median_total_s"]
+        stacked + min(r.timing.submit_s or 0 for r in replicate)
+        > summary.loc[REPLICATE, "median_total_s"]
     )
 
     drawn = drawn_bar_lengths(held_and_local)
@@ -123,9 +127,9 @@ def test_a_held_create_is_drawn_inside_its_submit_and_bars_equal_the_tables(
     bars = {bar.label: bar for bar in plots.timing_bars(held_and_local.rows)}
     held = bars[plots.route_label(REPLICATE, True)]
     assert "run_s" in held.inside_submit  # the run is drawn as what it was: inside the create call
-    assert held.parts["run_s"] < min(r.run_s or 0 for r in replicate)
+    assert held.parts["run_s"] < min(r.timing.run_s or 0 for r in replicate)
     local = bars[LOCAL]
-    if all((r.detect_lag_s or 0) > 0 for r in held_and_local.rows if r.route == LOCAL):
+    if all((r.timing.detect_lag_s or 0) > 0 for r in held_and_local.rows if r.route == LOCAL):
         assert local.parts["detect_lag_s"] > 0  # the lag is in the bar, not left out
 
 
@@ -133,7 +137,7 @@ def test_an_even_number_of_jobs_averages_the_two_middle_ones(held_and_local: Com
     two = [r for r in held_and_local.rows if r.prompt_index < 2]
     bars = {bar.label: bar for bar in plots.timing_bars(two)}
     for route, emulated in ((REPLICATE, True), (LOCAL, False)):
-        totals = [r.total_s or 0 for r in two if r.route == route]
+        totals = [r.timing.total_s or 0 for r in two if r.route == route]
         bar = bars[plots.route_label(route, emulated)]
         assert sum(bar.parts.values()) == pytest.approx(sum(totals) / 2)
         assert bar.total_s == pytest.approx(sum(totals) / 2)
