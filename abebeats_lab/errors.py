@@ -19,6 +19,7 @@ LabError
 ├── JobTimeout (TimeoutError)        the wait hit its deadline
 ├── RunBusyError                     another process is working on this run (names it)
 ├── WeightsUnavailable               a metric's model weights are absent and cannot be fetched
+├── BadPath                          a command-line path that cannot work (checked first)
 └── DownloadError                    an output was rejected (scheme, size, content, probe)
     ├── DownloadHTTPError            the output URL answered an error (expired, or busy for good)
     └── DownloadTruncated            the body stopped short; fetching again may succeed
@@ -26,7 +27,7 @@ LabError
 ```
 
 The three download subclasses live with the code that raises them, `media.download`, as
-`WeightsUnavailable` does in `quality.clip`.
+`WeightsUnavailable` does in `quality.clip` and `BadPath` in `cli.checks`.
 
 Messages never contain secrets: keys are held by `config.Secret`, whose repr is masked, and
 whatever a provider said (an error body, a failure message) passes `config.scrub` first, so a
