@@ -2,11 +2,11 @@
 
 `make_music_video` analyses the track (`beats.analyze`), plans shots whose cuts land on
 detected beats (section changes first) and that fit every route's allowed clip durations,
-writes one prompt per shot (the base prompt, a framing that rotates from shot to shot and a
-mood from the section's energy; one seed throughout), generates each clip through the
-fallback chain, then conforms, cuts and muxes the original audio into one H.264/AAC MP4
-(`assemble.assemble`). A JSON shot list beside the video records each shot's timing,
-prompt, route, every attempt and its figures.
+with one prompt per shot (the base prompt, a framing that rotates from shot to shot and a
+mood from the section's energy; `plan.plan_shots`) and one seed throughout, generates each
+clip through the fallback chain, then conforms, cuts and muxes the original audio into one
+H.264/AAC MP4 (`assemble.assemble`). A JSON shot list beside the video records each shot's
+timing, prompt, route, every attempt and its figures.
 
 All the clips are one run (`run.api.generate_many`): one run id, one set of clients (one
 set of emulators), each route's caps holding across shots, each shot's attempts rows with
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +34,7 @@ from abebeats_lab.errors import ValidationError
 from abebeats_lab.media.render import frame_size
 from abebeats_lab.musicvideo.assemble import FPS, Shot, assemble, frame_index
 from abebeats_lab.musicvideo.beats import BeatAnalysis, analyze
+from abebeats_lab.musicvideo.plan import TARGET_BEATS, PlannedShot, common_settings, plan_shots
 from abebeats_lab.run import api as runner
 from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
@@ -42,14 +42,9 @@ from abebeats_lab.waiting import WaitPolicy
 __all__ = [
     "DEFAULT_ROUTES",
     "MusicVideo",
-    "PlannedShot",
     "ShotRecord",
-    "common_settings",
     "generate_from_prompt",
     "make_music_video",
-    "plan_cuts",
-    "plan_shots",
-    "shot_prompt",
 ]
 
 DEFAULT_ROUTES = ("local:procedural",)
@@ -58,10 +53,6 @@ DEFAULT_OUT = "music_video.mp4"
 """The video's name in the run folder when no ``out`` is given."""
 DEFAULT_ASPECT_RATIO = "16:9"
 """Every shot shares one frame, so a ratio left unset is this one, not each route's own."""
-TARGET_BEATS = 8
-"""A shot lasts about two bars of 4/4 when the routes allow it."""
-MIN_SHOT_S = 1.0
-"""Cuts closer together than this flicker; the planner avoids them where the beats allow."""
 SHOT_CONCURRENCY = 3
 """Clips generated at once; each route's own caps still apply inside the runner."""
 RUN_KIND = "music-video"
@@ -70,14 +61,6 @@ MUSIC_VIDEO_KEY = "music_video"
 """The run spec's entry that says which video the run makes (see `_video_key`)."""
 HASH_BLOCK = 1 << 20
 """Bytes read at a time when hashing the audio track."""
-PREFERRED_RESOLUTION = "720p"
-FRAMINGS = ("wide establishing shot", "medium shot", "close-up", "tracking shot", "aerial view")
-MOODS = (
-    (0.34, "calm, slow drifting camera, soft light"),
-    (0.67, "steady movement, warm light"),
-    (1.01, "energetic, fast camera moves, vivid saturated light"),
-)
-"""(upper energy bound, mood) from the quietest sections to the loudest."""
 
 ATTEMPT_FIELDS = (
     "run_id", "route", "state", "error", "job_id", "emulated", "seed",
@@ -89,27 +72,6 @@ ATTEMPT_FIELDS = (
 """What the shot list keeps of each attempt's stored row (the store holds the rest)."""
 
 UpdateCallback = Callable[[runner.JobEvent], None]
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedShot:
-    """One shot before generation: where it sits in the output and what it asks for."""
-
-    index: int
-    start_frame: int
-    end_frame: int
-    start_s: float
-    """The beat (or 0) the shot starts on, in seconds; ``start_frame`` is its nearest frame."""
-    end_s: float
-    section: int
-    prompt: str
-    clip_duration_s: int
-    """The clip length requested: the shortest allowed duration that covers the shot."""
-
-    @property
-    def frames(self) -> int:
-        """Output frames the shot fills."""
-        return self.end_frame - self.start_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,121 +124,6 @@ class MusicVideo:
             "analysis": self.analysis.to_dict(),
             "shots": [record.to_dict() for record in self.shots],
         }
-
-
-# ---------------------------------------------------------------------------- planning
-
-
-def common_settings(
-    routes: Sequence[Route], aspect_ratio: str, resolution: str | None
-) -> tuple[tuple[int, ...], str, tuple[int, int]]:
-    """Durations every route allows, the resolution to ask for, and the seed range they share.
-
-    The fallback chain sends one request to each route in turn, so every setting must suit
-    them all; anything that cannot is a `ValidationError` before any clip is paid for.
-    """
-    caps = [capabilities.capabilities_for(route) for route in routes]
-    names = ", ".join(str(r) for r in routes)
-    durations = tuple(sorted(set.intersection(*(set(c.durations) for c in caps))))
-    if not durations:
-        raise ValidationError("routes", names, "routes sharing at least one clip duration")
-    shared = [r for r in caps[0].resolutions if all(r in c.resolutions for c in caps)]
-    if resolution is None:
-        resolution = PREFERRED_RESOLUTION if PREFERRED_RESOLUTION in shared else (shared or [""])[0]
-    if resolution not in shared:
-        raise ValidationError(
-            "resolution", resolution, ", ".join(shared) or "none shared", route=names
-        )
-    if not all(aspect_ratio in c.aspect_ratios for c in caps):
-        raise ValidationError(
-            "aspect_ratio", aspect_ratio, "a ratio every route allows", route=names
-        )
-    seeds = (max(c.seed_min for c in caps), min(c.seed_max for c in caps))
-    return durations, resolution, seeds
-
-
-def _cut_candidates(analysis: BeatAnalysis, total: int) -> list[int]:
-    """Frames of the detected beats strictly inside the video, one per frame."""
-    return sorted({f for f in (frame_index(b) for b in analysis.beats) if 0 < f < total})
-
-
-def _shots_left(frames: int, max_frames: int, target: int) -> int:
-    """How many shots the rest should be: enough to fit, about the target length each."""
-    return max(-(-frames // max_frames), round(frames / max(1, target)), 1)
-
-
-def _next_cut(start: int, end: int, beats: list[int], max_frames: int, shots: int) -> int:
-    """The beat to cut on after ``start`` when ``shots`` shots remain before ``end``: the one
-    nearest an even split, leaving no shot too long and, where possible, none too short."""
-    shortest = round(MIN_SHOT_S * FPS)
-    rest_max = (shots - 1) * max_frames
-    reach = [b for b in beats if start < b <= start + max_frames and b < end]
-    reach = [b for b in reach if end - b <= rest_max] or reach
-    comfortable = [b for b in reach if b - start >= shortest and end - b >= shortest] or reach
-    if not comfortable:
-        return min(end, start + max_frames)  # no beat within reach (silence): an off-beat cut
-    aim = start + (end - start) / shots
-    return min(comfortable, key=lambda b: (abs(b - aim), -b))
-
-
-def plan_cuts(
-    analysis: BeatAnalysis, max_clip_s: int, target_beats: int = TARGET_BEATS
-) -> list[int]:
-    """Shot boundaries in frames from 0 to the last frame: every section change, then beats
-    that split each section into shots of about ``target_beats`` within the longest clip."""
-    total = max(1, frame_index(analysis.duration_s))
-    beats = _cut_candidates(analysis, total)
-    changes = sorted({frame_index(s.start_s) for s in analysis.sections[1:]} & set(beats))
-    max_frames = max_clip_s * FPS
-    period = 60 / analysis.tempo_bpm if analysis.tempo_bpm > 0 else max_clip_s
-    target = min(max_frames, round(target_beats * period * FPS))
-    cuts = [0]
-    for end in [*changes, total]:
-        while (shots := _shots_left(end - cuts[-1], max_frames, target)) > 1:
-            cut = _next_cut(cuts[-1], end, beats, max_frames, shots)
-            if cut >= end:
-                break
-            cuts.append(cut)
-        cuts.append(end)
-    return cuts
-
-
-def shot_prompt(prompt: str, index: int, energy: float, style: str | None = None) -> str:
-    """The base prompt plus a framing that rotates per shot and a mood from section energy."""
-    mood = next(text for bound, text in MOODS if energy < bound)
-    parts = [prompt.strip().rstrip("."), FRAMINGS[index % len(FRAMINGS)], mood]
-    if style:
-        parts.append(style.strip())
-    return ", ".join(parts)
-
-
-def plan_shots(
-    analysis: BeatAnalysis,
-    prompt: str,
-    durations: Sequence[int],
-    *,
-    style: str | None = None,
-    target_beats: int = TARGET_BEATS,
-) -> list[PlannedShot]:
-    """Shots that tile the track, cut on beats, each within the longest allowed clip."""
-    cuts = plan_cuts(analysis, max(durations), target_beats)
-    beat_at = {frame_index(b): b for b in analysis.beats}
-    shots = []
-    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
-        start_s = 0.0 if start == 0 else beat_at.get(start, start / FPS)
-        section = _section_at(analysis, start_s)
-        energy = analysis.sections[section].energy if analysis.sections else 0.5
-        length_s = (end - start) / FPS
-        clip_s = min((d for d in durations if d >= length_s - 1e-9), default=max(durations))
-        end_s = analysis.duration_s if end == cuts[-1] else beat_at.get(end, end / FPS)
-        text = shot_prompt(prompt, index, energy, style)
-        shots.append(PlannedShot(index, start, end, start_s, end_s, section, text, clip_s))
-    return shots
-
-
-def _section_at(analysis: BeatAnalysis, seconds: float) -> int:
-    starts = [s.start_s for s in analysis.sections]
-    return max(0, sum(1 for s in starts if s <= seconds + 1e-6) - 1)
 
 
 # ---------------------------------------------------------------------------- generation

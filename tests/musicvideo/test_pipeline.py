@@ -34,8 +34,8 @@ from abebeats_lab.musicvideo.pipeline import (
     MusicVideo,
     generate_from_prompt,
     make_music_video,
-    plan_shots,
 )
+from abebeats_lab.musicvideo.plan import plan_shots
 from abebeats_lab.run.api import load_run
 from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
