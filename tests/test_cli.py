@@ -13,7 +13,7 @@ import pytest
 
 from abebeats_lab.cli.run_commands import DEMO_PROMPTS, DEMO_ROUTES
 from abebeats_lab.emulator import EMULATED_PROVIDERS
-from abebeats_lab.media.download import probe
+from abebeats_lab.media.probe import probe
 
 BOAT = "a paper boat on a neon river"
 EMULATED_ROUTES = [

@@ -16,7 +16,7 @@ from test_cli import run_cli
 
 from abebeats_lab import Settings, VideoRequest, capabilities
 from abebeats_lab.errors import ValidationError
-from abebeats_lab.media.download import probe
+from abebeats_lab.media.probe import probe
 from abebeats_lab.run import api as runner
 from abebeats_lab.store import JobRow
 

@@ -38,7 +38,7 @@ LAYER_OF = {
     # the stock httpx client per event loop and the one retry policy
     "http": "http",
     # video files: procedural frames (the local provider and the emulators both render),
-    # downloads + probe
+    # downloads, probe + conformance
     "media": "media",
     "media.render": "render",
     "media._font": "render",
@@ -94,7 +94,6 @@ ALLOWED = {
 """Layer -> the layers it may import (DESIGN.md's arrows, in today's module names)."""
 
 EXCEPTIONS = {
-    ("quality", "views"): "issue 14: conformance moves to media/",
     ("views", "run"): "issue 14: the report loads rows through run.load_run, not the store",
 }
 """Known arrows against the layers, each named with the issue that removes it."""

@@ -83,7 +83,7 @@ async def cmd_score(args: argparse.Namespace) -> int:
 def _print_scores(frame: Any) -> None:
     """Per route: clips measured and the medians of `SCORE_COLUMNS`."""
     from abebeats_lab import fmt
-    from abebeats_lab.views.comparison import SUMMARY_WIDTH
+    from abebeats_lab.views.summary import SUMMARY_WIDTH
 
     lines = []
     for route, group in frame.groupby("route", sort=True):

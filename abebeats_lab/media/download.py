@@ -1,18 +1,18 @@
-"""Video bytes: fetch outputs safely, verify them, probe them.
+"""Fetching outputs: a budgeted stream to disk, retries of a busy host, expired URLs refreshed.
 
 Every output lands through `save_output`: streamed (through the event loop's shared httpx
-client, `_http`) to a temporary name in the target folder with its SHA-256 computed on the
-way, checked (non-empty, MP4/QuickTime signature, a clean PyAV probe, run off the event
-loop), flushed to disk with ``fsync``, then renamed. A failed check leaves nothing behind.
+client, `http`) to a temporary name in the target folder with its SHA-256 computed on the
+way, checked and placed by `media.probe` (non-empty, MP4/QuickTime signature, a clean PyAV
+probe, run off the event loop), flushed to disk with ``fsync``, then renamed. A failed check
+leaves nothing behind.
 
 A download has its own time budget (`DownloadBudget`: a minimum average throughput after a
 grace period, and a ceiling), because a host that sends one byte now and then would keep the
-read timeout from ever firing. Output hosts on loopback, link-local or private addresses are
-refused (every address the name resolves to is checked, at every redirect) unless the
-provider's own base URL is on those addresses (the emulator serves its videos itself) or
-``ABEBEATS_LAB_ALLOW_PRIVATE_OUTPUTS=1`` opts in. Downloads never carry a provider's key.
-A storage host that answers 408/429/5xx (busy, not gone) is asked again under `http`'s one
-retry policy, honouring ``Retry-After``; an expired URL (401/403/404/410) goes to ``refresh``.
+read timeout from ever firing. Which hosts may serve an output is `media.hosts`' call (no
+loopback, link-local or private address but the provider's own). Downloads never carry a
+provider's key. A storage host that answers 408/429/5xx (busy, not gone) is asked again under
+`http`'s one retry policy, honouring ``Retry-After``; an expired URL (401/403/404/410) goes
+to ``refresh``.
 """
 
 from __future__ import annotations
@@ -20,42 +20,38 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
-import ipaddress
 import os
-import re
-import socket
-import tempfile
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
 
-from abebeats_lab._types import Output, OutputRef, Probe
+from abebeats_lab._types import Output, OutputRef
 from abebeats_lab.errors import DownloadError
 from abebeats_lab.http import DEFAULT_RETRY, header_hint, leased, retry_delay, should_retry
+from abebeats_lab.media.hosts import IPAddress, check_host, trusted_addresses
+from abebeats_lab.media.probe import (
+    DEFAULT_MAX_BYTES,
+    save_bytes,
+    temporary_beside,
+    verify_and_place,
+)
 
 __all__ = [
-    "ALLOW_PRIVATE_ENV",
-    "DEFAULT_MAX_BYTES",
+    "BUDGET_ENV",
     "DownloadBudget",
     "DownloadHTTPError",
     "DownloadStalled",
     "DownloadTruncated",
     "download",
-    "probe",
-    "safe_name",
-    "save_bytes",
     "save_output",
 ]
 
-DEFAULT_MAX_BYTES = 2 * 1024**3
-"""Refuse outputs above 2 GiB: a 10 s 4K clip is far smaller; anything bigger is a fault."""
 MAX_REDIRECTS = 5
 MIN_BYTES_PER_S = 64 * 1024
 """A download must average at least this after `GRACE_S` (a 20 MB clip then takes ≤ 5 min)."""
@@ -68,91 +64,6 @@ BUDGET_ENV = {
     "max_s": "ABEBEATS_LAB_DOWNLOAD_MAX_S",
 }
 """Variables that override the download budget (a slow link, a test)."""
-ALLOW_PRIVATE_ENV = "ABEBEATS_LAB_ALLOW_PRIVATE_OUTPUTS"
-"""Set to 1 to fetch outputs from loopback, link-local or private addresses."""
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(*parts: object, max_len: int = 120) -> str:
-    """A file name built from untrusted strings: no separators, no dots in front, bounded."""
-    text = "_".join(str(p) for p in parts if p is not None and str(p) != "")
-    cleaned = _UNSAFE.sub("-", text).strip(".-_") or "output"
-    return cleaned[:max_len]
-
-
-def looks_like_mp4(head: bytes) -> bool:
-    """True when the bytes start with an ISO-BMFF / QuickTime box."""
-    return len(head) >= 8 and head[4:8] in _MP4_BOXES
-
-
-def probe(path: Path | str) -> Probe:
-    """Duration, size, frame rate, codec and audio presence, as PyAV reads them."""
-    import av
-
-    path = Path(path)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DownloadError(f"{path.name}: no video stream")
-            video = container.streams.video[0]
-            if container.duration is not None:
-                duration = container.duration / av.time_base
-            elif video.duration is not None and video.time_base is not None:
-                duration = float(video.duration * video.time_base)
-            else:
-                duration = 0.0
-            rate = video.average_rate or video.guessed_rate
-            return Probe(
-                duration_s=round(float(duration), 3),
-                width=video.codec_context.width,
-                height=video.codec_context.height,
-                fps=round(float(rate), 3) if rate else 0.0,
-                codec=video.codec_context.name,
-                has_audio=bool(container.streams.audio),
-                bytes=path.stat().st_size,
-            )
-    except av.error.FFmpegError as exc:
-        raise DownloadError(f"{path.name}: not a playable video ({exc})") from exc
-
-
-def _verify_and_place(tmp: Path, dest: Path, sha256: str) -> Output:
-    """Check, probe and rename a complete file (blocking: run it off the event loop)."""
-    with tmp.open("rb") as handle:
-        head = handle.read(12)
-    if not head:
-        raise DownloadError(f"{dest.name}: empty body")
-    if not looks_like_mp4(head):
-        raise DownloadError(f"{dest.name}: not an MP4/QuickTime file (starts {head[:8]!r})")
-    info = probe(tmp)
-    tmp.replace(dest)
-    return Output(path=dest, probe=info, sha256=sha256)
-
-
-@contextlib.contextmanager
-def _temporary_beside(dest: Path) -> Iterator[Path]:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_bytes(data: bytes, dest: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Output:
-    """Verify inline bytes and place them at ``dest`` atomically."""
-    if len(data) > max_bytes:
-        raise DownloadError(f"{dest.name}: {len(data)} bytes is over the {max_bytes} byte cap")
-    with _temporary_beside(dest) as tmp:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return _verify_and_place(tmp, dest, hashlib.sha256(data).hexdigest())
 
 
 def _decode_data_url(url: str) -> bytes:
@@ -218,64 +129,6 @@ class _Pace:
         )
 
 
-async def _addresses(host: str, port: int) -> set[IPAddress]:
-    """Every address ``host`` resolves to (a literal address is itself); empty if it does not
-    resolve here (a proxy may resolve it: then the fetch decides)."""
-    try:
-        return {ipaddress.ip_address(host.strip("[]"))}
-    except ValueError:
-        pass
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return set()
-    return {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}
-
-
-def _internal(address: IPAddress) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_unspecified
-    )
-
-
-async def _internal_addresses(url: str) -> set[IPAddress]:
-    parts = urllib.parse.urlsplit(url)
-    if not parts.hostname:
-        return set()
-    port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 443)
-    return {a for a in await _addresses(parts.hostname, port) if _internal(a)}
-
-
-async def trusted_addresses(origin: str | None) -> set[IPAddress] | None:
-    """The internal addresses an output may come from: those of the provider's base URL
-    ``origin`` (the emulator); None for any: no ``origin`` (the caller chose the URL itself),
-    or ``ABEBEATS_LAB_ALLOW_PRIVATE_OUTPUTS=1``."""
-    if origin is None or os.environ.get(ALLOW_PRIVATE_ENV, "").strip() in ("1", "true", "yes"):
-        return None
-    return await _internal_addresses(origin)
-
-
-async def _check_host(url: str, trusted: set[IPAddress] | None) -> None:
-    if trusted is None:
-        return
-    refused = await _internal_addresses(url) - trusted
-    if refused:
-        host = urllib.parse.urlsplit(url).hostname
-        shown = ", ".join(sorted(str(a) for a in refused))
-        raise DownloadError(
-            f"refusing to fetch an output from {host} ({shown}): a loopback, link-local or "
-            f"private address; set {ALLOW_PRIVATE_ENV}=1 to allow it"
-        )
-
-
 def _check_scheme(url: str) -> None:
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
@@ -298,7 +151,7 @@ async def _stream_to(
     max_bytes, headers = rules.max_bytes, rules.headers
     for _ in range(MAX_REDIRECTS + 1):
         _check_scheme(url)
-        await _check_host(url, rules.trusted)
+        await check_host(url, rules.trusted)
         async with client.stream("GET", url, headers=headers, follow_redirects=False) as response:
             if response.is_redirect:
                 url = str(response.url.join(response.headers.get("location", "")))
@@ -408,7 +261,7 @@ async def _attempt(
     client: httpx.AsyncClient, url: str, dest: Path, rules: _Rules, budget: DownloadBudget | None
 ) -> Output:
     """One fetch of ``url`` under its own time budget, verified and placed at ``dest``."""
-    with _temporary_beside(dest) as tmp:
+    with temporary_beside(dest) as tmp:
         try:
             async with asyncio.timeout(None) as limit:
                 pace = _Pace(budget or DownloadBudget.from_env(), limit)
@@ -419,7 +272,7 @@ async def _attempt(
             raise DownloadStalled(pace.reason()) from exc
         except httpx.HTTPError as exc:
             raise DownloadError(f"download failed: {type(exc).__name__}: {exc}") from exc
-        return await asyncio.to_thread(_verify_and_place, tmp, dest, sha256)
+        return await asyncio.to_thread(verify_and_place, tmp, dest, sha256)
 
 
 async def save_output(

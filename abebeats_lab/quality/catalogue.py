@@ -190,7 +190,7 @@ METRICS: dict[str, Metric] = dict(
             "conforms",
             1,
             "duration, aspect ratio and resolution all match the request; None without one",
-            "the run's own check (comparison.conformance), the same every run row gets",
+            "the run's own check (media.conformance), the same every run row gets",
             "higher",
             "bool",
             "conformance",

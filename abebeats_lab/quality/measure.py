@@ -207,7 +207,7 @@ class _LoudnessMeter:
 def _conforms(path: Path, request: VideoRequest | None) -> bool | None:
     if request is None or None in (request.duration_s, request.aspect_ratio, request.resolution):
         return None  # nothing asked to conform to (no request, or one with only a prompt)
-    from abebeats_lab.media.download import probe
-    from abebeats_lab.views.comparison import conformance
+    from abebeats_lab.media.conformance import conformance
+    from abebeats_lab.media.probe import probe
 
     return all(conformance(probe(path), request))

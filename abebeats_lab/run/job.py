@@ -29,12 +29,8 @@ from abebeats_lab.errors import (
     ProviderTransportError,
 )
 from abebeats_lab.http import RETRY_STATUSES
-from abebeats_lab.media.download import (
-    DownloadStalled,
-    DownloadTruncated,
-    safe_name,
-    save_output,
-)
+from abebeats_lab.media.download import DownloadStalled, DownloadTruncated, save_output
+from abebeats_lab.media.probe import safe_name
 from abebeats_lab.providers import Provider
 from abebeats_lab.run.connect import Clients
 from abebeats_lab.run.live import JobEvent, Live, Recorder, error_text, parse_time, request_of

@@ -23,9 +23,9 @@ from typing import Any
 from abebeats_lab import config
 from abebeats_lab._text import cut
 from abebeats_lab._types import Job, JobState, JobStatus, Output, VideoRequest
+from abebeats_lab.media.conformance import output_fields
 from abebeats_lab.run.timing import Clock, Marks, build_timing
 from abebeats_lab.store import JobRow, RunStore
-from abebeats_lab.views.comparison import output_fields
 from abebeats_lab.waiting import WaitResult
 
 __all__ = ["JobEvent", "Live", "Recorder", "durable", "error_text", "parse_time", "request_of"]

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
 from abebeats_lab._types import JobState
-from abebeats_lab.views.comparison import by_route, summarize
 from abebeats_lab.views.rows import EMULATED_LABEL
+from abebeats_lab.views.summary import by_route, summarize
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,7 +16,7 @@ import pytest
 from fal_client import client as fal_module
 
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, Scenario
-from abebeats_lab.media.download import looks_like_mp4
+from abebeats_lab.media.probe import looks_like_mp4
 
 APP = "fal-ai/pika/v2.2/text-to-video"
 ARGS: dict[str, Any] = {

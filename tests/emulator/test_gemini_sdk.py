@@ -21,7 +21,7 @@ from google.genai.interactions import Interaction
 
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, Scenario
 from abebeats_lab.emulator.gemini import SAFETY_TRIGGER
-from abebeats_lab.media.download import probe
+from abebeats_lab.media.probe import probe
 
 MODEL = "gemini-omni-flash-preview"
 POLL_S = 0.02

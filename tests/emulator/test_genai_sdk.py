@@ -22,7 +22,7 @@ from abebeats_lab.emulator import (
     Scenario,
 )
 from abebeats_lab.emulator.veo import RAI_TRIGGER
-from abebeats_lab.media.download import looks_like_mp4
+from abebeats_lab.media.probe import looks_like_mp4
 
 MODEL = "veo-3.1-fast-generate-001"
 POLL_S = 0.02

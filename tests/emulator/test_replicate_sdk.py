@@ -11,7 +11,7 @@ import replicate
 from replicate.exceptions import ModelError, ReplicateError
 
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, Scenario
-from abebeats_lab.media.download import looks_like_mp4
+from abebeats_lab.media.probe import looks_like_mp4
 
 TOKEN = EMULATOR_KEYS["replicate"]
 INPUT = {"prompt": "a red kite over dunes", "duration": 4, "aspect_ratio": "16:9"}

@@ -18,7 +18,7 @@ from runwayml import AsyncRunwayML, RunwayML
 from runwayml.lib import polling
 
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, Scenario
-from abebeats_lab.media.download import looks_like_mp4
+from abebeats_lab.media.probe import looks_like_mp4
 
 KEY = EMULATOR_KEYS["runway"]
 PROMPT = "a red kite over dunes"

@@ -18,14 +18,9 @@ from abebeats_lab._types import OutputRef
 from abebeats_lab.emulator.server import RunningServer, serve
 from abebeats_lab.errors import DownloadError
 from abebeats_lab.http import DEFAULT_RETRY
-from abebeats_lab.media.download import (
-    ALLOW_PRIVATE_ENV,
-    DownloadBudget,
-    DownloadStalled,
-    download,
-    safe_name,
-    save_output,
-)
+from abebeats_lab.media.download import DownloadBudget, DownloadStalled, download, save_output
+from abebeats_lab.media.hosts import ALLOW_PRIVATE_ENV
+from abebeats_lab.media.probe import safe_name
 from abebeats_lab.media.render import render_video
 
 VIDEO = render_video(prompt="download me", seed=1, duration_s=1, width=320, height=180)

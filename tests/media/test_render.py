@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from abebeats_lab.media.download import probe
+from abebeats_lab.media.probe import probe
 from abebeats_lab.media.render import frame_size, render_video
 
 

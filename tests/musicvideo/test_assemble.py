@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from abebeats_lab.errors import ValidationError
-from abebeats_lab.media.download import probe
+from abebeats_lab.media.probe import probe
 from abebeats_lab.musicvideo.assemble import (
     FPS,
     Shot,

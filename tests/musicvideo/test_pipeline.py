@@ -26,7 +26,7 @@ from abebeats_lab import Settings
 from abebeats_lab.capabilities import capabilities_for
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import AllRoutesFailed, MissingKeyError, ValidationError
-from abebeats_lab.media.download import probe
+from abebeats_lab.media.probe import probe
 from abebeats_lab.musicvideo.assemble import FPS, click_track, write_audio
 from abebeats_lab.musicvideo.beats import BeatAnalysis, Section, analyze, probe_audio
 from abebeats_lab.musicvideo.pipeline import (

@@ -15,7 +15,7 @@ from abebeats_lab import Settings, VideoRequest, capabilities
 from abebeats_lab._types import JobState, Route
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario
 from abebeats_lab.errors import MissingKeyError, ProviderHTTPError
-from abebeats_lab.media.download import probe
+from abebeats_lab.media.probe import probe
 from abebeats_lab.providers import get_provider
 from abebeats_lab.providers.fal import FalProvider, PikaProvider, build_input
 from abebeats_lab.run import api as runner

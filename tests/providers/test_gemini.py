@@ -22,7 +22,8 @@ from abebeats_lab.errors import (
     ProviderHTTPError,
     ValidationError,
 )
-from abebeats_lab.media.download import probe, save_output
+from abebeats_lab.media.download import save_output
+from abebeats_lab.media.probe import probe
 from abebeats_lab.providers.gemini import GeminiProvider, build_body
 from abebeats_lab.waiting import WaitPolicy, wait
 

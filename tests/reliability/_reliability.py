@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
-from abebeats_lab.media.download import probe
+from abebeats_lab.media.probe import probe
 from abebeats_lab.store import JobRow
 
 ROUTES: Mapping[str, str] = {

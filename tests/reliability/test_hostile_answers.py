@@ -24,7 +24,8 @@ from _reliability import CANARY_KEYS, KEY_VARS, PROVIDERS, ROUTES, canary_env, l
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.emulator.server import serve
 from abebeats_lab.http import MAX_ANSWER_BYTES
-from abebeats_lab.media.download import ALLOW_PRIVATE_ENV, BUDGET_ENV
+from abebeats_lab.media.download import BUDGET_ENV
+from abebeats_lab.media.hosts import ALLOW_PRIVATE_ENV
 from abebeats_lab.run import api as runner
 from abebeats_lab.run.job import DOWNLOAD_ATTEMPTS, DOWNLOAD_LATER, LOST_SIGHT
 from abebeats_lab.store import JobRow

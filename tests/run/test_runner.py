@@ -43,7 +43,7 @@ from abebeats_lab.run.api import (
     load_run,
 )
 from abebeats_lab.store import RunStore
-from abebeats_lab.views.comparison import summarize
+from abebeats_lab.views.summary import summarize
 from abebeats_lab.waiting import WaitPolicy
 
 NO_QUEUED_STATE = {"veo"}

@@ -8,7 +8,7 @@ video grid (prompt rows × route columns), output conformance, quality (automati
 route, the blind-vote leaderboard and how each metric agrees with the votes, from what the run
 folder already stores), failures with reasons, environment and versions. Every figure from an
 emulated route carries the label ``emulated``. Figures are written by `fmt`, costs come from
-`costs.route_cost` and the summary from `comparison.summarize`, as in the CLI and the panel,
+`costs.route_cost` and the summary from `views.summary.summarize`, as in the CLI and the panel,
 so the report can never disagree with them.
 
 This package is the report's public face; the code lives in modules with one job each:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
 from abebeats_lab._types import JobState
-from abebeats_lab.views import comparison
 from abebeats_lab.views import rows as rows_view
 from abebeats_lab.views.report.page import escape, html_table, table_row
 from abebeats_lab.views.report.routes import prompts, route_head, route_summaries, settings_of
+from abebeats_lab.views.summary import settings_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +85,7 @@ def conformance_html(rows: pd.DataFrame) -> str:
         cells = [
             _label(row),
             f"#{escape(row.get('prompt_index'))} r{escape(row.get('repeat'))}",
-            escape(comparison.settings_text({k: asked.get(k) for k in _ASKED}, None)),
+            escape(settings_text({k: asked.get(k) for k in _ASKED}, None)),
             escape(got),
             *(_check(row.get(c)) for c in _CHECKS),
         ]

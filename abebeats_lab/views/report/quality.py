@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
 from abebeats_lab._types import JobState
-from abebeats_lab.views import comparison
 from abebeats_lab.views import rows as rows_view
+from abebeats_lab.views.quality import quality_metrics, run_ratings, run_ratings_by
 from abebeats_lab.views.report.page import escape, html_table, table_row
 from abebeats_lab.views.report.routes import route_head, route_summaries
+from abebeats_lab.views.summary import by_route, metric_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +66,7 @@ def _g(value: float) -> str:
 def quality_html(rows: pd.DataFrame, run_dir: Path, run_id: str, by: Grouping | None = None) -> str:
     """Metric medians and spread per route, the leaderboard (per group too with ``by``), and
     metric–vote agreement."""
-    ratings = comparison.run_ratings(run_dir, run_id) if run_id else None
+    ratings = run_ratings(run_dir, run_id) if run_id else None
     scored = "metrics_error" in rows.columns  # only when quality.sqlite holds the run's figures
     if not scored and ratings is None:
         return _NO_QUALITY
@@ -85,8 +86,8 @@ def quality_html(rows: pd.DataFrame, run_dir: Path, run_id: str, by: Grouping | 
 
 def _scored(rows: pd.DataFrame, name: str) -> dict[str, list[float]]:
     """Per route (sorted), the clips' values of one metric (missing ones left out)."""
-    done = comparison.by_route(rows[rows["state"] == JobState.SUCCEEDED])
-    values = {r: map(comparison.metric_value, (job.get(name) for job in done[r])) for r in done}
+    done = by_route(rows[rows["state"] == JobState.SUCCEEDED])
+    values = {r: map(metric_value, (job.get(name) for job in done[r])) for r in done}
     return {r: [v for v in values[r] if v is not None] for r in sorted(values)}
 
 
@@ -104,7 +105,7 @@ def _metrics_html(rows: pd.DataFrame) -> str:
     summary = route_summaries(rows)
     head = route_head(summary)
     lines = []
-    for name, metric in comparison.quality_metrics().items():
+    for name, metric in quality_metrics().items():
         if name not in rows.columns:
             continue
         cells = "".join(
@@ -134,7 +135,7 @@ def _grouped_html(rows: pd.DataFrame, run_dir: Path, run_id: str, by: Grouping) 
     """One leaderboard per group of votes, each fitted on that group's votes alone."""
     label = by if isinstance(by, str) else "group"
     parts = [f"<h3>Blind votes by {escape(label)}</h3>"]
-    for group, ratings in comparison.run_ratings_by(run_dir, run_id, by).items():
+    for group, ratings in run_ratings_by(run_dir, run_id, by).items():
         parts.append(f"<h4>{escape(label)}: <code>{escape(group)}</code></h4>")
         parts.append(leaderboard_html(ratings.leaderboard(), rows))
     parts.append(
@@ -171,7 +172,7 @@ def _agreement_html(rows: pd.DataFrame, ratings: Any) -> str:
     from abebeats_lab.quality.ratings import agreement
 
     lines = []
-    for name, metric in comparison.quality_metrics().items():
+    for name, metric in quality_metrics().items():
         if name not in rows.columns or metric.unit == "bool":
             continue
         values = {route: v for route, v in _scored(rows, name).items() if v}

@@ -1,7 +1,7 @@
 """The per-route sections of the report: the request settings, the summary per route and the
 same model across resellers; and the per-route reading of rows the other sections share.
 
-The figures come from `comparison.summarize`, as in the CLI and the panel, so the report can
+The figures come from `views.summary.summarize`, as in the CLI and the panel, so the report can
 never disagree with them.
 """
 
@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from abebeats_lab import fmt
 from abebeats_lab.capabilities import USER_SOURCE, model_of
-from abebeats_lab.views import comparison
 from abebeats_lab.views import rows as rows_view
 from abebeats_lab.views.report.page import escape, html_table, section, table_row
+from abebeats_lab.views.summary import SETTING_FIELDS, by_route, setting_cells, summarize
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,12 +46,12 @@ def settings_of(raw: Any) -> dict[str, Any]:
 def settings_html(rows: pd.DataFrame) -> str:
     """The prompts, then the settings sent to each route, adjusted ones highlighted."""
     items = "".join(f"<li><b>#{i}</b> {escape(p)}</li>" for i, p in prompts(rows))
-    columns = [column for _, column in comparison.SETTING_FIELDS]
+    columns = [column for _, column in SETTING_FIELDS]
     lines = []
-    for route, mine in sorted(comparison.by_route(rows).items()):
+    for route, mine in sorted(by_route(rows).items()):
         first = mine[0]
         cells = [f"<code>{escape(route)}</code>"]
-        for _, text, changed in comparison.setting_cells(
+        for _, text, changed in setting_cells(
             settings_of(first.get("settings")), settings_of(first.get("adjusted"))
         ):
             mark = ' class="adjusted" title="adjusted to what the route allows"'
@@ -73,9 +73,9 @@ def prompts(rows: pd.DataFrame) -> list[tuple[int, str]]:
 
 
 def route_summaries(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """`comparison.summarize` by route, routes in name order: every per-route figure shown."""
+    """`views.summary.summarize` by route, routes in name order: every per-route figure shown."""
     return {str(line["route"]): line for line in sorted(
-        comparison.summarize(rows), key=lambda line: str(line["route"]))}  # fmt: skip
+        summarize(rows), key=lambda line: str(line["route"]))}  # fmt: skip
 
 
 def route_head(summary: dict[str, dict[str, Any]]) -> str:
@@ -121,7 +121,7 @@ _SAME_MODEL_HEADERS = (
 def same_model_sections(rows: pd.DataFrame) -> list[str]:
     """ "Same model across resellers": one table per model the run sent to several routes."""
     by_model: dict[str, list[dict[str, Any]]] = {}
-    for line in comparison.summarize(rows):
+    for line in summarize(rows):
         model = model_of(str(line["route"]))
         if model:
             by_model.setdefault(model, []).append(line)
