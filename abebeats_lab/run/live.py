@@ -122,7 +122,8 @@ class Recorder:
             log.exception("on_update callback failed; the run continues")
 
     async def finish(self, live: Live, state: JobState, error: str | None) -> None:
-        """Commit the final state with the job's figures (and its output's, if saved)."""
+        """Commit the final state with the job's figures (and its output's, if saved), then
+        report it: whoever reads the store on the event (the scorer) finds the final row."""
         changes: dict[str, Any] = {"state": state, "error": error}
         changes["finished_at"] = datetime.now(UTC).isoformat()
         if live.marks is not None:
@@ -132,8 +133,10 @@ class Recorder:
         if live.result is not None and live.result.status.usage:
             changes["usage"] = dict(live.result.status.usage)
         written = self.save(live, **changes)
-        self.emit(live, state, live.result.status if live.result else None)
-        await durable(written)
+        try:
+            await durable(written)
+        finally:
+            self.emit(live, state, live.result.status if live.result else None)
 
 
 async def durable(written: Future[None]) -> None:
