@@ -56,7 +56,7 @@ def _prices_from(args: argparse.Namespace) -> dict[str, float]:
 
 def _new_run_dir(prefix: str = "") -> Path:
     """A fresh run directory chosen here, so an interrupt can name it."""
-    from abebeats_lab.run.api import RUNS_DIR, new_run_id
+    from abebeats_lab.run.plan import RUNS_DIR, new_run_id
 
     return Path(RUNS_DIR) / f"{prefix}{new_run_id()}"
 

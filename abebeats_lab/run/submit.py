@@ -31,13 +31,14 @@ from abebeats_lab.waiting import CANCEL_TIMEOUT_S, cancel_remote
 if TYPE_CHECKING:
     from abebeats_lab.run.limits import Limiter
 
-__all__ = ["NEVER_SENT", "NOT_CANCELLABLE", "Submitter"]
+__all__ = ["CANCELLED", "NEVER_SENT", "NOT_CANCELLABLE", "Submitter"]
 
 SUBMIT_GRACE_S = 10.0
 """After a cancel, how long a create already sent may take to answer so we can cancel its job."""
 LOOKUP_GRACE_S = 1.0
 """The same, for a provider that can look the create up instead (its create may be held)."""
 CANCELLED = "comparison cancelled; remote job cancelled"
+"""The provider acknowledged the cancel: its job will not finish."""
 NEVER_SENT = "comparison cancelled before submit"
 NOT_CANCELLABLE = (
     "comparison cancelled; this provider cannot cancel a job, so it may still finish "

@@ -31,7 +31,8 @@ from abebeats_lab._types import Route
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import ValidationError
 from abebeats_lab.musicvideo.pipeline import make_music_video
-from abebeats_lab.run.api import compare, list_runs, load_run, new_run_id, plan_jobs
+from abebeats_lab.run.api import compare, list_runs, load_run
+from abebeats_lab.run.plan import new_run_id, plan_jobs
 from abebeats_lab.store import DB_NAME, RunStore
 
 CLI = [sys.executable, "-m", "abebeats_lab.cli"]
