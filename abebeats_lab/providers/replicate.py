@@ -6,8 +6,9 @@ things the SDK does not do are added here: a create holds briefly with ``Prefer:
 short jobs come back finished; a create answered with 429/5xx is retried honouring
 ``Retry-After`` (the SDK never retries a POST), while a create that may have reached the server
 is never repeated (`AmbiguousSubmitError`); and every SDK or httpx exception becomes one of ours.
-The transport also reads every answer under `http.read_answer`'s cap before the SDK sees it,
-and prediction ids are checked before the SDK puts them into a path.
+The transport (`providers.replicate_transport`) also reads every answer under
+`http.read_answer`'s cap before the SDK sees it, and prediction ids are checked before the SDK
+puts them into a path.
 
 A status read, the one request a wait repeats, skips the SDK's client: it is one GET on the
 shared client, read by the same transport code and validated with the SDK's own `Prediction`
@@ -24,10 +25,8 @@ once (the wait loop retries it); a cancel or a predictions-list lookup is retrie
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
-import time
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -61,13 +60,10 @@ from abebeats_lab.http import (
     RetryPolicy,
     from_emulator,
     never_sent,
-    read_answer,
-    retry_delay,
     retry_errors,
-    retry_hint,
-    should_retry,
 )
 from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
+from abebeats_lab.providers.replicate_transport import SdkTransport, answered, problem_text
 
 __all__ = ["USAGE_FIELDS", "ModelRef", "ReplicateProvider", "build_input", "parse_model"]
 
@@ -78,9 +74,6 @@ finish inside the create call: one request, the lowest detection lag. The price 
 prediction id arrives only with the answer; a crash during the hold leaves a "submitting" row
 that `reconcile` finds again through the predictions list, so it is never paid twice."""
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=10.0)
-HOLD_READ_MARGIN_S = 15.0
-"""Extra read time past the hold: the SDK allows only 0.5 s, which a busy server overruns, and
-a read timeout on a create is ambiguous (the prediction exists, the answer is lost)."""
 RECONCILE_PAGES = 5
 RECONCILE_SKEW = timedelta(seconds=120)
 _MODEL_RE = re.compile(
@@ -129,96 +122,6 @@ def build_input(request: VideoRequest, caps: capabilities.Capabilities) -> dict[
     return caps.inputs(request)
 
 
-class _Transport(httpx.AsyncBaseTransport):
-    """The SDK's transport: each request sent by the running loop's shared client, and the
-    SDK's only retrier (see the module docstring).
-
-    An error answer is raised as `ProviderHTTPError` (with its retry hint), never returned,
-    so the SDK's ``RetryTransport`` around this one has nothing to retry. Only POSTs (creates)
-    are retried here: when the server refused them with 429/5xx (honouring hints) or they
-    never left. A POST that failed after it was sent is not: the caller turns that into
-    `AmbiguousSubmitError`. Every response is shown to ``observe`` first.
-    """
-
-    def __init__(
-        self,
-        lease: Lease,
-        policy: RetryPolicy,
-        timeout: httpx.Timeout,
-        observe: Callable[[httpx.Response], None],
-    ) -> None:
-        self._lease = lease
-        self._policy = policy
-        self._timeout = timeout
-        self._observe = observe
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method != "POST":
-            return _answered(await self.send_once(request))
-        _bound_timeout(request, self._timeout)
-        _widen_hold_timeout(request)
-        started, attempt = time.monotonic(), 0
-        while True:
-            attempt += 1
-            try:
-                response = await self.send_once(request)
-            except httpx.HTTPError as exc:
-                delay = retry_delay(attempt, None, self._policy)
-                if not never_sent(exc) or self._policy.gives_up(attempt, started, delay):
-                    raise
-            else:
-                if response.status_code < httpx.codes.BAD_REQUEST or not should_retry(response):
-                    return _answered(response)
-                delay = retry_delay(attempt, retry_hint(response), self._policy)
-                if self._policy.gives_up(attempt, started, delay):
-                    return _answered(response)
-            await asyncio.sleep(delay)
-
-    async def send_once(self, request: httpx.Request) -> httpx.Response:
-        """Send on the running loop's shared client, observed and read under the cap."""
-        sent = await self._lease.client().send(request, stream=True)
-        self._observe(sent)
-        # The body read here under the cap, decoded, into a fresh response (the SDK's client
-        # binds a response to itself).
-        return await read_answer(sent, provider="replicate")
-
-
-def _answered(response: httpx.Response) -> httpx.Response:
-    """A success as it is; an error answer raised as `ProviderHTTPError` (see `_Transport`),
-    with Replicate's problem text and any retry hint (``Retry-After``, body ``retry_after``)."""
-    if response.status_code < httpx.codes.BAD_REQUEST:
-        return response
-    raise ProviderHTTPError(
-        provider="replicate",
-        status_code=response.status_code,
-        body=_problem_text(ReplicateError.from_response(response)),
-        retry_after_s=retry_hint(response),
-    )
-
-
-def _bound_timeout(request: httpx.Request, timeout: httpx.Timeout) -> None:
-    """Fill in the timeouts the SDK left unset: without ``Prefer: wait`` it sends a create
-    with ``timeout=None``, and a create that never answers would hang for ever."""
-    current = dict(request.extensions.get("timeout", {}))
-    for phase, value in timeout.as_dict().items():
-        if current.get(phase) is None:
-            current[phase] = value
-    request.extensions["timeout"] = current
-
-
-def _widen_hold_timeout(request: httpx.Request) -> None:
-    """Give a ``Prefer: wait=N`` create N + margin to answer, and no pool deadline."""
-    prefer = request.headers.get("prefer", "")
-    if not prefer.startswith("wait"):
-        return
-    _, _, seconds = prefer.partition("=")
-    hold = float(seconds) if seconds.strip().isdigit() else 60.0
-    timeout = dict(request.extensions.get("timeout", {}))
-    timeout["read"] = hold + HOLD_READ_MARGIN_S
-    timeout["pool"] = None
-    request.extensions["timeout"] = timeout
-
-
 class ReplicateProvider(Provider):
     """Replicate predictions through the official SDK; see the module docstring."""
 
@@ -243,7 +146,7 @@ class ReplicateProvider(Provider):
         self._timeout = timeout
         self._retry = retry
         self._lease = Lease()
-        self._transport = _Transport(self._lease, self._retry, self._timeout, self._observe)
+        self._transport = SdkTransport(self._lease, self._retry, self._timeout, self._observe)
         self._sdk: SdkClient | None = None
 
     def __repr__(self) -> str:
@@ -322,7 +225,7 @@ class ReplicateProvider(Provider):
             headers={"Authorization": f"Bearer {self._key.reveal()}"},
             timeout=self._timeout,
         )
-        response = _answered(await self._transport.send_once(request))
+        response = answered(await self._transport.send_once(request))
         return Prediction(**response.json())
 
     async def cancel(self, job: Job) -> None:
@@ -380,7 +283,7 @@ class ReplicateProvider(Provider):
             return await make()
         except ReplicateError as exc:
             raise ProviderHTTPError(
-                provider=self.name, status_code=exc.status or 0, body=_problem_text(exc)
+                provider=self.name, status_code=exc.status or 0, body=problem_text(exc)
             ) from exc
         except ModelError as exc:
             raise JobFailed(str(exc), job_id=exc.prediction.id) from exc
@@ -456,8 +359,3 @@ def _job_from(hint: Job, prediction: Prediction) -> Job:
         handles=dict(prediction.urls or {}),
         initial=parse_prediction(prediction),
     )
-
-
-def _problem_text(exc: ReplicateError) -> str:
-    parts = [p for p in (exc.title, exc.detail) if p]
-    return ": ".join(parts)
