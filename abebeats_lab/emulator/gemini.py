@@ -30,13 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from abebeats_lab.emulator._google import (
-    create_fault,
-    json_or_none,
-    malformed_status,
-    status_fault,
-    status_word,
-)
+from abebeats_lab.emulator import _google
 from abebeats_lab.emulator.core import EmulatedJob, EmulatorState
 
 __all__ = ["KNOWN_MODELS", "SAFETY_TRIGGER", "create_app"]
@@ -71,7 +65,7 @@ _PRECONDITION = 400
 
 def _error(http_status: int, message: str, code: str | None = None) -> JSONResponse:
     """Gemini's error body: the ``google.rpc.Code`` word as a string ``code``."""
-    body = {"error": {"code": code or status_word(http_status), "message": message}}
+    body = {"error": {"code": code or _google.status_word(http_status), "message": message}}
     return JSONResponse(body, status_code=http_status)
 
 
@@ -164,7 +158,7 @@ class _Interactions:
         job.extra["file_id"] = job.id.replace("-", "")
         self.state.record(request, "create", job.id)
         job.extra["render"] = self.state.start_render(job, lambda: self._render(job))
-        fault = await create_fault(self.state)
+        fault = await _google.create_fault(self.state)
         if fault is not None:
             return fault
         if not body.get("background"):
@@ -177,7 +171,7 @@ class _Interactions:
         sc = self.state.scenario
         if self.state.take_fault("create_429", sc.create_429):
             return _exhausted(sc.retry_after_s)
-        problem = _check_body(await json_or_none(request))
+        problem = _check_body(await _google.json_or_none(request))
         return None if problem is None else _error(*problem)
 
     async def _until_terminal(self, job: EmulatedJob) -> None:
@@ -193,13 +187,13 @@ class _Interactions:
         self.state.record(request, "status", job_id)
         if not _authorized(request):
             return _error(401, "Method doesn't allow unregistered callers. Please use an API key.")
-        refused = status_fault(self.state, error=_error, exhausted=_exhausted)
+        refused = _google.status_fault(self.state, error=_error, exhausted=_exhausted)
         if refused is not None:
             return refused
         job = self.state.get(job_id)
         if job is None:
             return _error(404, f"Interaction {job_id} was not found.")
-        return malformed_status(self.state) or JSONResponse(self.interaction(job))
+        return _google.malformed_status(self.state) or JSONResponse(self.interaction(job))
 
     async def cancel(self, request: Request) -> Response:
         """``POST /{v}/interactions/{id}/cancel``: stops a running interaction."""

@@ -22,13 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from abebeats_lab.emulator._google import (
-    create_fault,
-    json_or_none,
-    malformed_status,
-    status_fault,
-    status_word,
-)
+from abebeats_lab.emulator import _google
 from abebeats_lab.emulator.core import EmulatedJob, EmulatorState
 
 __all__ = ["KNOWN_MODELS", "RAI_TRIGGER", "create_app"]
@@ -69,7 +63,7 @@ def _google_error(
     code: int, message: str, details: list[dict[str, Any]] | None = None
 ) -> JSONResponse:
     """Vertex's ``google.rpc.Status`` body: the numeric ``code`` and its word as ``status``."""
-    error: dict[str, Any] = {"code": code, "message": message, "status": status_word(code)}
+    error: dict[str, Any] = {"code": code, "message": message, "status": _google.status_word(code)}
     if details:
         error["details"] = details
     return JSONResponse({"error": error}, status_code=code)
@@ -176,7 +170,7 @@ class _Veo:
         self.state.record(request, "create", job.id)
         # Render while the job "runs", off the server's loop, so answers never stall on it.
         job.extra["render"] = self.state.start_render(job, lambda: self._response(job))
-        return await create_fault(self.state) or JSONResponse({"name": job.extra["name"]})
+        return await _google.create_fault(self.state) or JSONResponse({"name": job.extra["name"]})
 
     async def _reject(self, request: Request, model: str) -> Response | None:
         if not _authorized(request):
@@ -186,24 +180,24 @@ class _Veo:
             return _exhausted(sc.retry_after_s)
         if model not in KNOWN_MODELS:
             return _google_error(404, f"Publisher Model `{model}` was not found.")
-        problem = _check_body(await json_or_none(request))
+        problem = _check_body(await _google.json_or_none(request))
         return None if problem is None else _google_error(400, problem)
 
     async def fetch(self, request: Request, match: re.Match[str]) -> Response:
         """``:fetchPredictOperation``: the operation, with the scenario's status faults."""
-        body = await json_or_none(request)
+        body = await _google.json_or_none(request)
         name = body.get("operationName") if isinstance(body, dict) else None
         job_id = name.rpartition("/operations/")[2] if isinstance(name, str) else None
         self.state.record(request, "status", job_id)
         if not _authorized(request):
             return _google_error(401, "Request is missing required authentication credential.")
-        refused = status_fault(self.state, error=_google_error, exhausted=_exhausted)
+        refused = _google.status_fault(self.state, error=_google_error, exhausted=_exhausted)
         if refused is not None:
             return refused
         job = self.state.get(job_id) if job_id else None
         if job is None or job.model != match["model"]:
             return _google_error(404, f"Operation {name!r} was not found.")
-        return malformed_status(self.state) or JSONResponse(self.operation(job))
+        return _google.malformed_status(self.state) or JSONResponse(self.operation(job))
 
     def operation(self, job: EmulatedJob) -> dict[str, Any]:
         """The operation as ``fetchPredictOperation`` returns it now."""
