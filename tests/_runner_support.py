@@ -1,15 +1,19 @@
-"""Helpers shared by the runner, store, timing and resume tests (no fakes: real routes only)."""
+"""Helpers shared by the tests (no fakes: real routes, real emulators, the real CLI)."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from abebeats_lab import Settings
-from abebeats_lab.emulator import can_emulate
-from abebeats_lab.providers import available_providers
+from abebeats_lab.emulator import Emulators, EmulatorState, Scenario, can_emulate
+from abebeats_lab.providers import Provider, available_providers
 from abebeats_lab.store import DB_NAME
 from abebeats_lab.waiting import WaitPolicy
 
@@ -26,6 +30,9 @@ SMALL = Settings(duration_s=2, aspect_ratio="16:9", resolution="240p")
 """Cheap local renders."""
 REMOTE = Settings(duration_s=5, aspect_ratio="16:9", resolution="720p")
 """Settings every emulated route accepts as they are."""
+CLI_TIMEOUT_S = 180.0
+"""Only a hung child reaches it; it keeps a stuck CLI from stalling the suite."""
+P = TypeVar("P", bound=Provider)
 
 
 def emulator_available(provider: str) -> bool:
@@ -50,3 +57,54 @@ def db_rows(run_dir: Path) -> list[sqlite3.Row]:
             return list(db.execute("SELECT * FROM jobs ORDER BY prompt_index, route, repeat"))
         except sqlite3.OperationalError:  # schema not written yet
             return []
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout_s: float = CLI_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """``abebeats-lab ARGS`` as a user runs it: a child process (this tree on its PYTHONPATH),
+    in ``cwd`` (default: the test's own folder), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "abebeats_lab.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def emulator_fixtures(provider: str) -> tuple[Any, Any]:
+    """Fixtures ``emus`` (the provider's emulator on loopback, one per test module) and ``emu``
+    (its state, with a fresh fast scenario and no jobs or requests for each test).
+
+    A test module takes them by name: ``emus, emu = emulator_fixtures("veo")``.
+    """
+
+    @pytest.fixture(scope="module")
+    def emus() -> Iterator[Emulators]:
+        with Emulators([provider], Scenario.fast()) as running:
+            yield running
+
+    @pytest.fixture
+    def emu(emus: Emulators) -> Iterator[EmulatorState]:
+        state = emus.states[provider]
+        state.set_scenario(Scenario.fast())
+        state.jobs.clear()
+        state.requests.clear()
+        yield state
+
+    return emus, emu
+
+
+def client_fixture(make: Callable[[Emulators], P]) -> Any:
+    """A fixture ``provider``: the client ``make`` builds on the module's ``emus``, closed after
+    the test. A test module takes it by name: ``provider = client_fixture(...)``."""
+
+    @pytest.fixture
+    async def provider(emus: Emulators) -> AsyncIterator[P]:
+        client = make(emus)
+        yield client
+        await client.aclose()
+
+    return provider

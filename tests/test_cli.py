@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _runner_support import run_cli
 
 from abebeats_lab.cli.run_commands import DEMO_PROMPTS, DEMO_ROUTES
 from abebeats_lab.emulator import EMULATED_PROVIDERS
@@ -22,17 +23,6 @@ EMULATED_ROUTES = [
     "veo:veo-3.1-fast-generate-001",
     "pika:fal-ai/pika/v2.2/text-to-video",
 ]
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "abebeats_lab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def test_generate_local_writes_the_asked_for_video(tmp_path: Path) -> None:

@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _runner_support import FAST, LOCAL, RUNWAY, VEO
-from test_cli import run_cli
+from _runner_support import FAST, LOCAL, RUNWAY, VEO, run_cli
 
 from abebeats_lab import Settings, VideoRequest, capabilities
 from abebeats_lab.errors import ValidationError

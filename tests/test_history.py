@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _runner_support import run_cli
 
 from abebeats_lab import Settings, history
 from abebeats_lab._types import JobState, JobStatus
@@ -24,16 +23,6 @@ FAST_CREATES = {"veo": 600.0}
 BLIND_CAP_S = WaitPolicy().max_interval_s
 """Without history, Veo's 60 s prior polls every `max_interval_s` (8 s): a 1 s emulated job is
 seen done 8 s after it was first seen running."""
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "abebeats_lab.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def test_a_second_comparison_in_a_new_folder_waits_on_the_first_ones_run_times(
@@ -59,7 +48,7 @@ async def test_a_second_comparison_in_a_new_folder_waits_on_the_first_ones_run_t
     assert (row.timing.run_s or 0) < BLIND_CAP_S
     assert row.timing.polls <= max(r.timing.polls for r in cold.rows) + 1
 
-    listed = _cli("history")
+    listed = run_cli("history")
     assert listed.returncode == 0, listed.stderr
     assert str(history.history_path()) in listed.stdout
     [line] = [line for line in listed.stdout.splitlines() if line.startswith(VEO)]
@@ -94,14 +83,14 @@ def test_the_cli_clears_one_route_or_all() -> None:
     for route in (VEO, LOCAL):
         for seconds in (1.0, 2.0):
             history.record(route, seconds, emulated=False)
-    one = _cli("history", "--clear", "--route", LOCAL)
+    one = run_cli("history", "--clear", "--route", LOCAL)
     assert one.returncode == 0, one.stderr
     assert "forgot 2 run times (local:procedural)" in one.stdout
     assert [h.route for h in history.summaries()] == [VEO]
-    every = _cli("history", "--clear")
+    every = run_cli("history", "--clear")
     assert every.returncode == 0 and "forgot 2 run times (every route)" in every.stdout
     assert history.summaries() == []
-    assert "no run times recorded yet" in _cli("history").stdout
+    assert "no run times recorded yet" in run_cli("history").stdout
     assert history.clear() == 0
 
 
@@ -113,7 +102,7 @@ async def test_an_unreadable_history_never_fails_a_run_and_the_cli_says_so_in_on
     path.write_bytes(b"this is not a database" * 100)
     result = await compare("a kite", [LOCAL], SMALL, repeats=2, run_dir=tmp_path / "run")
     assert [row.state for row in result.rows] == ["succeeded", "succeeded"]
-    listed = _cli("history")
+    listed = run_cli("history")
     assert listed.returncode == 1
     assert listed.stderr.strip().startswith("abebeats-lab: cannot read the run-time history")
     assert len(listed.stderr.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_cli import run_cli
+from _runner_support import run_cli
 
 from abebeats_lab import capabilities
 from abebeats_lab.cli.run_commands import DEMO_ROUTES

@@ -6,14 +6,13 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 from dataclasses import fields
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
+from _runner_support import run_cli
 
 from abebeats_lab._types import JobState, Timing
 from abebeats_lab.errors import LabError
@@ -180,17 +179,6 @@ def _sql(folder: Path, *statements: str) -> list[tuple[object, ...]]:
         return [row for s in statements for row in db.execute(s).fetchall()]
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "abebeats_lab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 def _columns(folder: Path) -> list[str]:
     return [str(r[0]) for r in _sql(folder, "SELECT name FROM pragma_table_info('jobs')")]
 
@@ -259,7 +247,7 @@ def test_a_run_written_before_a_field_existed_gets_the_column_with_its_default(
 
 def test_report_of_a_run_written_before_versions(tmp_path: Path) -> None:
     old = _copy_of_fixture(tmp_path / "old")
-    done = _cli("report", str(old), cwd=tmp_path)
+    done = run_cli("report", str(old), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = Path(done.stdout.strip().splitlines()[-1])
     assert report.is_file() and report.parent == old
@@ -269,7 +257,7 @@ def test_report_of_a_run_written_before_versions(tmp_path: Path) -> None:
 
 def test_resume_of_a_run_written_before_versions_submits_its_planned_row(tmp_path: Path) -> None:
     old = _copy_of_fixture(tmp_path / "old")
-    done = _cli("resume", str(old), cwd=tmp_path)
+    done = run_cli("resume", str(old), cwd=tmp_path)
     assert done.returncode == 1, done.stderr  # its two failed rows stay failed (issue 17)
     assert done.stdout.strip().splitlines()[-1].startswith("2 of 5 job(s) did not succeed")
     rows = load_run(old).rows
@@ -299,7 +287,7 @@ def test_a_run_from_a_newer_version_is_refused_in_one_line_and_left_alone(
     _sql(newer, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(LabError, match="newer abebeats-lab"):
         load_run(newer)
-    done = _cli("report", str(newer), cwd=tmp_path)
+    done = run_cli("report", str(newer), cwd=tmp_path)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert "newer abebeats-lab" in line and "upgrade" in line

@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from abebeats_lab.emulator.core import EmulatedJob, EmulatorState, drop_connection, hang
+from abebeats_lab.emulator import _google
+from abebeats_lab.emulator.core import EmulatedJob, EmulatorState
 
 __all__ = ["KNOWN_MODELS", "SAFETY_TRIGGER", "create_app"]
 
@@ -59,18 +60,12 @@ _STATUS_WORD = {
     "failed": "failed",
     "canceled": "cancelled",
 }
-_CODE_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    404: "NOT_FOUND",
-    429: "RESOURCE_EXHAUSTED",
-    503: "UNAVAILABLE",
-}
 _PRECONDITION = 400
 
 
 def _error(http_status: int, message: str, code: str | None = None) -> JSONResponse:
-    body = {"error": {"code": code or _CODE_NAMES.get(http_status, "UNKNOWN"), "message": message}}
+    """Gemini's error body: the ``google.rpc.Code`` word as a string ``code``."""
+    body = {"error": {"code": code or _google.status_word(http_status), "message": message}}
     return JSONResponse(body, status_code=http_status)
 
 
@@ -163,11 +158,9 @@ class _Interactions:
         job.extra["file_id"] = job.id.replace("-", "")
         self.state.record(request, "create", job.id)
         job.extra["render"] = self.state.start_render(job, lambda: self._render(job))
-        sc = self.state.scenario
-        if self.state.take_fault("drop_create", sc.drop_create):
-            return await drop_connection()
-        if self.state.take_fault("hang_create", sc.hang_create):
-            return await hang()
+        fault = await _google.create_fault(self.state)
+        if fault is not None:
+            return fault
         if not body.get("background"):
             await self._until_terminal(job)  # a foreground create holds until the video exists
         return JSONResponse(self.interaction(job))
@@ -178,11 +171,7 @@ class _Interactions:
         sc = self.state.scenario
         if self.state.take_fault("create_429", sc.create_429):
             return _exhausted(sc.retry_after_s)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        problem = _check_body(body)
+        problem = _check_body(await _google.json_or_none(request))
         return None if problem is None else _error(*problem)
 
     async def _until_terminal(self, job: EmulatedJob) -> None:
@@ -198,17 +187,13 @@ class _Interactions:
         self.state.record(request, "status", job_id)
         if not _authorized(request):
             return _error(401, "Method doesn't allow unregistered callers. Please use an API key.")
-        sc = self.state.scenario
-        if self.state.take_fault("status_429", sc.status_429):
-            return _exhausted(sc.retry_after_s)
-        if self.state.take_fault("status_5xx", sc.status_5xx):
-            return _error(503, "The service is currently unavailable.")
+        refused = _google.status_fault(self.state, error=_error, exhausted=_exhausted)
+        if refused is not None:
+            return refused
         job = self.state.get(job_id)
         if job is None:
             return _error(404, f"Interaction {job_id} was not found.")
-        if self.state.take_fault("malformed_status", sc.malformed_status):
-            return Response("<html>upstream connect error</html>", media_type="application/json")
-        return JSONResponse(self.interaction(job))
+        return _google.malformed_status(self.state) or JSONResponse(self.interaction(job))
 
     async def cancel(self, request: Request) -> Response:
         """``POST /{v}/interactions/{id}/cancel``: stops a running interaction."""

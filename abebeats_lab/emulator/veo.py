@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from abebeats_lab.emulator.core import EmulatedJob, EmulatorState, drop_connection, hang
+from abebeats_lab.emulator import _google
+from abebeats_lab.emulator.core import EmulatedJob, EmulatorState
 
 __all__ = ["KNOWN_MODELS", "RAI_TRIGGER", "create_app"]
 
@@ -55,24 +56,14 @@ _PERSON = ("allow_adult", "dont_allow", "allow_all")
 _DEFAULT_DURATION = 8
 _CODE_CANCELLED = 1
 _CODE_INTERNAL = 13
-_CODE_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    404: "NOT_FOUND",
-    429: "RESOURCE_EXHAUSTED",
-    503: "UNAVAILABLE",
-}
 _UNDOCUMENTED_DONE = "PAUSED"
 
 
 def _google_error(
     code: int, message: str, details: list[dict[str, Any]] | None = None
 ) -> JSONResponse:
-    error: dict[str, Any] = {
-        "code": code,
-        "message": message,
-        "status": _CODE_NAMES.get(code, "UNKNOWN"),
-    }
+    """Vertex's ``google.rpc.Status`` body: the numeric ``code`` and its word as ``status``."""
+    error: dict[str, Any] = {"code": code, "message": message, "status": _google.status_word(code)}
     if details:
         error["details"] = details
     return JSONResponse({"error": error}, status_code=code)
@@ -179,12 +170,7 @@ class _Veo:
         self.state.record(request, "create", job.id)
         # Render while the job "runs", off the server's loop, so answers never stall on it.
         job.extra["render"] = self.state.start_render(job, lambda: self._response(job))
-        sc = self.state.scenario
-        if self.state.take_fault("drop_create", sc.drop_create):
-            return await drop_connection()
-        if self.state.take_fault("hang_create", sc.hang_create):
-            return await hang()
-        return JSONResponse({"name": job.extra["name"]})
+        return await _google.create_fault(self.state) or JSONResponse({"name": job.extra["name"]})
 
     async def _reject(self, request: Request, model: str) -> Response | None:
         if not _authorized(request):
@@ -194,28 +180,24 @@ class _Veo:
             return _exhausted(sc.retry_after_s)
         if model not in KNOWN_MODELS:
             return _google_error(404, f"Publisher Model `{model}` was not found.")
-        problem = _check_body(await _json_or_none(request))
+        problem = _check_body(await _google.json_or_none(request))
         return None if problem is None else _google_error(400, problem)
 
     async def fetch(self, request: Request, match: re.Match[str]) -> Response:
         """``:fetchPredictOperation``: the operation, with the scenario's status faults."""
-        body = await _json_or_none(request)
+        body = await _google.json_or_none(request)
         name = body.get("operationName") if isinstance(body, dict) else None
         job_id = name.rpartition("/operations/")[2] if isinstance(name, str) else None
         self.state.record(request, "status", job_id)
         if not _authorized(request):
             return _google_error(401, "Request is missing required authentication credential.")
-        sc = self.state.scenario
-        if self.state.take_fault("status_429", sc.status_429):
-            return _exhausted(sc.retry_after_s)
-        if self.state.take_fault("status_5xx", sc.status_5xx):
-            return _google_error(503, "The service is currently unavailable.")
+        refused = _google.status_fault(self.state, error=_google_error, exhausted=_exhausted)
+        if refused is not None:
+            return refused
         job = self.state.get(job_id) if job_id else None
         if job is None or job.model != match["model"]:
             return _google_error(404, f"Operation {name!r} was not found.")
-        if self.state.take_fault("malformed_status", sc.malformed_status):
-            return Response("<html>upstream connect error</html>", media_type="application/json")
-        return JSONResponse(self.operation(job))
+        return _google.malformed_status(self.state) or JSONResponse(self.operation(job))
 
     def operation(self, job: EmulatedJob) -> dict[str, Any]:
         """The operation as ``fetchPredictOperation`` returns it now."""
@@ -281,13 +263,6 @@ class _Veo:
             "bytesBase64Encoded": base64.b64encode(data).decode("ascii"),
             "mimeType": "video/mp4",
         }
-
-
-async def _json_or_none(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        return None
 
 
 def create_app(state: EmulatorState) -> Starlette:

@@ -11,24 +11,23 @@ Files API ``uri`` fetched through genai's ``files.download`` (which carries the 
 This module adds what genai lacks: no blind retry of a create that may have arrived (genai's
 interactions client retries 5xx and timeouts by default, so its retries are switched off and
 our policy decides), our error types, and "completed without a video" (a safety block) read as
-a failure with the reason. genai's HTTP client is used as shipped; only a response hook is
-added, to notice the emulator. Keys: ``GEMINI_API_KEY`` (alias ``GOOGLE_API_KEY``); base URL:
-``GOOGLE_GEMINI_BASE_URL``.
+a failure with the reason. The genai client, its hook (to notice the emulator) and the
+translation of genai's classic errors are shared with Veo (`providers._genai`); this module maps
+the Interactions API's own errors (``genai_interactions``) first. It leaves
+`GenaiProvider.answer_cap` unset: genai reads this route's answers without a size cap.
+Keys: ``GEMINI_API_KEY`` (alias ``GOOGLE_API_KEY``); base URL: ``GOOGLE_GEMINI_BASE_URL``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-import httpx
 from google import genai
 from google.genai import _interactions as genai_interactions
 from google.genai import errors as genai_errors
@@ -37,25 +36,14 @@ from google.genai.interactions import Interaction
 
 from abebeats_lab import config
 from abebeats_lab._types import Job, JobState, JobStatus, OutputRef, Route, VideoRequest
-from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ValidationError
-from abebeats_lab.http import (
-    DEFAULT_RETRY,
-    RetryPolicy,
-    from_emulator,
-    is_http_error,
-    never_sent,
-    retry_errors,
-    retry_hint,
-)
-from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
+from abebeats_lab.errors import LabError, ProtocolError, ProviderHTTPError, ValidationError
+from abebeats_lab.http import DEFAULT_RETRY, RetryPolicy, never_sent, retry_errors
+from abebeats_lab.providers._genai import GenaiProvider, http_error
+from abebeats_lab.providers.base import transport_failure, unreadable_answer, utcnow
 
 __all__ = ["GeminiProvider", "build_body", "parse_interaction"]
 
-T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 60.0
-_MS = 1000
-_ONE_ATTEMPT = 1
-"""genai's own retries off: `retry_errors` applies the project's one policy instead."""
 _EXTRAS = frozenset({"delivery", "task"})
 """Route-specific settings: ``delivery`` (``inline``/``uri``) and ``video_config.task``."""
 _RUNNING = frozenset({"in_progress", "requires_continuation"})
@@ -125,7 +113,7 @@ def _image(text: str, route: Route) -> dict[str, Any]:
     raise ValidationError("image", text[:40], allowed, route=str(route))
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(GenaiProvider):
     """Google's video models on the Gemini Developer API; see the module docstring."""
 
     name: ClassVar[str] = "gemini"
@@ -142,36 +130,18 @@ class GeminiProvider(Provider):
         key = config.key_for("gemini", api_key)
         assert key is not None  # required=True raises MissingKeyError instead
         self._key = key
-        self._base_url = config.base_url_for("gemini", base_url)
-        self.emulated = emulated
-        self._timeout_s = timeout_s
-        self._retry = retry
-        self._genai: genai.Client | None = None
-        self._genai_loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(
+            base_url=config.base_url_for("gemini", base_url),
+            emulated=emulated,
+            timeout_s=timeout_s,
+            retry=retry,
+        )
 
     def __repr__(self) -> str:
         return f"GeminiProvider(base_url={self._base_url!r}, emulated={self.emulated})"
 
-    def _client(self) -> genai.Client:
-        # One genai client per event loop: pooled connections belong to the loop that opened them.
-        loop = asyncio.get_running_loop()
-        if self._genai is None or self._genai_loop is not loop:
-            self._genai_loop = loop
-            options = types.HttpOptions(
-                base_url=self._base_url,
-                timeout=int(self._timeout_s * _MS),
-                retry_options=types.HttpRetryOptions(attempts=_ONE_ATTEMPT),
-                async_client_args={"event_hooks": {"response": [self._observe]}},
-            )
-            self._genai = genai.Client(
-                vertexai=False, api_key=self._key.reveal(), http_options=options
-            )
-        return self._genai
-
-    async def _observe(self, response: Any) -> None:
-        """genai's response hook: an emulator's answer makes this client emulated."""
-        if from_emulator(response.headers):
-            self.emulated = True
+    def _new_client(self, options: types.HttpOptions) -> genai.Client:
+        return genai.Client(vertexai=False, api_key=self._key.reveal(), http_options=options)
 
     async def submit(self, request: VideoRequest, route: Route) -> Job:
         body = build_body(request, route)
@@ -216,53 +186,28 @@ class GeminiProvider(Provider):
         data = await self._call(lambda: files.download(file=f"files/{match['name']}"))
         return OutputRef(data=data, content_type=ref.content_type)
 
-    async def _call(self, make: Callable[[], Awaitable[T]], *, creating: bool = False) -> T:
-        """Run one genai call and translate whatever it raises into our error types."""
-        try:
-            return await make()
-        except genai_interactions.APIStatusError as exc:
-            raise _http_error(exc.response.status_code, exc.body, exc.response) from exc
-        except genai_interactions.APIConnectionError as exc:
+    def _translate(self, exc: Exception, *, creating: bool) -> LabError | None:
+        """The Interactions API's errors first, then the files service's (classic genai
+        errors, whose Google body is read as the Interactions API's is), then the shared ones."""
+        if isinstance(exc, genai_interactions.APIStatusError):
+            return http_error(self.name, exc.response.status_code, _google_text(exc.body), exc)
+        if isinstance(exc, genai_interactions.APIConnectionError):
             cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
             sent = creating and not never_sent(cause)
-            raise transport_failure(cause, provider=self.name, sent=sent) from exc
-        except genai_interactions.APIError as exc:  # a 200 whose body the SDK cannot read
-            raise unreadable_answer(exc, provider=self.name) from exc
-        except genai_errors.APIError as exc:  # the files service (classic genai errors)
-            raise _http_error(exc.code, exc.details, exc.response) from exc
-        except (ValueError, TypeError, RecursionError) as exc:
-            # bad JSON (nested past the parser's depth too); a body genai's models reject
-            raise unreadable_answer(exc, provider=self.name) from exc
-        except Exception as exc:  # genai's httpx2 errors, recognised without importing httpx2
-            if not is_http_error(exc):
-                raise
-            sent = creating and not never_sent(exc)
-            raise transport_failure(exc, provider=self.name, sent=sent) from exc
-
-    async def aclose(self) -> None:
-        if self._genai is not None:
-            client, self._genai = self._genai, None
-            await client.aio.aclose()
+            return transport_failure(cause, provider=self.name, sent=sent)
+        if isinstance(exc, genai_interactions.APIError):  # a 200 whose body the SDK cannot read
+            return unreadable_answer(exc, provider=self.name)
+        if isinstance(exc, genai_errors.APIError):
+            return http_error(self.name, exc.code, _google_text(exc.details), exc)
+        return super()._translate(exc, creating=creating)
 
 
-def _http_error(status_code: int, body: Any, response: Any) -> ProviderHTTPError:
-    """A ProviderHTTPError with the status, Google's code and message, and any retry hint."""
-    hint = None
-    with contextlib.suppress(AttributeError, TypeError, ValueError):
-        # genai's response is an httpx2 one: read its hint with the one shared parser, through
-        # a plain httpx copy.
-        mirror = httpx.Response(
-            response.status_code, headers=list(response.headers.items()), content=response.content
-        )
-        hint = retry_hint(mirror)
+def _google_text(body: Any) -> str:
+    """Google's error code (or status) and message from an error body, else the body as text."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        text = f"{error.get('code') or error.get('status') or ''} {error.get('message') or ''}"
-    else:
-        text = str(body or "")
-    return ProviderHTTPError(
-        provider="gemini", status_code=status_code, body=text.strip(), retry_after_s=hint
-    )
+        return f"{error.get('code') or error.get('status') or ''} {error.get('message') or ''}"
+    return str(body or "")
 
 
 def parse_interaction(interaction: Interaction) -> JobStatus:

@@ -4,17 +4,10 @@ genai sends ``:predictLongRunning`` and polls ``:fetchPredictOperation``; this m
 what it lacks: retries of a refused create (429/5xx, honouring Google's ``RetryInfo``), no
 blind retry of a create that may have arrived (`AmbiguousSubmitError`), and our error types.
 Veo reports only ``done``: there is no queue signal, so a job that is not done is RUNNING,
-and no cancel exists. genai's HTTP client is used as shipped (its own pool, proxies from the
-environment, its mTLS handling); only event hooks are added: to notice the emulator, and to
-bound answers. genai's own retries are off (``HttpRetryOptions(attempts=1)``): a refused
-create is retried by `retry_errors`, a status read by the wait loop (`abebeats_lab.http`).
-genai 3.x runs on ``httpx2``, whose errors are recognised by name (`http.is_http_error`).
-
-Answer size: genai reads bodies itself, so the cap (`MAX_ANSWER_BYTES`, larger than other
-providers' because a finished operation carries the video inline, base64) is enforced from
-the hooks: requests ask for ``Accept-Encoding: identity``, an answer in another encoding is
-refused, a declared length over the cap is refused, and the body stream is wrapped so reading
-stops at the cap. With identity encoding the bytes counted are the decoded bytes.
+and no cancel exists. The genai client (one per event loop, genai's retries off), its hooks
+and the translation of genai's errors are shared with Gemini (`providers._genai`); Veo sets
+`GenaiProvider.answer_cap` to `MAX_ANSWER_BYTES`, larger than other providers' cap because a
+finished operation carries the video inline, base64.
 
 Credentials, in order: the ``credentials`` argument; a static OAuth token (``api_key`` or
 ``GOOGLE_OAUTH_ACCESS_TOKEN``); application default credentials, read from
@@ -27,19 +20,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import importlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-import httpx
 from google import genai
 from google.auth.credentials import Credentials
-from google.genai import errors as genai_errors
 from google.genai import types
 from google.oauth2.credentials import Credentials as TokenCredentials
 
@@ -50,24 +40,14 @@ from abebeats_lab.errors import (
     DownloadError,
     MissingKeyError,
     ProtocolError,
-    ProviderHTTPError,
     ValidationError,
 )
-from abebeats_lab.http import (
-    DEFAULT_RETRY,
-    RetryPolicy,
-    from_emulator,
-    is_http_error,
-    never_sent,
-    retry_errors,
-    retry_hint,
-    too_large,
-)
-from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
+from abebeats_lab.http import DEFAULT_RETRY, RetryPolicy, retry_errors
+from abebeats_lab.providers._genai import GenaiProvider
+from abebeats_lab.providers.base import utcnow
 
 __all__ = ["VeoProvider", "build_config", "parse_operation"]
 
-T = TypeVar("T")
 API_VERSION = "v1"
 """GA Veo models fail on genai's default v1beta1 (python-genai issue #2079); v1 works."""
 DEFAULT_LOCATION = "us-central1"
@@ -78,10 +58,7 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 PROJECT_VARS = ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT_ID")
 KEY_VARS = ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
 _ADC_FILE = "application_default_credentials.json"
-_MS = 1000
 _CODE_CANCELLED = 1
-_ONE_ATTEMPT = 1
-"""genai's own retries off: each kind of request has one retrier (`abebeats_lab.http`)."""
 MAX_ANSWER_BYTES = 96 * 1024**2
 """A done operation carries the video inline as base64: 96 MiB holds a ~70 MB video, far
 above an 8 s clip; bigger outputs belong in Cloud Storage (``output_gcs_uri``)."""
@@ -193,10 +170,12 @@ def _image(text: str, route: Route) -> types.Image:
     raise ValidationError("image", text[:40], "a base64 data: URI or a gs:// URI", route=str(route))
 
 
-class VeoProvider(Provider):
+class VeoProvider(GenaiProvider):
     """Veo video generation on Vertex AI; see the module docstring."""
 
     name: ClassVar[str] = "veo"
+    api_version: ClassVar[str | None] = API_VERSION
+    answer_cap: ClassVar[int | None] = MAX_ANSWER_BYTES
 
     def __init__(
         self,
@@ -220,12 +199,12 @@ class VeoProvider(Provider):
         self.location = location or config.env_first(
             "GOOGLE_CLOUD_LOCATION", default=DEFAULT_LOCATION
         )
-        self._base_url = config.base_url_for("veo", base_url) or None
-        self.emulated = emulated
-        self._timeout_s = timeout_s
-        self._retry = retry
-        self._genai: genai.Client | None = None
-        self._genai_loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(
+            base_url=config.base_url_for("veo", base_url) or None,
+            emulated=emulated,
+            timeout_s=timeout_s,
+            retry=retry,
+        )
 
     def __repr__(self) -> str:
         where = f"project={self.project!r}, location={self.location!r}"
@@ -240,36 +219,14 @@ class VeoProvider(Provider):
     def base_url(self) -> str | None:
         return self._base_url or VERTEX_URL.format(location=self.location)
 
-    def _client(self) -> genai.Client:
-        # One genai client per event loop, as genai itself keeps without a transport argument:
-        # pooled connections belong to the loop that opened them.
-        loop = asyncio.get_running_loop()
-        if self._genai is None or self._genai_loop is not loop:
-            self._genai_loop = loop
-            options = types.HttpOptions(
-                base_url=self._base_url,
-                api_version=API_VERSION,
-                timeout=int(self._timeout_s * _MS),
-                retry_options=types.HttpRetryOptions(attempts=_ONE_ATTEMPT),
-                async_client_args={
-                    "event_hooks": {"request": [_ask_identity], "response": [self._observe]}
-                },
-            )
-            self._genai = genai.Client(
-                vertexai=True,
-                project=self.project,
-                location=self.location,
-                credentials=self._credentials,
-                http_options=options,
-            )
-        return self._genai
-
-    async def _observe(self, response: Any) -> None:
-        """genai's response hook: an emulator's answer makes this client emulated; every
-        answer's body is bounded (see the module docstring)."""
-        if from_emulator(response.headers):
-            self.emulated = True
-        _bound_body(response, MAX_ANSWER_BYTES)
+    def _new_client(self, options: types.HttpOptions) -> genai.Client:
+        return genai.Client(
+            vertexai=True,
+            project=self.project,
+            location=self.location,
+            credentials=self._credentials,
+            http_options=options,
+        )
 
     async def submit(self, request: VideoRequest, route: Route) -> Job:
         source, video_config = build_config(request, route)
@@ -323,26 +280,6 @@ class VeoProvider(Provider):
         data = await asyncio.to_thread(gcs.bucket(bucket).blob(blob).download_as_bytes)
         return OutputRef(data=data, content_type=ref.content_type)
 
-    async def _call(self, make: Callable[[], Awaitable[T]], *, creating: bool = False) -> T:
-        """Run one genai call and translate whatever it raises into our error types."""
-        try:
-            return await make()
-        except genai_errors.APIError as exc:
-            raise _http_error(exc) from exc
-        except (ValueError, TypeError, RecursionError) as exc:
-            # bad JSON (nested past the parser's depth too); a body genai's models reject
-            raise unreadable_answer(exc, provider=self.name) from exc
-        except Exception as exc:  # genai's httpx2 errors, recognised without importing httpx2
-            if not is_http_error(exc):
-                raise
-            sent = creating and not never_sent(exc)
-            raise transport_failure(exc, provider=self.name, sent=sent) from exc
-
-    async def aclose(self) -> None:
-        if self._genai is not None:
-            client, self._genai = self._genai, None
-            await client.aio.aclose()
-
 
 def checked_name(name: str) -> str:
     """An operation name of Vertex's shape, or a `ProtocolError` naming the one given."""
@@ -351,63 +288,6 @@ def checked_name(name: str) -> str:
             f"operation name {name[:120]!r} is not a Vertex operation", provider="veo"
         )
     return name
-
-
-async def _ask_identity(request: Any) -> None:
-    """genai's request hook: ask for an unencoded answer, so its size is its decoded size."""
-    request.headers["Accept-Encoding"] = "identity"
-
-
-def _bound_body(response: Any, limit: int) -> None:
-    """Refuse an encoded or declared-too-large answer; wrap the rest to stop at ``limit``.
-
-    ``response`` is genai's (httpx2) response before its body is read; its stream must stay
-    an instance of that library's ``AsyncByteStream``, found by name (httpx2 is never imported).
-    """
-    encoding = str(response.headers.get("content-encoding", "identity")).strip().lower()
-    if encoding not in ("", "identity"):
-        raise ProtocolError(
-            f"answer in content encoding {encoding!r} though identity was asked", provider="veo"
-        )
-    declared = str(response.headers.get("content-length", ""))
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(limit, "veo")
-    base = next((c for c in type(response.stream).__mro__ if c.__name__ == "AsyncByteStream"), None)
-    if base is not None:
-        response.stream = _capped_stream(base, response.stream, limit)
-
-
-def _capped_stream(base: type, inner: Any, limit: int) -> Any:
-    """An ``AsyncByteStream`` (of ``base``'s library) that raises past ``limit`` bytes."""
-
-    class Capped(base):  # type: ignore[misc]
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            seen = 0
-            async for chunk in inner:
-                seen += len(chunk)
-                if seen > limit:
-                    raise too_large(limit, "veo")
-                yield chunk
-
-        async def aclose(self) -> None:
-            await inner.aclose()
-
-    return Capped()
-
-
-def _http_error(exc: genai_errors.APIError) -> ProviderHTTPError:
-    """A ProviderHTTPError with the status, Google's message and any retry hint."""
-    hint = None
-    with contextlib.suppress(AttributeError, TypeError, ValueError):
-        # genai's response is an httpx2 one (or aiohttp's): read its hint (Retry-After,
-        # RetryInfo.retryDelay) with the one shared parser, through a plain httpx copy.
-        response = exc.response
-        mirror = httpx.Response(
-            response.status_code, headers=list(response.headers.items()), content=response.content
-        )
-        hint = retry_hint(mirror)
-    body = f"{exc.status or ''} {exc.message or ''}".strip()
-    return ProviderHTTPError(provider="veo", status_code=exc.code, body=body, retry_after_s=hint)
 
 
 def parse_operation(operation: types.GenerateVideosOperation) -> JobStatus:

@@ -8,12 +8,12 @@ import asyncio
 import base64
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _runner_support import emulator_fixtures
 from google import genai
 from google.genai import _interactions as genai_interactions
 from google.genai import types
@@ -30,19 +30,7 @@ VIDEO = {"type": "video", "aspect_ratio": "9:16", "duration": "4s", "resolution"
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-@pytest.fixture(scope="module")
-def emus() -> Iterator[Emulators]:
-    with Emulators(["gemini"], Scenario.fast()) as running:
-        yield running
-
-
-@pytest.fixture
-def emu(emus: Emulators) -> Iterator[Any]:
-    state = emus.states["gemini"]
-    state.set_scenario(Scenario.fast())
-    state.jobs.clear()
-    state.requests.clear()
-    yield state
+emus, emu = emulator_fixtures("gemini")
 
 
 def _client(emus: Emulators, api_version: str | None = None) -> genai.Client:

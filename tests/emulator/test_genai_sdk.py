@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from _runner_support import emulator_fixtures
 from google import genai
 from google.genai import errors, types
 from google.oauth2.credentials import Credentials
@@ -31,19 +31,7 @@ SOURCE = types.GenerateVideosSource(prompt="a red kite over dunes")
 CONFIG = types.GenerateVideosConfig(number_of_videos=1, duration_seconds=4, aspect_ratio="16:9")
 
 
-@pytest.fixture(scope="module")
-def emus() -> Iterator[Emulators]:
-    with Emulators(["veo"], Scenario.fast()) as running:
-        yield running
-
-
-@pytest.fixture
-def emu(emus: Emulators) -> Iterator[Any]:
-    state = emus.states["veo"]
-    state.set_scenario(Scenario.fast())
-    state.jobs.clear()
-    state.requests.clear()
-    yield state
+emus, emu = emulator_fixtures("veo")
 
 
 def _client(emus: Emulators, api_version: str | None) -> genai.Client:

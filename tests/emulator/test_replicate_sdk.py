@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 import replicate
+from _runner_support import emulator_fixtures
 from replicate.exceptions import ModelError, ReplicateError
 
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, Scenario
@@ -19,19 +20,7 @@ VERSION = "c8bcc475" + "1" * 56
 POLL_S = 0.01
 
 
-@pytest.fixture(scope="module")
-def emus() -> Iterator[Emulators]:
-    with Emulators(["replicate"], Scenario.fast()) as running:
-        yield running
-
-
-@pytest.fixture
-def emu(emus: Emulators) -> Iterator[Any]:
-    state = emus.states["replicate"]
-    state.set_scenario(Scenario.fast())
-    state.jobs.clear()
-    state.requests.clear()
-    yield state
+emus, emu = emulator_fixtures("replicate")
 
 
 @pytest.fixture

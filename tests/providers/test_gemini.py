@@ -4,13 +4,11 @@ CLI's ``generate --route gemini:...  --emulate`` as a user runs it."""
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _runner_support import client_fixture, emulator_fixtures, run_cli
 
 from abebeats_lab import JobState, Route, VideoRequest
 from abebeats_lab.emulator import Emulators, Scenario
@@ -34,26 +32,8 @@ REQUEST = VideoRequest(
 )
 
 
-@pytest.fixture(scope="module")
-def emus() -> Iterator[Emulators]:
-    with Emulators(["gemini"], Scenario.fast()) as running:
-        yield running
-
-
-@pytest.fixture
-def emu(emus: Emulators) -> Iterator[Any]:
-    state = emus.states["gemini"]
-    state.set_scenario(Scenario.fast())
-    state.jobs.clear()
-    state.requests.clear()
-    yield state
-
-
-@pytest.fixture
-async def provider(emus: Emulators) -> AsyncIterator[GeminiProvider]:
-    client = GeminiProvider(**emus.client_options("gemini"), timeout_s=5)
-    yield client
-    await client.aclose()
+emus, emu = emulator_fixtures("gemini")
+provider = client_fixture(lambda emus: GeminiProvider(**emus.client_options("gemini"), timeout_s=5))
 
 
 # -- translation and configuration (no network) ----------------------------------------------
@@ -251,17 +231,6 @@ async def test_unreadable_status_is_a_protocol_error(provider: GeminiProvider, e
 
 
 # -- the CLI, as a user runs it -------------------------------------------------------------
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "abebeats_lab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def test_cli_generate_emulated_gemini_route(tmp_path: Path) -> None:

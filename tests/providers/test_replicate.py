@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from _runner_support import client_fixture, emulator_fixtures
 
 from abebeats_lab._types import Job, JobState, Route, VideoRequest
 from abebeats_lab.capabilities import capabilities_for
@@ -31,26 +32,8 @@ REQUEST = VideoRequest(
 )
 
 
-@pytest.fixture(scope="module")
-def emus() -> Iterator[Emulators]:
-    with Emulators(["replicate"], Scenario.fast()) as running:
-        yield running
-
-
-@pytest.fixture
-def emu(emus: Emulators) -> Iterator[Any]:
-    state = emus.states["replicate"]
-    state.set_scenario(Scenario.fast())
-    state.jobs.clear()
-    state.requests.clear()
-    yield state
-
-
-@pytest.fixture
-async def provider(emus: Emulators) -> AsyncIterator[ReplicateProvider]:
-    client = ReplicateProvider(**emus.client_options("replicate"))
-    yield client
-    await client.aclose()
+emus, emu = emulator_fixtures("replicate")
+provider = client_fixture(lambda emus: ReplicateProvider(**emus.client_options("replicate")))
 
 
 @pytest.fixture

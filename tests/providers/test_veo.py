@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _runner_support import client_fixture, emulator_fixtures
 from google.oauth2.credentials import Credentials
 
 from abebeats_lab import JobState, Route, VideoRequest
@@ -41,26 +41,8 @@ def no_gcloud_adc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
 
 
-@pytest.fixture(scope="module")
-def emus() -> Iterator[Emulators]:
-    with Emulators(["veo"], Scenario.fast()) as running:
-        yield running
-
-
-@pytest.fixture
-def emu(emus: Emulators) -> Iterator[Any]:
-    state = emus.states["veo"]
-    state.set_scenario(Scenario.fast())
-    state.jobs.clear()
-    state.requests.clear()
-    yield state
-
-
-@pytest.fixture
-async def provider(emus: Emulators) -> AsyncIterator[VeoProvider]:
-    client = VeoProvider(**emus.client_options("veo"), timeout_s=5)
-    yield client
-    await client.aclose()
+emus, emu = emulator_fixtures("veo")
+provider = client_fixture(lambda emus: VeoProvider(**emus.client_options("veo"), timeout_s=5))
 
 
 # -- translation and configuration (no network) ----------------------------------------------

@@ -28,6 +28,7 @@ from _runner_support import (
     db_rows,
     emulator_available,
     require_emulator,
+    run_cli,
 )
 
 from abebeats_lab.emulator import Emulators, Scenario
@@ -236,12 +237,6 @@ async def test_rerun_cancelled_collects_a_job_that_may_still_finish_and_resends_
         assert (tmp_path / (row.output_path or "missing")).is_file()
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=180, check=False
-    )
-
-
 def _stop_when(child: subprocess.Popen[str], run_dir: Path, ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + CHILD_TIMEOUT_S
     while not ready():
@@ -278,12 +273,12 @@ def test_ctrl_c_prints_the_command_that_finishes_the_run(tmp_path: Path) -> None
     sent = {r.prompt_index: r.job_id for r in interrupted if r.job_id}
     assert len(sent) < len(prompts)  # one was never sent
 
-    plain = _cli("resume", str(run_dir), cwd=tmp_path)  # reports them, reruns nothing
+    plain = run_cli("resume", str(run_dir), cwd=tmp_path)  # reports them, reruns nothing
     assert plain.returncode == 1, plain.stderr  # cancelled jobs are not success (issue 17)
     assert "--rerun-cancelled" in plain.stderr
     assert load_run(run_dir).rows == interrupted
 
-    finish = _cli(*shlex.split(command)[1:], cwd=tmp_path)
+    finish = run_cli(*shlex.split(command)[1:], cwd=tmp_path)
     assert finish.returncode == 0, finish.stderr
     rows = load_run(run_dir).rows
     assert [r.state for r in rows] == ["succeeded"] * len(prompts)
@@ -310,13 +305,13 @@ def test_resume_after_sigkill_of_an_emulated_run_says_what_to_do_in_one_line(
     child.communicate()
     stored = load_run(run_dir).rows
 
-    done = _cli("resume", ".", "--emulate", cwd=tmp_path)
+    done = run_cli("resume", ".", "--emulate", cwd=tmp_path)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert "emulators that stopped" in line and "--rerun-cancelled" in line
     assert load_run(run_dir).rows == stored  # no request changed any row
 
-    again = _cli("resume", ".", "--emulate", "--rerun-cancelled", cwd=tmp_path)
+    again = run_cli("resume", ".", "--emulate", "--rerun-cancelled", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     (row,) = load_run(run_dir).rows
     assert row.state == "succeeded" and row.emulated

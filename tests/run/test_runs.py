@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _runner_support import run_cli
 
 from abebeats_lab import load_run, resume, write_report
 from abebeats_lab.emulator import Emulators, Scenario
@@ -29,17 +29,6 @@ EMPTY_RUN = "20991231T235959Z-empty0"
 """Sorts after any real run id: the latest run of the folder, and it has no jobs."""
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "abebeats_lab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 def one_line(done: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     (line,) = done.stderr.strip().splitlines()
@@ -50,7 +39,7 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A folder with a good one-job run, then an empty run after it; returns (folder, good id)."""
     home = tmp_path_factory.mktemp("runs")
-    done = cli("compare", "a kite", "--route", PIKA, "--emulate", "--run-dir", "run", cwd=home)
+    done = run_cli("compare", "a kite", "--route", PIKA, "--emulate", "--run-dir", "run", cwd=home)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "all 1 job(s) succeeded"
     (good,) = list_runs(home / "run")
@@ -61,7 +50,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_runs_lists_every_run_with_its_jobs_and_states(two_runs: tuple[Path, str]) -> None:
     run_dir, good = two_runs
-    done = cli("runs", str(run_dir), cwd=run_dir.parent)
+    done = run_cli("runs", str(run_dir), cwd=run_dir.parent)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert lines[0].split() == ["run", "created", "(UTC)", "kind", "jobs", "states"]
@@ -78,10 +67,10 @@ def test_runs_lists_every_run_with_its_jobs_and_states(two_runs: tuple[Path, str
 def test_an_empty_latest_run_does_not_hide_the_good_one(two_runs: tuple[Path, str]) -> None:
     run_dir, good = two_runs
     out = run_dir.parent / "good.html"
-    report = cli("report", str(run_dir), "--out", str(out), cwd=run_dir.parent)
+    report = run_cli("report", str(run_dir), "--out", str(out), cwd=run_dir.parent)
     assert report.returncode == 0, report.stderr
     assert good in out.read_text(encoding="utf-8")
-    again = cli("resume", str(run_dir), "--emulate", cwd=run_dir.parent)
+    again = run_cli("resume", str(run_dir), "--emulate", cwd=run_dir.parent)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().splitlines()[-1] == "all 1 job(s) succeeded"
     assert load_run(run_dir).run_id == good
@@ -92,10 +81,10 @@ def test_an_empty_run_or_an_unknown_id_is_one_line(
     two_runs: tuple[Path, str], command: str
 ) -> None:
     run_dir, _ = two_runs
-    empty = cli(command, str(run_dir), "--run", EMPTY_RUN, cwd=run_dir.parent)
+    empty = run_cli(command, str(run_dir), "--run", EMPTY_RUN, cwd=run_dir.parent)
     assert empty.returncode == 1
     assert f"run {EMPTY_RUN}" in one_line(empty) and "has no jobs" in one_line(empty)
-    unknown = cli(command, str(run_dir), "--run", "nope", cwd=run_dir.parent)
+    unknown = run_cli(command, str(run_dir), "--run", "nope", cwd=run_dir.parent)
     assert unknown.returncode == 1
     assert "no run nope" in one_line(unknown) and "abebeats-lab runs" in one_line(unknown)
     assert not (run_dir / "report.html").exists()
@@ -119,9 +108,9 @@ def test_a_folder_of_empty_runs_says_so_in_one_line(tmp_path: Path) -> None:
     with RunStore(tmp_path / "run") as store:
         store.add_run(EMPTY_RUN, "2099-12-31T23:59:59+00:00", "compare", {})
     for command in ("report", "resume"):
-        done = cli(command, "run", cwd=tmp_path)
+        done = run_cli(command, "run", cwd=tmp_path)
         assert done.returncode == 1 and "no run with jobs" in one_line(done)
-    listed = cli("runs", "run", cwd=tmp_path)
+    listed = run_cli("runs", "run", cwd=tmp_path)
     assert listed.returncode == 0 and EMPTY_RUN in listed.stdout
 
 
@@ -139,7 +128,7 @@ def failing(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulators]:
 
 
 def test_compare_exits_1_when_a_job_failed_and_says_so(failing: Emulators, tmp_path: Path) -> None:
-    done = cli("compare", "a kite", "--route", RUNWAY, "--run-dir", "run", cwd=tmp_path)
+    done = run_cli("compare", "a kite", "--route", RUNWAY, "--run-dir", "run", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert (
@@ -148,22 +137,22 @@ def test_compare_exits_1_when_a_job_failed_and_says_so(failing: Emulators, tmp_p
     )
     assert failing.states["runway"].count("create") == 1
 
-    as_json = cli(
+    as_json = run_cli(
         "compare", "a kite", "--route", RUNWAY, "--run-dir", "run2", "--json", cwd=tmp_path
     )
     assert as_json.returncode == 1
     assert [row["state"] for row in json.loads(as_json.stdout)] == ["failed"]  # stdout stays JSON
     assert as_json.stderr.strip().splitlines()[-1].startswith("1 of 1 job(s) did not succeed")
 
-    resumed = cli("resume", "run", cwd=tmp_path)  # nothing to do, and still not a success
+    resumed = run_cli("resume", "run", cwd=tmp_path)  # nothing to do, and still not a success
     assert resumed.returncode == 1
     assert resumed.stdout.strip().splitlines()[-1].endswith("exit code 1")
     assert failing.states["runway"].count("create") == 2
 
 
 def test_a_dry_run_exits_0_and_the_help_lists_the_codes(tmp_path: Path) -> None:
-    done = cli("compare", "a kite", "--route", RUNWAY, "--dry-run", cwd=tmp_path)
+    done = run_cli("compare", "a kite", "--route", RUNWAY, "--dry-run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    helped = cli("compare", "--help", cwd=tmp_path).stdout
+    helped = run_cli("compare", "--help", cwd=tmp_path).stdout
     assert "0    success: every job of the run succeeded" in helped
     assert "1    failure: a job failed, was cancelled, is ambiguous or unfinished" in helped

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from test_cli import run_cli
+from _runner_support import run_cli
 from test_figures import summary_cells
 
 from abebeats_lab.run.api import load_run

@@ -6,13 +6,12 @@ import asyncio
 import math
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from _runner_support import run_cli
 
 from abebeats_lab import Settings
 from abebeats_lab.emulator import Emulators, Scenario
@@ -233,22 +232,21 @@ async def test_metrics_join_the_rows_per_job_and_missing_stays_missing(
     assert "rating" not in summary.columns  # no votes: no rating column at all
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "abebeats_lab.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+SCORE_TIMEOUT_S = 300.0
+"""Scoring decodes every clip: more time than other CLI commands need."""
 
 
 def test_score_and_report_score_commands(run_copy: Path, tmp_path: Path) -> None:
     second = Path(shutil.copytree(run_copy, tmp_path / "second"))
-    scored = _cli("score", str(run_copy), "--workers", "1")
+    scored = run_cli("score", str(run_copy), "--workers", "1", timeout_s=SCORE_TIMEOUT_S)
     assert scored.returncode == 0, scored.stderr
     lines = scored.stdout.splitlines()
     assert lines[0].split()[:3] == ["route", "clips", "motion"]
     assert any(line.startswith(LOCAL) and " 2/2 " in line for line in lines)
     assert (run_copy / QUALITY_DB).is_file()
     assert "Automatic metrics per route" in _parse(write_report(run_copy)).text["quality"]
-    reported = _cli("report", str(second), "--score")
+    reported = run_cli("report", str(second), "--score", timeout_s=SCORE_TIMEOUT_S)
     assert reported.returncode == 0, reported.stderr
     assert "Automatic metrics per route" in _parse(Path(reported.stdout.strip())).text["quality"]
-    refused = _cli("score", str(second), "--workers", "0")
+    refused = run_cli("score", str(second), "--workers", "0", timeout_s=SCORE_TIMEOUT_S)
     assert refused.returncode == 2 and "--workers" in refused.stderr
