@@ -44,6 +44,10 @@ from abebeats_lab.providers.base import transport_failure, unreadable_answer, ut
 __all__ = ["GeminiProvider", "build_body", "parse_interaction"]
 
 DEFAULT_TIMEOUT_S = 60.0
+INLINE_ANSWER_CAP = 512 * 1024**2
+"""Bytes an answer may hold. An inline video rides in the answer as base64 (4/3 of the clip
+plus JSON), so the status cap of the other routes is far too small here; 512 MiB holds a 380 MB
+clip, well past a 10 s 4K one, and still bounds a server that sends a gzip bomb or no end."""
 _EXTRAS = frozenset({"delivery", "task"})
 """Route-specific settings: ``delivery`` (``inline``/``uri``) and ``video_config.task``."""
 _RUNNING = frozenset({"in_progress", "requires_continuation"})
@@ -117,6 +121,7 @@ class GeminiProvider(GenaiProvider):
     """Google's video models on the Gemini Developer API; see the module docstring."""
 
     name: ClassVar[str] = "gemini"
+    answer_cap: ClassVar[int | None] = INLINE_ANSWER_CAP
 
     def __init__(
         self,

@@ -110,6 +110,18 @@ async def test_inline_video_is_saved_and_probed(
     assert abs(output.probe.duration_s - 4) < 0.1
 
 
+async def test_an_answer_past_the_cap_is_a_protocol_error_naming_it(
+    emus: Emulators, emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real cap is 512 MiB; lowered here so the emulator's inline video is past it."""
+    small = 4096
+    monkeypatch.setattr(GeminiProvider, "answer_cap", small)
+    async with GeminiProvider(**emus.client_options("gemini"), timeout_s=5) as capped:
+        job = await capped.submit(REQUEST, ROUTE)
+        with pytest.raises(ProtocolError, match=f"{small}-byte cap"):
+            await wait(capped, job, policy=FAST)
+
+
 async def test_uri_delivery_is_fetched_with_the_key(
     provider: GeminiProvider, emu: Any, tmp_path: Path
 ) -> None:
