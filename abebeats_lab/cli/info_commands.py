@@ -49,7 +49,10 @@ async def cmd_runs(args: argparse.Namespace) -> int:
 async def cmd_report(args: argparse.Namespace) -> int:
     from abebeats_lab.views import report
 
-    print(report.write_report(args.run_dir, out=args.out, run_id=args.run, score=args.score))
+    written = report.write_report(
+        args.run_dir, out=args.out, run_id=args.run, score=args.score, by=args.by
+    )
+    print(written)
     return 0
 
 

@@ -203,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute the automatic quality metrics first (as abebeats-lab score does); without "
         "it the Quality section shows only figures already stored",
     )
+    rep.add_argument(
+        "--by",
+        default=None,
+        metavar="SETTING",
+        help="also a blind-vote leaderboard per value of this setting (resolution, duration_s, "
+        "aspect_ratio, generate_audio, a route extra); votes on videos that differ in it go "
+        "to 'mixed'",
+    )
 
     sco = _command(
         sub,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runner_support import run_cli
 
 from abebeats_lab.quality.ratings import ELO_SCALE, fit, fit_by, leaderboard
 from abebeats_lab.quality.votes import MIXED, UNTAGGED, Vote, VoteStore, grouping
@@ -113,3 +114,16 @@ def test_the_report_shows_a_leaderboard_per_group_when_asked(run_dir: Path) -> N
     at_1080 = next(s for s in sections if s.startswith("1080p"))
     assert at_720.index(SHARP) < at_720.index(SMOOTH)  # best first
     assert at_1080.index(SMOOTH) < at_1080.index(SHARP)
+
+
+def test_the_report_command_groups_by_a_setting(run_dir: Path) -> None:
+    """`abebeats-lab report RUN_DIR --by resolution`, as a user runs it."""
+    with VoteStore(run_dir) as store:
+        for vote in simulate():
+            store.add(vote)
+    out = run_dir / "cli.html"
+    done = run_cli("report", str(run_dir), "--out", str(out), "--by", "resolution", cwd=run_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)
+    page = out.read_text()
+    assert "Blind votes by resolution" in page and "resolution: <code>1080p</code>" in page
