@@ -70,7 +70,12 @@ async def cmd_score(args: argparse.Namespace) -> int:
         pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=context)
     try:
         frame = await asyncio.to_thread(
-            score, args.run_dir, run_id=args.run, executor=pool, refresh=args.refresh
+            score,
+            args.run_dir,
+            run_id=args.run,
+            executor=pool,
+            refresh=args.refresh,
+            clip=args.clip,
         )
     finally:
         if pool is not None:

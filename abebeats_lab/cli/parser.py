@@ -238,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes measuring clips at once (default: one per CPU core)",
     )
+    sco.add_argument(
+        "--no-clip",
+        dest="clip",
+        action="store_false",
+        help="skip the CLIP prompt-alignment score (no [metrics] extra or weights needed)",
+    )
 
     runs = _command(
         sub,

@@ -128,6 +128,13 @@ def test_a_missing_weight_file_is_one_line_and_the_other_metrics_still_run(
     assert done.returncode == 0, done.stderr
     assert "clip_score not measured" in done.stderr and "Traceback" not in done.stderr
     assert "local:procedural" in done.stdout
+    # --no-clip: the user asked for no CLIP score, so nothing is said about its weights.
+    skipped = subprocess.run(
+        [sys.executable, "-m", "abebeats_lab.cli", "score", str(run_dir), "--refresh", "--no-clip"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert skipped.returncode == 0, skipped.stderr
+    assert "clip_score not measured" not in skipped.stderr and "local:procedural" in skipped.stdout
     page = report.write_report(run_dir, tmp_path / "report.html").read_text()
     assert "<code>clip_score</code>" in page and "It was not measured for this run" in page
 
