@@ -251,6 +251,17 @@ with VoteStore(result.run_dir) as store:
 print(len(votes), "votes stored in", store.path)
 result.summary()[["median_motion", "median_flicker", "median_sharpness", "rating",
                   "rating_low", "rating_high", "rating_votes"]]"""),
+    md("""Ratings per group: tag the prompts (or name a setting, such as `"resolution"`) and each
+group gets its own leaderboard, fitted on its own votes with its own intervals. With 24 votes
+split in two, the intervals are wide: that is the honest answer."""),
+    code("""from abebeats_lab.quality.ratings import leaderboard
+from abebeats_lab.quality.votes import grouping
+
+TAGS = {PROMPTS[0]: "water", PROMPTS[1]: "desert"}
+with VoteStore(result.run_dir) as store:
+    by_tag = leaderboard(store.all(), by=grouping(TAGS, result.run_dir))
+assert set(by_tag["group"]) <= {"water", "desert"}, by_tag
+by_tag[["group", "route", "rating", "low", "high", "votes"]]"""),
     md("""The report's *Quality* section: metric medians with their spread per route, the
 leaderboard, and how well each metric agrees with the votes (Kendall's tau with its
 interval), so you learn which metric to trust for your prompts."""),
