@@ -29,7 +29,12 @@ from abebeats_lab.errors import (
     ProviderTransportError,
 )
 from abebeats_lab.http import RETRY_STATUSES
-from abebeats_lab.media.download import DownloadStalled, DownloadTruncated, save_output
+from abebeats_lab.media.download import (
+    DownloadHTTPError,
+    DownloadStalled,
+    DownloadTruncated,
+    save_output,
+)
 from abebeats_lab.media.probe import safe_name
 from abebeats_lab.providers import Provider
 from abebeats_lab.run.connect import Clients
@@ -63,6 +68,14 @@ DOWNLOAD_LATER = (
 def live_row(row: JobRow) -> Live:
     """Wrap a stored row for `RunContext.run_one`."""
     return Live(row)
+
+
+def _fetch_later(exc: BaseException) -> bool:
+    """A download failure worth trying again later: this machine's (a full disk), a host too
+    slow, or a storage host still busy after the retry policy (429/5xx). The video is paid
+    for and done remotely, so the row stays ``downloading`` for `resume`."""
+    busy = isinstance(exc, DownloadHTTPError) and exc.busy
+    return _local(exc) or busy or isinstance(exc, DownloadStalled)
 
 
 def _local(exc: BaseException) -> bool:
@@ -222,9 +235,9 @@ class RunContext:
         try:
             live.output = await self._download(live, provider, status)
         except Exception as exc:
-            if not (_local(exc) or isinstance(exc, DownloadStalled)):
+            if not _fetch_later(exc):
                 raise
-            # Paid for and done remotely: never a final failure for a local reason. If even
+            # Paid for and done remotely: never a final failure for a passing reason. If even
             # the reason cannot be stored, the row is still ``downloading`` for resume.
             try:
                 self.record.save(live, error=f"{error_text(exc)}; {DOWNLOAD_LATER}")

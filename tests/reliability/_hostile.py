@@ -4,7 +4,8 @@ create calls to hand out a job, then answers everything else the way the test as
 Modes (`Hostile.mode`):
 
 - ``ok``: statuses say done, with an output URL on this server (``/video.mp4``), which
-  trickles one byte at a time while `Hostile.trickle` is set.
+  trickles one byte at a time while `Hostile.trickle` is set, and answers 503 (with
+  ``Retry-After: 0``) while `Hostile.busy` is set.
 - ``bomb``: every status is 1 GiB of zeros, gzip-encoded on the fly (about 1 MB on the wire),
   SSE included; nothing is stored, the zeros are compressed as they are sent.
 - ``big``: every status is 300 MB of plain spaces, chunked (no declared length).
@@ -69,6 +70,7 @@ class Hostile:
 
     mode: str = "ok"
     trickle: bool = False
+    busy: bool = False
     url: str = ""
     outputs_at: str = ""
     """Where output URLs point (default: this server)."""
@@ -83,6 +85,8 @@ class Hostile:
             self.seen.append(Seen(request.method, path, dict(request.headers)))
             if self.mode == "echo":
                 return _echo(request)
+            if path == "/video.mp4" and self.busy:
+                return Response("busy", status_code=503, headers={"retry-after": "0"})
             if path == "/video.mp4":
                 return _video(self.trickle)
             provider = _create_of(path) if request.method == "POST" else None

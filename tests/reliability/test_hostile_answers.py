@@ -23,7 +23,7 @@ from _reliability import CANARY_KEYS, KEY_VARS, PROVIDERS, ROUTES, canary_env, l
 
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.emulator.server import serve
-from abebeats_lab.http import MAX_ANSWER_BYTES
+from abebeats_lab.http import DEFAULT_RETRY, MAX_ANSWER_BYTES
 from abebeats_lab.media.download import BUDGET_ENV
 from abebeats_lab.media.hosts import ALLOW_PRIVATE_ENV
 from abebeats_lab.run import api as runner
@@ -203,6 +203,30 @@ def test_a_trickling_download_gives_up_and_resume_fetches_it(
     for seen in [s for s in hostile.seen if s.path == "/video.mp4"]:
         assert "authorization" not in seen.headers
         assert leaks(repr(seen.headers)) == []
+
+
+def test_a_storage_host_busy_for_good_leaves_the_row_for_resume(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """503 on every fetch of a paid, finished video: asked again under the retry policy, then
+    kept ``downloading`` (not failed), and `resume` fetches it once the host answers."""
+    hostile.busy = True
+    run_dir = tmp_path / "run"
+    done = _cli(_compare(run_dir, "runway"), _env(hostile), tmp_path)
+    _no_traceback(done)
+    row = _rows(run_dir)["runway"]
+    assert row.state == "downloading", (row.state, row.error)
+    assert row.error is not None and "HTTP 503 fetching output" in row.error
+    assert DOWNLOAD_LATER in row.error
+    fetches = [s for s in hostile.seen if s.path == "/video.mp4"]
+    assert len(fetches) == DEFAULT_RETRY.max_attempts
+
+    hostile.busy = False
+    done = _cli(["resume", str(run_dir)], _env(hostile), tmp_path)
+    _no_traceback(done)
+    row = _rows(run_dir)["runway"]
+    assert row.state == "succeeded" and row.output_path
+    assert len(hostile.creates()) == 1
 
 
 # -- item 10: outputs on internal addresses ------------------------------------------------
