@@ -467,10 +467,12 @@ class RunStore:
     _writer: _Writer | None = None
 
     def close(self) -> None:
-        """Commit every write asked, then close the database connections."""
+        """Commit every write asked, then close the database connections (once; closing
+        again does nothing, and a closed store refuses reads and writes as SQLite does)."""
+        writer, self._writer = self._writer, None
         try:
-            if self._writer is not None:
-                self._writer.close()
+            if writer is not None:
+                writer.close()
         finally:
             self._db.close()
 

@@ -331,3 +331,13 @@ def test_processes_opening_one_fresh_folder_at_once_all_succeed(tmp_path: Path) 
     for folder in folders:
         with RunStore(folder) as store:
             assert sorted(r.run_id for r in store.runs()) == names
+
+
+def test_closing_twice_is_harmless_and_a_closed_store_refuses_as_sqlite_does(
+    tmp_path: Path,
+) -> None:
+    store = RunStore(tmp_path)
+    store.close()
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        store.rows("any")

@@ -34,6 +34,7 @@ from abebeats_lab.run.job import JobEvent, RunContext, live_row
 from abebeats_lab.run.limits import Limiter
 from abebeats_lab.run.lock import hold_run
 from abebeats_lab.run.plan import (
+    checked_settings,
     cost_of,
     estimated_time,
     limiters_for,
@@ -134,7 +135,7 @@ async def compare(
     route_list = list(dict.fromkeys([*(Route.parse(r) for r in routes), *sellers]))
     if not prompt_list or not route_list or repeats < 1:
         raise LabError("compare needs at least one prompt, one route and repeats >= 1")
-    base = settings or Settings()
+    base = checked_settings(settings)
     run_id = new_run_id()
     planned = plan_jobs(
         run_id,

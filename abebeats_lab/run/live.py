@@ -123,7 +123,7 @@ class Recorder:
 
     async def finish(self, live: Live, state: JobState, error: str | None) -> None:
         """Commit the final state with the job's figures (and its output's, if saved), then
-        report it: whoever reads the store on the event (the scorer) finds the final row."""
+        report it."""
         changes: dict[str, Any] = {"state": state, "error": error}
         changes["finished_at"] = datetime.now(UTC).isoformat()
         if live.marks is not None:
@@ -133,10 +133,10 @@ class Recorder:
         if live.result is not None and live.result.status.usage:
             changes["usage"] = dict(live.result.status.usage)
         written = self.save(live, **changes)
-        try:
-            await durable(written)
-        finally:
-            self.emit(live, state, live.result.status if live.result else None)
+        # Reported only once stored: a listener reading the store on the event finds this row;
+        # a commit that fails reports nothing here (the caller's failure path reports that).
+        await durable(written)
+        self.emit(live, state, live.result.status if live.result else None)
 
 
 async def durable(written: Future[None]) -> None:

@@ -153,10 +153,26 @@ def settings_for(
 ) -> list[Settings]:
     """One `Settings` per prompt: the same for all, or the caller's list (same length)."""
     if settings is None or isinstance(settings, Settings):
-        return [settings or Settings()] * len(prompts)
+        return [checked_settings(settings)] * len(prompts)
+    if isinstance(settings, VideoRequest) or not isinstance(settings, Sequence):
+        checked_settings(settings)  # raises, naming what was given
     if len(settings) != len(prompts):
         raise LabError(f"{len(settings)} settings for {len(prompts)} prompts: give one or one each")
-    return list(settings)
+    return [checked_settings(one) for one in settings]
+
+
+def checked_settings(settings: object) -> Settings:
+    """``settings`` as `Settings` (None: the routes' defaults); anything else, a `VideoRequest`
+    included, is one clear error before anything is sent."""
+    if settings is None:
+        return Settings()
+    if isinstance(settings, Settings):
+        return settings
+    hint = " (the prompt goes in the prompts)" if isinstance(settings, VideoRequest) else ""
+    raise LabError(
+        f"settings must be Settings(...), e.g. Settings(duration_s=4), not "
+        f"{type(settings).__name__}{hint}"
+    )
 
 
 def limiters_for(

@@ -491,3 +491,22 @@ async def test_429s_that_never_stop_are_a_failed_row_saying_why(
     assert by_route[RUNWAY].state == "failed" and "429" in (by_route[RUNWAY].error or "")
     assert by_route[RUNWAY].job_id is None and served.states["runway"].jobs == {}
     assert by_route[LOCAL].state == "succeeded"
+
+
+@pytest.mark.parametrize("call", ["compare", "generate", "generate_many"])
+async def test_a_video_request_given_as_settings_is_one_clear_error(
+    call: str, tmp_path: Path
+) -> None:
+    """Code written for the old ``request=`` argument learns what to pass, before any job."""
+    from abebeats_lab import VideoRequest, compare, generate
+    from abebeats_lab.run.api import generate_many
+
+    old = VideoRequest("a kite", duration_s=2)
+    calls = {
+        "compare": lambda: compare(["a kite"], [LOCAL], old, run_dir=tmp_path),  # type: ignore[arg-type]
+        "generate": lambda: generate("a kite", [LOCAL], old, run_dir=tmp_path),  # type: ignore[arg-type]
+        "generate_many": lambda: generate_many(["a kite"], [LOCAL], old, run_dir=tmp_path),  # type: ignore[arg-type]
+    }
+    with pytest.raises(LabError, match=r"Settings\(duration_s=4\), not VideoRequest"):
+        await calls[call]()
+    assert not (tmp_path / "run.sqlite").exists()
