@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,11 @@ def fetch(file: WeightFile, folder: Path, *, progress: bool = True) -> Path:
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    # A name of its own per fetch: two threads (two scored runs in one kernel) or two
+    # processes fetching at once never write, rename or delete each other's file.
+    handle, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(handle)
+    partial = Path(name)
     try:
         digest = _stream(file, partial, progress)
         _check(file, partial, digest)
