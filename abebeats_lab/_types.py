@@ -195,6 +195,10 @@ class JobStatus:
     """The provider's own word for the state (``THROTTLED``, ``starting``, ``IN_QUEUE``...)."""
     progress: float | None = None
     """0..1 where the provider reports it."""
+    progress_step: float | None = None
+    """How coarse ``progress`` is: the job's true fraction done lies in
+    [``progress``, ``progress + progress_step``) (a tqdm bar's count of finished steps). None
+    when the provider reports a fine-grained or unknown scale."""
     queue_position: int | None = None
     error: str | None = None
     error_code: str | None = None

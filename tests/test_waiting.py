@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import statistics
 import time
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from abebeats_lab._types import JobState, JobStatus, Route, VideoRequest
 from abebeats_lab.errors import JobTimeout
 from abebeats_lab.providers.local import LocalProvider
-from abebeats_lab.waiting import WaitPolicy, next_interval, wait
+from abebeats_lab.waiting import WaitPolicy, end_window, next_interval, wait
 
 POLICY = WaitPolicy(min_interval_s=0.25, max_interval_s=5.0)
 RUNNING = JobStatus(JobState.RUNNING, "RUNNING")
@@ -30,6 +32,77 @@ def test_progress_predicts_the_end_and_aims_just_before_it() -> None:
     nearly = JobStatus(JobState.RUNNING, "RUNNING", progress=0.95)
     assert next_interval(POLICY, halfway, 3, running_for=4.0) == pytest.approx(4 * 0.9 + 0.125)
     assert next_interval(POLICY, nearly, 3, running_for=19.0) == pytest.approx(1.0 * 0.9 + 0.125)
+
+
+STEPS = 50  # a tqdm bar of 50 steps, as Replicate's emulator writes: 2 % a step
+STEP = 1 / STEPS
+
+
+def _bar(progress_steps: int, word: str = "processing") -> JobStatus:
+    state = JobState.QUEUED if word == "starting" else JobState.RUNNING
+    return JobStatus(state, word, progress=progress_steps / STEPS, progress_step=STEP)
+
+
+def test_coarse_readings_bound_the_end_and_late_ones_agree() -> None:
+    """84.5 s in at 94 % and 86 s in at 96 %: each bounds the run time, the window is both."""
+    window = end_window([(84.5, 0.94, STEP), (86.0, 0.96, STEP)])
+    assert window == pytest.approx((84.5 / 0.96, 86 / 0.96))
+    # A reading far below the newest is left out (a model's setup biases it), as is one that
+    # disagrees: then the newest alone bounds the end.
+    assert end_window([(60.0, 0.66, STEP), (86.0, 0.96, STEP)]) == pytest.approx(
+        (86 / 0.98, 86 / 0.96)
+    )
+    assert end_window([(80.0, 0.96, STEP), (86.0, 0.96, STEP)]) == pytest.approx(
+        (86 / 0.98, 86 / 0.96)
+    )
+    assert end_window([]) is None
+
+
+def test_a_wide_end_window_is_halved_on_a_step_before_the_end() -> None:
+    """Seen at 66 % 60 s in (just after Replicate's hold): the next poll goes where the
+    window's middle crosses 96 %, before the usual 90 % aim; a narrow window is polled in its
+    middle. A held answer's "starting" is not trusted to mean running: it is asked again."""
+    window = end_window([(59.8, 0.66, STEP), (60.0, 0.66, STEP)])
+    assert window is not None
+    middle = sum(window) / 2
+    planned = next_interval(POLICY, _bar(33), 1, 60.0, window)
+    assert planned == pytest.approx(0.96 * middle - 60)
+    assert 60 + planned < 60 + 0.9 * (middle - 60)
+    narrow = (89.0, 89.4)
+    assert next_interval(POLICY, _bar(49), 3, 88.0, narrow) == pytest.approx(89.2 - 88.0)
+    assert next_interval(POLICY, _bar(33, "starting"), 0, 59.8, window) == POLICY.min_interval_s
+
+
+def _simulated_wait(run_s: float, *, windowed: bool, hold_s: float = 60.0) -> tuple[float, int]:
+    """The schedule's decisions on a simulated clock for one linear job first seen when the
+    create's hold ends ("starting"): how late it sees the end, and the status requests made."""
+    now, polls = hold_s, 0
+    readings: list[tuple[float, float, float]] = []
+    while now < run_s:
+        done = min(math.floor(now / run_s * STEPS), STEPS - 1)
+        status = _bar(done, "starting" if polls == 0 else "processing")
+        readings.append((now, done / STEPS, STEP))
+        window = end_window(readings) if windowed else None
+        now += next_interval(POLICY, status, polls, now, window)
+        polls += 1
+    return now - run_s, polls
+
+
+def test_coarse_progress_sees_long_jobs_end_within_half_a_step() -> None:
+    """On the emulator's 2 % steps a 90 s job's end hides in a 1.8 s window. Halving it on the
+    steps before the end sees every job (61-200 s, first seen as the 60 s hold ends) within
+    half a step of its end, about a fifth of a second in the middle, for a few more polls."""
+    run_times = [61 + 0.7 * i for i in range(200)]
+    waits = [_simulated_wait(run_s, windowed=True) for run_s in run_times]
+    for run_s, (lag, _) in zip(run_times, waits, strict=True):
+        assert lag <= 0.6 * STEP * run_s, run_s
+    median_lag = statistics.median(lag for lag, _ in waits)
+    assert median_lag <= 0.3
+    polls = [count for _, count in waits]
+    assert statistics.median(polls) <= 6 and max(polls) <= 10  # with the create: <= 11
+    # Aiming at each coarse reading alone (what this replaced) is up to a whole step late.
+    unwindowed = [_simulated_wait(run_s, windowed=False)[0] for run_s in run_times]
+    assert statistics.median(unwindowed) > 3 * median_lag
 
 
 def test_history_sleeps_to_the_likely_window_then_steps_through_it() -> None:

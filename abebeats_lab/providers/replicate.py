@@ -313,13 +313,12 @@ def parse_prediction(prediction: Prediction) -> JobStatus:
         raise ProtocolError(
             f"unknown prediction status {prediction.status!r}", provider="replicate"
         )
-    progress = prediction.progress
+    progress, step = (1.0, None) if state is JobState.SUCCEEDED else _progress(prediction)
     return JobStatus(
         state=state,
         raw_status=prediction.status,
-        progress=1.0
-        if state is JobState.SUCCEEDED
-        else (progress.percentage if progress else None),
+        progress=progress,
+        progress_step=step,
         error=prediction.error if state is JobState.FAILED else None,
         created_at=_timestamp(prediction.created_at),
         started_at=_timestamp(prediction.started_at),
@@ -328,6 +327,20 @@ def parse_prediction(prediction: Prediction) -> JobStatus:
         usage=reported_usage(prediction.metrics, USAGE_FIELDS),
         raw=prediction.dict(),
     )
+
+
+def _progress(prediction: Prediction) -> tuple[float | None, float | None]:
+    """The fraction done and its resolution from the SDK's parse of the tqdm bar in ``logs``.
+
+    tqdm counts finished steps, so the job is between ``current`` and ``current + 1`` of
+    ``total`` steps: the count is finer than the bar's whole percent when ``total`` > 100.
+    """
+    bar = prediction.progress
+    if bar is None:
+        return None, None
+    if bar.total <= 0 or not 0 <= bar.current <= bar.total:
+        return bar.percentage, None
+    return bar.current / bar.total, 1 / bar.total
 
 
 def _outputs(output: Any) -> tuple[OutputRef, ...]:

@@ -225,6 +225,9 @@ async def test_progress_is_read_from_tqdm_logs_and_never_shows_done_early(
     assert status.state is JobState.RUNNING
     assert "%|" in status.raw["logs"] and status.progress is not None
     assert 0 < status.progress < 1
+    # tqdm counts finished steps: the job is within one step (of the bar's 50) past it.
+    assert status.progress_step == pytest.approx(1 / 50)
+    assert status.progress == pytest.approx(round(status.progress * 50) / 50)
     await short_hold.cancel(job)
 
 
