@@ -69,7 +69,7 @@ ALLOWED = {
     "render": {"base", "render"},
     "media": {"base", "http", "render", "media"},
     "providers": {"base", "capabilities", "http", "render", "providers"},
-    "waiting": {"base", "http", "providers"},
+    "waiting": {"base", "http", "providers", "waiting"},
     "store": {"base"},
     "history": {"base", "waiting"},
     "views": {"base", "capabilities", "costs", "store", "views", "quality"},
