@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 
 from abebeats_lab import Settings
-from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import CostLimitError
 from abebeats_lab.run.api import compare, load_run
 from abebeats_lab.views import plots
@@ -39,15 +37,6 @@ def held_and_local(tmp_path_factory: pytest.TempPathFactory) -> Comparison:
     return asyncio.run(
         compare(PROMPTS, [REPLICATE, LOCAL], FOUR_SECONDS, emulate=True, run_dir=directory)
     )
-
-
-@pytest.fixture
-def failing_runway(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A Runway-speaking server on loopback whose every job fails, reached through the env."""
-    with Emulators(["runway"], Scenario.fast(fail=True)) as emulators:
-        for name, value in emulators.env().items():
-            monkeypatch.setenv(name, value)
-        yield
 
 
 class _Summary(HTMLParser):

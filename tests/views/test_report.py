@@ -6,7 +6,6 @@ import asyncio
 import math
 import re
 import shutil
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 from _runner_support import run_cli
 
 from abebeats_lab import Settings
-from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.quality.metrics import METRICS, QUALITY_DB, score
 from abebeats_lab.quality.votes import VOTES_DB, Vote, VoteStore
 from abebeats_lab.run.api import compare, load_run
@@ -78,15 +76,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("run")
     asyncio.run(compare(PROMPTS, [LOCAL, RUNWAY], SETTINGS, run_dir=directory, emulate=True))
     return directory
-
-
-@pytest.fixture
-def failing_runway(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A Runway-speaking server on loopback whose every job fails, reached as the real route."""
-    with Emulators(["runway"], Scenario.fast(fail=True)) as emulators:
-        for name, value in emulators.env().items():
-            monkeypatch.setenv(name, value)
-        yield
 
 
 def test_report_is_one_file_that_needs_no_network(run_dir: Path) -> None:

@@ -6,14 +6,10 @@ folder is then shown as a notebook shows a `Comparison` and written as the HTML 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.run.api import load_run
 from abebeats_lab.views import rows
 from abebeats_lab.views.report import write_report
@@ -70,15 +66,6 @@ def _panel_html(widget: Any) -> list[str]:
     """The HTML of every HTML widget under ``widget``, depth first (what a reader sees)."""
     own = [str(widget.value)] if type(widget).__name__ == "HTML" else []
     return own + [h for child in getattr(widget, "children", ()) for h in _panel_html(child)]
-
-
-@pytest.fixture
-def failing_runway(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A Runway-speaking server on loopback whose every job fails, reached as the real route."""
-    with Emulators(["runway"], Scenario.fast(fail=True)) as emulators:
-        for name, value in emulators.env().items():
-            monkeypatch.setenv(name, value)
-        yield
 
 
 async def _three_views(tmp_path: Path, *, emulate: bool) -> list[dict[str, list[str]]]:
