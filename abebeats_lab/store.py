@@ -401,17 +401,17 @@ class _Writer:
     """
 
     def __init__(self, path: Path) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abebeats-store")
-        self._db = self._pool.submit(_write_connection, path).result()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abebeats-store")
+        self._db = self._thread.submit(_write_connection, path).result()
 
     def submit(self, work: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Run ``work`` in one transaction after every write asked before it."""
-        return self._pool.submit(_in_transaction, self._db, work)
+        return self._thread.submit(_in_transaction, self._db, work)
 
     def close(self) -> None:
         """Finish every write asked, then close."""
-        self._pool.submit(self._db.close).result()
-        self._pool.shutdown()
+        self._thread.submit(self._db.close).result()
+        self._thread.shutdown()
 
 
 def _write_connection(path: Path) -> sqlite3.Connection:

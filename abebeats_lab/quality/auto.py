@@ -93,10 +93,10 @@ class AutoScorer:
         assert self._clip_dir is not None
         clip_dir = await self._clip_dir
         path = str(self.run_dir / str(row.output_path))
-        future = self._pool().submit(scores.measure_job, path, dict(row.settings), clip_dir)
+        future = self._executor_now().submit(scores.measure_job, path, dict(row.settings), clip_dir)
         return row, await asyncio.wrap_future(future)
 
-    def _pool(self) -> Executor:
+    def _executor_now(self) -> Executor:
         if self._executor is None:
             # spawn: a fork of a process running an event loop and threads can deadlock.
             self._executor = ProcessPoolExecutor(
