@@ -34,6 +34,7 @@ from _runner_support import (
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.providers import provider_class
 from abebeats_lab.run.api import compare, load_run, resume, was_interrupted
+from abebeats_lab.run.submit import CANCELLED
 
 CHILD = """
 import asyncio, json, sys
@@ -272,6 +273,10 @@ def test_ctrl_c_prints_the_command_that_finishes_the_run(tmp_path: Path) -> None
     assert all(was_interrupted(r) for r in interrupted)
     sent = {r.prompt_index: r.job_id for r in interrupted if r.job_id}
     assert len(sent) < len(prompts)  # one was never sent
+    # A create answered during the interrupt has its job cancelled, confirmed (CANCELLED):
+    # that row is sent again. The rendering row was only asked to stop: it is re-attached.
+    confirmed = {r.prompt_index for r in interrupted if r.error == CANCELLED}
+    assert set(sent) - confirmed, "no row was left to re-attach"
 
     plain = run_cli("resume", str(run_dir), cwd=tmp_path)  # reports them, reruns nothing
     assert plain.returncode == 1, plain.stderr  # cancelled jobs are not success (issue 17)
@@ -284,7 +289,9 @@ def test_ctrl_c_prints_the_command_that_finishes_the_run(tmp_path: Path) -> None
     assert [r.state for r in rows] == ["succeeded"] * len(prompts)
     for row in rows:
         assert (run_dir / (row.output_path or "missing")).is_file()
-        if row.prompt_index in sent:  # re-attached to its own job, not a new one
+        if row.prompt_index in confirmed:
+            assert row.job_id != sent[row.prompt_index]
+        elif row.prompt_index in sent:  # re-attached to its own job, not a new one
             assert row.job_id == sent[row.prompt_index]
 
 
