@@ -29,8 +29,8 @@ LabError
 The three download subclasses live with the code that raises them, `media.download`, as
 `WeightsUnavailable` does in `quality.clip` and `BadPath` in `cli.checks`.
 
-Messages never contain secrets: keys are held by `config.Secret`, whose repr is masked, and
-whatever a provider said (an error body, a failure message) passes `config.scrub` first, so a
+Messages never contain secrets: keys are held by `secret.Secret`, whose repr is masked, and
+whatever a provider said (an error body, a failure message) passes `secret.scrub` first, so a
 server that echoes the key back cannot put it in a message.
 """
 
@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+from abebeats_lab.secret import scrub
 
 __all__ = [
     "AllRoutesFailed",
@@ -61,13 +63,6 @@ __all__ = [
 ]
 
 _BODY_LIMIT = 500
-
-
-def _scrubbed(text: str) -> str:
-    """Provider text with every live secret masked (config imports this module: import late)."""
-    from abebeats_lab.config import scrub
-
-    return scrub(text)
 
 
 class LabError(Exception):
@@ -150,7 +145,7 @@ class ProviderError(LabError):
 
     def __init__(self, message: str, *, provider: str) -> None:
         self.provider = provider
-        super().__init__(_scrubbed(f"{provider}: {message}"))
+        super().__init__(scrub(f"{provider}: {message}"))
 
 
 class ProviderHTTPError(ProviderError):
@@ -166,7 +161,7 @@ class ProviderHTTPError(ProviderError):
         retry_after_s: float | None = None,
     ) -> None:
         self.status_code = status_code
-        self.body = _scrubbed(body)[:_BODY_LIMIT]
+        self.body = scrub(body)[:_BODY_LIMIT]
         self.request_id = request_id
         self.retry_after_s = retry_after_s
         detail = f": {self.body}" if self.body else ""
@@ -199,7 +194,7 @@ class JobFailed(LabError):
         self.job_id = job_id
         self.code = code
         suffix = f" [{code}]" if code else ""
-        super().__init__(_scrubbed(f"job {job_id} failed: {message}{suffix}"))
+        super().__init__(scrub(f"job {job_id} failed: {message}{suffix}"))
 
 
 class AllRoutesFailed(JobFailed):

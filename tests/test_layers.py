@@ -30,6 +30,7 @@ LAYER_OF = {
     # the bottom: plain types, errors, configuration (and the version string of the root)
     "_types": "base",
     "_text": "base",
+    "secret": "base",
     "errors": "base",
     "config": "base",
     "__version__": "base",

@@ -20,6 +20,7 @@ from abebeats_lab.http import (
     send,
 )
 from abebeats_lab.providers.base import Provider
+from abebeats_lab.secret import Secret
 
 __all__ = ["HttpxProvider"]
 
@@ -31,7 +32,7 @@ class HttpxProvider(Provider):
     def __init__(
         self,
         *,
-        api_key: str | config.Secret | None = None,
+        api_key: str | Secret | None = None,
         base_url: str | None = None,
         http_client: httpx.AsyncClient | None = None,
         emulated: bool = False,

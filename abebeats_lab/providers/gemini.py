@@ -40,6 +40,7 @@ from abebeats_lab.errors import LabError, ProtocolError, ProviderHTTPError, Vali
 from abebeats_lab.http import DEFAULT_RETRY, RetryPolicy, never_sent, retry_errors
 from abebeats_lab.providers._genai import GenaiProvider, http_error
 from abebeats_lab.providers.base import transport_failure, unreadable_answer, utcnow
+from abebeats_lab.secret import Secret
 
 __all__ = ["GeminiProvider", "build_body", "parse_interaction"]
 
@@ -126,7 +127,7 @@ class GeminiProvider(GenaiProvider):
     def __init__(
         self,
         *,
-        api_key: str | config.Secret | None = None,
+        api_key: str | Secret | None = None,
         base_url: str | None = None,
         emulated: bool = False,
         timeout_s: float = DEFAULT_TIMEOUT_S,

@@ -64,6 +64,7 @@ from abebeats_lab.http import (
 )
 from abebeats_lab.providers.base import Provider, transport_failure, unreadable_answer, utcnow
 from abebeats_lab.providers.replicate_transport import SdkTransport, answered, problem_text
+from abebeats_lab.secret import Secret
 
 __all__ = ["USAGE_FIELDS", "ModelRef", "ReplicateProvider", "build_input", "parse_model"]
 
@@ -130,7 +131,7 @@ class ReplicateProvider(Provider):
     def __init__(
         self,
         *,
-        api_key: str | config.Secret | None = None,
+        api_key: str | Secret | None = None,
         base_url: str | None = None,
         emulated: bool = False,
         wait_s: int = DEFAULT_WAIT_S,

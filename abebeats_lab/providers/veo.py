@@ -45,6 +45,7 @@ from abebeats_lab.errors import (
 from abebeats_lab.http import DEFAULT_RETRY, RetryPolicy, retry_errors
 from abebeats_lab.providers._genai import GenaiProvider
 from abebeats_lab.providers.base import utcnow
+from abebeats_lab.secret import Secret
 
 __all__ = ["VeoProvider", "build_config", "parse_operation"]
 
@@ -94,7 +95,7 @@ def _adc_path() -> Path | None:
 
 
 def resolve_credentials(
-    credentials: Credentials | None, api_key: str | config.Secret | None
+    credentials: Credentials | None, api_key: str | Secret | None
 ) -> tuple[Credentials, str | None]:
     """Credentials and the project the ADC file names (if any); see the module docstring."""
     if credentials is not None:
@@ -180,7 +181,7 @@ class VeoProvider(GenaiProvider):
     def __init__(
         self,
         *,
-        api_key: str | config.Secret | None = None,
+        api_key: str | Secret | None = None,
         base_url: str | None = None,
         project: str | None = None,
         location: str | None = None,

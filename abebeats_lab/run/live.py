@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from abebeats_lab import config
 from abebeats_lab._text import cut
 from abebeats_lab._types import Job, JobState, JobStatus, Output, VideoRequest
 from abebeats_lab.media.conformance import output_fields
 from abebeats_lab.run.timing import Clock, Marks, build_timing
+from abebeats_lab.secret import scrub
 from abebeats_lab.store import JobRow, RunStore
 from abebeats_lab.waiting import WaitResult
 
@@ -86,7 +86,7 @@ class Recorder:
     def save(self, live: Live, **changes: Any) -> Future[None]:
         """Change the row and queue its commit; the future is done once it is committed."""
         if changes.get("error"):  # provider words may echo a key back, or run to megabytes
-            changes["error"] = cut(config.scrub(changes["error"]))  # scrubbed whole, then cut
+            changes["error"] = cut(scrub(changes["error"]))  # scrubbed whole, then cut
         live.row = live.row.evolve(**changes)
         written = self.store.save_soon(live.row)
         written.add_done_callback(_log_failure)
