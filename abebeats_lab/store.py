@@ -544,6 +544,12 @@ class RunStore:
             cursor = self._db.execute(_SELECT_RUN, (run_id,))
         return [_decode(r) for r in cursor]
 
+    def job_ids_soon(self, run_id: str) -> Future[set[str]]:
+        """The provider job ids stored for one run, read after the writes asked before
+        (on the writer's thread: a caller on an event loop awaits it without blocking)."""
+        sql = "SELECT job_id FROM jobs WHERE run_id = ?"
+        return self._write(lambda db: {r[0] for r in db.execute(sql, (run_id,)) if r[0]})
+
     def unfinished(self, run_id: str) -> Iterator[JobRow]:
         """Rows of a run that `resume` must act on."""
         return (r for r in self.rows(run_id) if r.state.unfinished)

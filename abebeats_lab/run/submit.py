@@ -8,13 +8,18 @@ blindly: the row turns ``ambiguous`` and the provider is asked whether the job e
 provider that cannot look creates up leaves the row ambiguous for a person to check. A
 create in flight when the run is cancelled is settled the same way: its job found, then
 cancelled.
+
+Identical rows (repeats) make look-alike jobs, so a lookup must not take a sibling's: it
+waits until the provider's other creates in flight have answered (their ids are then known
+and excluded), and no new create to that provider is sent until it is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -71,6 +76,12 @@ class Submitter:
         """Bounds create + wait together, a held or hung create included."""
         # One reconcile at a time, so two lost creates never claim the same remote job.
         self._reconcile_lock = asyncio.Lock()
+        self._creating: dict[str, set[asyncio.Future[Job]]] = {}
+        """Creates sent and not yet answered, by provider."""
+        self._looking: dict[str, asyncio.Event] = {}
+        """Per provider, cleared while a lookup runs: new creates wait for it."""
+        self._known: set[str] = set()
+        """Job ids this process's creates were answered with."""
         # A create lost by an earlier process is older than this one; jobs newer than this
         # belong to creates this process is making (identical inputs must not be claimed).
         self._started_at = datetime.now(UTC)
@@ -88,10 +99,9 @@ class Submitter:
             self._save(live, state=JobState.CANCELED, error=NEVER_SENT)
             raise
         self.record.emit(live, JobState.SUBMITTING)
+        await self._no_lookup(live.row.provider)
         marks.submit_start = time.monotonic()
-        task = asyncio.ensure_future(
-            provider.submit(request_of(live.row), Route.parse(live.row.route))
-        )
+        task = self._send(live, provider)
         deadline = asyncio.timeout(self.deadline_s)
         try:
             async with deadline:
@@ -132,11 +142,12 @@ class Submitter:
             self._ambiguous(live, live.row.error or AMBIGUOUS)
             return
         hint = self._hint(live)
-        async with self._reconcile_lock:
+        async with self._reconcile_lock, self._lookup(live.row.provider):
             before = self._started_at if live.marks is None else None
+            await self._siblings_answered(live.row.provider)
             try:
                 job = await provider.reconcile(
-                    hint, exclude=self._claimed(live), created_before=before
+                    hint, exclude=await self._claimed(live), created_before=before
                 )
             except AmbiguousSubmitError as exc:
                 self._ambiguous(live, error_text(exc))
@@ -217,9 +228,7 @@ class Submitter:
             job = task.result()
         elif not isinstance(failure, AmbiguousSubmitError):
             return  # refused or never sent: there is no job to cancel
-        if lookup and (job is None or job.id in self._claimed(live)):
-            # Unknown, or a sibling's lookup took this job before its id was stored (identical
-            # inputs look alike): then the sibling's own job is the one left to find.
+        if lookup and job is None:
             job = await self._look_up(live, provider)  # attached there, inside the lock
         elif job is not None:
             self._attach(live, job, None)
@@ -229,10 +238,12 @@ class Submitter:
     async def _look_up(self, live: Live, provider: Provider) -> Job | None:
         """One lookup under the reconcile lock; the time limit (a cancel's) is for the lookup
         itself."""
-        async with self._reconcile_lock:
+        async with self._reconcile_lock, self._lookup(live.row.provider):
             try:
                 async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                    found = await provider.reconcile(self._hint(live), exclude=self._claimed(live))
+                    await self._siblings_answered(live.row.provider)
+                    claimed = await self._claimed(live)
+                    found = await provider.reconcile(self._hint(live), exclude=claimed)
             except Exception:  # settling after a cancel is best effort; resume settles the rest
                 return None
             if found is not None:
@@ -247,9 +258,50 @@ class Submitter:
             Route.parse(row.route), "", request_of(row), submitted, {"client_ref": row.client_ref}
         )
 
-    def _claimed(self, live: Live) -> set[str]:
-        """Job ids other rows of this run already own."""
-        return {row.job_id for row in self.record.store.rows(live.row.run_id) if row.job_id}
+    async def _claimed(self, live: Live) -> set[str]:
+        """Job ids other rows own: those stored for this run (read after the writes queued
+        before, off the loop) and those this process's creates were answered with."""
+        stored = await asyncio.wrap_future(self.record.store.job_ids_soon(live.row.run_id))
+        return stored | self._known
+
+    # -- creates in flight and lookups ----------------------------------------------------
+
+    def _send(self, live: Live, provider: Provider) -> asyncio.Future[Job]:
+        """Start the create; it counts as in flight until answered."""
+        task = asyncio.ensure_future(
+            provider.submit(request_of(live.row), Route.parse(live.row.route))
+        )
+        in_flight = self._creating.setdefault(live.row.provider, set())
+        in_flight.add(task)
+
+        def answered(done: asyncio.Future[Job]) -> None:
+            in_flight.discard(done)
+            if not done.cancelled() and done.exception() is None:
+                self._known.add(done.result().id)
+
+        task.add_done_callback(answered)
+        return task
+
+    async def _no_lookup(self, provider: str) -> None:
+        """Wait while a lookup on ``provider`` runs: a job created now would look like the
+        lost one it is looking for."""
+        while (free := self._looking.get(provider)) is not None and not free.is_set():
+            await free.wait()
+
+    @contextlib.asynccontextmanager
+    async def _lookup(self, provider: str) -> AsyncIterator[None]:
+        """Hold new creates to ``provider`` back for the duration."""
+        free = self._looking[provider] = asyncio.Event()
+        try:
+            yield
+        finally:
+            free.set()
+
+    async def _siblings_answered(self, provider: str) -> None:
+        """Wait until every other create to ``provider`` in flight has answered (each is
+        bounded by the run's deadline), so their jobs are known before a lookup."""
+        if pending := {t for t in self._creating.get(provider, ()) if not t.done()}:
+            await asyncio.wait(pending)
 
 
 async def _cancelled_remote(provider: Provider, job: Job) -> str:

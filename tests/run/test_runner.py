@@ -281,6 +281,33 @@ async def test_the_job_id_is_stored_before_the_first_status_request(
     assert state.at_status and all(job in stored for job, stored in state.at_status)
 
 
+async def test_a_lost_create_among_identical_repeats_finds_its_own_job(
+    served: Emulators, tmp_path: Path
+) -> None:
+    """Repeats make look-alike jobs: the lookup for the first, lost create must not take a
+    sibling's job whose held create has not answered yet (then two rows would share one video
+    and the lost create's job, paid for, would never be collected)."""
+    require_emulator("replicate")
+    served.set_scenario(Scenario.fast(drop_create=1).with_times(0.05, 2.0), "replicate")
+    result = await compare(
+        ["a kite"],
+        [REPLICATE],
+        REMOTE,
+        repeats=4,
+        run_dir=tmp_path,
+        concurrency={"replicate": 4},
+        rate_per_min={"replicate": 6000.0},
+        policy=FAST,
+        adapt=True,
+    )
+    state = served.states["replicate"]
+    ids = [row.job_id for row in result.rows]
+    assert [row.state for row in result.rows] == ["succeeded"] * 4
+    assert len(set(ids)) == 4  # no two rows share a job
+    assert set(state.jobs) == set(ids)  # every job made was collected
+    assert state.count("create") == 4  # and none was paid twice
+
+
 async def test_cancelling_the_comparison_cancels_its_remote_jobs(
     served: Emulators, tmp_path: Path
 ) -> None:
