@@ -1,11 +1,14 @@
 """Scenario: client CPU per status request, ours beside each official SDK's own waiter.
 
-Per provider, three waiters run the same number of jobs from the same run-time distribution
+Per provider, four waiters run the same number of jobs from the same run-time distribution
 at the same moment, each in its own subprocess so ``getrusage(RUSAGE_SELF)`` is its CPU alone:
 
-- the SDK's own waiter (runwayml ``wait_for_task_output``, replicate ``Prediction.wait()``,
+- the SDK's own sync waiter (runwayml ``wait_for_task_output``, replicate ``Prediction.wait()``,
   google-genai's documented ``operations.get`` loop, fal_client ``handle.get()``), one thread
   per job on one shared SDK client;
+- the SDK's own async waiter (the same calls on ``AsyncRunwayML``, ``Prediction.async_wait()``,
+  ``client.aio.operations.get`` with ``asyncio.sleep``, ``fal_client.AsyncClient``), every job
+  on one event loop with one shared async SDK client: the like-for-like peer of ours;
 - ours at the SDK's cadence (a fixed interval equal to the SDK's, no push stream or create
   hold), so both make about as many status requests and the figures compare like for like;
 - ours as shipped (warm-history policy, push stream, create hold), for its CPU per job.
@@ -42,7 +45,7 @@ from typing import Any
 
 from _common import BENCH_DIR, EmulatorProcess, cpu_seconds, peak_rss_mib
 
-__all__ = ["FLOORS", "OURS", "OURS_CADENCE", "CpuConfig", "run"]
+__all__ = ["ASYNC_PEER_FOR", "FLOORS", "OURS", "OURS_CADENCE", "PEER_FOR", "CpuConfig", "run"]
 
 PEER_FOR = {
     "runway": "runwayml wait_for_task_output",
@@ -50,7 +53,14 @@ PEER_FOR = {
     "veo": "genai loop, sleep 10 s",
     "pika": "fal_client subscribe",
 }
-"""The one polling waiter per official SDK whose cost per status request ours is held to."""
+"""The one sync polling waiter per official SDK whose cost per status request ours is held to."""
+ASYNC_PEER_FOR = {
+    "runway": "AsyncRunwayML wait_for_task_output",
+    "replicate": "replicate Prediction.async_wait()",
+    "veo": "genai aio loop, sleep 10 s",
+    "pika": "fal_client AsyncClient subscribe",
+}
+"""The same SDK's async twin of ``PEER_FOR``'s waiter (same cadence), held to likewise."""
 OURS_CADENCE = "ours, SDK cadence"
 OURS = "ours"
 FLOORS = {
@@ -92,9 +102,9 @@ def _waiters(providers: tuple[str, ...]) -> list[tuple[str, str, str]]:
     """(provider, label, kind) for every subprocess."""
     rows = [(FLOOR_PROVIDER, label, kind) for kind, label in FLOORS.items()]
     for provider in providers:
-        peer = PEER_FOR[provider]
-        rows += [(provider, peer, "peer"), (provider, OURS_CADENCE, "cadence"),
-                 (provider, OURS, "ours")]  # fmt: skip
+        rows += [(provider, PEER_FOR[provider], "peer"),
+                 (provider, ASYNC_PEER_FOR[provider], "async_peer"),
+                 (provider, OURS_CADENCE, "cadence"), (provider, OURS, "ours")]  # fmt: skip
     return rows
 
 
@@ -247,6 +257,30 @@ def _peer(argument: dict[str, Any], config: CpuConfig) -> dict[str, Any]:
     return _report(outcomes, cpu, wall)
 
 
+async def _async_peer(argument: dict[str, Any], config: CpuConfig) -> dict[str, Any]:
+    """The SDK's async waiter: one shared async client, every job on this event loop."""
+    import peers
+
+    waiter = peers.ASYNC_PEERS[argument["provider"]][argument["label"]]
+    fal_url = argument["url"] if argument["provider"] == "pika" else None
+    warm = _context(argument["provider"], argument["url"], _WARM_SCALE)
+    ctx = _context(argument["provider"], argument["url"], config.scale)
+    client = waiter.open(ctx)
+    try:
+        peers.configure(_WARM_SCALE, fal_url)
+        await waiter.wait(warm, client, 0)
+        peers.configure(config.scale, fal_url)
+        _ready()
+        before, started = cpu_seconds(), time.monotonic()
+        outcomes = await asyncio.gather(
+            *(waiter.wait(ctx, client, i + 1) for i in range(config.jobs)), return_exceptions=True
+        )
+        cpu, wall = cpu_seconds() - before, time.monotonic() - started
+    finally:
+        await waiter.close(client)
+    return _report(list(outcomes), cpu, wall)
+
+
 async def _ours(argument: dict[str, Any], config: CpuConfig) -> dict[str, Any]:
     """Ours on one event loop: as shipped, or at the SDK's cadence (fixed interval, no push)."""
     import peers
@@ -393,6 +427,8 @@ def child(text: str) -> None:
     config = CpuConfig(**argument["config"])
     if argument["kind"] == "peer":
         result = _peer(argument, config)
+    elif argument["kind"] == "async_peer":
+        result = asyncio.run(_async_peer(argument, config))
     elif argument["kind"] == "floor_sync":
         result = _floor_sync(argument, config)
     elif argument["kind"] == "floor_async":

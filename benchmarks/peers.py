@@ -3,22 +3,25 @@
 A `PeerWaiter` opens the SDK's client once (shared by every job of that waiter, as a script
 that starts several jobs would), then each call submits one job, waits the way that SDK (or
 its documentation) does, and returns ``(job id, wall-clock time the caller held the result)``.
-They are synchronous (the official SDKs' waiters are) and run one thread per job. ``scale``
+The ``PEERS`` waiters are the SDKs' synchronous ones and run one thread per job;
+``ASYNC_PEERS`` holds each SDK's asynchronous twin (same calls through its async client, same
+cadence), whose jobs all run on one event loop, like ours. ``scale``
 shrinks the peers' sleep constants and the Replicate hold in ``--quick`` runs only; the full
 run uses every SDK's own constants.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from abebeats_lab._types import Route, VideoRequest
 from abebeats_lab.emulator import EMULATOR_KEYS, EMULATOR_LOCATION, EMULATOR_PROJECT
 
-__all__ = ["PEERS", "PeerContext", "PeerWaiter", "configure"]
+__all__ = ["ASYNC_PEERS", "PEERS", "AsyncPeerWaiter", "PeerContext", "PeerWaiter", "configure"]
 
 RUNWAY_POLL_TIME_S = 6.0  # runwayml.lib.polling.POLL_TIME
 RUNWAY_POLL_JITTER_S = 3.0  # runwayml.lib.polling.POLL_JITTER
@@ -61,8 +64,23 @@ class PeerWaiter:
     """Its status-request cadence at a given scale (the CPU scenario polls ours at the same)."""
 
 
+@dataclass(frozen=True)
+class AsyncPeerWaiter:
+    """One SDK's async waiter: open its async client once (inside the event loop), await one
+    job per call, close the client."""
+
+    open: Callable[[PeerContext], Any]
+    wait: Callable[[PeerContext, Any, int], Awaitable[Outcome]]
+    close: Callable[[Any], Awaitable[None]]
+    cadence_s: Callable[[float], float]
+
+
 def _close(client: Any) -> None:
     client.close()
+
+
+async def _aclose(client: Any) -> None:
+    await client.close()
 
 
 # -- runwayml ------------------------------------------------------------------------------
@@ -87,6 +105,28 @@ def runway_sdk(ctx: PeerContext, client: Any, index: int) -> Outcome:
         seed=body["seed"],
     )
     created.wait_for_task_output()
+    return created.id, time.time()
+
+
+def _runway_async_open(ctx: PeerContext) -> Any:
+    from runwayml import AsyncRunwayML
+
+    return AsyncRunwayML(api_key=EMULATOR_KEYS["runway"], base_url=ctx.url)
+
+
+async def runway_sdk_async(ctx: PeerContext, client: Any, index: int) -> Outcome:
+    """runwayml: ``await (await create(...)).wait_for_task_output()`` on ``AsyncRunwayML``."""
+    from abebeats_lab.providers.runway import build_payload
+
+    body = build_payload(ctx.request, ctx.route)
+    created = await client.text_to_video.create(
+        model=body["model"],
+        prompt_text=body["promptText"],
+        ratio=body["ratio"],
+        duration=body["duration"],
+        seed=body["seed"],
+    )
+    await created.wait_for_task_output()
     return created.id, time.time()
 
 
@@ -126,6 +166,19 @@ def replicate_wait(ctx: PeerContext, client: Any, index: int) -> Outcome:
         model=ctx.route.model, input=_replicate_input(ctx)
     )
     prediction.wait()
+    return prediction.id, time.time()
+
+
+async def _replicate_aclose(client: Any) -> None:
+    await client._async_client.aclose()  # the SDK has no close(); its httpx client holds sockets
+
+
+async def replicate_async_wait(ctx: PeerContext, client: Any, index: int) -> Outcome:
+    """replicate: ``async_create`` without a hold, then ``Prediction.async_wait()`` (0.5 s)."""
+    prediction = await client.models.predictions.async_create(
+        model=ctx.route.model, input=_replicate_input(ctx)
+    )
+    await prediction.async_wait()
     return prediction.id, time.time()
 
 
@@ -169,6 +222,26 @@ def genai_20s(ctx: PeerContext, client: Any, index: int) -> Outcome:
     return _genai_loop(ctx, client, GENAI_DOC_SLEEPS_S[1])
 
 
+async def _genai_aclose(client: Any) -> None:
+    await client.aio.aclose()
+    client.close()  # aio.aclose() leaves the sync half's httpx client open
+
+
+async def genai_10s_async(ctx: PeerContext, client: Any, index: int) -> Outcome:
+    """google-genai's documented async loop: ``aio.operations.get`` after ``asyncio.sleep(10)``."""
+    from abebeats_lab.providers.veo import build_config
+
+    source, config = build_config(ctx.request, ctx.route)
+    operation = await client.aio.models.generate_videos(
+        model=ctx.route.model, source=source, config=config
+    )
+    while not operation.done:
+        await asyncio.sleep(GENAI_DOC_SLEEPS_S[0] * ctx.scale)
+        operation = await client.aio.operations.get(operation)
+    assert operation.name is not None
+    return operation.name, time.time()
+
+
 # -- fal_client ----------------------------------------------------------------------------
 
 
@@ -188,6 +261,25 @@ def fal_subscribe(ctx: PeerContext, client: Any, index: int) -> Outcome:
 
     handle = client.submit(ctx.route.model, arguments=build_input(ctx.request))
     handle.get(interval=FAL_INTERVAL_S)
+    return handle.request_id, time.time()
+
+
+def _fal_async_open(ctx: PeerContext) -> Any:
+    import fal_client
+
+    return fal_client.AsyncClient(key=EMULATOR_KEYS["pika"])
+
+
+async def _fal_aclose(client: Any) -> None:
+    await (await client._client).aclose()  # no close() either; its cached httpx client
+
+
+async def fal_subscribe_async(ctx: PeerContext, client: Any, index: int) -> Outcome:
+    """fal_client: ``AsyncClient.submit`` then ``await handle.get()`` (status every 0.1 s)."""
+    from abebeats_lab.providers.fal import build_input
+
+    handle = await client.submit(ctx.route.model, arguments=build_input(ctx.request))
+    await handle.get(interval=FAL_INTERVAL_S)
     return handle.request_id, time.time()
 
 
@@ -235,3 +327,27 @@ PEERS: dict[str, dict[str, PeerWaiter]] = {
     },
 }
 """Peer waiters per provider, by the label the tables show."""
+
+ASYNC_PEERS: dict[str, dict[str, AsyncPeerWaiter]] = {
+    "runway": {
+        "AsyncRunwayML wait_for_task_output": AsyncPeerWaiter(
+            _runway_async_open, runway_sdk_async, _aclose, _fixed(RUNWAY_POLL_TIME_S)
+        )
+    },
+    "replicate": {
+        "replicate Prediction.async_wait()": AsyncPeerWaiter(
+            _replicate_open, replicate_async_wait, _replicate_aclose, _fixed(REPLICATE_POLL_S)
+        )
+    },
+    "veo": {
+        "genai aio loop, sleep 10 s": AsyncPeerWaiter(
+            _genai_open, genai_10s_async, _genai_aclose, _fixed(GENAI_DOC_SLEEPS_S[0])
+        )
+    },
+    "pika": {
+        "fal_client AsyncClient subscribe": AsyncPeerWaiter(
+            _fal_async_open, fal_subscribe_async, _fal_aclose, lambda scale: FAL_INTERVAL_S
+        )
+    },
+}
+"""Each SDK's async waiter per provider, by label: one async client, every job on one loop."""

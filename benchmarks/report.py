@@ -155,18 +155,19 @@ def _dominance(where: str, waiters: dict[str, Any]) -> dict[str, Any]:
 def _cpu_targets(cpu: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for provider, waiters in cpu["providers"].items():
-        peer = client_cpu.PEER_FOR[provider]
-        ours, theirs = waiters[client_cpu.OURS_CADENCE], waiters[peer]
-        mine, their = ours["cpu_ms_per_status_request"], theirs["cpu_ms_per_status_request"]
-        shipped = waiters[client_cpu.OURS]
-        ok = (mine is not None and their is not None and mine <= their
-              and not ours["error_count"] and not theirs["error_count"])  # fmt: skip
-        rows.append(_row(
-            f"cpu: {provider}: ours not dearer per status request than {peer} (same cadence)",
-            f"{_fig(mine, ' ms')} vs {_fig(their, ' ms')}; per job, ours as shipped "
-            f"{shipped['cpu_ms_per_job']:.1f} ms vs {theirs['cpu_ms_per_job']:.1f} ms",
-            ok,
-        ))  # fmt: skip
+        ours, shipped = waiters[client_cpu.OURS_CADENCE], waiters[client_cpu.OURS]
+        mine = ours["cpu_ms_per_status_request"]
+        for peer in (client_cpu.PEER_FOR[provider], client_cpu.ASYNC_PEER_FOR[provider]):
+            theirs = waiters[peer]
+            their = theirs["cpu_ms_per_status_request"]
+            ok = (mine is not None and their is not None and mine <= their
+                  and not ours["error_count"] and not theirs["error_count"])  # fmt: skip
+            rows.append(_row(
+                f"cpu: {provider}: ours not dearer per status request than {peer} (same cadence)",
+                f"{_fig(mine, ' ms')} vs {_fig(their, ' ms')}; per job, ours as shipped "
+                f"{shipped['cpu_ms_per_job']:.1f} ms vs {theirs['cpu_ms_per_job']:.1f} ms",
+                ok,
+            ))  # fmt: skip
     return rows
 
 
