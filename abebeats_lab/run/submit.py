@@ -2,12 +2,13 @@
 
 The row is stored ``submitting`` before the create call and the provider's id right after
 it, before the first status request, so a crash loses no job. A create whose answer is lost
-(`AmbiguousSubmitError`, or no answer within the run's deadline) is never sent again
-blindly: the row turns ``ambiguous`` and the provider is asked whether the job exists
-(`Provider.reconcile`); only its proof that it does not lets the row be sent again. A
-provider that cannot look creates up leaves the row ambiguous for a person to check. A
-create in flight when the run is cancelled is settled the same way: its job found, then
-cancelled.
+(`AmbiguousSubmitError`, or no answer within the run's deadline) or cannot be used (a
+`ProtocolError`: unreadable, over the size cap, an id we refuse; the job may exist all the
+same) is never sent again blindly: the row turns ``ambiguous`` and the provider is asked
+whether the job exists (`Provider.reconcile`); only its proof that it does not lets the row
+be sent again. A provider that cannot look creates up leaves the row ambiguous for a person
+to check. A create in flight when the run is cancelled is settled the same way: its job
+found, then cancelled.
 
 Identical rows (repeats) make look-alike jobs, so a lookup must not take a sibling's: it
 waits until the provider's other creates in flight have answered (their ids are then known
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from abebeats_lab._types import Job, JobState, Route
-from abebeats_lab.errors import AmbiguousSubmitError
+from abebeats_lab.errors import AmbiguousSubmitError, ProtocolError, ProviderError
 from abebeats_lab.providers import Provider
 from abebeats_lab.run import costs
 from abebeats_lab.run.connect import Clients
@@ -120,7 +121,7 @@ class Submitter:
         except asyncio.CancelledError:
             await self._settle_cancelled(live, provider, task)
             raise
-        except AmbiguousSubmitError as exc:
+        except (AmbiguousSubmitError, ProtocolError) as exc:
             self._ambiguous(live, error_text(exc))
             await self.reconcile(live)
             return
@@ -133,9 +134,9 @@ class Submitter:
 
         `Provider.reconcile` returns the job, returns None only when it proves there is none
         (then the row is sent again, unless ``resubmit`` is False because the deadline has
-        passed: then it fails), and raises `AmbiguousSubmitError` when it cannot tell (then
-        the row stays ambiguous). A provider that cannot look creates up
-        (``can_reconcile`` False) leaves the row ambiguous at once.
+        passed: then it fails), and raises `AmbiguousSubmitError` when it cannot tell (then,
+        as when the lookup itself fails, the row stays ambiguous). A provider that cannot look
+        creates up (``can_reconcile`` False) leaves the row ambiguous at once.
         """
         provider = self.clients[live.row.provider]
         if not provider.can_reconcile:
@@ -151,6 +152,9 @@ class Submitter:
                 )
             except AmbiguousSubmitError as exc:
                 self._ambiguous(live, error_text(exc))
+                return
+            except ProviderError as exc:  # the lookup itself failed: still cannot tell
+                self._ambiguous(live, f"{live.row.error}; the lookup failed: {error_text(exc)}")
                 return
             if job is not None:
                 if live.marks is None:  # resumed: this process never saw the submit
@@ -226,7 +230,7 @@ class Submitter:
             return
         elif (failure := task.exception()) is None:
             job = task.result()
-        elif not isinstance(failure, AmbiguousSubmitError):
+        elif not isinstance(failure, (AmbiguousSubmitError, ProtocolError)):
             return  # refused or never sent: there is no job to cancel
         if lookup and job is None:
             job = await self._look_up(live, provider)  # attached there, inside the lock

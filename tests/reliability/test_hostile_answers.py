@@ -153,7 +153,7 @@ def test_deeply_nested_json_is_asked_again_then_left_resumable(
 # -- item 11: ids from an answer never leave their path segment -----------------------------
 
 
-def test_a_malicious_task_id_is_refused_before_any_request(
+def test_a_malicious_task_id_is_never_requested_and_leaves_the_row_ambiguous(
     hostile: Hostile, tmp_path: Path
 ) -> None:
     hostile.mode = "bad-id"
@@ -162,12 +162,16 @@ def test_a_malicious_task_id_is_refused_before_any_request(
     _no_traceback(done)
     rows = _rows(run_dir)
     for provider, row in rows.items():
-        assert row.state == "failed", (provider, row.state, row.error)
+        # Answered with an id we refuse: the job may exist, so the row is not failed (a rerun
+        # would pay again) but ambiguous, for a lookup or a person to settle.
+        assert row.state == "ambiguous", (provider, row.state, row.error)
         assert row.error is not None and row.error.startswith("ProtocolError"), row.error
         assert "../../" in row.error, (provider, row.error)  # names the id it refused
     assert len(hostile.creates()) == len(PROVIDERS)
     assert [s.path for s in hostile.seen if "out/html" in s.path or ".." in s.path] == []
-    assert len(hostile.seen) == len(PROVIDERS)  # the creates, nothing else
+    # Besides the creates, only Replicate's lookup: its list of predictions.
+    others = [(s.method, s.path) for s in hostile.seen if s not in hostile.creates()]
+    assert others == [("GET", "/v1/predictions")]
 
 
 # -- item 3: a download has a time budget, then resume fetches it ---------------------------
