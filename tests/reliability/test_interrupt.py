@@ -100,7 +100,7 @@ def test_kernel_interrupt_cancels_remote_jobs(
 
     give_up = time.monotonic() + START_TIMEOUT_S
     while not _ids_stored(run_dir, ANSWERED) or states["replicate"].count("create") < 1:
-        assert time.monotonic() < give_up, "the comparison never sent its creates"
+        assert time.monotonic() < give_up, "the creates were never all sent and answered"
         time.sleep(POLL_S)
     manager.interrupt_kernel()  # Replicate's create is still held at this point
 
