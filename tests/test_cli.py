@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from _runner_support import run_cli
 
-from abebeats_lab.cli.run_commands import DEMO_PROMPTS, DEMO_ROUTES
+from abebeats_lab.cli.run_commands import DEMO_PROMPTS, DEMO_ROUTES, NO_ROUTES
 from abebeats_lab.emulator import EMULATED_PROVIDERS
 from abebeats_lab.media.probe import probe
+from abebeats_lab.run.api import load_run
+from abebeats_lab.run.plan import RUNS_DIR
 
 BOAT = "a paper boat on a neon river"
 EMULATED_ROUTES = [
@@ -241,6 +243,34 @@ def test_music_video_with_an_empty_prompt_is_refused_by_the_python_api(tmp_path:
     with pytest.raises(ValidationError, match="non-empty prompt"):
         asyncio.run(make_music_video(" \t", tmp_path / "never-read.wav", run_dir=tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_with_no_route_and_no_model_is_one_usage_line(tmp_path: Path) -> None:
+    done = run_cli("compare", "a kite", "--emulate", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line == f"abebeats-lab: {NO_ROUTES}"
+    assert "--route" in line and "--model" in line and "abebeats-lab routes" in line
+    assert list(tmp_path.iterdir()) == []  # no run folder, no store
+
+
+LOCAL_SMALL = ["--route", "local:procedural", "--duration", "1", "--resolution", "240p"]
+
+
+def test_the_run_folder_a_command_picks_is_named_after_the_run_inside(tmp_path: Path) -> None:
+    compared = run_cli("compare", BOAT, *LOCAL_SMALL, cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr
+    (printed,) = re.findall(r"^run directory: (.+)$", compared.stdout, flags=re.MULTILINE)
+    run_dir = tmp_path / printed
+    assert run_dir.name == load_run(run_dir).run_id
+    listed = run_cli("runs", printed, cwd=tmp_path)
+    assert listed.stdout.strip().splitlines()[1].split()[0] == run_dir.name
+
+    generated = run_cli("generate", BOAT, *LOCAL_SMALL, cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    (folder,) = {p for p in (tmp_path / RUNS_DIR).iterdir() if p != run_dir}
+    assert (tmp_path / generated.stdout.strip()).is_relative_to(folder)  # its video is there
+    assert folder.name == load_run(folder).run_id
 
 
 # -- help and progress a person can read ---------------------------------------------------

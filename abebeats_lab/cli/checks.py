@@ -17,6 +17,10 @@ class BadPath(LabError):
     """A path argument that cannot work; found before anything is submitted."""
 
 
+class UsageError(LabError):
+    """Arguments that make no command (a comparison with nothing to compare on)."""
+
+
 def _ancestor(path: Path) -> Path:
     """The nearest existing folder-or-file at or above ``path``."""
     absolute = path.absolute()

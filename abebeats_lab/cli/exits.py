@@ -11,7 +11,7 @@ import sqlite3
 import sys
 
 from abebeats_lab._text import cut
-from abebeats_lab.cli.checks import BadPath
+from abebeats_lab.cli.checks import BadPath, UsageError
 from abebeats_lab.errors import LabError, ValidationError
 
 EPILOG = """exit codes:
@@ -27,6 +27,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 USER_ERRORS = (LabError, OSError, sqlite3.Error)
 """What a user's situation raises (bad input, a provider, the disk); anything else is a bug."""
+BAD_INPUT = (ValidationError, BadPath, UsageError)
+"""The user errors found before anything is submitted: they exit 2."""
 
 
 def _os_error_text(exc: OSError) -> str:
@@ -70,7 +72,7 @@ def fail(args: argparse.Namespace, exc: BaseException, code: int, more: int = 0)
 
 
 def code_for(exc: BaseException) -> int:
-    return EXIT_BAD_INPUT if isinstance(exc, (ValidationError, BadPath)) else EXIT_FAILURE
+    return EXIT_BAD_INPUT if isinstance(exc, BAD_INPUT) else EXIT_FAILURE
 
 
 class OneLineLog(logging.Handler):

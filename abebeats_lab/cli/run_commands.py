@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from abebeats_lab._types import JobState, Settings
+from abebeats_lab.cli.checks import UsageError
 from abebeats_lab.cli.exits import EXIT_FAILURE
 from abebeats_lab.cli.progress import FINAL_STATES, JobProgress
-from abebeats_lab.errors import ValidationError
 
 DEMO_PROMPTS = (
     "a paper boat drifting down a neon river at night",
@@ -35,6 +35,7 @@ DEMO_ROUTES = (
 )
 """Every provider once, and Veo 3.1 Fast on three resellers (Vertex, fal, Runway), so the
 report shows one model side by side."""
+NO_ROUTES = "compare needs at least one --route or a --model (see `abebeats-lab routes`)"
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
@@ -54,11 +55,15 @@ def _prices_from(args: argparse.Namespace) -> dict[str, float]:
     return dict(capabilities.parse_price(text) for text in args.price or ())
 
 
-def _new_run_dir(prefix: str = "") -> Path:
-    """A fresh run directory chosen here, so an interrupt can name it."""
+def _run_dir_and_id(args: argparse.Namespace, prefix: str = "") -> tuple[Path, str | None]:
+    """The run directory, chosen here so an interrupt can name it: ``--run-dir``, or a new
+    one named after the id the run gets (returned with it; None: the run picks its own)."""
     from abebeats_lab.run.plan import RUNS_DIR, new_run_id
 
-    return Path(RUNS_DIR) / f"{prefix}{new_run_id()}"
+    if args.run_dir:
+        return Path(args.run_dir), None
+    run_id = new_run_id()
+    return Path(RUNS_DIR) / f"{prefix}{run_id}", run_id
 
 
 def _finish_on_interrupt(args: argparse.Namespace, run_dir: Path, *, then: str = "") -> None:
@@ -78,7 +83,7 @@ async def cmd_generate(args: argparse.Namespace) -> int:
     from abebeats_lab.run import api as runner
 
     prices = _prices_from(args)
-    run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir()
+    run_dir, run_id = _run_dir_and_id(args)
     _finish_on_interrupt(args, run_dir)
     with JobProgress() as progress:
         result = await runner.generate(
@@ -91,6 +96,7 @@ async def cmd_generate(args: argparse.Namespace) -> int:
             on_update=progress,
             adapt=args.adapt,
             prices=prices,
+            run_id=run_id,
         )
     source = Path(result.output_path)
     target = Path(args.out) if args.out else source
@@ -106,16 +112,16 @@ async def cmd_generate(args: argparse.Namespace) -> int:
 async def cmd_compare(args: argparse.Namespace) -> int:
     from abebeats_lab.run import api as runner
 
+    if not args.route and not args.model:
+        raise UsageError(NO_ROUTES)
     prices = _prices_from(args)
-    run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir()
+    run_dir, run_id = _run_dir_and_id(args)
     if not args.dry_run:
         _finish_on_interrupt(args, run_dir)
     per_route = len(args.prompts) * args.repeats
     routes = list(args.route)
     if args.model:
         routes += [str(r) for r in runner.model_routes(args.model, emulate=args.emulate)]
-    if not routes:
-        raise ValidationError("--route", None, "a route (--route) or a model (--model)")
     with JobProgress(dict.fromkeys(routes, per_route)) as progress:
         comparison = await runner.compare(
             args.prompts,
@@ -130,6 +136,7 @@ async def cmd_compare(args: argparse.Namespace) -> int:
             on_update=None if args.json else progress,
             prices=prices,
             score=args.score,
+            run_id=run_id,
         )
     _print_comparison(comparison, as_json=args.json, dry_run=args.dry_run)
     return 0 if args.dry_run else _verdict(args, comparison.rows)
@@ -196,7 +203,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 async def cmd_music_video(args: argparse.Namespace) -> int:
     from abebeats_lab.musicvideo import pipeline
 
-    run_dir = Path(args.run_dir) if args.run_dir else _new_run_dir("music-video-")
+    run_dir, run_id = _run_dir_and_id(args, "music-video-")
     again = shlex.join(
         ["abebeats-lab", *args.argv, *([] if args.run_dir else ["--run-dir", str(run_dir)])]
     )
@@ -212,6 +219,7 @@ async def cmd_music_video(args: argparse.Namespace) -> int:
             out=args.out,
             emulate=args.emulate,
             on_update=progress,
+            run_id=run_id,
         )
     print(video.path)
     return 0

@@ -21,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from abebeats_lab.musicvideo.assemble import FPS, Shot, assemble, frame_index
 from abebeats_lab.musicvideo.beats import BeatAnalysis, analyze
 from abebeats_lab.musicvideo.plan import TARGET_BEATS, PlannedShot, common_settings, plan_shots
 from abebeats_lab.run import api as runner
+from abebeats_lab.run.plan import new_run_id
 from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
 
@@ -153,12 +152,13 @@ async def _generate_all(
     error is raised, tagged with the shot.
     """
     key = options.key
+    continuing = _run_to_continue(directory, key)
     results = await runner.generate_many(
         [s.prompt for s in shots], chain, settings, fallback=True, run_dir=directory,
         emulate=options.emulate, on_update=options.on_update, policy=options.policy,
         concurrency=options.route_concurrency, parallel=options.shot_concurrency,
         labels=[f"shot {s.index}" for s in shots], kind=RUN_KIND, spec={MUSIC_VIDEO_KEY: key},
-        continue_run=_run_to_continue(directory, key),
+        continue_run=continuing, run_id=None if continuing else options.run_id,
     )  # fmt: skip
     return [
         ShotRecord(
@@ -179,6 +179,8 @@ class _Options:
     policy: WaitPolicy | None
     shot_concurrency: int
     route_concurrency: Mapping[str, int] | None
+    run_id: str | None
+    """The id of the run, when one is started (default: a fresh one)."""
 
 
 def _video_key(settings: dict[str, Any], audio_sha256: str, target_beats: int) -> dict[str, Any]:
@@ -220,9 +222,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _default_run_dir() -> Path:
-    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    return Path.cwd() / RUNS_DIR / f"music-video-{stamp}"
+def _default_run_dir(run_id: str) -> Path:
+    return Path.cwd() / RUNS_DIR / f"music-video-{run_id}"
 
 
 async def make_music_video(
@@ -241,6 +242,7 @@ async def make_music_video(
     target_beats: int = TARGET_BEATS,
     concurrency: int = SHOT_CONCURRENCY,
     route_concurrency: Mapping[str, int] | None = None,
+    run_id: str | None = None,
 ) -> MusicVideo:
     """Make a video for ``audio_path`` from ``prompt``, cut on its beats; see the module doc.
 
@@ -249,14 +251,20 @@ async def make_music_video(
     (so ``duration_s`` stays unset), an aspect ratio of 16:9 unless set, and one seed (derived
     from the prompt unless set). Every request is validated before the first clip is asked
     for. The video goes to ``out`` (default ``<run_dir>/music_video.mp4``) and the shot list
-    beside it as ``<name>.shots.json``; clips and the run store go to ``run_dir``.
+    beside it as ``<name>.shots.json``; clips and the run store go to ``run_dir`` (default:
+    ``abebeats-runs/music-video-<run id>``). ``run_id`` names the run when one is started
+    (a stored run of the same video in ``run_dir`` is continued instead).
     """
     if not prompt.strip():
         raise ValidationError("prompt", prompt, "a non-empty prompt")
     chain = tuple(Route.parse(r) for r in routes)[: None if fallback else 1]
     if not chain:
         raise ValidationError("routes", [], "at least one route, e.g. local:procedural")
-    directory = Path(run_dir) if run_dir is not None else _default_run_dir()
+    if run_dir is None:
+        run_id = run_id or new_run_id()
+        directory = _default_run_dir(run_id)
+    else:
+        directory = Path(run_dir)
     target = Path(out) if out is not None else directory / DEFAULT_OUT
     if _same_file(target, Path(audio_path)):
         raise ValidationError("out", str(target), "a file other than the audio track (--audio)")
@@ -286,7 +294,7 @@ async def make_music_video(
     }  # fmt: skip
     audio_sha256 = await asyncio.to_thread(_sha256, Path(audio_path))
     key = _video_key(described, audio_sha256, target_beats)
-    options = _Options(key, emulate, on_update, policy, concurrency, route_concurrency)
+    options = _Options(key, emulate, on_update, policy, concurrency, route_concurrency, run_id)
     records = await _generate_all(shots, per_shot, chain, directory, options)
     return await _finish(records, analysis, Path(audio_path), directory, target, described)
 

@@ -112,6 +112,7 @@ async def compare(
     rate_per_min: Mapping[str, float] | None = None,
     prices: Mapping[str, float] | None = None,
     score: bool | Executor = False,
+    run_id: str | None = None,
 ) -> Comparison:
     """Send every prompt to every route ``repeats`` times and return the rows.
 
@@ -128,7 +129,9 @@ async def compare(
     ``model="veo-3.1-fast"`` adds every route selling that model which has a key (every one
     when emulated), so one model is compared across its resellers (`model_routes`).
     ``score=True`` (or an `Executor`) measures each output's quality metrics as soon as it
-    is downloaded, off the event loop (`quality.auto.AutoScorer`).
+    is downloaded, off the event loop (`quality.auto.AutoScorer`). ``run_id`` names the new
+    run (default: a fresh `new_run_id()`, which also names the folder when ``run_dir`` is
+    None); it must be new in ``run_dir``.
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     sellers = model_routes(model, emulate=emulate) if model else []
@@ -136,7 +139,7 @@ async def compare(
     if not prompt_list or not route_list or repeats < 1:
         raise LabError("compare needs at least one prompt, one route and repeats >= 1")
     base = checked_settings(settings)
-    run_id = new_run_id()
+    run_id, directory = _new_run(run_id, run_dir)
     planned = plan_jobs(
         run_id,
         prompt_list,
@@ -162,7 +165,6 @@ async def compare(
         return Comparison(
             rows, run_id, None, estimate=estimate, estimated_time_s=eta, dry_run=True, notes=notes
         )
-    directory = run_directory(run_dir, run_id)
     spec = run_spec(
         prompt_list,
         route_list,
@@ -186,6 +188,19 @@ async def compare(
     result = load_run(directory, run_id)
     result.estimate, result.estimated_time_s, result.notes = estimate, eta, notes
     return result
+
+
+def _new_run(run_id: str | None, run_dir: Path | str | None) -> tuple[str, Path]:
+    """The id of the run a call starts (``run_id``, or a fresh one) and its folder. A given
+    id must be new there: two runs never share one."""
+    chosen = run_id or new_run_id()
+    directory = run_directory(run_dir, chosen)
+    if run_id is not None and (directory / DB_NAME).is_file():
+        with open_to_read(directory) as store:
+            taken = any(info.run_id == run_id for info in store.runs())
+        if taken:
+            raise ValidationError("run_id", run_id, f"an id no run in {directory} has yet")
+    return chosen, directory
 
 
 @dataclass(frozen=True)
@@ -288,6 +303,7 @@ async def generate(
     policy: WaitPolicy | None = None,
     adapt: bool = False,
     prices: Mapping[str, float] | None = None,
+    run_id: str | None = None,
 ) -> GenerateResult:
     """Try ``routes`` in order until one succeeds (only the first with ``fallback=False``).
 
@@ -296,7 +312,8 @@ async def generate(
     raises `ValidationError` before anything is sent, unless ``adapt=True`` snaps it to the
     nearest value that route allows (recorded in the row's ``adjusted``).
 
-    ``prices`` supplies USD per second per route, as in `compare`.
+    ``prices`` supplies USD per second per route and ``run_id`` names the run, as in
+    `compare`.
     Raises `AllRoutesFailed` (a `JobFailed`) listing each attempt's reason if none succeeds,
     and `ProviderError` without trying further routes when a job's status could not be read
     (the job may still finish; `resume` collects it).
@@ -304,6 +321,7 @@ async def generate(
     (result,) = await generate_many(
         [prompt], routes, settings, fallback=fallback, run_dir=run_dir,
         emulate=emulate, on_update=on_update, policy=policy, adapt=adapt, prices=prices,
+        run_id=run_id,
     )  # fmt: skip
     return result
 
@@ -327,6 +345,7 @@ async def generate_many(
     spec: Mapping[str, object] | None = None,
     continue_run: str | None = None,
     score: bool | Executor = False,
+    run_id: str | None = None,
 ) -> list[GenerateResult]:
     """Each prompt through the fallback chain ``routes``, all as one run; results in order.
 
@@ -343,16 +362,20 @@ async def generate_many(
     unfinished (or an ambiguous paid create) raises `LabError` before anything is sent.
 
     The first chain that fails cancels the others and its error is raised, as `generate`'s
-    (``labels`` prefix each route in `AllRoutesFailed`, e.g. ``shot 3``). ``score``: as in
-    `compare`.
+    (``labels`` prefix each route in `AllRoutesFailed`, e.g. ``shot 3``). ``score`` and
+    ``run_id`` (the new run's id: not with ``continue_run``): as in `compare`.
     """
     route_list = [Route.parse(r) for r in routes][: None if fallback else 1]
     prompt_list = list(prompts)
     if not route_list or not prompt_list:
         raise LabError("generate needs at least one prompt and one route")
     sent = settings_for(prompt_list, settings)
-    run_id = continue_run or new_run_id()
-    directory = run_directory(run_dir, run_id)
+    if continue_run is not None and run_id is not None:
+        raise ValidationError("run_id", run_id, "None when continuing a run (continue_run)")
+    if continue_run is None:
+        run_id, directory = _new_run(run_id, run_dir)
+    else:
+        run_id, directory = continue_run, run_directory(run_dir, continue_run)
     chains = plan_chains(run_id, prompt_list, sent, route_list, labels, adapt, emulate, prices)
     if continue_run is not None:
         chains = continued(directory, run_id, chains)

@@ -279,6 +279,15 @@ async def test_generate_from_prompt_is_the_same_pipeline(tmp_path: Path) -> None
     assert abs(probe(video.path).duration_s - 2.5) <= ONE_FRAME_S
 
 
+async def test_the_default_folder_is_named_after_the_run_inside(tmp_path: Path) -> None:
+    song = write_audio(tmp_path / "s.flac", click_track(100, 2.5, offset_s=0.2))
+    video = await make_music_video("a lighthouse", song, settings=LOW, policy=FAST)
+    assert video.run_dir.name == f"music-video-{load_run(video.run_dir).run_id}"
+    named = await make_music_video("a lighthouse", song, settings=LOW, run_id="lighthouse-1")
+    assert named.run_dir.name == "music-video-lighthouse-1"
+    assert load_run(named.run_dir).run_id == "lighthouse-1"
+
+
 def _steady(bpm: float, duration_s: float, sections: tuple[float, ...] = ()) -> BeatAnalysis:
     beats = tuple(
         0.25 + i * 60 / bpm

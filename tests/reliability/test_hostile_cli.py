@@ -28,6 +28,7 @@ from _reliability import ROUTES, point_at, reset
 from abebeats_lab import Settings
 from abebeats_lab._text import ERROR_TEXT_CHARS
 from abebeats_lab._types import Route
+from abebeats_lab.cli.exits import EXIT_INTERRUPTED
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import ValidationError
 from abebeats_lab.musicvideo.pipeline import make_music_video
@@ -46,7 +47,9 @@ LOCAL_JOB = ["--route", "local:procedural", "--duration", "1", "--resolution", "
 REPEATS = 4
 """Twice Runway's concurrency (2): while the first two jobs run, two rows wait unsent."""
 SLOW_RUN_S = 4.0
-"""Long enough for a second command to start while the first still owns the run."""
+"""Jobs the SIGKILLed owner leaves running, short so that `resume` soon collects them."""
+OWNED_RUN_S = 600.0
+"""Far longer than two commands can take to start and finish: the owner is stopped instead."""
 FAILURE_CHARS = 1_000_000
 """A megabyte of failure text (kept under any cap on a provider's whole answer)."""
 SMALL_DISK = "size=200k"
@@ -121,7 +124,9 @@ def env(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> Emulators:
 
 
 def test_resume_of_a_live_run_is_refused_and_sends_nothing(env: Emulators, tmp_path: Path) -> None:
-    runway = reset(env, "runway", Scenario.fast().with_times(0.05, SLOW_RUN_S))
+    # The owner's jobs outlast both commands below however slowly they start; it is stopped
+    # (Ctrl-C) once they are done, so it owns the run throughout.
+    runway = reset(env, "runway", Scenario.fast().with_times(0.05, OWNED_RUN_S))
     run = tmp_path / "run"
     args = ["compare", "a kite", "--route", RUNWAY, "--repeats", str(REPEATS), "--run-dir", "run"]
     owner = start(*args, cwd=tmp_path)
@@ -133,19 +138,23 @@ def test_resume_of_a_live_run_is_refused_and_sends_nothing(env: Emulators, tmp_p
     assert f"pid {owner.pid}" in line and "compare" in line and "since" in line
     assert "nothing was sent" in line
 
-    # Another run in the same folder is not held up by this one's lock.
+    # Another run in the same folder is not held up by this one's lock: it finishes while
+    # the owner still runs.
     other = cli("compare", "a boat", "--route", PIKA, "--run-dir", "run", cwd=tmp_path)
     assert other.returncode == 0, other.stderr
+    assert owner.poll() is None, owner.communicate()[1][-2000:]
 
+    owner.send_signal(signal.SIGINT)
     _, errors = owner.communicate(timeout=CLI_TIMEOUT_S)
-    assert owner.returncode == 0, errors[-2000:]
+    assert owner.returncode == EXIT_INTERRUPTED, errors[-2000:]
     runs = {r.kind + str(r.jobs): r for r in list_runs(run)}
     assert sorted(runs) == ["compare1", f"compare{REPEATS}"]
     mine = load_run(run, runs[f"compare{REPEATS}"].run_id).rows
-    assert [r.state for r in mine] == ["succeeded"] * REPEATS
-    assert runway.count("create") == REPEATS == len({r.job_id for r in mine})  # none paid twice
-    boat = load_run(run, runs["compare1"].run_id).rows
-    assert max(r.finished_at or "" for r in boat) < max(r.finished_at or "" for r in mine)
+    assert [r.state for r in mine] == ["canceled"] * REPEATS  # none finished, none failed
+    sent = {r.job_id for r in mine if r.job_id}
+    assert runway.count("create") == len(sent) == 2  # only the owner's two: resume sent none
+    [boat] = load_run(run, runs["compare1"].run_id).rows
+    assert boat.state == "succeeded"
 
 
 def test_a_sigkilled_owner_leaves_no_lock_and_resume_finishes(

@@ -192,8 +192,11 @@ async def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path) -> None:
 # -- interrupted runs: `resume --rerun-cancelled` ------------------------------------------
 
 CLI = [sys.executable, "-m", "abebeats_lab.cli"]
-NOT_PAID_TWICE = Scenario.fast().with_times(0.05, 3.0)
-"""Jobs that outlive the interrupt but end soon after, so the resume sees them finish."""
+NOT_PAID_TWICE = Scenario.fast().with_times(0.05, 5.0)
+"""Jobs that outlive the interrupt (sent once their create's answer is stored) but end soon
+after, so the resume sees them finish."""
+OUTLIVES_ANY_START = Scenario.fast().with_times(0.05, 600.0)
+"""A job still running when the interrupt comes, however late the other route's create."""
 
 
 async def _interrupt_when_all_sent(task: asyncio.Task[object], run_dir: Path, jobs: int) -> None:
@@ -214,10 +217,14 @@ async def test_rerun_cancelled_collects_a_job_that_may_still_finish_and_resends_
     with Emulators(["runway", "veo"], NOT_PAID_TWICE) as emus:
         for name, value in emus.env().items():
             monkeypatch.setenv(name, value)
+        # Runway's first job cannot end before it is cancelled, whenever Veo's create is
+        # answered; the one sent again is quick.
+        emus.set_scenario(OUTLIVES_ANY_START, "runway")
         routes = [ROUTE_OF["runway"], ROUTE_OF["veo"]]
         run = compare("a kite", routes, REMOTE, run_dir=tmp_path, adapt=True)
         task = asyncio.ensure_future(run)
         await _interrupt_when_all_sent(task, tmp_path, len(routes))
+        emus.set_scenario(Scenario.fast(), "runway")
         before = {r.provider: r for r in load_run(tmp_path).rows}
         assert all(was_interrupted(r) for r in before.values())
         assert "cannot cancel" in (before["veo"].error or "")  # Veo's job runs on, paid for

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _runner_support import run_cli
+from _runner_support import FAST, LOCAL, SMALL, run_cli
 
-from abebeats_lab import load_run, resume, write_report
+from abebeats_lab import compare, generate, load_run, resume, write_report
 from abebeats_lab.emulator import Emulators, Scenario
-from abebeats_lab.errors import LabError
+from abebeats_lab.errors import LabError, ValidationError
 from abebeats_lab.run.api import list_runs
 from abebeats_lab.store import RunStore
 
@@ -102,6 +102,20 @@ def test_the_python_api_takes_a_run_id(two_runs: tuple[Path, str]) -> None:
         load_run(run_dir, "nope")
     path = write_report(run_dir, run_dir.parent / "api.html", run_id=good)
     assert good in path.read_text(encoding="utf-8")
+
+
+async def test_a_run_id_given_names_the_run_and_must_be_new_in_its_folder(
+    tmp_path: Path,
+) -> None:
+    first = await compare("a kite", [LOCAL], SMALL, run_id="kite-1", policy=FAST)
+    assert first.run_id == "kite-1" and {r.run_id for r in first.rows} == {"kite-1"}
+    assert first.run_dir is not None and first.run_dir.name == "kite-1"  # the default folder
+    with pytest.raises(ValidationError, match="kite-1"):
+        await generate("a kite", [LOCAL], SMALL, run_dir=first.run_dir, run_id="kite-1")
+    assert [r.run_id for r in list_runs(first.run_dir)] == ["kite-1"]  # nothing was added
+    assert load_run(first.run_dir).rows == first.rows
+    made = await generate("a kite", [LOCAL], SMALL, run_dir=first.run_dir, run_id="kite-2")
+    assert made.row.run_id == "kite-2"
 
 
 def test_a_folder_of_empty_runs_says_so_in_one_line(tmp_path: Path) -> None:
