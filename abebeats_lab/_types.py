@@ -28,7 +28,8 @@ class JobState(enum.StrEnum):
     ``running``, ``succeeded``, ``failed``, ``canceled``: `from_provider`); the others are
     the runner's own steps around them: ``planned`` (not sent yet), ``submitting`` (the create
     is being sent), ``downloading`` (done remotely, the video not yet saved here) and
-    ``ambiguous`` (a create whose answer was lost, never resubmitted blindly). The values are
+    ``ambiguous`` (a create whose answer was lost or unusable, never resubmitted blindly). The
+    values are
     what the store holds.
     """
 
