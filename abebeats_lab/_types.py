@@ -29,8 +29,7 @@ class JobState(enum.StrEnum):
     the runner's own steps around them: ``planned`` (not sent yet), ``submitting`` (the create
     is being sent), ``downloading`` (done remotely, the video not yet saved here) and
     ``ambiguous`` (a create whose answer was lost or unusable, never resubmitted blindly). The
-    values are
-    what the store holds.
+    values are what the store holds.
     """
 
     PLANNED = "planned"
