@@ -99,8 +99,10 @@ class Provider(abc.ABC):
         # Derived, so the capability and the method can never disagree.
         cls.can_reconcile = cls.reconcile is not Provider.reconcile
 
-    def validate(self, request: VideoRequest, route: Route) -> capabilities.Capabilities:
-        """Check the request against the route's capabilities; raises before any network call."""
+    @classmethod
+    def validate(cls, request: VideoRequest, route: Route) -> capabilities.Capabilities:
+        """Check the request against the route's capabilities (and the route against what
+        this provider can address); the planner calls it, so it raises before any request."""
         return capabilities.validate(request, route)
 
     @abc.abstractmethod

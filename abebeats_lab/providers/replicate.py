@@ -174,7 +174,8 @@ class ReplicateProvider(Provider):
         if from_emulator(response.headers):
             self.emulated = True
 
-    def validate(self, request: VideoRequest, route: Route) -> capabilities.Capabilities:
+    @classmethod
+    def validate(cls, request: VideoRequest, route: Route) -> capabilities.Capabilities:
         parse_model(route)
         return super().validate(request, route)
 

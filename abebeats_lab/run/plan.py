@@ -20,6 +20,7 @@ from pathlib import Path
 from abebeats_lab import capabilities
 from abebeats_lab._types import ROUTE_DEFAULT_FIELDS, Route, Settings, VideoRequest
 from abebeats_lab.errors import LabError, ValidationError
+from abebeats_lab.providers import provider_class
 from abebeats_lab.run import costs
 from abebeats_lab.run.limits import Limiter
 from abebeats_lab.store import JobRow
@@ -74,14 +75,14 @@ def _prepare(
     if not adapt:
         return filled, _validate_given(filled, route), dict(defaulted)
     adjusted, changes = capabilities.nearest(filled, route)
-    caps = capabilities.validate(adjusted, route)
+    caps = provider_class(route.provider).validate(adjusted, route)
     return adjusted, caps, {**defaulted, **{name: list(pair) for name, pair in changes.items()}}
 
 
 def _validate_given(request: VideoRequest, route: Route) -> capabilities.Capabilities:
-    """`capabilities.validate`, saying how to get past a setting the route refuses."""
+    """The provider's `validate`, saying how to get past a setting the route refuses."""
     try:
-        return capabilities.validate(request, route)
+        return provider_class(route.provider).validate(request, route)
     except ValidationError as exc:
         if exc.field not in ROUTE_DEFAULT_FIELDS:
             raise

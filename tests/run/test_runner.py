@@ -238,6 +238,19 @@ async def test_invalid_settings_raise_before_any_request_or_adapt(
     assert by_route[LOCAL].adjusted == {}
 
 
+@pytest.mark.parametrize("adapt", [False, True])
+async def test_a_route_the_provider_cannot_address_raises_before_any_request(
+    served: Emulators, tmp_path: Path, adapt: bool
+) -> None:
+    """The provider's own check (a Replicate route names ``owner/name``) runs while planning,
+    adapting or not: a bad route is one error before anything is sent, not a failed row."""
+    require_emulator("replicate")
+    with pytest.raises(ValidationError) as caught:
+        await compare("a kite", ["replicate:nomodel"], adapt=adapt, run_dir=tmp_path / "x")
+    assert "replicate:owner/name" in str(caught.value)
+    assert _requests(served) == 0 and not (tmp_path / "x").exists()
+
+
 async def test_a_missing_key_raises_before_anything_is_submitted(tmp_path: Path) -> None:
     require_emulator("runway")
     with pytest.raises(MissingKeyError) as caught:
