@@ -20,6 +20,7 @@ LabError
 ├── RunBusyError                     another process is working on this run (names it)
 ├── WeightsUnavailable               a metric's model weights are absent and cannot be fetched
 ├── BadPath                          a command-line path that cannot work (checked first)
+├── UsageError                       arguments that make no command (compare with no route)
 └── DownloadError                    an output was rejected (scheme, size, content, probe)
     ├── DownloadHTTPError            the output URL answered an error (expired, or busy for good)
     └── DownloadTruncated            the body stopped short; fetching again may succeed
@@ -27,7 +28,7 @@ LabError
 ```
 
 The three download subclasses live with the code that raises them, `media.download`, as
-`WeightsUnavailable` does in `quality.clip` and `BadPath` in `cli.checks`.
+`WeightsUnavailable` does in `quality.clip` and `BadPath` and `UsageError` in `cli.checks`.
 
 Messages never contain secrets: keys are held by `secret.Secret`, whose repr is masked, and
 whatever a provider said (an error body, a failure message) passes `secret.scrub` first, so a
@@ -133,7 +134,8 @@ class UnknownRouteError(ValidationError, KeyError):
     """No such provider or route."""
 
     def __init__(self, route: str, *, known: Iterable[str] = (), hint: str = "") -> None:
-        allowed = ", ".join(sorted(known)) or hint or "see `abebeats-lab routes`"
+        listed = ", ".join(sorted(known))
+        allowed = "; ".join(part for part in (listed, hint) if part) or "see `abebeats-lab routes`"
         ValidationError.__init__(self, "route", route, allowed)
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message

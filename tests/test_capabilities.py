@@ -48,9 +48,17 @@ def test_invalid_requests_name_field_value_and_allowed(
 
 
 def test_unknown_route_lists_the_known_ones() -> None:
+    """An unknown model lists its provider's routes (not the whole table); an unknown
+    provider names the providers; both point at `abebeats-lab routes`."""
+    with pytest.raises(UnknownRouteError) as caught:
+        capabilities_for("runway:nomodel")
+    message = str(caught.value)
+    assert "runway:gen4.5" in message and "local:procedural" not in message
+    assert "abebeats-lab routes" in message
     with pytest.raises(UnknownRouteError) as caught:
         capabilities_for("nope:model")
-    assert "local:procedural" in str(caught.value)
+    assert "local:<model>" in str(caught.value) and "runway:<model>" in str(caught.value)
+    assert "abebeats-lab routes" in str(caught.value)
     assert isinstance(caught.value, KeyError)
 
 

@@ -70,7 +70,8 @@ def test_generate_local_writes_the_asked_for_video(tmp_path: Path) -> None:
     [
         (["", "--route", "local:procedural"], ["prompt", "non-empty"]),
         ([BOAT, "--route", "local:procedural", "--duration", "60"], ["duration_s=60", "1, 2, 3"]),
-        ([BOAT, "--route", "nope:thing"], ["nope:thing", "local:procedural", "runway:gen4.5"]),
+        ([BOAT, "--route", "nope:thing"], ["nope:thing", "local:<model>", "abebeats-lab routes"]),
+        ([BOAT, "--route", "runway:thing"], ["runway:thing", "runway:gen4.5"]),
         ([BOAT, "--route", "local:procedural", "--ratio", "7:3"], ["aspect_ratio", "16:9"]),
     ],
 )

@@ -287,7 +287,8 @@ def all_routes() -> list[Capabilities]:
 
 def capabilities_for(route: Route | str) -> Capabilities:
     """The capabilities of one route: an exact entry first, then the first matching pattern."""
-    name = str(Route.parse(route))
+    parsed = Route.parse(route)
+    name = str(parsed)
     table = _table()
     for caps in table:
         if caps.pattern == name:
@@ -295,7 +296,11 @@ def capabilities_for(route: Route | str) -> Capabilities:
     for caps in table:
         if "*" in caps.pattern and fnmatch.fnmatchcase(name, caps.pattern):
             return caps
-    raise UnknownRouteError(name, known=[c.pattern for c in table])
+    # The provider's own routes: the whole table would bury the one line that matters.
+    own = [c.pattern for c in table if c.pattern.startswith(f"{parsed.provider}:")]
+    if not own:  # not a provider at all: name the providers
+        own = sorted({f"{c.pattern.partition(':')[0]}:<model>" for c in table})
+    raise UnknownRouteError(name, known=own, hint="every route: `abebeats-lab routes`")
 
 
 def concrete(caps: Capabilities) -> bool:
