@@ -33,7 +33,12 @@ from abebeats_lab._types import (
     VideoRequest,
     reported_usage,
 )
-from abebeats_lab.errors import ProtocolError, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.errors import (
+    ProtocolError,
+    ProviderHTTPError,
+    ProviderTransportError,
+    ValidationError,
+)
 from abebeats_lab.http import SEND_ONCE, check_encoding, error_from, json_body, read_answer
 from abebeats_lab.providers._httpx import HttpxProvider
 from abebeats_lab.providers.base import utcnow
@@ -63,6 +68,9 @@ MAX_EVENT_BYTES = 1024**2
 MAX_STREAM_BYTES = 32 * 1024**2
 """All events of one stream: hours of one event a second still fit."""
 _EVENT_STREAM = "text/event-stream"
+_APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)+")
+"""``owner/app[/path...]``: every segment a plain name, so the app id stays in its URL path."""
+_APP_FORM = "<owner>/<app>[/<path>], a fal app id such as fal-ai/pika/v2.2/text-to-video"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 """fal's request ids are UUIDs; anything that could leave a path segment is refused."""
 
@@ -166,6 +174,12 @@ class FalProvider(HttpxProvider):
     """fal.ai's queue API over httpx, for any app id; see the module docstring."""
 
     name: ClassVar[str] = _NAME
+
+    @classmethod
+    def validate(cls, request: VideoRequest, route: Route) -> capabilities.Capabilities:
+        if not _APP_ID.fullmatch(route.model):
+            raise ValidationError("route", str(route), f"{route.provider}:{_APP_FORM}")
+        return super().validate(request, route)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self._key.reveal()}"}

@@ -14,7 +14,7 @@ import pytest
 from abebeats_lab import Settings, VideoRequest, capabilities
 from abebeats_lab._types import JobState, Route
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario
-from abebeats_lab.errors import MissingKeyError, ProviderHTTPError
+from abebeats_lab.errors import MissingKeyError, ProviderHTTPError, ValidationError
 from abebeats_lab.media.probe import probe
 from abebeats_lab.providers import get_provider
 from abebeats_lab.providers.fal import FalProvider, PikaProvider, build_input
@@ -114,3 +114,22 @@ async def test_compare_on_a_kling_route_and_an_unlisted_app(tmp_path: Path) -> N
     assert rows[str(UNLISTED)].cost_estimate_usd is None
     (note,) = result.notes
     assert str(UNLISTED) in note and "unchecked" in note
+
+
+@pytest.mark.parametrize("app", ["../x", "foo", "fal-ai/../x", "fal-ai//x", "fal-ai/x?y=1"])
+async def test_an_app_id_that_is_not_owner_slash_app_is_refused_before_any_request(
+    tmp_path: Path, app: str
+) -> None:
+    """An unlisted app is sent as given, so its id must stay one path in fal's queue URL."""
+    with pytest.raises(ValidationError) as caught:
+        await runner.compare("a kite", [f"fal:{app}"], run_dir=tmp_path / "x")
+    assert "fal-ai/pika/v2.2/text-to-video" in str(caught.value)  # the form, by example
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("pattern", [*CONCRETE, str(UNLISTED)])
+def test_every_listed_app_and_an_unlisted_one_pass_the_app_id_check(pattern: str) -> None:
+    route = Route.parse(pattern)
+    request = VideoRequest.of("a kite", Settings())
+    caps = FalProvider.validate(capabilities.with_defaults(request, route)[0], route)
+    assert caps.pattern in (pattern, "fal:*")
