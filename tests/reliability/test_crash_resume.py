@@ -48,6 +48,8 @@ POLL_S = 0.005
 FIRST_CREATE = "first-create"
 MOMENTS = (FIRST_CREATE, "random-1", "random-2")
 MANY_IN_FLIGHT = 3
+HELD = "held-"
+"""Kill moments reached once this many creates have arrived (and, held, not answered)."""
 IN_FLIGHT = "in-flight-"
 """Kill moments drawn after every create has answered: 50 jobs in flight, each id stored."""
 START_TIMEOUT_S = 60.0
@@ -144,13 +146,18 @@ def _kill_at(
 
     ``first-create`` kills at once (creates are in flight); ``random-N`` draws the delay
     from a seeded uniform over the plan's window (anywhere from create to download);
-    ``in-flight-N`` waits until every row has its job id, then draws the same way.
+    ``in-flight-N`` waits until every row has its job id, then draws the same way;
+    ``held-N`` kills once N creates have arrived.
     """
     give_up = time.monotonic() + START_TIMEOUT_S
     while _creates(emulators, plan.providers) < 1 and child.poll() is None:
         assert time.monotonic() < give_up, "the comparison never got going"
         time.sleep(POLL_S)
     first_create = time.monotonic()
+    if moment.startswith(HELD):
+        while _creates(emulators, plan.providers) < int(moment.removeprefix(HELD)):
+            assert time.monotonic() < give_up, "the creates never arrived"
+            time.sleep(POLL_S)
     if moment.startswith(IN_FLIGHT):
         while not _every_id_stored(run_dir) and child.poll() is None:
             assert time.monotonic() < give_up, "the creates never all answered"
@@ -180,6 +187,8 @@ def _delay(moment: str, plan: Plan) -> float:
         return 0.0
     if moment.startswith("at-"):
         return float(moment.removeprefix("at-"))
+    if moment.startswith(HELD):
+        return 0.0
     seed = int(moment.rpartition("-")[2])
     return random.Random(seed).uniform(0, plan.kill_window_s)
 
@@ -195,7 +204,10 @@ async def _crash_and_resume(
     moment: str,
     tmp_path: Path,
     scenario: Scenario = SCENARIO,
+    resume_scenario: Scenario | None = None,
 ) -> Crash:
+    """Run ``plan`` in a child, SIGKILL it at ``moment``, then resume it (the emulators
+    switched to ``resume_scenario`` first, if given: jobs made from then on take its times)."""
     for provider in plan.providers:
         reset(emulators, provider, scenario)
     run_dir, log = tmp_path / "run", tmp_path / "child.log"
@@ -210,6 +222,8 @@ async def _crash_and_resume(
     assert child.returncode == -signal.SIGKILL, f"{child.returncode}: {log.read_text()[-2000:]}"
     assert leaks(log.read_bytes()) == []
     at_kill = _rows(run_dir)
+    if resume_scenario is not None:
+        emulators.set_scenario(resume_scenario, *plan.providers)
     resumed = await runner.resume(run_dir, policy=FAST)
     return Crash(delay, killed_at, at_kill, list(resumed.rows))
 
@@ -342,13 +356,21 @@ async def test_fifty_jobs_in_flight_all_finish_after_resume(
 
 # One prompt repeated: every row sends the same input to the same model.
 REPLICATE_REPEATS_PLAN = Plan(("replicate:abebeats/tiny-clip",), 1, JOBS, 1, "360p", 0.0)
+HELD_RUN_S = 5.0
+"""Replicate holds a create (``Prefer: wait``) until its job ends: a kill once a few creates
+have arrived finds them unanswered unless it lands this late."""
 
 
 async def test_replicate_repeats_reconcile_to_distinct_predictions(
     env: Emulators, tmp_path: Path
 ) -> None:
-    # ~0.1 s in, about ten identical creates are in flight.
-    crash = await _crash_and_resume(env, REPLICATE_REPEATS_PLAN, "at-0.1", tmp_path)
-    assert crash.at_kill.get("submitting", 0) >= MANY_IN_FLIGHT
+    held = SCENARIO.with_times(0.05, HELD_RUN_S)
+    moment = f"{HELD}{MANY_IN_FLIGHT}"
+    crash = await _crash_and_resume(env, REPLICATE_REPEATS_PLAN, moment, tmp_path, held, SCENARIO)
+    # A create whose job had not ended at the kill was still held: its row died mid-create.
+    [replicate] = REPLICATE_REPEATS_PLAN.providers
+    jobs = [j for j in env.states[replicate].jobs.values() if j.created <= crash.killed_at]
+    unanswered = sum(job.phase(crash.killed_at) != "succeeded" for job in jobs)
+    assert crash.at_kill.get("submitting", 0) >= unanswered >= MANY_IN_FLIGHT, crash.at_kill
     ids = [r.job_id for r in crash.final if r.job_id]
     assert len(ids) == len(set(ids))
