@@ -40,6 +40,7 @@ from abebeats_lab.run.plan import (
     limiters_for,
     new_run_id,
     plan_jobs,
+    refuse_in_worker_import,
     run_directory,
     run_spec,
     settings_for,
@@ -133,6 +134,7 @@ async def compare(
     run (default: a fresh `new_run_id()`, which also names the folder when ``run_dir`` is
     None); it must be new in ``run_dir``.
     """
+    refuse_in_worker_import()
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     sellers = model_routes(model, emulate=emulate) if model else []
     route_list = list(dict.fromkeys([*(Route.parse(r) for r in routes), *sellers]))
@@ -270,6 +272,7 @@ async def resume(
     that ran them: such rows cannot be re-attached, so this raises `LabError` before any
     request unless ``rerun_cancelled=True``, which submits them again to new emulators (free).
     """
+    refuse_in_worker_import()
     directory = Path(run_dir)
     chosen = load_run(directory, run_id)
     if not chosen.rows:
@@ -318,6 +321,7 @@ async def generate(
     and `ProviderError` without trying further routes when a job's status could not be read
     (the job may still finish; `resume` collects it).
     """
+    refuse_in_worker_import()
     (result,) = await generate_many(
         [prompt], routes, settings, fallback=fallback, run_dir=run_dir,
         emulate=emulate, on_update=on_update, policy=policy, adapt=adapt, prices=prices,
@@ -365,6 +369,7 @@ async def generate_many(
     (``labels`` prefix each route in `AllRoutesFailed`, e.g. ``shot 3``). ``score`` and
     ``run_id`` (the new run's id: not with ``continue_run``): as in `compare`.
     """
+    refuse_in_worker_import()
     route_list = [Route.parse(r) for r in routes][: None if fallback else 1]
     prompt_list = list(prompts)
     if not route_list or not prompt_list:

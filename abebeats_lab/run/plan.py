@@ -9,6 +9,7 @@ writes the store.
 
 from __future__ import annotations
 
+import inspect
 import math
 import secrets
 import uuid
@@ -88,6 +89,29 @@ def _validate_given(request: VideoRequest, route: Route) -> capabilities.Capabil
             raise
         hint = f"{exc.allowed} (leave it unset for the route's default, or adapt)"
         raise ValidationError(exc.field, exc.value, hint, route=str(route)) from None
+
+
+_MP_MAIN = "__mp_main__"
+"""The name a spawned worker gives the main script it imports again."""
+
+
+def refuse_in_worker_import() -> None:
+    """Refuse to start a run from a script's top level while a worker process imports it again.
+
+    Scoring spawns worker processes, and ``spawn`` runs the main script again in each one
+    (as ``__mp_main__``, before the worker starts); a script without an ``if __name__ ==
+    "__main__":`` guard would then send every paid job once more per worker. Only that
+    top-level code is refused: a function of the script that a worker calls runs as usual.
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == _MP_MAIN:
+            raise LabError(
+                "a run was started by a worker process importing the script again (scoring "
+                "starts workers, and multiprocessing re-imports the main script in each): put "
+                'the script\'s top level under `if __name__ == "__main__":`'
+            )
+        frame = frame.f_back
 
 
 def _check_text(name: str, text: str | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,26 @@ def test_a_dry_run_exits_0_and_the_help_lists_the_codes(tmp_path: Path) -> None:
     helped = run_cli("compare", "--help", cwd=tmp_path).stdout
     assert "0    success: every job of the run succeeded" in helped
     assert "1    failure: a job failed, was cancelled, is ambiguous or unfinished" in helped
+
+
+SCRIPT_WITHOUT_MAIN_GUARD = """
+from abebeats_lab import Settings, compare, run_sync
+run_sync(compare(["a kite"], ["local:procedural"], Settings(duration_s=1, resolution="360p"),
+                 run_dir="out", score=True))
+print("ran")
+"""
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_scoring_workers(
+    tmp_path: Path,
+) -> None:
+    """Scoring spawns workers, and spawn imports the main script again in each: without the
+    guard, each worker would start (and pay for) the whole comparison once more."""
+    script = tmp_path / "sweep.py"
+    script.write_text(SCRIPT_WITHOUT_MAIN_GUARD)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.stdout.count("ran") == 1, done.stderr
+    assert len(list_runs(tmp_path / "out")) == 1  # the workers started no run of their own
+    assert "if __name__ ==" in done.stderr  # and the refusal says how to write the script
