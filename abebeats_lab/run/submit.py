@@ -96,11 +96,11 @@ class Submitter:
             await self.record.commit(
                 live, state=JobState.SUBMITTING, submitted_at=marks.submitted_at.isoformat()
             )
+            self.record.emit(live, JobState.SUBMITTING)
+            await self._no_lookup(live.row.provider)  # last: nothing is sent during a lookup
         except asyncio.CancelledError:
             self._save(live, state=JobState.CANCELED, error=NEVER_SENT)
             raise
-        self.record.emit(live, JobState.SUBMITTING)
-        await self._no_lookup(live.row.provider)
         marks.submit_start = time.monotonic()
         task = self._send(live, provider)
         deadline = asyncio.timeout(self.deadline_s)
