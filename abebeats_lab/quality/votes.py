@@ -9,6 +9,7 @@ several run folders are read together with `read_votes`.
 from __future__ import annotations
 
 import csv
+import enum
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from abebeats_lab.store import JobRow
 
 __all__ = [
+    "ANYONE",
     "CHOICES",
     "VOTES_DB",
     "Choice",
@@ -36,6 +38,16 @@ Choice = Literal["left", "right", "tie", "both_bad"]
 CHOICES: tuple[Choice, ...] = get_args(Choice)
 """What a rater can answer. A skip is not a vote and is not stored."""
 VOTES_DB = "votes.sqlite"
+
+
+class Anyone(enum.Enum):
+    """The type of `ANYONE` (a rater of None means "no rater", so it needs its own value)."""
+
+    ANYONE = "anyone"
+
+
+ANYONE = Anyone.ANYONE
+"""`VoteStore.undo_last`'s rater filter that takes every rater's votes."""
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 10.0
 
@@ -137,9 +149,19 @@ class VoteStore:
             )
         return vote
 
-    def undo_last(self, rater: str | None = None) -> Vote | None:
-        """Remove and return the latest vote (of ``rater`` when given); None if there is none."""
-        where, args = ("WHERE rater IS ?", (rater,)) if rater is not None else ("", ())
+    def undo_last(
+        self, rater: str | Anyone | None = ANYONE, *, run_id: str | None = None
+    ) -> Vote | None:
+        """Remove and return the latest vote; None if there is none.
+
+        ``rater``: only that rater's votes (None: only votes cast without a rater; the
+        default `ANYONE`: every rater's). ``run_id``: only that run's votes.
+        """
+        conditions = [("rater IS ?", rater)] if not isinstance(rater, Anyone) else []
+        if run_id is not None:
+            conditions.append(("run_id = ?", run_id))
+        where = "WHERE " + " AND ".join(c for c, _ in conditions) if conditions else ""
+        args = tuple(value for _, value in conditions)
         with self._db:
             found = self._db.execute(
                 f"SELECT id, {', '.join(_COLUMNS)} FROM votes {where} ORDER BY id DESC LIMIT 1",  # noqa: S608

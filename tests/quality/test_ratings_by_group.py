@@ -67,7 +67,7 @@ def test_each_setting_gets_its_own_fit_with_intervals(run_dir: Path) -> None:
         assert ratings.tallies[winner]["votes"] == 2 * VOTES_PER_PROMPT
         # The group's winner is ahead with intervals that do not overlap.
         assert ratings.interval(winner)[0] > ratings.interval(loser)[1]
-        # The known gap lies within the bootstrap interval of the fitted gap.
+        # The known gap lies within the interval of the fitted gap (from the rating draws).
         draws = ratings.draws[:, ratings.routes.index(winner)]
         draws = draws - ratings.draws[:, ratings.routes.index(loser)]
         low, high = np.percentile(draws, [2.5, 97.5])
