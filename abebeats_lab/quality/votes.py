@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from abebeats_lab.errors import ValidationError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -233,6 +235,7 @@ Grouping = str | Mapping[str, str] | Callable[[Vote], str | None]
 MIXED = "mixed"
 """The group of a vote whose two outputs were made with different values of the setting."""
 UNTAGGED = "untagged"
+_EXTRAS = "extras"
 """The group of a vote whose prompt the tag mapping does not name."""
 
 
@@ -243,13 +246,17 @@ def grouping(by: Grouping, *run_dirs: Path | str) -> Callable[[Vote], str | None
     ``"generate_audio"``, a route extra's name...): a vote's group is the value both
     outputs were made with, `MIXED` when they differ. Or a mapping from prompt text to a tag
     (`UNTAGGED` for other prompts). Or a function of the `Vote`, used as is. A vote whose
-    outputs are not in these folders' run stores is left out (None).
+    outputs are not in these folders' run stores is left out (None). A setting that none of
+    those rows has (a misspelling) is a `ValidationError` naming the settings they have.
     """
     if callable(by):
         return by
     rows = _rows_by_key(run_dirs)
     if isinstance(by, str):
         setting = by
+        known = _setting_names(rows.values())
+        if known and setting not in known:
+            raise ValidationError("by", setting, "a setting of these runs: " + ", ".join(known))
 
         def by_setting(vote: Vote) -> str | None:
             left = rows.get((vote.run_id, *vote.left_key))
@@ -269,9 +276,18 @@ def grouping(by: Grouping, *run_dirs: Path | str) -> Callable[[Vote], str | None
     return by_tag
 
 
+def _setting_names(rows: Iterable[JobRow]) -> list[str]:
+    """The settings and route extras the rows were made with, sorted."""
+    names: set[str] = set()
+    for row in rows:
+        names.update(k for k in row.settings if k != _EXTRAS)
+        names.update(row.settings.get(_EXTRAS) or {})
+    return sorted(names)
+
+
 def _setting(row: JobRow, name: str) -> Any:
     settings = row.settings
-    return settings.get(name, settings.get("extras", {}).get(name))
+    return settings.get(name, settings.get(_EXTRAS, {}).get(name))
 
 
 def _rows_by_key(run_dirs: Iterable[Path | str]) -> dict[tuple[str, int, str, int], JobRow]:

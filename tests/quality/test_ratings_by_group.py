@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from _runner_support import run_cli
 
+from abebeats_lab.errors import ValidationError
 from abebeats_lab.quality.ratings import ELO_SCALE, fit, fit_by, leaderboard
 from abebeats_lab.quality.votes import MIXED, UNTAGGED, Vote, VoteStore, grouping
 from abebeats_lab.store import JobRow, RunStore
@@ -127,3 +128,18 @@ def test_the_report_command_groups_by_a_setting(run_dir: Path) -> None:
     assert done.stdout.strip() == str(out)
     page = out.read_text()
     assert "Blind votes by resolution" in page and "resolution: <code>1080p</code>" in page
+
+
+def test_a_misspelt_setting_is_refused_naming_the_settings_there_are(run_dir: Path) -> None:
+    with pytest.raises(ValidationError, match="resolutoin") as refused:
+        grouping("resolutoin", run_dir)
+    assert "duration_s, prompt, resolution" in str(refused.value)
+    with VoteStore(run_dir) as store:
+        for vote in simulate():
+            store.add(vote)
+    out = run_dir / "cli.html"
+    done = run_cli("report", str(run_dir), "--out", str(out), "--by", "resolutoin", cwd=run_dir)
+    assert done.returncode == 2
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1 and "resolution" in message, message
+    assert not out.exists()

@@ -54,6 +54,10 @@ def write_report(
     comparison = load_run(run_path, run_id)
     if not comparison.rows:
         raise LabError(f"run {comparison.run_id} in {run_path} has no jobs: nothing to report")
+    if by is not None:
+        from abebeats_lab.quality.votes import grouping
+
+        grouping(by, run_path)  # a misspelt setting fails here, before any scoring
     if score:
         from abebeats_lab.quality.scores import score as score_run
 
