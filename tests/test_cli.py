@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -374,3 +375,48 @@ def test_a_terminal_gets_a_live_bar_per_route(tmp_path: Path) -> None:
     shown = b"".join(chunks).decode(errors="replace")
     assert "━" in shown and "2/2" in shown and "2 succeeded" in shown
     assert "  'a kite'  #1" not in shown  # the pipe's lines are for pipes
+
+
+EMPTY_LATER_RUN = "20991231T235959Z-empty0"
+"""Sorts after any real run id: what a compare that failed before planning leaves behind."""
+SCORE_TIMEOUT_S = 300.0
+
+
+def test_score_and_report_pass_over_a_later_run_without_jobs(made_run: Path) -> None:
+    from abebeats_lab.quality.metrics import QUALITY_DB
+    from abebeats_lab.store import RunStore
+
+    good = load_run(made_run).run_id
+    with RunStore(made_run) as store:
+        store.add_run(EMPTY_LATER_RUN, "2099-12-31T23:59:59+00:00", "compare", {"prompts": []})
+    scored = run_cli(
+        "score", str(made_run), "--no-clip", "--workers", "1", timeout_s=SCORE_TIMEOUT_S
+    )
+    assert scored.returncode == 0, scored.stderr
+    assert any(line.startswith("local:procedural") for line in scored.stdout.splitlines())
+    with sqlite3.connect(made_run / QUALITY_DB) as db:
+        runs = {run for (run,) in db.execute("SELECT DISTINCT run_id FROM metrics")}
+    assert runs == {good}
+
+
+def test_report_scores_without_clip_and_links_videos_over_its_embed_limit(made_run: Path) -> None:
+    from abebeats_lab.quality.metrics import QUALITY_DB
+
+    out = made_run.parent / "elsewhere" / "r.html"
+    done = run_cli(
+        "report", str(made_run), "--out", str(out), "--score", "--no-clip",
+        "--embed-max-mb", "0", timeout_s=SCORE_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(made_run / QUALITY_DB) as db:
+        names = {name for (name,) in db.execute("SELECT DISTINCT name FROM metrics")}
+    assert "sharpness" in names and "clip_score" not in names
+    sources = re.findall(r'<video[^>]*\ssrc="([^"]+)"', out.read_text(encoding="utf-8"))
+    assert sources and not any(s.startswith("data:") for s in sources)
+    assert all((out.parent / s).resolve().is_file() for s in sources)
+    embedded = run_cli("report", str(made_run), "--out", str(out))  # default limit: 4 MiB
+    assert embedded.returncode == 0, embedded.stderr
+    assert re.search(r'<video[^>]*\ssrc="data:', out.read_text(encoding="utf-8"))
+    refused = run_cli("report", str(made_run), "--embed-max-mb", "-1")
+    assert refused.returncode == 2 and "--embed-max-mb" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -49,8 +49,19 @@ async def cmd_runs(args: argparse.Namespace) -> int:
 async def cmd_report(args: argparse.Namespace) -> int:
     from abebeats_lab.views import report
 
+    embed_max_bytes = report.EMBED_MAX_BYTES
+    if args.embed_max_mb is not None:
+        if not args.embed_max_mb >= 0:  # also refuses NaN
+            raise ValidationError("--embed-max-mb", args.embed_max_mb, "a size of 0 or more")
+        embed_max_bytes = int(args.embed_max_mb * report.MIB)
     written = report.write_report(
-        args.run_dir, out=args.out, run_id=args.run, score=args.score, by=args.by
+        args.run_dir,
+        out=args.out,
+        run_id=args.run,
+        score=args.score,
+        clip=args.clip,
+        embed_max_bytes=embed_max_bytes,
+        by=args.by,
     )
     print(written)
     return 0

@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = _command(
         sub,
         "report",
-        "write a self-contained HTML report of a run",
+        "write an HTML report of a run (videos up to --embed-max-mb inside it, bigger ones "
+        "linked: keep the run folder where the report can reach it)",
         cmd_report,
         [("run_dir", "RUN_DIR", run_in), ("out", "--out", file_out)],
     )
@@ -202,6 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compute the automatic quality metrics first (as abebeats-lab score does); without "
         "it the Quality section shows only figures already stored",
+    )
+    rep.add_argument(
+        "--no-clip",
+        dest="clip",
+        action="store_false",
+        help="with --score: skip the CLIP prompt-alignment score (no [metrics] extra or weights "
+        "needed, nothing downloaded)",
+    )
+    rep.add_argument(
+        "--embed-max-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="videos up to this size (MiB) go inside the report; bigger ones are linked "
+        "(default: 4)",
     )
     rep.add_argument(
         "--by",

@@ -9,7 +9,7 @@ Submodules, each imported on its own so nothing heavy loads with the package:
 - `abebeats_lab.quality.clip` and `abebeats_lab.quality.auto`: the CLIP score, and scoring
   each output while its run goes on.
 - `abebeats_lab.quality.votes`: the `Vote` record and `VoteStore` (``votes.sqlite``).
-- `abebeats_lab.quality.ratings`: Bradley–Terry fit with bootstrap intervals, the pair
+- `abebeats_lab.quality.ratings`: Bradley–Terry fit with 95 % intervals, the pair
   chooser and Kendall's tau between a metric and the ratings.
 """
 

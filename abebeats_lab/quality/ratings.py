@@ -10,12 +10,16 @@ or never won finite; with a few dozen votes it moves a rating by little.
 
 Ratings are on the Elo scale Chatbot Arena and Artificial Analysis use: 400 points is a
 ten-fold strength ratio, and 1000 is the average route of the fit (a rating is only
-meaningful relative to the routes fitted with it). 95 % intervals come from a bootstrap:
-the votes are resampled with replacement and refitted.
+meaningful relative to the routes fitted with it). 95 % intervals come from the likelihood
+(with the prior): ratings are drawn from its normal (Laplace) approximation at the fit,
+whose spread is set by how many votes each pair got, and the interval is the middle 95 % of
+those draws. Resampling the votes (a bootstrap) would give one vote, or a unanimous handful,
+a zero-width interval, as if the outcome could not have gone otherwise; the likelihood gives
+them the wide, overlapping intervals so few votes warrant, and narrow ones with many votes.
 
 Votes can be grouped (`fit_by`, ``leaderboard(votes, by=...)``): by a prompt tag or by a
 setting (`quality.votes.grouping` reads them from the run folders), each group fitted on its
-own votes with its own bootstrap, so a route that wins at 1080p and loses at 540p shows both.
+own votes with its own intervals, so a route that wins at 1080p and loses at 540p shows both.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "LEADERBOARD_COLUMNS",
     "Agreement",
     "GroupBy",
     "Ratings",
@@ -58,6 +63,9 @@ _PERCENT = 100.0
 _PAIR = 2
 _FAIR_COIN = 0.5
 GROUP_COLUMN = "group"
+_TALLY_NAMES = ("votes", "wins", "ties", "losses", "both_bad")
+LEADERBOARD_COLUMNS = ("route", "rating", "low", "high", *_TALLY_NAMES)
+"""The columns of `Ratings.leaderboard`, also those of an empty leaderboard."""
 
 GroupBy = Callable[[Vote], str | None]
 """A vote's group (a prompt tag, a setting's value); None leaves the vote out."""
@@ -65,13 +73,13 @@ GroupBy = Callable[[Vote], str | None]
 
 @dataclass(frozen=True, eq=False)
 class Ratings:
-    """A fit: per route its rating, its bootstrap draws and the votes behind it."""
+    """A fit: per route its rating, draws of its rating and the votes behind it."""
 
     routes: tuple[str, ...]
     rating: np.ndarray
     """Point ratings, in the order of ``routes``."""
     draws: np.ndarray
-    """One row of ratings per bootstrap resample (shape: resamples × routes)."""
+    """One row of ratings per draw from the likelihood's normal approximation (draws × routes)."""
     tallies: dict[str, dict[str, int]]
     """Per route: votes, wins, ties, losses, both_bad (as cast, before the prior)."""
     level: float = LEVEL
@@ -81,7 +89,7 @@ class Ratings:
         return {route: float(value) for route, value in zip(self.routes, self.rating, strict=True)}
 
     def interval(self, route: str) -> tuple[float, float]:
-        """The bootstrap percentile interval of one route's rating (NaN without draws)."""
+        """The percentile interval of one route's rating draws (NaN without draws)."""
         if not len(self.draws):
             return (math.nan, math.nan)
         column = self.draws[:, self.routes.index(route)]
@@ -103,6 +111,8 @@ class Ratings:
             }
             for i, route in enumerate(self.routes)
         ]
+        if not records:
+            return pd.DataFrame(columns=list(LEADERBOARD_COLUMNS))
         table = pd.DataFrame(records)
         return table.sort_values("rating", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -116,26 +126,35 @@ def fit(
     both_bad: Literal["tie", "exclude"] = "tie",
     level: float = LEVEL,
 ) -> Ratings:
-    """Bradley–Terry ratings per route with ``bootstrap`` resamples (0: no intervals)."""
+    """Bradley–Terry ratings per route with ``bootstrap`` draws for intervals (0: none).
+
+    ``bootstrap`` keeps its name from when the draws were vote resamples; they now come
+    from the likelihood (module docstring). No votes: no routes, and an empty leaderboard.
+    """
     cast = list(votes)
     used = [v for v in cast if not (both_bad == "exclude" and v.choice == "both_bad")]
     routes = tuple(dict.fromkeys(r for v in cast for r in (v.left, v.right)))
+    if not routes:
+        return Ratings((), np.empty(0), np.empty((0, 0)), {}, level)
     index = {route: i for i, route in enumerate(routes)}
     wins, meets = _incidence(used, index)
     totals = (wins.sum(axis=0)[None], meets.sum(axis=0)[None])
-    point = _bradley_terry(totals[0], _pair_counts(totals[1], len(routes)), prior)[0]
+    met = _pair_counts(totals[1], len(routes))
+    strength = _bradley_terry(totals[0], met, prior)
     draws = np.empty((0, len(routes)))
     if bootstrap > 0 and used:
         rng = np.random.default_rng(seed)
-        weights = rng.multinomial(len(used), np.full(len(used), 1 / len(used)), size=bootstrap)
-        draws = _bradley_terry(weights @ wins, _pair_counts(weights @ meets, len(routes)), prior)
+        covariance = np.linalg.pinv(_curvature(strength[0], met[0], prior), hermitian=True)
+        logs = rng.multivariate_normal(np.log(strength[0]), covariance, size=bootstrap)
+        draws = _elo(np.exp(logs))
+    point = _elo(strength)[0]
     return Ratings(routes, point, draws, _tallies(cast, routes), level)
 
 
 def fit_by(votes: Iterable[Vote], by: GroupBy, **options: Any) -> dict[str, Ratings]:
     """One `fit` per group of votes (``by`` names each vote's group), groups in sorted order.
 
-    Each group is fitted on its own votes only, with its own bootstrap (same ``options`` as
+    Each group is fitted on its own votes only, with its own intervals (same ``options`` as
     `fit`); its ratings are relative to the routes of that group.
     """
     groups: dict[str, list[Vote]] = {}
@@ -163,7 +182,7 @@ def leaderboard(
         for key, ratings in fit_by(votes, by, **options).items()
     ]
     if not boards:
-        return pd.DataFrame(columns=[GROUP_COLUMN, "route", "rating", "low", "high"])
+        return pd.DataFrame(columns=[GROUP_COLUMN, *LEADERBOARD_COLUMNS])
     table = pd.concat(boards, ignore_index=True)
     return table[[GROUP_COLUMN, *(c for c in table.columns if c != GROUP_COLUMN)]]
 
@@ -186,7 +205,7 @@ def _pair_counts(flat: np.ndarray, size: int) -> np.ndarray:
 
 
 def _bradley_terry(wins: np.ndarray, meets: np.ndarray, prior: float) -> np.ndarray:
-    """Hunter's MM updates for many fits at once; returns centred Elo-scale ratings.
+    """Hunter's MM updates for many fits at once; returns the strengths (see `_elo`).
 
     ``wins``: (fits, routes) win credit; ``meets``: (fits, routes, routes) comparisons.
     The prior is ``prior`` wins and ``prior`` losses against a fixed opponent of strength 1.
@@ -201,13 +220,34 @@ def _bradley_terry(wins: np.ndarray, meets: np.ndarray, prior: float) -> np.ndar
         strength = updated
         if change < _TOLERANCE:
             break
+    return strength
+
+
+def _elo(strength: np.ndarray) -> np.ndarray:
+    """Strengths (fits × routes) as Elo-scale ratings centred on `ELO_CENTRE` per fit."""
     logs = np.log10(strength)
     centred: np.ndarray = ELO_CENTRE + ELO_SCALE * (logs - logs.mean(axis=1, keepdims=True))
     return centred
 
 
+def _curvature(strength: np.ndarray, meets: np.ndarray, prior: float) -> np.ndarray:
+    """The Hessian of the prior-penalised negative log-likelihood in log-strengths.
+
+    Its inverse is the covariance of the normal (Laplace) approximation of the ratings.
+    It grows with how often each pair met (times p·(1 − p) at the fit), not with how much
+    the votes varied, so a unanimous handful still gets a wide interval.
+    """
+    share = strength[:, None] / (strength[:, None] + strength[None, :])
+    information = meets * share * share.T
+    against_prior = strength / (strength + 1)
+    hessian: np.ndarray = -information
+    diagonal = information.sum(axis=1) + 2 * prior * against_prior * (1 - against_prior)
+    hessian[np.diag_indices_from(hessian)] = diagonal
+    return hessian
+
+
 def _tallies(votes: Sequence[Vote], routes: Sequence[str]) -> dict[str, dict[str, int]]:
-    found = {r: {"votes": 0, "wins": 0, "ties": 0, "losses": 0, "both_bad": 0} for r in routes}
+    found = {r: dict.fromkeys(_TALLY_NAMES, 0) for r in routes}
     for vote in votes:
         for route in (vote.left, vote.right):
             tally = found[route]
@@ -295,7 +335,7 @@ def agreement(
 
     ``metric_values`` maps a route to its figure, or to its clips' figures (their median is
     used). The interval comes from resampling what is uncertain: each route's clips (with
-    replacement) and, for a `Ratings`, its bootstrap draws. A tau near +1 means the metric
+    replacement) and, for a `Ratings`, its rating draws. A tau near +1 means the metric
     ranks routes as the raters did; for a lower-is-better metric, agreement is near −1.
     """
     fitted = ratings.as_dict() if isinstance(ratings, Ratings) else dict(ratings)

@@ -9,6 +9,7 @@ several run folders are read together with `read_votes`.
 from __future__ import annotations
 
 import csv
+import enum
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -16,12 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from abebeats_lab.errors import ValidationError
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from abebeats_lab.store import JobRow
 
 __all__ = [
+    "ANYONE",
     "CHOICES",
     "VOTES_DB",
     "Choice",
@@ -36,6 +40,16 @@ Choice = Literal["left", "right", "tie", "both_bad"]
 CHOICES: tuple[Choice, ...] = get_args(Choice)
 """What a rater can answer. A skip is not a vote and is not stored."""
 VOTES_DB = "votes.sqlite"
+
+
+class Anyone(enum.Enum):
+    """The type of `ANYONE` (a rater of None means "no rater", so it needs its own value)."""
+
+    ANYONE = "anyone"
+
+
+ANYONE = Anyone.ANYONE
+"""`VoteStore.undo_last`'s rater filter that takes every rater's votes."""
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 10.0
 
@@ -137,9 +151,19 @@ class VoteStore:
             )
         return vote
 
-    def undo_last(self, rater: str | None = None) -> Vote | None:
-        """Remove and return the latest vote (of ``rater`` when given); None if there is none."""
-        where, args = ("WHERE rater IS ?", (rater,)) if rater is not None else ("", ())
+    def undo_last(
+        self, rater: str | Anyone | None = ANYONE, *, run_id: str | None = None
+    ) -> Vote | None:
+        """Remove and return the latest vote; None if there is none.
+
+        ``rater``: only that rater's votes (None: only votes cast without a rater; the
+        default `ANYONE`: every rater's). ``run_id``: only that run's votes.
+        """
+        conditions = [("rater IS ?", rater)] if not isinstance(rater, Anyone) else []
+        if run_id is not None:
+            conditions.append(("run_id = ?", run_id))
+        where = "WHERE " + " AND ".join(c for c, _ in conditions) if conditions else ""
+        args = tuple(value for _, value in conditions)
         with self._db:
             found = self._db.execute(
                 f"SELECT id, {', '.join(_COLUMNS)} FROM votes {where} ORDER BY id DESC LIMIT 1",  # noqa: S608
@@ -211,6 +235,7 @@ Grouping = str | Mapping[str, str] | Callable[[Vote], str | None]
 MIXED = "mixed"
 """The group of a vote whose two outputs were made with different values of the setting."""
 UNTAGGED = "untagged"
+_EXTRAS = "extras"
 """The group of a vote whose prompt the tag mapping does not name."""
 
 
@@ -221,13 +246,17 @@ def grouping(by: Grouping, *run_dirs: Path | str) -> Callable[[Vote], str | None
     ``"generate_audio"``, a route extra's name...): a vote's group is the value both
     outputs were made with, `MIXED` when they differ. Or a mapping from prompt text to a tag
     (`UNTAGGED` for other prompts). Or a function of the `Vote`, used as is. A vote whose
-    outputs are not in these folders' run stores is left out (None).
+    outputs are not in these folders' run stores is left out (None). A setting that none of
+    those rows has (a misspelling) is a `ValidationError` naming the settings they have.
     """
     if callable(by):
         return by
     rows = _rows_by_key(run_dirs)
     if isinstance(by, str):
         setting = by
+        known = _setting_names(rows.values())
+        if known and setting not in known:
+            raise ValidationError("by", setting, "a setting of these runs: " + ", ".join(known))
 
         def by_setting(vote: Vote) -> str | None:
             left = rows.get((vote.run_id, *vote.left_key))
@@ -247,9 +276,18 @@ def grouping(by: Grouping, *run_dirs: Path | str) -> Callable[[Vote], str | None
     return by_tag
 
 
+def _setting_names(rows: Iterable[JobRow]) -> list[str]:
+    """The settings and route extras the rows were made with, sorted."""
+    names: set[str] = set()
+    for row in rows:
+        names.update(k for k in row.settings if k != _EXTRAS)
+        names.update(row.settings.get(_EXTRAS) or {})
+    return sorted(names)
+
+
 def _setting(row: JobRow, name: str) -> Any:
     settings = row.settings
-    return settings.get(name, settings.get("extras", {}).get(name))
+    return settings.get(name, settings.get(_EXTRAS, {}).get(name))
 
 
 def _rows_by_key(run_dirs: Iterable[Path | str]) -> dict[tuple[str, int, str, int], JobRow]:

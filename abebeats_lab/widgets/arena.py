@@ -140,7 +140,10 @@ class Arena:
         self.run_id = str(comparison.run_id)
         self._outputs = _outputs(comparison.rows, self.run_dir)
         self._prompts = {r.prompt_index: r.prompt for r in comparison.rows}
-        self._routes = list(dict.fromkeys(r for by in self._outputs.values() for r in by))
+        # Only routes that share a prompt with another route can be shown in a pair.
+        self._routes = list(
+            dict.fromkeys(r for by in self._outputs.values() if len(by) >= _PAIR for r in by)
+        )
         self._rng = random.Random(seed)
         self._store = VoteStore(self.run_dir)
         self.pair: Shown | None = None
@@ -210,17 +213,12 @@ class Arena:
         return [v for v in self._store.all() if v.run_id == self.run_id]
 
     def ratings(self) -> _ratings.Ratings:
-        """The Bradley–Terry fit of this run's votes, with bootstrap 95 % intervals."""
+        """The Bradley–Terry fit of this run's votes, with 95 % intervals."""
         return _ratings.fit(self.votes, bootstrap=LEADERBOARD_BOOTSTRAP)
 
     def leaderboard(self) -> pd.DataFrame:
         """Route, rating, low, high (95 %), votes and tallies, best first (empty: no votes)."""
-        import pandas as pd
-
-        votes = self.votes
-        if not votes:
-            return pd.DataFrame(columns=["route", "rating", "low", "high", "votes"])
-        return _ratings.fit(votes, bootstrap=LEADERBOARD_BOOTSTRAP).leaderboard()
+        return self.ratings().leaderboard()
 
     def vote(self, choice: Choice) -> Vote:
         """Record ``choice`` for the pair on screen and show the next pair (as the buttons do)."""
@@ -251,23 +249,25 @@ class Arena:
             self._say("Skipped.")
 
     def undo(self) -> Vote | None:
-        """Remove the latest vote (of this rater, when named) and show its pair again."""
-        removed = self._store.undo_last(self._rater())
+        """Remove this run's latest vote by this rater (or without a rater, when the rater box
+        is empty) and show its pair again; other runs' and raters' votes are never touched."""
+        removed = self._store.undo_last(self._rater(), run_id=self.run_id)
         if removed is None:
-            self._say("No vote to undo.")
+            self._say("No vote to undo (by this rater, in this run).")
             return None
         self._refresh_leaderboard()
-        if removed.run_id == self.run_id:
-            shown = Shown(
-                removed.prompt_index,
-                removed.left,
-                removed.right,
-                removed.left_repeat,
-                removed.right_repeat,
-            )
-            if self._show(shown):
-                self._last = shown.routes
-        self._say("Last vote removed; its pair is back on screen.")
+        shown = Shown(
+            removed.prompt_index,
+            removed.left,
+            removed.right,
+            removed.left_repeat,
+            removed.right_repeat,
+        )
+        if self._show(shown):
+            self._last = shown.routes
+            self._say("Last vote removed; its pair is back on screen.")
+        else:
+            self._say("Last vote removed; its videos are gone, so its pair cannot be shown.")
         return removed
 
     def _on_action(self, action: str) -> None:
@@ -299,9 +299,11 @@ class Arena:
         if len(self._routes) < _PAIR:
             self.pair = None
             self._set_buttons(enabled=False)
+            with_outputs = {r for by in self._outputs.values() for r in by}
             self.prompt.value = (
                 "<b>Nothing to compare:</b> the arena needs outputs of at least two routes "
-                f"for the same prompt; this run has {len(self._routes)}."
+                f"for the same prompt; this run has {len(with_outputs)} route(s) with outputs"
+                f"{'' if len(with_outputs) < _PAIR else ', never two on one prompt'}."
             )
             return
         shown = self._choose()
@@ -367,8 +369,8 @@ class Arena:
             return
         note = (
             "<p style='font-size:12px'>Bradley–Terry ratings (1000 = average route of this "
-            "fit; 400 points = ten-fold odds) with 95 % bootstrap intervals; overlapping "
-            "intervals are not told apart by these votes.</p>"
+            "fit; 400 points = ten-fold odds) with 95 % intervals, wide with few votes; "
+            "overlapping intervals are not told apart by these votes.</p>"
         )
         self.board.value = leaderboard_html(board) + note
 

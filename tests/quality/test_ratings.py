@@ -90,6 +90,57 @@ def test_no_bootstrap_gives_no_interval() -> None:
     assert np.isnan(ratings.interval("a:one")).all()
 
 
+def _overlap(ratings: Ratings, first: str, second: str) -> bool:
+    (low_1, high_1), (low_2, high_2) = ratings.interval(first), ratings.interval(second)
+    return low_1 <= high_2 and low_2 <= high_1
+
+
+@pytest.mark.parametrize(
+    "votes",
+    [
+        [cast("a", "b", "left")],
+        [cast("a", "b", "left")] * 5,
+        [cast("b", "a", "right")] * 3 + [cast("a", "b", "left")] * 2,
+        [cast("a", "b", "tie")] * 4,
+    ],
+    ids=["one vote", "five unanimous", "five unanimous either side", "ties only"],
+)
+def test_a_few_votes_give_wide_overlapping_intervals(votes: list[Vote]) -> None:
+    """So few votes cannot tell the routes apart, whatever they say: no zero-width interval."""
+    ratings = fit(votes, bootstrap=500)
+    for route in ("a", "b"):
+        low, high = ratings.interval(route)
+        assert low < ratings.as_dict()[route] < high
+        assert high - low > ELO_SCALE / 2, (route, low, high)
+    assert _overlap(ratings, "a", "b")
+
+
+def test_many_votes_separate_a_clearly_better_route() -> None:
+    votes = [cast("a", "b", "left")] * 80 + [cast("a", "b", "right")] * 20
+    votes += [cast("b", "c", "tie")] * 60
+    ratings = fit(votes, bootstrap=500)
+    assert ratings.interval("a")[0] > ratings.interval("b")[1]
+    assert ratings.interval("a")[0] > ratings.interval("c")[1]
+    assert _overlap(ratings, "b", "c")
+
+
+def test_no_votes_give_an_empty_leaderboard_with_its_columns() -> None:
+    table = leaderboard([])
+    assert table.empty
+    assert list(table.columns) == [
+        "route",
+        "rating",
+        "low",
+        "high",
+        "votes",
+        "wins",
+        "ties",
+        "losses",
+        "both_bad",
+    ]
+    assert fit([]).routes == ()
+
+
 # -- next_pair -------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from _runner_support import run_cli
 
+from abebeats_lab.errors import ValidationError
 from abebeats_lab.quality.ratings import ELO_SCALE, fit, fit_by, leaderboard
 from abebeats_lab.quality.votes import MIXED, UNTAGGED, Vote, VoteStore, grouping
 from abebeats_lab.store import JobRow, RunStore
@@ -67,7 +68,7 @@ def test_each_setting_gets_its_own_fit_with_intervals(run_dir: Path) -> None:
         assert ratings.tallies[winner]["votes"] == 2 * VOTES_PER_PROMPT
         # The group's winner is ahead with intervals that do not overlap.
         assert ratings.interval(winner)[0] > ratings.interval(loser)[1]
-        # The known gap lies within the bootstrap interval of the fitted gap.
+        # The known gap lies within the interval of the fitted gap (from the rating draws).
         draws = ratings.draws[:, ratings.routes.index(winner)]
         draws = draws - ratings.draws[:, ratings.routes.index(loser)]
         low, high = np.percentile(draws, [2.5, 97.5])
@@ -127,3 +128,18 @@ def test_the_report_command_groups_by_a_setting(run_dir: Path) -> None:
     assert done.stdout.strip() == str(out)
     page = out.read_text()
     assert "Blind votes by resolution" in page and "resolution: <code>1080p</code>" in page
+
+
+def test_a_misspelt_setting_is_refused_naming_the_settings_there_are(run_dir: Path) -> None:
+    with pytest.raises(ValidationError, match="resolutoin") as refused:
+        grouping("resolutoin", run_dir)
+    assert "duration_s, prompt, resolution" in str(refused.value)
+    with VoteStore(run_dir) as store:
+        for vote in simulate():
+            store.add(vote)
+    out = run_dir / "cli.html"
+    done = run_cli("report", str(run_dir), "--out", str(out), "--by", "resolutoin", cwd=run_dir)
+    assert done.returncode == 2
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1 and "resolution" in message, message
+    assert not out.exists()

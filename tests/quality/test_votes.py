@@ -67,6 +67,21 @@ def test_undo_removes_the_latest_vote_or_that_raters_latest(tmp_path: Path) -> N
         assert store.all() == [first]
 
 
+def test_undo_keeps_to_its_run_and_an_anonymous_rater_undoes_only_anonymous_votes(
+    tmp_path: Path,
+) -> None:
+    mine, other_run = vote("left", rater=None), vote("right", rater=None, run_id="run-2")
+    named = vote("tie", rater="bo")
+    with VoteStore(tmp_path) as store:
+        for v in (mine, other_run, named):
+            store.add(v)
+        assert store.undo_last(None, run_id="run-1") == mine
+        assert store.undo_last(None, run_id="run-1") is None
+        assert store.all() == [other_run, named]
+        assert store.undo_last(run_id="run-2") == other_run
+        assert store.all() == [named]
+
+
 def test_votes_of_several_folders_merge(tmp_path: Path) -> None:
     one, two, empty = tmp_path / "one", tmp_path / "two", tmp_path / "empty"
     empty.mkdir()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -113,6 +114,33 @@ def test_undo_removes_the_last_vote_and_shows_its_pair_again(run_dir: Path) -> N
     arena.buttons["undo"].click()
     arena.buttons["undo"].click()
     assert arena.votes == [] and "No vote to undo" in arena.status.value
+
+
+def test_undo_leaves_other_runs_and_other_raters_votes_alone(run_dir: Path) -> None:
+    arena = Arena(run_dir, seed=3)
+    arena.buttons["left"].click()
+    mine = arena.votes[0]
+    with VoteStore(run_dir) as store:  # later votes: another run's, and another rater's
+        earlier_run = store.add(replace(mine, run_id="an-earlier-run", rater=None))
+        theirs = store.add(replace(mine, rater="bo"))
+    arena.buttons["undo"].click()
+    assert arena.votes == [theirs]
+    assert "back on screen" in arena.status.value
+    arena.buttons["undo"].click()
+    assert "No vote to undo" in arena.status.value and "back on screen" not in arena.status.value
+    with VoteStore(run_dir) as store:
+        assert store.all() == [earlier_run, theirs]
+
+
+def test_routes_that_never_share_a_prompt_have_nothing_to_compare(run_dir: Path) -> None:
+    rows = load_run(run_dir).rows
+    kept = {(0, LOCAL), (1, RUNWAY)}  # two routes with videos, each on another prompt
+    for row in rows:
+        if (row.prompt_index, row.route) not in kept:
+            (run_dir / str(row.output_path)).unlink()
+    arena = Arena(run_dir)
+    assert arena.pair is None and "never two on one prompt" in arena.prompt.value
+    assert all(arena.buttons[a].disabled for a in ("left", "right", "tie", "both_bad", "skip"))
 
 
 def test_skip_stores_nothing_and_moves_to_another_pair(run_dir: Path) -> None:

@@ -27,8 +27,16 @@ from abebeats_lab.views.report.quality import leaderboard_html
 from abebeats_lab.views.report.writer import (
     DEFAULT_NAME,
     EMBED_MAX_BYTES,
+    MIB,
     render_report,
     write_report,
 )
 
-__all__ = ["DEFAULT_NAME", "EMBED_MAX_BYTES", "leaderboard_html", "render_report", "write_report"]
+__all__ = [
+    "DEFAULT_NAME",
+    "EMBED_MAX_BYTES",
+    "MIB",
+    "leaderboard_html",
+    "render_report",
+    "write_report",
+]

@@ -40,7 +40,8 @@ _LEADERBOARD_NOTE = (
     "<p>Bradley–Terry ratings from blind pairwise votes, on the Elo scale: 1000 is the "
     "average route of this fit and 400 points are ten-fold odds of being preferred. A tie "
     "and &ldquo;both bad&rdquo; count as half a win for each side. The interval is a 95 % "
-    "bootstrap interval over the votes: two routes whose intervals overlap are not told "
+    "interval from the likelihood of the votes (wide with few votes, even unanimous ones): "
+    "two routes whose intervals overlap are not told "
     "apart by these votes; more votes narrow it.</p>"
 )
 _AGREEMENT_NOTE = (

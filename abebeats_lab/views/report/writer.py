@@ -1,7 +1,8 @@
 """Writing the report: `render_report` puts the sections in their order on one page, and
 `write_report` loads a run, renders it and writes the file atomically.
 
-``abebeats-lab report RUN_DIR [--out FILE] [--score]`` calls `write_report`.
+``abebeats-lab report RUN_DIR [--out FILE] [--score [--no-clip]] [--embed-max-mb MB]`` calls
+`write_report`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ if TYPE_CHECKING:
 
     from abebeats_lab.quality.votes import Grouping
 
-__all__ = ["DEFAULT_NAME", "EMBED_MAX_BYTES", "render_report", "write_report"]
+__all__ = ["DEFAULT_NAME", "EMBED_MAX_BYTES", "MIB", "render_report", "write_report"]
 
 DEFAULT_NAME = "report.html"
-EMBED_MAX_BYTES = 4 * 1024 * 1024
+MIB = 1024 * 1024
+EMBED_MAX_BYTES = 4 * MIB
 """Videos up to 4 MiB go inside the file: a short preview clip fits, a 1080p master does not."""
 
 
@@ -36,6 +38,7 @@ def write_report(
     run_id: str | None = None,
     embed_max_bytes: int = EMBED_MAX_BYTES,
     score: bool = False,
+    clip: bool = True,
     by: Grouping | None = None,
 ) -> Path:
     """Write the report of a run in ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``).
@@ -44,7 +47,9 @@ def write_report(
     `LabError`. Returns the path written. The file is written under a temporary name and
     renamed, so a reader never sees half a report. The Quality section shows the metrics
     already stored in the run folder; ``score=True`` computes the missing ones first
-    (`quality.metrics.score`, a process pool: seconds per clip). ``by`` adds a leaderboard per
+    (`quality.metrics.score`, a process pool: seconds per clip; ``clip=False`` leaves out the
+    CLIP score and so never fetches its weights). Videos up to ``embed_max_bytes`` are
+    embedded; bigger ones are linked by a path relative to the report. ``by`` adds a leaderboard per
     group of votes: a setting's name (``"resolution"``), a prompt → tag mapping, or a function
     of the vote (`quality.votes.grouping`).
     """
@@ -54,10 +59,14 @@ def write_report(
     comparison = load_run(run_path, run_id)
     if not comparison.rows:
         raise LabError(f"run {comparison.run_id} in {run_path} has no jobs: nothing to report")
+    if by is not None:
+        from abebeats_lab.quality.votes import grouping
+
+        grouping(by, run_path)  # a misspelt setting fails here, before any scoring
     if score:
         from abebeats_lab.quality.scores import score as score_run
 
-        score_run(run_path, run_id=str(comparison.run_id))
+        score_run(run_path, run_id=str(comparison.run_id), clip=clip)
     target = Path(out).resolve() if out is not None else run_path / DEFAULT_NAME
     text = render_report(
         comparison.to_pandas(),
