@@ -207,8 +207,9 @@ async def cmd_music_video(args: argparse.Namespace) -> int:
     again = shlex.join(
         ["abebeats-lab", *args.argv, *([] if args.run_dir else ["--run-dir", str(run_dir)])]
     )
-    # A music video is one run plus the assembly: running it again reuses its clips.
-    args.on_interrupt = lambda: f"{again}  (clips made so far are kept in {run_dir})"
+    # Asked again, a music video settles its interrupted jobs as `resume --rerun-cancelled`
+    # does (never paying twice) and reuses its clips: the same command finishes it.
+    args.on_interrupt = lambda: again
     with JobProgress() as progress:
         video = await pipeline.make_music_video(
             args.prompt,

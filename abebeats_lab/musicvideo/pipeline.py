@@ -10,10 +10,11 @@ timing, prompt, route, every attempt and its figures.
 
 All the clips are one run (`run.api.generate_many`): one run id, one set of clients (one
 set of emulators), each route's caps holding across shots, each shot's attempts rows with
-``prompt_index`` = shot index. A killed music video is finished like any run:
-``abebeats-lab resume RUN_DIR`` collects the jobs in flight, then the same music video
-asked again with the same run folder continues that run: clips that succeeded are reused,
-not paid again, and only shots without one are generated before the assembly.
+``prompt_index`` = shot index. The same music video asked again with the same run folder
+continues that run: it first settles what an interrupt or a kill left, as ``abebeats-lab
+resume RUN_DIR --rerun-cancelled`` does (a job that may still finish is collected, never
+paid again), then reuses every clip that succeeded and generates only the shots without one
+before the assembly.
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ async def _generate_all(
     """
     key = options.key
     continuing = _run_to_continue(directory, key)
+    if continuing is not None:
+        await _settle(directory, continuing, options)
     results = await runner.generate_many(
         [s.prompt for s in shots], chain, settings, fallback=True, run_dir=directory,
         emulate=options.emulate, on_update=options.on_update, policy=options.policy,
@@ -166,6 +169,18 @@ async def _generate_all(
         )
         for shot, r in zip(shots, results, strict=True)
     ]
+
+
+async def _settle(directory: Path, run_id: str, options: _Options) -> None:
+    """Finish what an interrupt or a kill left of the run, as ``abebeats-lab resume
+    --rerun-cancelled`` does (one rule, one place): a job that may still finish is
+    re-attached and collected, and only a job that never existed or that its provider
+    cancelled is sent again, so continuing never pays twice for a shot."""
+    if runner.load_run(directory, run_id).rows:
+        await runner.resume(
+            directory, run_id=run_id, emulate=options.emulate, on_update=options.on_update,
+            policy=options.policy, rerun_cancelled=True,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ success and numbers new attempts with the next ``repeat``.
 from __future__ import annotations
 
 import asyncio
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from abebeats_lab._types import JobState, Route, Settings
 from abebeats_lab.errors import AllRoutesFailed, LabError, ProviderError
 from abebeats_lab.run.job import RunContext, live_row
 from abebeats_lab.run.plan import Planned, plan_jobs
+from abebeats_lab.run.resume_plan import may_still_run
 from abebeats_lab.store import JobRow, RunStore
 
 __all__ = ["Chain", "GenerateResult", "continued", "plan_chains", "run_chains"]
@@ -87,17 +89,25 @@ def _chain_plan(
 
 
 def continued(directory: Path, run_id: str, chains: Sequence[Chain]) -> list[Chain]:
-    """The chains of a stored run, each with its earlier rows and the next free ``repeat``."""
+    """The chains of a stored run, each with its earlier rows and the next free ``repeat``.
+
+    Raises `LabError` before anything is sent while a job of the run may still make a video
+    (unfinished, an ambiguous paid create, or interrupted with its cancel unconfirmed): a new
+    attempt would pay twice, so `resume` must settle it first (the message says how).
+    """
     with RunStore(directory) as store:
         stored = store.rows(run_id)
-    blocking = [
+        emulated_run = any(i.spec.get("emulate") for i in store.runs() if i.run_id == run_id)
+    interrupted = [r for r in stored if may_still_run(r, emulated_run)]
+    blocking = interrupted + [
         r for r in stored
         if r.state.unfinished or (r.state is JobState.AMBIGUOUS and not r.emulated)
     ]  # fmt: skip
     if blocking:
+        command = _resume_command(directory, run_id, emulated_run, bool(interrupted))
         raise LabError(
-            f"{len(blocking)} job(s) of run {run_id} in {directory} are unfinished or "
-            f"ambiguous: run `abebeats-lab resume {directory}` first (nothing was sent)"
+            f"{len(blocking)} job(s) of run {run_id} in {directory} are unfinished, ambiguous "
+            f"or interrupted and may still finish: run `{command}` first (nothing was sent)"
         )
     chains_now = []
     for chain in chains:
@@ -106,6 +116,15 @@ def continued(directory: Path, run_id: str, chains: Sequence[Chain]) -> list[Cha
         tries = [replace(p, row=p.row.evolve(repeat=again)) for p in chain.tries]
         chains_now.append(replace(chain, tries=tries, earlier=mine))
     return chains_now
+
+
+def _resume_command(directory: Path, run_id: str, emulated_run: bool, interrupted: bool) -> str:
+    """The `resume` that settles a run's blocking rows: an emulated run's lost jobs and
+    interrupted rows need ``--rerun-cancelled`` (and the former ``--emulate``)."""
+    words = ["abebeats-lab", "resume", str(directory), "--run", run_id]
+    words += ["--emulate"] if emulated_run else []
+    words += ["--rerun-cancelled"] if emulated_run or interrupted else []
+    return shlex.join(words)
 
 
 def _reusable(chain: Chain, directory: Path) -> GenerateResult | None:

@@ -24,6 +24,7 @@ __all__ = [
     "PARTIAL_GLOB",
     "RUN_FIELDS",
     "fresh",
+    "may_still_run",
     "remove_partial_downloads",
     "resume_plan",
     "to_finish",
@@ -81,10 +82,16 @@ def _rerun_plan(rows: Sequence[JobRow], emulated_run: bool) -> tuple[list[JobRow
     again: list[JobRow] = []
     recheck: list[JobRow] = []
     for row in filter(was_interrupted, rows):
-        gone = row.job_id is None or row.error in (CANCELLED, NEVER_SENT)
-        # An in-process emulator's jobs died with it: nothing to re-attach, nothing to pay.
-        (again if gone or (emulated_run and row.emulated) else recheck).append(row)
+        (recheck if may_still_run(row, emulated_run) else again).append(row)
     return again, recheck
+
+
+def may_still_run(row: JobRow, emulated_run: bool) -> bool:
+    """True for an interrupted row whose job the provider may still finish (its cancel was
+    not confirmed): sending it again could pay twice, so it is re-attached first."""
+    gone = row.job_id is None or row.error in (CANCELLED, NEVER_SENT)
+    # An in-process emulator's jobs died with it: nothing to re-attach, nothing to pay.
+    return was_interrupted(row) and not gone and not (emulated_run and row.emulated)
 
 
 def fresh(row: JobRow) -> JobRow:

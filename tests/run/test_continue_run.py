@@ -1,0 +1,145 @@
+"""`generate_many(continue_run=...)` never pays twice: while a job of the run may still make
+a video it sends nothing and names the `resume` that settles it, runnable as printed.
+
+Rows are checked against what the emulator had finished at the interrupt or kill, never
+against timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+
+import pytest
+from _runner_support import FAST, REMOTE, ROUTE_OF, db_rows, require_emulator, run_cli
+
+from abebeats_lab.emulator import Emulators, Scenario
+from abebeats_lab.errors import LabError
+from abebeats_lab.run.api import GenerateResult, generate_many, load_run, was_interrupted
+from abebeats_lab.run.resume_plan import may_still_run
+
+PROMPTS = ["a kite at dawn", "a boat at dusk"]
+RUN_ID = "mv5"
+JOB_S = 5.0
+"""Jobs that outlive the interrupt (normally) but end soon after, so resume collects them."""
+TIMEOUT_S = 60.0
+"""Only a run that never gets going reaches it."""
+QUOTED = re.compile(r"`([^`]+)`")
+"""The command a `LabError` names, between backquotes."""
+
+CHILD = """
+import asyncio, sys
+from abebeats_lab.run.api import generate_many
+from abebeats_lab.waiting import WaitPolicy
+
+policy = WaitPolicy(deadline_s=60, min_interval_s=0.05, max_interval_s=0.3)
+asyncio.run(generate_many(sys.argv[2:-1], [sys.argv[1]], run_dir=sys.argv[-1], emulate=True,
+                          run_id="mv5", policy=policy))
+"""
+
+
+def _command(failure: pytest.ExceptionInfo[LabError]) -> str:
+    (command,) = QUOTED.findall(str(failure.value))
+    return str(command)
+
+
+def _finish(command: str, cwd: Path) -> None:
+    """Run the named command as a user would, from the folder it was named in."""
+    words = shlex.split(command)
+    assert words[0] == "abebeats-lab"
+    done = run_cli(*words[1:], cwd=cwd)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def test_an_interrupted_job_that_may_still_finish_blocks_until_resumed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    require_emulator("veo")
+    veo = ROUTE_OF["veo"]
+    run_dir = tmp_path / "my runs"  # a space: the command must quote it
+    with Emulators(["veo"], Scenario.fast().with_times(0.05, JOB_S)) as emus:
+        for name, value in emus.env().items():
+            monkeypatch.setenv(name, value)
+
+        def again() -> Coroutine[object, object, list[GenerateResult]]:
+            return generate_many(
+                PROMPTS, [veo], REMOTE, run_dir=run_dir, adapt=True, policy=FAST,
+                continue_run=RUN_ID,
+            )  # fmt: skip
+
+        first = generate_many(
+            PROMPTS, [veo], REMOTE, run_dir=run_dir, adapt=True, policy=FAST, run_id=RUN_ID
+        )
+        task = asyncio.ensure_future(first)
+        deadline = time.monotonic() + TIMEOUT_S
+        while sum(1 for r in db_rows(run_dir) if r["job_id"]) < len(PROMPTS):
+            assert time.monotonic() < deadline and not task.done(), "the jobs were never sent"
+            await asyncio.sleep(0.02)
+        task.cancel()  # what Ctrl-C does
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        state = emus.states["veo"]
+        interrupted = load_run(run_dir).rows
+        # Veo cannot cancel: a job not finished at the interrupt runs on, and is paid for.
+        pending = [r for r in interrupted if may_still_run(r, False)]
+        for row in interrupted:
+            assert row.state == "succeeded" or row in pending, (row.state, row.error)
+
+        if pending:  # normally both: nothing may be sent while they can still finish
+            with pytest.raises(LabError, match="may still finish") as caught:
+                await again()
+            assert state.count("create") == len(PROMPTS)  # nothing was sent
+            command = _command(caught)
+            quoted = shlex.quote(str(run_dir))
+            assert command == f"abebeats-lab resume {quoted} --run {RUN_ID} --rerun-cancelled"
+            _finish(command, tmp_path)
+
+        results = await again()
+        creates = state.count("create")
+    assert creates == len(PROMPTS)  # each prompt paid once
+    kept = {r.prompt_index: r.job_id for r in interrupted if r.job_id}
+    for index, result in enumerate(results):
+        assert result.row.state == "succeeded" and result.output_path.is_file()
+        assert result.row.job_id == kept[index]  # its own job, collected
+
+
+def test_a_killed_emulated_run_names_the_resume_that_works(tmp_path: Path) -> None:
+    require_emulator("runway")
+    runway = ROUTE_OF["runway"]
+    run_dir = tmp_path / "mv 5"
+    argv = [sys.executable, "-c", CHILD, runway, *PROMPTS, str(run_dir)]
+    child = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    # The emulators' jobs take about a second: the kill normally finds them in flight (they
+    # die with the child); a late kill finds them finished and nothing blocks.
+    deadline = time.monotonic() + TIMEOUT_S
+    while not any(r["job_id"] for r in db_rows(run_dir)) and child.poll() is None:
+        assert time.monotonic() < deadline, "the run never sent a job"
+        time.sleep(0.02)
+    child.kill()
+    child.communicate()
+    killed = load_run(run_dir).rows
+
+    def again() -> Coroutine[object, object, list[GenerateResult]]:
+        return generate_many(
+            PROMPTS, [runway], run_dir=run_dir, emulate=True, policy=FAST, continue_run=RUN_ID
+        )
+
+    if any(r.state != "succeeded" for r in killed):
+        with pytest.raises(LabError) as caught:
+            asyncio.run(again())
+        command = _command(caught)
+        quoted = shlex.quote(str(run_dir))
+        expected = f"abebeats-lab resume {quoted} --run {RUN_ID} --emulate --rerun-cancelled"
+        assert command == expected
+        assert load_run(run_dir).rows == killed  # nothing was sent
+        _finish(command, tmp_path)
+    results = asyncio.run(again())
+    assert [r.row.prompt_index for r in results] == list(range(len(PROMPTS)))
+    assert all(r.row.state == "succeeded" and r.output_path.is_file() for r in results)
+    assert not any(map(was_interrupted, (r.row for r in results)))
