@@ -241,9 +241,9 @@ board = arena.leaderboard()
 assert board.loc[0, "route"] == "local:procedural", board
 assert board["votes"].sum() == 2 * 24
 board[["route", "rating", "low", "high", "votes", "wins", "ties", "losses"]]"""),
-    md("""`low` and `high` are the 95 % interval (wide with few votes): routes whose intervals overlap are not
-told apart by these votes. The votes are plain rows (CSV, pandas), and the ratings join the
-job rows and the summary:"""),
+    md("""`low` and `high` are the 95 % interval (wide with few votes): routes whose intervals
+overlap are not told apart by these votes. The votes are plain rows (CSV, pandas), and the
+ratings join the job rows and the summary:"""),
     code("""from abebeats_lab.quality.votes import VoteStore
 
 with VoteStore(result.run_dir) as store:
