@@ -39,7 +39,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default not in (None, False, argparse.SUPPRESS)
+        # Identity, not equality: a default of 0 or 1 is a real one; a flag's True/False is not.
+        shown = not any(action.default is v for v in (None, False, True, argparse.SUPPRESS))
         if not shown or not action.option_strings or "%(default)" in text:
             return text
         return f"{text} (default: %(default)s)"

@@ -99,15 +99,19 @@ def continued(directory: Path, run_id: str, chains: Sequence[Chain]) -> list[Cha
         stored = store.rows(run_id)
         emulated_run = any(i.spec.get("emulate") for i in store.runs() if i.run_id == run_id)
     interrupted = [r for r in stored if may_still_run(r, emulated_run)]
-    blocking = interrupted + [
-        r for r in stored
-        if r.state.unfinished or (r.state is JobState.AMBIGUOUS and not r.emulated)
-    ]  # fmt: skip
+    blocking = interrupted + [r for r in stored if r.state.unfinished]
     if blocking:
         command = _resume_command(directory, run_id, emulated_run, bool(interrupted))
         raise LabError(
-            f"{len(blocking)} job(s) of run {run_id} in {directory} are unfinished, ambiguous "
-            f"or interrupted and may still finish: run `{command}` first (nothing was sent)"
+            f"{len(blocking)} job(s) of run {run_id} in {directory} are unfinished or "
+            f"interrupted and may still finish: run `{command}` first (nothing was sent)"
+        )
+    # `resume` cannot settle these: the provider can't be asked whether the job exists.
+    if ambiguous := [r for r in stored if r.state is JobState.AMBIGUOUS and not r.emulated]:
+        raise LabError(
+            f"{len(ambiguous)} create(s) of run {run_id} in {directory} are ambiguous: the "
+            "provider may have made (and charged) their jobs and cannot be asked which; check "
+            "its dashboard, and use a new run folder to send them again (nothing was sent)"
         )
     chains_now = []
     for chain in chains:

@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 from _runner_support import FAST, REMOTE, ROUTE_OF, db_rows, require_emulator, run_cli
 
+from abebeats_lab._types import JobState
 from abebeats_lab.emulator import Emulators, Scenario
 from abebeats_lab.errors import LabError
 from abebeats_lab.run.api import GenerateResult, generate_many, load_run, was_interrupted
 from abebeats_lab.run.resume_plan import may_still_run
+from abebeats_lab.store import RunStore
 
 PROMPTS = ["a kite at dawn", "a boat at dusk"]
 RUN_ID = "mv5"
@@ -143,3 +145,19 @@ def test_a_killed_emulated_run_names_the_resume_that_works(tmp_path: Path) -> No
     assert [r.row.prompt_index for r in results] == list(range(len(PROMPTS)))
     assert all(r.row.state == "succeeded" and r.output_path.is_file() for r in results)
     assert not any(map(was_interrupted, (r.row for r in results)))
+
+
+async def test_an_ambiguous_paid_create_blocks_and_points_at_the_dashboard(
+    tmp_path: Path,
+) -> None:
+    """`resume` cannot settle an ambiguous create (the provider cannot be asked), so naming
+    it would be a dead end: the message says what a person can do instead."""
+    local = "local:procedural"
+    first = await generate_many(PROMPTS, [local], REMOTE, run_dir=tmp_path, adapt=True)
+    row = first[0].row
+    with RunStore(tmp_path) as store:  # what a real create whose answer was lost leaves
+        store.save(row.evolve(state=JobState.AMBIGUOUS, job_id=None, emulated=False))
+    with pytest.raises(LabError) as failure:
+        await generate_many(PROMPTS, [local], REMOTE, run_dir=tmp_path, continue_run=row.run_id)
+    assert "dashboard" in str(failure.value) and "resume" not in str(failure.value)
+    assert len(load_run(tmp_path, row.run_id).rows) == len(PROMPTS)  # nothing was sent
