@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from _reliability import ROUTES, check_outputs, leaks, point_at, reset
 
-from abebeats_lab.emulator import Emulators, Scenario
+from abebeats_lab.emulator import Dist, Emulators, Scenario
 from abebeats_lab.run import api as runner
 from abebeats_lab.store import DB_NAME, JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy
@@ -103,6 +103,10 @@ class Plan:
 REPLICATE_PLAN = Plan(("replicate:abebeats/tiny-clip",), JOBS, 1, 1, "360p", 1.0)
 # Runway and Pika cannot reconcile, so repeats of one prompt lose nothing and render once.
 RUNWAY_PIKA_PLAN = Plan((ROUTES["runway"], ROUTES["pika"]), 1, JOBS // 2, 5, "720p", 0.9)
+SPREAD_SCENARIO = Scenario.fast().with_times(0.05, Dist(mean=1.0, sd=0.5, low=0.1))
+"""Run times from 0.1 s to about 2 s: within the kill window some jobs are already downloaded
+while the longest still run, so the child is alive at every moment the window can draw (with
+0.3 s for every job, all 50 could end before a late draw on a fast machine)."""
 
 
 @dataclass(frozen=True)
@@ -289,7 +293,7 @@ async def test_replicate_resume_reconciles_every_row(
     moment: str, env: Emulators, tmp_path: Path
 ) -> None:
     crash, counts, orphans = await _crash_check_and_count(
-        env, REPLICATE_PLAN, moment, tmp_path, "replicate"
+        env, REPLICATE_PLAN, moment, tmp_path, "replicate", SPREAD_SCENARIO
     )
     rows = crash.final
     assert orphans == 0  # every prediction a killed create made was found again
@@ -304,7 +308,7 @@ async def test_runway_and_pika_resume_leave_only_killed_creates_ambiguous(
     moment: str, env: Emulators, tmp_path: Path
 ) -> None:
     crash, counts, orphans = await _crash_check_and_count(
-        env, RUNWAY_PIKA_PLAN, moment, tmp_path, "runway+pika"
+        env, RUNWAY_PIKA_PLAN, moment, tmp_path, "runway+pika", SPREAD_SCENARIO
     )
     ambiguous = counts.get("ambiguous", 0)
     assert counts.get("succeeded", 0) + ambiguous == JOBS
