@@ -513,9 +513,14 @@ class RunStore:
             RunInfo(r["run_id"], r["created_at"], r["kind"], json.loads(r["spec"])) for r in cursor
         ]
 
-    def latest_run(self) -> RunInfo | None:
-        """The most recent run, or None in an empty directory."""
+    def latest_run(self, *, with_jobs: bool = False) -> RunInfo | None:
+        """The most recent run, or None. ``with_jobs``: the most recent that has jobs (what
+        `load_run`, `report` and `score` default to: a run that failed before planning
+        anything must not hide the one before it)."""
         runs = self.runs()
+        if with_jobs:
+            planned = {r[0] for r in self._db.execute("SELECT DISTINCT run_id FROM jobs")}
+            runs = [info for info in runs if info.run_id in planned]
         return runs[-1] if runs else None
 
     # -- jobs ----------------------------------------------------------------------

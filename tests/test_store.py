@@ -145,7 +145,11 @@ def test_latest_run_is_the_newest(tmp_path: Path) -> None:
         store.add_run("a", "2026-11-21T00:00:00+00:00", "compare", {})
         store.add_run("b", "2026-11-21T00:00:01+00:00", "generate", {})
         latest = store.latest_run()
+        assert store.latest_run(with_jobs=True) is None  # neither has planned a job
+        store.insert([_row(run_id="a")])
+        with_jobs = store.latest_run(with_jobs=True)
     assert latest is not None and (latest.run_id, latest.kind) == ("b", "generate")
+    assert with_jobs is not None and with_jobs.run_id == "a"  # "b" has no jobs
 
 
 # -- runs written by other versions --------------------------------------------------

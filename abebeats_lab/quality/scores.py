@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -255,21 +255,14 @@ def _succeeded_rows(directory: Path, run_id: str | None) -> tuple[str, list[JobR
     if not (directory / DB_NAME).is_file():
         raise LabError(f"no run store in {directory} (expected {DB_NAME})")
     with RunStore(directory) as store:
-        runs = store.runs()
-        if run_id is not None:
-            found = next((info.run_id for info in runs if info.run_id == run_id), None)
-            if found is None:
-                raise LabError(f"no run {run_id} in {directory}")
-            return found, _succeeded(store.rows(found))
-        for info in reversed(runs):
-            rows = store.rows(info.run_id)
-            if rows:
-                return info.run_id, _succeeded(rows)
-    raise LabError(f"no run with jobs in {directory}")
-
-
-def _succeeded(rows: Iterable[JobRow]) -> list[JobRow]:
-    return [r for r in rows if r.state is JobState.SUCCEEDED and r.output_path]
+        runs = {info.run_id: info for info in store.runs()}
+        info = store.latest_run(with_jobs=True) if run_id is None else runs.get(run_id)
+        if info is None:
+            raise LabError(
+                f"no run {run_id} in {directory}" if run_id else f"no run with jobs in {directory}"
+            )
+        rows = store.rows(info.run_id)
+    return info.run_id, [r for r in rows if r.state is JobState.SUCCEEDED and r.output_path]
 
 
 @dataclass(frozen=True, slots=True)

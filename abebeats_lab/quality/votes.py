@@ -235,8 +235,9 @@ Grouping = str | Mapping[str, str] | Callable[[Vote], str | None]
 MIXED = "mixed"
 """The group of a vote whose two outputs were made with different values of the setting."""
 UNTAGGED = "untagged"
-_EXTRAS = "extras"
 """The group of a vote whose prompt the tag mapping does not name."""
+_EXTRAS = "extras"
+"""The settings key holding a route's own input names (`VideoRequest.extras`)."""
 
 
 def grouping(by: Grouping, *run_dirs: Path | str) -> Callable[[Vote], str | None]:

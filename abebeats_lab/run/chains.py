@@ -91,9 +91,10 @@ def _chain_plan(
 def continued(directory: Path, run_id: str, chains: Sequence[Chain]) -> list[Chain]:
     """The chains of a stored run, each with its earlier rows and the next free ``repeat``.
 
-    Raises `LabError` before anything is sent while a job of the run may still make a video
-    (unfinished, an ambiguous paid create, or interrupted with its cancel unconfirmed): a new
-    attempt would pay twice, so `resume` must settle it first (the message says how).
+    Raises `LabError` before anything is sent while a job of the run may still make a video:
+    unfinished, or interrupted with its cancel unconfirmed (`resume` settles those; the
+    message names the command), or an ambiguous paid create (only the provider's dashboard
+    can; the message says so). A new attempt would pay twice.
     """
     with RunStore(directory) as store:
         stored = store.rows(run_id)

@@ -38,7 +38,7 @@ def pick_run(store: RunStore, run_id: str | None) -> RunInfo:
         if found is None:
             raise LabError(f"no run {run_id} in {where}")
         return found
-    for info in reversed(runs):
-        if store.rows(info.run_id):
-            return info
-    raise LabError(f"no run with jobs in {where}")
+    latest = store.latest_run(with_jobs=True)
+    if latest is None:
+        raise LabError(f"no run with jobs in {where}")
+    return latest
