@@ -44,6 +44,8 @@ def test_public_surface_is_pinned() -> None:
         "__version__",
         "compare",
         "generate",
+        "generate_many",
+        "list_runs",
         "load_run",
         "make_music_video",
         "resume",

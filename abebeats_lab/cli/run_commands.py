@@ -29,6 +29,7 @@ DEMO_ROUTES = (
     "runway:gen4.5",
     "replicate:google/veo-3-fast",
     "veo:veo-3.1-fast-generate-001",
+    "gemini:gemini-omni-flash-preview",
     "pika:fal-ai/pika/v2.2/text-to-video",
     "fal:fal-ai/veo3.1/fast",
     "runway:veo3.1_fast",
