@@ -3,7 +3,8 @@
 Layout of a run directory::
 
     run.sqlite        runs + jobs tables (this module owns the schema)
-    outputs/          <route>_<prompt index>_<repeat>_<content hash>.mp4
+    outputs/          <route>_<prompt index>_<repeat>_<content hash>.mp4 (a long route:
+                      its head and a digest of it)
 
 Every job is a row from the moment it is planned. The runner writes ``submitting`` before
 a create call and the provider's job id right after it, before the first status request,
@@ -29,8 +30,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,6 +67,11 @@ MAD_TO_SD = 1.4826
 """Scales a median absolute deviation to a normal standard deviation."""
 MIN_HISTORY = 2
 """Run times needed before the history replaces the capability prior."""
+WAL_SUFFIX = "-wal"
+WAL_HEADER_BYTES = 32
+"""SQLite's WAL header: its salts change whenever a writer starts the log over."""
+SNAPSHOT_ATTEMPTS = 3
+"""Copies of a read-only folder's store tried while a live writer keeps starting its log over."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +337,69 @@ def _open(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _open_read_only(
+    path: Path,
+) -> tuple[sqlite3.Connection, tempfile.TemporaryDirectory[str] | None]:
+    """A connection that never writes, and the private copy it reads when there is one.
+
+    Where the folder cannot be written, SQLite cannot build the WAL index it needs to read
+    ``run.sqlite-wal``, and ``immutable`` ignores that log. A log with rows in it (a writer
+    killed before its checkpoint) is therefore read from a copy of both files, so no row is
+    missing or stale; without one the database file alone is the whole store.
+    """
+    wal = path.with_name(path.name + WAL_SUFFIX)
+    if os.access(path.parent, os.W_OK):
+        return _connect_read_only(f"{path.absolute().as_uri()}?mode=ro"), None
+    if not _has_frames(wal):
+        return _connect_read_only(f"{path.absolute().as_uri()}?mode=ro&immutable=1"), None
+    scratch = tempfile.TemporaryDirectory(prefix="abebeats-store-")
+    try:
+        copy = _snapshot(path, wal, Path(scratch.name))
+        return _connect_read_only(f"{copy.as_uri()}?mode=ro"), scratch
+    except BaseException:
+        scratch.cleanup()
+        raise
+
+
+def _connect_read_only(uri: str) -> sqlite3.Connection:
+    db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def _has_frames(wal: Path) -> bool:
+    try:
+        return wal.stat().st_size > WAL_HEADER_BYTES
+    except FileNotFoundError:
+        return False
+
+
+def _snapshot(path: Path, wal: Path, into: Path) -> Path:
+    """Copies of the database and then its log, taken again if a live writer started the log
+    over meanwhile (its checkpoint would pair the copied file with a log meant for a newer one)."""
+    copy = into / path.name
+    try:
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            header = _wal_header(wal)
+            shutil.copyfile(path, copy)
+            shutil.copyfile(wal, copy.with_name(wal.name))
+            if _wal_header(copy.with_name(wal.name)) == header:
+                return copy
+        reason = "another process keeps writing it"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    raise LabError(
+        f"run store: {path.parent} is not writable and rows of a run that did not close are "
+        f"still in {wal.name}, which cannot be read here ({reason}): run any abebeats-lab "
+        "command on it once as a user who can write the folder, or copy the folder elsewhere"
+    )
+
+
+def _wal_header(wal: Path) -> bytes:
+    with wal.open("rb") as handle:
+        return handle.read(WAL_HEADER_BYTES)
+
+
 def _enable_wal(db: sqlite3.Connection) -> None:
     """Switch to WAL, asking again while another process switches the same fresh file.
 
@@ -444,11 +515,12 @@ class RunStore:
     def __init__(self, run_dir: Path | str, *, read_only: bool = False) -> None:
         self.run_dir = Path(run_dir)
         if read_only:  # never writes; where nobody can write, not even SQLite's WAL index
-            uri = f"{(self.run_dir / DB_NAME).absolute().as_uri()}?mode=ro"
-            uri += "" if os.access(self.run_dir, os.W_OK) else "&immutable=1"
-            self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
-            self._db.row_factory = sqlite3.Row
-            _refuse_newer(_user_version(self._db), self.run_dir / DB_NAME)
+            self._db, self._scratch = _open_read_only(self.run_dir / DB_NAME)
+            try:
+                _refuse_newer(_user_version(self._db), self.run_dir / DB_NAME)
+            except BaseException:
+                self.close()
+                raise
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.outputs_dir.mkdir(exist_ok=True)
@@ -465,16 +537,20 @@ class RunStore:
         return self.run_dir / OUTPUTS_DIR
 
     _writer: _Writer | None = None
+    _scratch: tempfile.TemporaryDirectory[str] | None = None
 
     def close(self) -> None:
         """Commit every write asked, then close the database connections (once; closing
         again does nothing, and a closed store refuses reads and writes as SQLite does)."""
         writer, self._writer = self._writer, None
+        scratch, self._scratch = self._scratch, None
         try:
             if writer is not None:
                 writer.close()
         finally:
             self._db.close()
+            if scratch is not None:
+                scratch.cleanup()
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> Future[T]:
         if self._writer is not None:

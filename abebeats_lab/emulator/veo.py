@@ -9,6 +9,8 @@ See provider-apis.md §3 and the checklist in §5.3.
 
 A prompt containing `RAI_TRIGGER` ends with every video removed by the safety filter, which
 is how Vertex reports filtered output (``raiMediaFilteredCount``), so clients can be tested.
+One containing `NO_VIDEO_TRIGGER` ends done with reasons but neither a count nor a video, as
+Vertex may also answer (provider-apis.md, Update December 2026).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from starlette.routing import Route
 from abebeats_lab.emulator import _google
 from abebeats_lab.emulator.core import EmulatedJob, EmulatorState
 
-__all__ = ["KNOWN_MODELS", "RAI_TRIGGER", "create_app"]
+__all__ = ["KNOWN_MODELS", "NO_VIDEO_TRIGGER", "RAI_TRIGGER", "create_app"]
 
 RAI_TRIGGER = "#emulate-rai-filter"
+NO_VIDEO_TRIGGER = "#emulate-no-video"
 KNOWN_MODELS = frozenset(
     {
         "veo-2.0-generate-001",
@@ -57,6 +60,7 @@ _DEFAULT_DURATION = 8
 _CODE_CANCELLED = 1
 _CODE_INTERNAL = 13
 _UNDOCUMENTED_DONE = "PAUSED"
+_NO_VIDEO_REASON = "Video blocked: the prompt may violate the emulated usage policy."
 
 
 def _google_error(
@@ -239,6 +243,8 @@ class _Veo:
                 "raiMediaFilteredReasons": reasons,
                 "videos": [],
             }
+        if NO_VIDEO_TRIGGER in prompt:
+            return {"@type": _RESPONSE_TYPE, "raiMediaFilteredReasons": [_NO_VIDEO_REASON]}
         url = self.state.output_for(
             job,
             prompt=prompt,

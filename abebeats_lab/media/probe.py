@@ -22,6 +22,7 @@ from abebeats_lab.errors import DownloadError
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "looks_like_mp4",
+    "output_name",
     "probe",
     "safe_name",
     "save_bytes",
@@ -33,13 +34,35 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 """Refuse outputs above 2 GiB: a 10 s 4K clip is far smaller; anything bigger is a fault."""
 _MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+NAME_CHARS = 120
+"""The longest name `safe_name` builds: far under a file system's 255 bytes, with room left for
+`temporary_beside`'s prefix and suffix."""
+ROUTE_HEAD_CHARS = 64
+"""What `output_name` keeps of a route too long to fit whole; a digest of the route follows."""
+ROUTE_DIGEST_CHARS = 8
 
 
-def safe_name(*parts: object, max_len: int = 120) -> str:
+def safe_name(*parts: object, max_len: int = NAME_CHARS) -> str:
     """A file name built from untrusted strings: no separators, no dots in front, bounded."""
+    return _cleaned(*parts)[:max_len]
+
+
+def output_name(route: str, prompt_index: int, repeat: int, tag: str) -> str:
+    """The file name (without suffix) of one job's video: route, prompt index, repeat and a short
+    tag (content hash or attempt ref). Only the route part is ever cut, so two jobs never share
+    a name; a route that fits keeps the name it always had (stored rows point at their files)."""
+    whole = _cleaned(route, prompt_index, repeat, tag)
+    if len(whole) <= NAME_CHARS:
+        return whole
+    # Routes differing only past the head (a Replicate version hash) still get distinct names.
+    digest = hashlib.sha256(route.encode()).hexdigest()[:ROUTE_DIGEST_CHARS]
+    head = _cleaned(safe_name(route, max_len=ROUTE_HEAD_CHARS))
+    return _cleaned(head, digest, prompt_index, repeat, tag)
+
+
+def _cleaned(*parts: object) -> str:
     text = "_".join(str(p) for p in parts if p is not None and str(p) != "")
-    cleaned = _UNSAFE.sub("-", text).strip(".-_") or "output"
-    return cleaned[:max_len]
+    return _UNSAFE.sub("-", text).strip(".-_") or "output"
 
 
 def looks_like_mp4(head: bytes) -> bool:

@@ -60,6 +60,8 @@ PROJECT_VARS = ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT_ID")
 KEY_VARS = ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
 _ADC_FILE = "application_default_credentials.json"
 _CODE_CANCELLED = 1
+_NO_VIDEO = "NO_VIDEO"
+"""Error code of an operation done without a video and without a filter count."""
 MAX_ANSWER_BYTES = 96 * 1024**2
 """A done operation carries the video inline as base64: 96 MiB holds a ~70 MB video, far
 above an 8 s clip; bigger outputs belong in Cloud Storage (``output_gcs_uri``)."""
@@ -307,23 +309,25 @@ def parse_operation(operation: types.GenerateVideosOperation) -> JobStatus:
             raw=raw,
         )
     response = operation.response
-    if response is None:
-        raise ProtocolError("operation done without a response or an error", provider="veo")
-    refs = tuple(
-        ref for video in response.generated_videos or [] if (ref := _ref(video)) is not None
-    )
-    if not refs and (response.rai_media_filtered_count or 0) > 0:
-        reasons = "; ".join(response.rai_media_filtered_reasons or []) or "no reason given"
-        return JobStatus(
-            JobState.FAILED,
-            "filtered",
-            error=f"safety filter removed the video: {reasons}",
-            error_code="RAI_FILTERED",
-            raw=raw,
-        )
+    videos = (response.generated_videos if response else None) or []
+    refs = tuple(ref for video in videos if (ref := _ref(video)) is not None)
     if not refs:
-        raise ProtocolError("operation done without videos", provider="veo")
+        return _without_video(response, raw)
     return JobStatus(JobState.SUCCEEDED, "done", progress=1.0, outputs=refs, raw=raw)
+
+
+def _without_video(response: types.GenerateVideosResponse | None, raw: dict[str, Any]) -> JobStatus:
+    """Done with no video is a failure with Vertex's reasons (not charged), never a garbled
+    answer to ask again: its filter may drop a video without counting it, or say nothing."""
+    reasons = "; ".join(response.rai_media_filtered_reasons or []) if response else ""
+    because = reasons or "no reason given"
+    if response is not None and (response.rai_media_filtered_count or 0) > 0:
+        error = f"safety filter removed the video: {because}"
+        return JobStatus(
+            JobState.FAILED, "filtered", error=error, error_code="RAI_FILTERED", raw=raw
+        )
+    error = f"done without a video: {because}"
+    return JobStatus(JobState.FAILED, "done", error=error, error_code=_NO_VIDEO, raw=raw)
 
 
 def _ref(video: types.GeneratedVideo) -> OutputRef | None:

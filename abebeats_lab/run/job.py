@@ -35,7 +35,7 @@ from abebeats_lab.media.download import (
     DownloadTruncated,
     save_output,
 )
-from abebeats_lab.media.probe import safe_name
+from abebeats_lab.media.probe import output_name
 from abebeats_lab.providers import Provider
 from abebeats_lab.run.connect import Clients
 from abebeats_lab.run.live import JobEvent, Live, Recorder, error_text, parse_time, request_of
@@ -256,7 +256,7 @@ class RunContext:
             raise DownloadError("the job succeeded but listed no output")
         # The attempt's own ref in the name: runs sharing a folder (a music video's shots) never
         # write the same file at once.
-        attempt_name = safe_name(row.route, row.prompt_index, row.repeat, row.client_ref[:8])
+        attempt_name = output_name(row.route, row.prompt_index, row.repeat, row.client_ref[:8])
         dest = self.store.outputs_dir / f"{attempt_name}.mp4"
         marks.download_start = time.monotonic()
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
@@ -269,9 +269,8 @@ class RunContext:
                 # The result is paid for and its URL still good: a cut-off body is worth a retry.
                 if attempt == DOWNLOAD_ATTEMPTS:
                     raise
-        final = dest.with_name(
-            f"{safe_name(row.route, row.prompt_index, row.repeat, output.sha256[:HASH_CHARS])}.mp4"
-        )
+        stem = output_name(row.route, row.prompt_index, row.repeat, output.sha256[:HASH_CHARS])
+        final = dest.with_name(f"{stem}.mp4")
         output.path.replace(final)
         marks.download_end = time.monotonic()
         return replace(output, path=final)

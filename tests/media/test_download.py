@@ -20,7 +20,7 @@ from abebeats_lab.errors import DownloadError
 from abebeats_lab.http import DEFAULT_RETRY
 from abebeats_lab.media.download import DownloadBudget, DownloadStalled, download, save_output
 from abebeats_lab.media.hosts import ALLOW_PRIVATE_ENV
-from abebeats_lab.media.probe import safe_name
+from abebeats_lab.media.probe import output_name, safe_name
 from abebeats_lab.media.render import render_video
 
 VIDEO = render_video(prompt="download me", seed=1, duration_s=1, width=320, height=180)
@@ -209,6 +209,22 @@ def test_safe_names_cannot_escape(hostile: str) -> None:
     name = safe_name("runway:gen4.5", hostile, 0)
     assert "/" not in name and "\\" not in name and not name.startswith(".")
     assert name
+
+
+def test_output_names_keep_index_repeat_and_hash_whatever_the_route() -> None:
+    short = output_name("runway:gen4.5", 3, 1, "0123456789ab")
+    assert short == "runway-gen4.5_3_1_0123456789ab"  # the name existing runs already have
+    owner = "replicate:bytedance/seedance-1-pro-fast-image-to-video-extended"
+    names = {
+        output_name(f"{owner}{'/x' * extra}:{version * 64}", index, repeat, tag)
+        for extra in (0, 100)
+        for version in "ab"
+        for index in (1, 10)
+        for repeat in (0, 1)
+        for tag in ("1111aaaa2222", "3333bbbb4444")
+    }
+    assert len(names) == 2 * 2 * 2 * 2 * 2
+    assert all(len(name) <= len(safe_name("x" * 1000)) for name in names)  # safe_name's bound
 
 
 # -- the time budget ------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 from _runner_support import client_fixture, emulator_fixtures
+from google.genai import types
 from google.oauth2.credentials import Credentials
 
-from abebeats_lab import JobState, Route, VideoRequest
+from abebeats_lab import JobState, Route, Settings, VideoRequest
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, Scenario
-from abebeats_lab.emulator.veo import RAI_TRIGGER
+from abebeats_lab.emulator.veo import NO_VIDEO_TRIGGER, RAI_TRIGGER
 from abebeats_lab.errors import (
     AmbiguousSubmitError,
     ConfigError,
@@ -25,7 +26,8 @@ from abebeats_lab.errors import (
     ValidationError,
 )
 from abebeats_lab.media.download import save_output
-from abebeats_lab.providers.veo import VeoProvider, build_config
+from abebeats_lab.providers.veo import VeoProvider, build_config, parse_operation
+from abebeats_lab.run.api import compare, resume
 from abebeats_lab.waiting import WaitPolicy, wait
 
 FAST = WaitPolicy(deadline_s=30, min_interval_s=0.02, max_interval_s=0.2)
@@ -218,6 +220,29 @@ async def test_safety_filter_is_a_failure_with_the_reason(provider: VeoProvider,
     assert result.status.state is JobState.FAILED
     assert result.status.error_code == "RAI_FILTERED"
     assert result.status.error and "safety filter" in result.status.error
+
+
+async def test_done_without_a_video_or_a_count_is_a_failed_row_with_the_reasons(
+    emus: Emulators, emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in emus.env().items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(duration_s=4, aspect_ratio="16:9", resolution="720p")
+    prompt = f"a kite {NO_VIDEO_TRIGGER}"
+    first = await compare(prompt, [str(ROUTE)], settings, run_dir=tmp_path, policy=FAST)
+    (row,) = first.rows
+    assert row.state == "failed", row.error
+    assert row.error and "done without a video: Video blocked" in row.error
+    asked = emu.count("status")
+    (again,) = (await resume(tmp_path, policy=FAST)).rows
+    assert again.state == "failed" and again.error == row.error
+    assert emu.count("status") == asked  # settled: resume has nothing left to ask
+
+
+def test_done_with_neither_a_response_nor_an_error_is_a_failure() -> None:
+    status = parse_operation(types.GenerateVideosOperation(name="operations/1", done=True))
+    assert status.state is JobState.FAILED
+    assert status.error == "done without a video: no reason given"
 
 
 async def test_failed_operation_carries_code_and_message(provider: VeoProvider, emu: Any) -> None:

@@ -61,6 +61,7 @@ OWNED_RUN_S = 600.0
 """Far longer than two commands can take to start and finish: the owner is stopped instead."""
 FAILURE_CHARS = 1_000_000
 """A megabyte of failure text (kept under any cap on a provider's whole answer)."""
+READ_ONLY_MODE = 0o555
 SMALL_DISK = "size=200k"
 """Room for the run store's first pages, not for eight jobs' rows and videos."""
 
@@ -303,6 +304,84 @@ def test_a_read_only_run_folder_is_read_and_never_a_traceback(tmp_path: Path) ->
         in_place = cli("report", "shelf/run", cwd=tmp_path)
         assert in_place.returncode == 1 and "Read-only file system" in one_line(in_place)
     assert [r.state for r in load_run(shelf / "pending").rows] == ["planned"]
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path) -> Iterator[Path]:
+    """``folder`` read-only to this process: chmod for a user; a read-only bind mount for root,
+    whom chmod does not stop (skipped where neither is possible)."""
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(READ_ONLY_MODE)
+        try:
+            yield folder
+        finally:
+            folder.chmod(mode)
+        return
+    bind = ["mount", "--bind", str(folder), str(folder)]
+    read_only = ["mount", "-o", "remount,ro,bind", str(folder)]
+    with mounted(bind, read_only, target=folder):
+        yield folder
+
+
+KILLED_AFTER_A_CHECKPOINT = """
+import contextlib, os, signal, sqlite3, sys
+from pathlib import Path
+from abebeats_lab import Settings
+from abebeats_lab._types import JobState, Route
+from abebeats_lab.run.plan import new_run_id, plan_jobs
+from abebeats_lab.store import DB_NAME, RunStore
+
+run_dir = Path(sys.argv[1])
+run_id = new_run_id()
+settings = Settings(duration_s=1, resolution="240p")
+(planned,) = plan_jobs(run_id, ["a kite"], [Route.parse("local:procedural")], settings)
+store = RunStore(run_dir)
+store.add_run(run_id, "2026-01-01T00:00:00+00:00", "compare", {"prompts": ["a kite"]})
+store.insert([planned.row])
+store.flush()
+with contextlib.closing(sqlite3.connect(run_dir / DB_NAME)) as db:
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the planned row reaches run.sqlite ...
+store.save(planned.row.evolve(state=JobState.RUNNING, job_id="JOB-1"))  # ... this one does not
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_run_in_a_folder_this_user_cannot_write_shows_every_stored_row(
+    env: Emulators, tmp_path: Path
+) -> None:
+    reset(env, "runway", Scenario.fast().with_times(0.05, OWNED_RUN_S))
+    run = tmp_path / "run"
+    args = ["compare", "a kite", "--route", RUNWAY, "--repeats", str(REPEATS), "--run-dir", "run"]
+    owner = start(*args, cwd=tmp_path)
+    wait_until(two_in_flight(run), owner)
+    owner.send_signal(signal.SIGKILL)
+    owner.communicate()
+    assert (run / f"{DB_NAME}-wal").stat().st_size > 0  # its rows are in SQLite's log
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with unwritable(run):
+        assert not os.access(run, os.W_OK)
+        listed = cli("runs", "run", cwd=tmp_path, env={**os.environ, "TMPDIR": str(scratch)})
+        seen = [(r.repeat, r.state, r.job_id) for r in load_run(run).rows]
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert f"{REPEATS - RUNWAY_SLOTS} planned" in listed.stdout
+    assert list(scratch.iterdir()) == []  # the private copy is gone
+    assert sum(bool(job_id) for _, _, job_id in seen) == RUNWAY_SLOTS
+    assert seen == [(r.repeat, r.state, r.job_id) for r in load_run(run).rows]  # as its owner
+
+
+def test_a_run_killed_after_a_checkpoint_never_shows_its_older_rows(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_A_CHECKPOINT, str(run)], timeout=CLI_TIMEOUT_S
+    )
+    assert killed.returncode == -signal.SIGKILL
+    with unwritable(run):
+        listed = cli("runs", "run", cwd=tmp_path)
+        (row,) = load_run(run).rows
+    assert listed.returncode == 0 and "1 running" in listed.stdout, listed.stderr[-2000:]
+    assert (row.state, row.job_id) == ("running", "JOB-1")
 
 
 def test_a_full_disk_is_a_line_naming_it_and_the_command_that_finishes(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -101,6 +102,29 @@ async def test_local_comparison_end_to_end(tmp_path: Path) -> None:
     assert states[0] == "submitting" and states[1] is JobState.QUEUED
     assert states[-2:] == ["downloading", "succeeded"]
     assert events[-1].output_path is not None or any(e.output_path for e in events)
+
+
+LONG_ROUTE = "replicate:bytedance/seedance-1-pro-fast-image-to-video-extended"
+"""A Replicate owner/name long enough that a version hash pushes its file name past the cut."""
+
+
+async def test_long_routes_never_share_an_output_file(served: Emulators, tmp_path: Path) -> None:
+    require_emulator("replicate")
+    versions = [f"{LONG_ROUTE}:{'a' * 64}", f"{LONG_ROUTE}:{'b' * 64}"]
+    prompts = ["a red fox", "a blue whale"]
+    rows = []
+    for _ in range(2):  # two runs in one folder, as a notebook re-run makes
+        result = await compare(prompts, versions, REMOTE, repeats=2, run_dir=tmp_path, policy=FAST)
+        rows += result.rows
+    assert len(rows) == 2 * len(versions) * len(prompts) * 2
+    names = set()
+    for row in rows:
+        assert row.state == "succeeded", row.error
+        path = tmp_path / (row.output_path or "missing")
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == row.sha256, path.name
+        assert path.name.endswith(f"_{row.prompt_index}_{row.repeat}_{row.sha256[:12]}.mp4")
+        names.add((row.route, path.name))
+    assert len({name for _, name in names}) == len(names)  # no two routes share a name
 
 
 async def test_summary_frame_and_notebook_view(tmp_path: Path) -> None:
