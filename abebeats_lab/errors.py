@@ -218,14 +218,22 @@ class JobCanceled(LabError):
         super().__init__(f"job {job_id} {reason}")
 
 
-class JobTimeout(LabError, TimeoutError):
-    """The wait reached its deadline."""
+CANNOT_CANCEL = "the provider cannot cancel it"
+"""`JobTimeout`'s default reason for a job left running."""
 
-    def __init__(self, job_id: str, deadline_s: float, *, canceled: bool) -> None:
+
+class JobTimeout(LabError, TimeoutError):
+    """The wait reached its deadline: the job was cancelled, or it runs on (and may be charged)
+    for the reason in ``left_running``: the provider cannot cancel, or the cancel failed."""
+
+    def __init__(
+        self, job_id: str, deadline_s: float, *, canceled: bool, left_running: str = CANNOT_CANCEL
+    ) -> None:
         self.job_id = job_id
         self.deadline_s = deadline_s
         self.canceled = canceled
-        then = "cancelled it" if canceled else "the provider cannot cancel; it may still finish"
+        self.left_running = None if canceled else left_running
+        then = "cancelled it" if canceled else f"{left_running}, so it may still finish"
         super().__init__(f"job {job_id} not done after {deadline_s:g} s; {then}")
 
 
