@@ -23,11 +23,12 @@ LabError
 ├── UsageError                       arguments that make no command (compare with no route)
 └── DownloadError                    an output was rejected (scheme, size, content, probe)
     ├── DownloadHTTPError            the output URL answered an error (expired, or busy for good)
+    ├── DownloadUnreachable          no answer from the output host; fetching again may succeed
     └── DownloadTruncated            the body stopped short; fetching again may succeed
         └── DownloadStalled          the attempt ran out of its time budget
 ```
 
-The three download subclasses live with the code that raises them, `media.download`, as
+The four download subclasses live with the code that raises them, `media.download`, as
 `WeightsUnavailable` does in `quality.clip` and `BadPath` and `UsageError` in `cli.checks`.
 
 Messages never contain secrets: keys are held by `secret.Secret`, whose repr is masked, and

@@ -161,8 +161,8 @@ async def wait(
 
     The deadline counts from ``started_at`` (a ``time.monotonic()`` value, e.g. when the
     create was sent), or from now. Raises `JobTimeout` on the deadline, after cancelling
-    where possible (its message says whether it did, and if not why). Provider errors that persist past a few retries propagate; a FAILED or
-    CANCELED job is a normal return.
+    where possible (its message says whether it did, and if not why). Provider errors that
+    persist past a few retries propagate; a FAILED or CANCELED job is a normal return.
     """
     policy = policy or WaitPolicy()
     tracker = _Tracker(job, on_update)
