@@ -23,11 +23,12 @@ LabError
 ├── UsageError                       arguments that make no command (compare with no route)
 └── DownloadError                    an output was rejected (scheme, size, content, probe)
     ├── DownloadHTTPError            the output URL answered an error (expired, or busy for good)
+    ├── DownloadUnreachable          no answer from the output host; fetching again may succeed
     └── DownloadTruncated            the body stopped short; fetching again may succeed
         └── DownloadStalled          the attempt ran out of its time budget
 ```
 
-The three download subclasses live with the code that raises them, `media.download`, as
+The four download subclasses live with the code that raises them, `media.download`, as
 `WeightsUnavailable` does in `quality.clip` and `BadPath` and `UsageError` in `cli.checks`.
 
 Messages never contain secrets: keys are held by `secret.Secret`, whose repr is masked, and
@@ -218,14 +219,22 @@ class JobCanceled(LabError):
         super().__init__(f"job {job_id} {reason}")
 
 
-class JobTimeout(LabError, TimeoutError):
-    """The wait reached its deadline."""
+CANNOT_CANCEL = "the provider cannot cancel it"
+"""`JobTimeout`'s default reason for a job left running."""
 
-    def __init__(self, job_id: str, deadline_s: float, *, canceled: bool) -> None:
+
+class JobTimeout(LabError, TimeoutError):
+    """The wait reached its deadline: the job was cancelled, or it runs on (and may be charged)
+    for the reason in ``left_running``: the provider cannot cancel, or the cancel failed."""
+
+    def __init__(
+        self, job_id: str, deadline_s: float, *, canceled: bool, left_running: str = CANNOT_CANCEL
+    ) -> None:
         self.job_id = job_id
         self.deadline_s = deadline_s
         self.canceled = canceled
-        then = "cancelled it" if canceled else "the provider cannot cancel; it may still finish"
+        self.left_running = None if canceled else left_running
+        then = "cancelled it" if canceled else f"{left_running}, so it may still finish"
         super().__init__(f"job {job_id} not done after {deadline_s:g} s; {then}")
 
 

@@ -21,7 +21,10 @@ creates (paid, not idempotent)    retried only when refused: never sent (connect
                                   `AmbiguousSubmitError` and is reconciled, never resent
 cancel                            one helper, `waiting.cancel_remote`, one timeout, over the
                                   provider's policy above
-downloads                         `run.job` fetches a cut-off body again (`DOWNLOAD_ATTEMPTS`)
+downloads                         `media.download` asks a busy (408/429/5xx) or unreachable
+                                  host again under `DEFAULT_RETRY`; `run.job` fetches a cut-off
+                                  body again (`DOWNLOAD_ATTEMPTS`); what still fails is left
+                                  to `resume`
 ================================  ===========================================================
 
 `error_from` lives here rather than with the answers because the error it builds carries the

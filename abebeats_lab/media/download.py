@@ -10,7 +10,8 @@ A download has its own time budget (`DownloadBudget`: a minimum average throughp
 grace period, and a ceiling), because a host that sends one byte now and then would keep the
 read timeout from ever firing. Which hosts may serve an output is `media.hosts`' call (no
 loopback, link-local or private address but the provider's own). Downloads never carry a
-provider's key. A storage host that answers 408/429/5xx (busy, not gone) is asked again under
+provider's key. A storage host that answers 408/429/5xx (busy, not gone), or that cannot be
+reached or drops the connection before answering (`DownloadUnreachable`), is asked again under
 `http`'s one retry policy, honouring ``Retry-After``; an expired URL (401/403/404/410) goes
 to ``refresh``.
 """
@@ -48,6 +49,7 @@ __all__ = [
     "DownloadHTTPError",
     "DownloadStalled",
     "DownloadTruncated",
+    "DownloadUnreachable",
     "download",
     "save_output",
 ]
@@ -201,6 +203,11 @@ class DownloadStalled(DownloadTruncated):
     fetching again (now, or by `resume` later)."""
 
 
+class DownloadUnreachable(DownloadError):
+    """No answer from the output host (connection refused or dropped, no headers in time):
+    the URL may be fine, so it is worth fetching again (now, or by `resume` later)."""
+
+
 class DownloadHTTPError(DownloadError):
     """The output URL answered with an error status (expired URLs give 401/403/404; a busy
     host 429/5xx, with ``busy`` set and its ``Retry-After`` in ``hint``)."""
@@ -253,6 +260,10 @@ async def download(
             delay = retry_delay(attempt, exc.hint)
             if not exc.busy or DEFAULT_RETRY.gives_up(attempt, started, delay):
                 raise
+        except DownloadUnreachable:
+            delay = retry_delay(attempt, None)
+            if DEFAULT_RETRY.gives_up(attempt, started, delay):
+                raise
         await asyncio.sleep(delay)
         attempt += 1
 
@@ -270,8 +281,8 @@ async def _attempt(
             if not limit.expired():
                 raise
             raise DownloadStalled(pace.reason()) from exc
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"download failed: {type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:  # before the body (`_write_body` handles a cut-off one)
+            raise DownloadUnreachable(f"download failed: {type(exc).__name__}: {exc}") from exc
         return await asyncio.to_thread(verify_and_place, tmp, dest, sha256)
 
 

@@ -5,9 +5,13 @@
 step. The create itself, with its never-pay-twice rules (``submitting`` stored before the
 call, the job id before the first status request, a lost answer reconciled and never sent
 again blindly), is `run.submit`'s. Every exception except cancellation ends as a failed
-row, except a local one (disk full, a folder not writable) or a stalled download after the
-remote job succeeded: that row stays ``downloading`` with the reason, for `resume`. Nothing
-a row meets escapes `run_one` but cancellation, so one row never cancels its siblings.
+row, except where the remote job may still be, or is, paid for: a status that cannot be read,
+or a deadline the provider could not be made to honour (no cancel, or the cancel failed),
+keeps the row in flight with its id; a job that succeeded but whose video could not be
+fetched for a passing reason (disk full, a folder not writable, a storage host or output
+listing unreachable, busy or too slow) stays ``downloading``. Both keep the reason, for
+`resume`. A job the deadline cancelled ends ``canceled``. Nothing a row meets escapes
+`run_one` but cancellation, so one row never cancels its siblings.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from abebeats_lab import capabilities, history
 from abebeats_lab._types import Job, JobState, JobStatus, Output, OutputRef, Route
 from abebeats_lab.errors import (
     DownloadError,
+    JobTimeout,
     ProtocolError,
     ProviderHTTPError,
     ProviderTransportError,
@@ -33,6 +38,7 @@ from abebeats_lab.media.download import (
     DownloadHTTPError,
     DownloadStalled,
     DownloadTruncated,
+    DownloadUnreachable,
     save_output,
 )
 from abebeats_lab.media.probe import output_name
@@ -59,6 +65,7 @@ LOST_SIGHT = (
     "its status could not be read, so the job was left running with its id kept: "
     "`abebeats-lab resume` asks again"
 )
+LEFT_RUNNING = "the row keeps its id: `abebeats-lab resume` re-attaches and collects it"
 DOWNLOAD_LATER = (
     "the job succeeded but its video was not saved here, so the row keeps its id: "
     "`abebeats-lab resume` downloads it later (while the provider keeps the output)"
@@ -71,11 +78,14 @@ def live_row(row: JobRow) -> Live:
 
 
 def _fetch_later(exc: BaseException) -> bool:
-    """A download failure worth trying again later: this machine's (a full disk), a host too
-    slow, or a storage host still busy after the retry policy (429/5xx). The video is paid
-    for and done remotely, so the row stays ``downloading`` for `resume`."""
+    """A failure to fetch a succeeded job's video worth trying again later: this machine's (a
+    full disk), a storage host too slow, unreachable or still busy after the retry policy, or
+    the provider's output listing unreachable or busy (429/5xx) likewise. The video is paid for
+    and done remotely, so the row stays ``downloading`` for `resume`."""
     busy = isinstance(exc, DownloadHTTPError) and exc.busy
-    return _local(exc) or busy or isinstance(exc, DownloadStalled)
+    passing = isinstance(exc, DownloadStalled | DownloadUnreachable | ProviderTransportError)
+    provider_busy = isinstance(exc, ProviderHTTPError) and exc.status_code in RETRY_STATUSES
+    return _local(exc) or busy or passing or provider_busy
 
 
 def _local(exc: BaseException) -> bool:
@@ -216,6 +226,9 @@ class RunContext:
                 on_update=lambda _job, s: self._observe(live, s),
                 started_at=started,
             )
+        except JobTimeout as exc:
+            await self._past_deadline(live, exc)
+            return
         except (ProtocolError, ProviderTransportError, ProviderHTTPError) as exc:
             if isinstance(exc, ProviderHTTPError) and exc.status_code not in RETRY_STATUSES:
                 raise  # the provider's own answer about this job (gone, forbidden): final
@@ -247,6 +260,16 @@ class RunContext:
             return
         await self.record.finish(live, JobState.SUCCEEDED, None)
         await self._record_run_time(live)
+
+    async def _past_deadline(self, live: Live, exc: JobTimeout) -> None:
+        """The wait's deadline passed: a cancelled job ends CANCELED (the caller's deadline,
+        not a failure); one left running keeps its id and last state for `resume`."""
+        if exc.canceled:
+            await self.record.finish(live, JobState.CANCELED, error_text(exc))
+            return
+        # Still running remotely, and paid for if it finishes: never a final state here.
+        self.record.save(live, error=f"{error_text(exc)}; {LEFT_RUNNING}")
+        self.record.emit(live, live.row.state)
 
     async def _download(self, live: Live, provider: Provider, status: JobStatus) -> Output:
         job, marks, row = live.job, live.marks, live.row

@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from abebeats_lab._types import Job, JobState, JobStatus
-from abebeats_lab.errors import JobTimeout, ProtocolError, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.errors import (
+    CANNOT_CANCEL,
+    JobTimeout,
+    ProtocolError,
+    ProviderHTTPError,
+    ProviderTransportError,
+)
 from abebeats_lab.http import RETRY_STATUSES, retry_delay
 from abebeats_lab.providers.base import Provider
 from abebeats_lab.waiting.schedule import WaitPolicy, end_window, next_interval
@@ -154,9 +160,9 @@ async def wait(
     """Wait until ``job`` is terminal and return its last status; see the module docstring.
 
     The deadline counts from ``started_at`` (a ``time.monotonic()`` value, e.g. when the
-    create was sent), or from now. Raises `JobTimeout` on the deadline (after cancelling
-    where possible). Provider errors that persist past a few retries propagate; a FAILED or
-    CANCELED job is a normal return.
+    create was sent), or from now. Raises `JobTimeout` on the deadline, after cancelling
+    where possible (its message says whether it did, and if not why). Provider errors that
+    persist past a few retries propagate; a FAILED or CANCELED job is a normal return.
     """
     policy = policy or WaitPolicy()
     tracker = _Tracker(job, on_update)
@@ -165,10 +171,12 @@ async def wait(
         async with asyncio.timeout(policy.deadline_s - waited_s):
             return await _until_terminal(provider, job, policy, tracker)
     except TimeoutError:
-        canceled = False
-        if policy.cancel_on_deadline and provider.can_cancel:
-            canceled = await cancel_remote(provider, job) is None
-        raise JobTimeout(job.id, policy.deadline_s, canceled=canceled) from None
+        left_running = await _cancel_on_deadline(provider, job, policy)
+        if left_running is None:
+            raise JobTimeout(job.id, policy.deadline_s, canceled=True) from None
+        raise JobTimeout(
+            job.id, policy.deadline_s, canceled=False, left_running=left_running
+        ) from None
     except (asyncio.CancelledError, KeyboardInterrupt):
         if provider.can_cancel:
             await asyncio.shield(cancel_remote(provider, job))
@@ -184,6 +192,22 @@ async def cancel_remote(provider: Provider, job: Job) -> Exception | None:
     except Exception as exc:  # best effort: the caller records or drops the reason
         return exc
     return None
+
+
+async def _cancel_on_deadline(provider: Provider, job: Job, policy: WaitPolicy) -> str | None:
+    """Cancel a job past its deadline where allowed: None once cancelled, else why it runs on
+    (one line, for `JobTimeout`)."""
+    if not provider.can_cancel:
+        return CANNOT_CANCEL
+    if not policy.cancel_on_deadline:
+        return "not cancelled (cancel_on_deadline is off)"
+    failure = await cancel_remote(provider, job)
+    if failure is None:
+        return None
+    if isinstance(failure, TimeoutError):
+        return f"the cancel request had no answer within {CANCEL_TIMEOUT_S:g} s"
+    reason = " ".join(f"{type(failure).__name__}: {failure}".split())
+    return f"the cancel request failed ({reason})"
 
 
 async def _until_terminal(

@@ -192,7 +192,7 @@ async def test_failures_and_429s_are_rows_and_the_batch_completes(
     assert result.summary().loc[RUNWAY, "success_rate"] == 0.0
 
 
-async def test_a_bad_output_and_a_deadline_are_failed_rows(
+async def test_a_bad_output_is_a_failed_row_and_a_deadline_a_cancelled_one(
     served: Emulators, tmp_path: Path
 ) -> None:
     served.set_scenario(Scenario.fast(bad_output=True), "runway")
@@ -202,7 +202,9 @@ async def test_a_bad_output_and_a_deadline_are_failed_rows(
     assert list((tmp_path / "a" / "outputs").iterdir()) == []  # nothing partial left behind
     tight = WaitPolicy(deadline_s=0.01, min_interval_s=0.02)
     late = await compare("a kite", [LOCAL], SMALL, run_dir=tmp_path / "b", policy=tight)
-    assert late.rows[0].state == "failed" and "JobTimeout" in (late.rows[0].error or "")
+    # The local renderer cancels its job at the deadline: canceled (the caller's), not failed.
+    assert late.rows[0].state == "canceled" and "JobTimeout" in (late.rows[0].error or "")
+    assert "cancelled it" in (late.rows[0].error or "")
 
 
 async def test_dry_run_submits_nothing_and_prices_the_plan(
