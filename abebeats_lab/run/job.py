@@ -208,7 +208,11 @@ class RunContext:
         await asyncio.to_thread(history.record, row.route, sample, emulated=emulated)
 
     def _observe(self, live: Live, status: JobStatus) -> None:
-        if status.state is not live.row.state and not status.state.terminal:
+        # The provider's end is not the row's: a success is announced once, with its file,
+        # after the download, and any other end once the row records it.
+        if status.state.terminal:
+            return
+        if status.state is not live.row.state:
             self.record.save(live, state=status.state)
         self.record.emit(live, status.state, status)
 

@@ -101,7 +101,9 @@ async def test_local_comparison_end_to_end(tmp_path: Path) -> None:
     states = [e.state for e in events if e.key == (0, LOCAL, 0)]
     assert states[0] == "submitting" and states[1] is JobState.QUEUED
     assert states[-2:] == ["downloading", "succeeded"]
-    assert events[-1].output_path is not None or any(e.output_path for e in events)
+    for row in result.rows:  # one end per job, announced with its file
+        ends = [e for e in events if e.key == row.key and e.state.terminal]
+        assert [(e.state, e.output_path) for e in ends] == [("succeeded", row.output_path)]
 
 
 LONG_ROUTE = "replicate:bytedance/seedance-1-pro-fast-image-to-video-extended"
