@@ -38,6 +38,7 @@ __all__ = [
 NOTE_ESTIMATE = "estimate"
 NOTE_EMULATED = "emulated: not charged"
 NOTE_LOCAL = "local: free"
+NOTE_NO_JOB = "no job made: not charged"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any
 from abebeats_lab._text import cut
 from abebeats_lab._types import Job, JobState, JobStatus, Output, VideoRequest
 from abebeats_lab.media.conformance import output_fields
+from abebeats_lab.run import costs
 from abebeats_lab.run.timing import Clock, Marks, build_timing
 from abebeats_lab.secret import scrub
 from abebeats_lab.store import JobRow, RunStore
@@ -132,6 +133,9 @@ class Recorder:
             changes.update(output_fields(live.output, self.store.run_dir, request_of(live.row)))
         if live.result is not None and live.result.status.usage:
             changes["usage"] = dict(live.result.status.usage)
+        if live.row.job_id is None and state is not JobState.AMBIGUOUS:
+            # No provider job exists: the plan's charge did not happen (every figure says $0).
+            changes.update(cost_usd=0.0, cost_note=costs.NOTE_NO_JOB)
         written = self.save(live, **changes)
         # Reported only once stored: a listener reading the store on the event finds this row;
         # a commit that fails reports nothing here (the caller's failure path reports that).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,23 @@ def _find(widget: Any, type_name: str) -> list[Any]:
 
 def _html(widget: Any) -> str:
     return " ".join(str(h.value) for h in _find(widget, "HTML"))
+
+
+async def test_a_job_that_never_reached_the_provider_costs_nothing_in_every_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create refused by the network makes no job: the row, the frame and the summary say $0."""
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("RUNWAYML_API_SECRET", "key_" + "0" * 64)
+    monkeypatch.setenv("RUNWAYML_BASE_URL", f"http://127.0.0.1:{closed}")
+    result = await compare("a kite", [RUNWAY], FOUR_SECONDS, run_dir=tmp_path)
+    [row] = result.rows
+    assert (row.state, row.job_id) == ("failed", None), row.error
+    assert (row.cost_usd, row.cost_note) == (0.0, "no job made: not charged")
+    assert row.cost_estimate_usd == pytest.approx(0.48)  # what it would have cost, kept
+    assert result.to_pandas()["cost_usd"].tolist() == [0.0]
+    [line] = result.summary().to_dict("records")
+    assert line["cost_usd"] == 0.0
+    assert load_run(tmp_path).rows == result.rows
