@@ -16,7 +16,7 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -110,7 +110,17 @@ class AutoScorer:
         try:
             finished = await asyncio.gather(*self._tasks, return_exceptions=True)
             done = [r for r in finished if isinstance(r, tuple)]
-            for failure in (r for r in finished if isinstance(r, BaseException)):
+            failures = [r for r in finished if isinstance(r, BaseException)]
+            broken = [f for f in failures if isinstance(f, BrokenExecutor)]
+            if broken:  # every clip after it fails alike: say it once
+                log.warning(
+                    "%d clip(s) could not be scored during the run: the scoring workers exited "
+                    "(%s); the videos are saved, and `abebeats-lab score %s` measures them later",
+                    len(broken),
+                    broken[0],
+                    self.run_dir,
+                )
+            for failure in (f for f in failures if not isinstance(f, BrokenExecutor)):
                 # The run's outputs are safe; `score(run_dir)` measures what is missing later.
                 log.warning("a clip could not be scored during the run: %r", failure)
             if done:

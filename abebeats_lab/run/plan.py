@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import secrets
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,12 @@ def _validate_given(request: VideoRequest, route: Route) -> capabilities.Capabil
 
 _MP_MAIN = "__mp_main__"
 """The name a spawned worker gives the main script it imports again."""
+WORKER_IMPORT = (
+    "a run was started by a worker process importing the script again (scoring starts "
+    "workers, and multiprocessing re-imports the main script in each): put the script's top "
+    'level under `if __name__ == "__main__":`'
+)
+"""What a worker that re-imported a script without a main guard says, once, before it exits."""
 
 
 def refuse_in_worker_import() -> None:
@@ -106,11 +113,9 @@ def refuse_in_worker_import() -> None:
     frame = inspect.currentframe()
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == _MP_MAIN:
-            raise LabError(
-                "a run was started by a worker process importing the script again (scoring "
-                "starts workers, and multiprocessing re-imports the main script in each): put "
-                'the script\'s top level under `if __name__ == "__main__":`'
-            )
+            # One line and a plain exit: a traceback per worker would bury the advice.
+            print(f"abebeats-lab: {WORKER_IMPORT}", file=sys.stderr)
+            raise SystemExit(1)
         frame = frame.f_back
 
 

@@ -194,3 +194,6 @@ def test_a_script_without_a_main_guard_is_not_run_again_by_the_scoring_workers(
     assert done.stdout.count("ran") == 1, done.stderr
     assert len(list_runs(tmp_path / "out")) == 1  # the workers started no run of their own
     assert "if __name__ ==" in done.stderr  # and the refusal says how to write the script
+    refusals = [line for line in done.stderr.splitlines() if "if __name__ ==" in line]
+    assert refusals and "Traceback" not in done.stderr, done.stderr  # a line, not a traceback
+    assert done.stderr.count("could not be scored") == 1, done.stderr  # said once
