@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from abebeats_lab._types import Job, JobState, JobStatus
-from abebeats_lab.errors import JobTimeout, ProtocolError, ProviderHTTPError, ProviderTransportError
+from abebeats_lab.errors import (
+    JobTimeout,
+    ProtocolError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderTransportError,
+)
 from abebeats_lab.http import RETRY_STATUSES, retry_delay
 from abebeats_lab.providers.base import Provider
 from abebeats_lab.waiting.schedule import WaitPolicy, end_window, next_interval
@@ -39,6 +45,7 @@ __all__ = [
     "CANCEL_TIMEOUT_S",
     "MAX_CONSECUTIVE_ERRORS",
     "MAX_GARBLED_ANSWERS",
+    "CancelUnconfirmed",
     "UpdateCallback",
     "WaitPolicy",
     "WaitResult",
@@ -175,15 +182,26 @@ async def wait(
         raise
 
 
+class CancelUnconfirmed(ProviderError):
+    """A cancel the provider took without confirming the job will not run: it had already
+    finished, or the provider only passes the request on. The job may still be charged."""
+
+
 async def cancel_remote(provider: Provider, job: Job) -> Exception | None:
-    """Ask the provider to stop ``job``, within `CANCEL_TIMEOUT_S`: None once it acknowledged,
-    else why not (the timeout included). Only cancellation of the caller escapes."""
+    """Ask the provider to stop ``job``, within `CANCEL_TIMEOUT_S`: None once it confirmed
+    the job will not run (`Provider.cancel`), else why not: `CancelUnconfirmed`, or the
+    request's error (the timeout included). Only cancellation of the caller escapes."""
     try:
         async with asyncio.timeout(CANCEL_TIMEOUT_S):
-            await provider.cancel(job)
+            confirmed = await provider.cancel(job)
     except Exception as exc:  # best effort: the caller records or drops the reason
         return exc
-    return None
+    if confirmed:
+        return None
+    return CancelUnconfirmed(
+        "the provider did not confirm the cancel: the job may have finished, or may still",
+        provider=provider.name,
+    )
 
 
 async def _until_terminal(

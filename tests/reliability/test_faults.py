@@ -97,7 +97,12 @@ FAULTS: dict[str, Fault] = {
     ),
     "hang-past-deadline": Fault(
         Scenario.fast().with_times(0.05, NEVER_S),
-        {**_same(("failed", "cancelled it")), "veo": ("failed", "cannot cancel")},
+        {
+            **_same(("failed", "cancelled it")),
+            "veo": ("failed", "cannot cancel"),
+            # fal only passes a running request's cancel on: unconfirmed, it may still finish
+            "pika": ("failed", "may still finish"),
+        },
         policy=SHORT_DEADLINE,
     ),
     # One cut-off body is fetched again; a URL that cuts off every time fails the row.
