@@ -115,8 +115,10 @@ class Provider(abc.ABC):
         """One status observation (one HTTP request)."""
 
     @abc.abstractmethod
-    async def cancel(self, job: Job) -> None:
-        """Ask the provider to stop the job. Safe on finished jobs. No-op where unsupported."""
+    async def cancel(self, job: Job) -> bool:
+        """Ask the provider to stop the job; True only when it confirms the job will not run
+        (nor charge), False when it only took the request, the job had already finished, or
+        there is no cancel. Never deletes or alters a finished job: its video is paid for."""
 
     async def outputs(self, job: Job, status: JobStatus) -> list[OutputRef]:
         """Where the finished videos are; by default what the status carried."""

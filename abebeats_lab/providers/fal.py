@@ -60,6 +60,9 @@ _NAMESPACES = ("workflows", "comfy")
 _CANCELED_TYPES = frozenset({"client_cancelled"})
 """``error_type`` values that mean the request was cancelled rather than failed."""
 _CANCEL_HARMLESS = frozenset({400, 404})
+"""Cancel answers for a finished (ALREADY_COMPLETED) or unknown request: nothing to stop."""
+_CANCEL_CONFIRMED = "OK"
+"""The cancel answer that means the request will not run; CANCELLATION_REQUESTED does not."""
 """fal answers ALREADY_COMPLETED / NOT_FOUND with these on a finished or unknown request."""
 _HANDLES = ("status_url", "response_url", "cancel_url")
 _QUIET_LOGS = {"logs": "0"}
@@ -263,13 +266,20 @@ class FalProvider(HttpxProvider):
         """The result fetched again (fal's media URLs are stable, so this rarely differs)."""
         return await self.outputs(job, JobStatus(JobState.SUCCEEDED, "COMPLETED"))
 
-    async def cancel(self, job: Job) -> None:
-        """PUT …/cancel; ALREADY_COMPLETED and NOT_FOUND are harmless."""
+    async def cancel(self, job: Job) -> bool:
+        """PUT …/cancel; confirmed only by ``OK`` (a queued request removed). A running one
+        answers CANCELLATION_REQUESTED: fal only signals the app, which may still finish.
+        ALREADY_COMPLETED and NOT_FOUND are harmless."""
         try:
-            await self._call("PUT", self._url(job, "cancel_url"), idempotent=True)
+            response = await self._call("PUT", self._url(job, "cancel_url"), idempotent=True)
         except ProviderHTTPError as exc:
             if exc.status_code not in _CANCEL_HARMLESS:
                 raise
+            return False
+        try:
+            return json_body(response, self.name).get("status") == _CANCEL_CONFIRMED
+        except ProtocolError:  # an answer we cannot read confirms nothing
+            return False
 
 
 async def _event_data(response: httpx.Response) -> AsyncIterator[str]:

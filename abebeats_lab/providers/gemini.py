@@ -55,7 +55,8 @@ _RUNNING = frozenset({"in_progress", "requires_continuation"})
 """Still working; with ``background`` the server continues a long decode by itself."""
 _STOPPED = frozenset({"incomplete", "budget_exceeded", "requires_action", "idle"})
 """Terminal for a video job: it stopped without producing the video."""
-_ENDED = frozenset({"completed", "failed", "cancelled"}) | _STOPPED
+_CANCELLED = "cancelled"
+_ENDED = frozenset({"completed", "failed", _CANCELLED}) | _STOPPED
 _CANCEL_REFUSED = frozenset({400, 404, 409})
 """Answers to a cancel of a finished (or forgotten) interaction: nothing left to stop."""
 _FILE_NAME = re.compile(r"files/(?P<name>[a-z0-9]+)")
@@ -172,14 +173,17 @@ class GeminiProvider(GenaiProvider):
         interaction: Interaction = await self._call(lambda: interactions.get(id=job.id))
         return parse_interaction(interaction)
 
-    async def cancel(self, job: Job) -> None:
-        """``POST /{v}/interactions/{id}/cancel``; a finished interaction has nothing to stop."""
+    async def cancel(self, job: Job) -> bool:
+        """``POST /{v}/interactions/{id}/cancel``: confirmed when the interaction it answers
+        with is ``cancelled``; a finished interaction has nothing to stop."""
         interactions = self._client().aio.interactions
         try:
-            await self._call(lambda: interactions.cancel(id=job.id))
+            interaction: Interaction = await self._call(lambda: interactions.cancel(id=job.id))
         except ProviderHTTPError as exc:
             if exc.status_code not in _CANCEL_REFUSED:
                 raise
+            return False
+        return str(interaction.status) == _CANCELLED
 
     async def outputs(self, job: Job, status: JobStatus) -> list[OutputRef]:
         """Inline bytes as they are; a Files API ``uri`` is fetched by genai, with the key."""
@@ -234,7 +238,7 @@ def parse_interaction(interaction: Interaction) -> JobStatus:
         completed_at=_when(interaction.updated),
         raw=raw,
     )
-    if word == "cancelled":
+    if word == _CANCELLED:
         return replace(ended, state=JobState.CANCELED)
     code, message = _fault(interaction)
     if word != "completed":

@@ -122,12 +122,15 @@ class LocalProvider(Provider):
             )
         return JobStatus(record.state, record.state.value, started_at=record.started_at)
 
-    async def cancel(self, job: Job) -> None:
+    async def cancel(self, job: Job) -> bool:
+        """Stop the render if it still runs (confirmed: it runs in this process)."""
         record = self._renders.get(job.id)
-        if record is not None and record.task is not None and not record.task.done():
-            record.stop.set()
-            record.task.cancel()
-            record.completed_at = utcnow()
+        if record is None or record.task is None or record.task.done():
+            return False
+        record.stop.set()
+        record.task.cancel()
+        record.completed_at = utcnow()
+        return True
 
     async def aclose(self) -> None:
         for record in self._renders.values():

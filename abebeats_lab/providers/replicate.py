@@ -230,9 +230,14 @@ class ReplicateProvider(Provider):
         response = answered(await self._transport.send_once(request))
         return Prediction(**response.json())
 
-    async def cancel(self, job: Job) -> None:
+    async def cancel(self, job: Job) -> bool:
+        """POST …/cancel; confirmed when the prediction it answers with is ``canceled`` (a
+        finished one comes back unchanged)."""
         prediction_id = checked_id(job.id)
-        await self._retried(lambda: self._client().predictions.async_cancel(prediction_id))
+        prediction = await self._retried(
+            lambda: self._client().predictions.async_cancel(prediction_id)
+        )
+        return _STATES.get(prediction.status) is JobState.CANCELED
 
     async def reconcile(
         self,

@@ -1,8 +1,9 @@
 """The Runway developer API: ``runway:gen4.5``, ``runway:veo3.1_fast`` and friends.
 
 Create with ``POST /v1/text_to_video`` (or ``image_to_video`` when the request has an
-image), poll ``GET /v1/tasks/{id}``, cancel with ``DELETE /v1/tasks/{id}``. Output URLs are
-signed and expire; `RunwayProvider.refresh_outputs` fetches the task again for fresh ones.
+image), poll ``GET /v1/tasks/{id}``, cancel with ``DELETE /v1/tasks/{id}`` (only in flight:
+on a finished task it deletes the output). Output URLs are signed and expire;
+`RunwayProvider.refresh_outputs` fetches the task again for fresh ones.
 Wire facts: provider-apis.md §1.
 """
 
@@ -197,15 +198,26 @@ class RunwayProvider(HttpxProvider):
             raise
         return parse_task(json_body(response, _NAME))
 
-    async def cancel(self, job: Job) -> None:
-        """DELETE the task: cancels it if in flight, deletes it if finished; 404 is fine."""
-        path = task_path(job.id)
-        self._deleted.add(job.id)
+    async def cancel(self, job: Job) -> bool:
+        """DELETE the task only while it is in flight, which cancels it (confirmed by the
+        answer). On a finished task DELETE deletes it and its paid output (provider-apis.md
+        §1.5), so the task is read first and a finished one left alone; 404 is fine."""
         try:
-            await self._call("DELETE", path, idempotent=True)
+            current = await self._task(job, self._retry)  # outside the wait loop: retried here
         except ProviderHTTPError as exc:
             if exc.status_code != _NOT_FOUND:
                 raise
+            return False
+        if current.state.terminal:
+            return current.state is JobState.CANCELED
+        self._deleted.add(job.id)
+        try:
+            await self._call("DELETE", task_path(job.id), idempotent=True)
+        except ProviderHTTPError as exc:
+            if exc.status_code != _NOT_FOUND:
+                raise
+            return False
+        return True
 
     async def outputs(self, job: Job, status: JobStatus) -> list[OutputRef]:
         """The signed output URLs; fetched again if the status at hand carried none."""

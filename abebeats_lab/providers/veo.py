@@ -262,8 +262,9 @@ class VeoProvider(GenaiProvider):
         )
         return parse_operation(operation)
 
-    async def cancel(self, job: Job) -> None:
-        """No-op: Vertex has no cancel for Veo operations."""
+    async def cancel(self, job: Job) -> bool:
+        """No-op: Vertex has no cancel for Veo operations, so nothing is ever confirmed."""
+        return False
 
     async def outputs(self, job: Job, status: JobStatus) -> list[OutputRef]:
         """Inline bytes as they are; ``gs://`` objects are fetched with google-cloud-storage."""

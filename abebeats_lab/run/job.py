@@ -45,7 +45,13 @@ from abebeats_lab.media.probe import output_name
 from abebeats_lab.providers import Provider
 from abebeats_lab.run.connect import Clients
 from abebeats_lab.run.live import JobEvent, Live, Recorder, error_text, parse_time, request_of
-from abebeats_lab.run.submit import NEVER_SENT, NOT_CANCELLABLE, Submitter
+from abebeats_lab.run.submit import (
+    CANCEL_ASKED,
+    NEVER_SENT,
+    NOT_CANCELLABLE,
+    Submitter,
+    finished_first,
+)
 from abebeats_lab.run.timing import Marks
 from abebeats_lab.store import JobRow, RunStore
 from abebeats_lab.waiting import WaitPolicy, wait
@@ -57,7 +63,6 @@ __all__ = ["JobEvent", "Live", "RunContext", "live_row"]
 
 log = logging.getLogger("abebeats_lab.run.api")
 
-CANCEL_ASKED = "comparison cancelled; the provider was asked to cancel the remote job"
 HASH_CHARS = 12
 """Hex digits of the content hash in an output's file name."""
 DOWNLOAD_ATTEMPTS = 3
@@ -170,12 +175,13 @@ class RunContext:
         state = live.row.state
         if state is JobState.PLANNED:
             self.record.save(live, state=JobState.CANCELED, error=NEVER_SENT)
-        elif state in (JobState.QUEUED, JobState.RUNNING):
+        elif state in (JobState.QUEUED, JobState.RUNNING) and not finished_first(live.job):
             # `waiting.wait` has cancelled the remote job on its way out, where it could.
             can_cancel = self.clients[live.row.provider].can_cancel
             error = CANCEL_ASKED if can_cancel else NOT_CANCELLABLE
             self.record.save(live, state=JobState.CANCELED, error=error)
-        # Submitting and downloading rows stay as they are: resume settles them.
+        # Submitting and downloading rows stay as they are, and so does a job that had
+        # finished before the cancel (never cancelled): resume settles them.
 
     # -- wait and download -------------------------------------------------------------
 

@@ -8,7 +8,10 @@ same) is never sent again blindly: the row turns ``ambiguous`` and the provider 
 whether the job exists (`Provider.reconcile`); only its proof that it does not lets the row
 be sent again. A provider that cannot look creates up leaves the row ambiguous for a person
 to check. A create in flight when the run is cancelled is settled the same way: its job
-found, then cancelled.
+found, then cancelled, unless it had already finished (a held create can answer with the
+result): a finished job is never cancelled, its row is left for `resume` to collect. Only a
+cancel the provider confirms makes the row say `CANCELLED` (`resume` may send it again);
+otherwise it says `CANCEL_ASKED` and `resume` re-attaches first.
 
 Identical rows (repeats) make look-alike jobs, so a lookup must not take a sibling's: it
 waits until the provider's other creates in flight have answered (their ids are then known
@@ -32,19 +35,34 @@ from abebeats_lab.run import costs
 from abebeats_lab.run.connect import Clients
 from abebeats_lab.run.live import Live, Recorder, durable, error_text, parse_time, request_of
 from abebeats_lab.run.timing import Marks, with_submit
-from abebeats_lab.waiting import CANCEL_TIMEOUT_S, cancel_remote
+from abebeats_lab.waiting import CANCEL_TIMEOUT_S, CancelUnconfirmed, cancel_remote
 
 if TYPE_CHECKING:
     from abebeats_lab.run.limits import Limiter
 
-__all__ = ["CANCELLED", "NEVER_SENT", "NOT_CANCELLABLE", "Submitter"]
+__all__ = [
+    "CANCELLED",
+    "CANCEL_ASKED",
+    "FINISHED_FIRST",
+    "NEVER_SENT",
+    "NOT_CANCELLABLE",
+    "Submitter",
+    "finished_first",
+]
 
 SUBMIT_GRACE_S = 10.0
 """After a cancel, how long a create already sent may take to answer so we can cancel its job."""
 LOOKUP_GRACE_S = 1.0
 """The same, for a provider that can look the create up instead (its create may be held)."""
 CANCELLED = "comparison cancelled; remote job cancelled"
-"""The provider acknowledged the cancel: its job will not finish."""
+"""The provider confirmed the cancel: its job will not finish (nor be charged)."""
+CANCEL_ASKED = "comparison cancelled; the provider was asked to cancel the remote job"
+"""The provider took the cancel without confirming it: the job may still finish."""
+FINISHED_FIRST = (
+    "comparison cancelled after the job had already finished, so it was not cancelled: "
+    "`abebeats-lab resume` collects it"
+)
+"""On a row left in flight (not ``canceled``): the job's answer was already final."""
 NEVER_SENT = "comparison cancelled before submit"
 NOT_CANCELLABLE = (
     "comparison cancelled; this provider cannot cancel a job, so it may still finish "
@@ -186,8 +204,7 @@ class Submitter:
         except asyncio.CancelledError:
             # Cancelled between the create's answer and the first status request: the job
             # exists, so it is cancelled here, as `waiting.wait` would have done.
-            provider = self.clients[live.row.provider]
-            self._save(live, state=JobState.CANCELED, error=await _cancelled_remote(provider, job))
+            await self._stop(live, self.clients[live.row.provider], job)
             raise
 
     def _attach(self, live: Live, job: Job, submit_s: float | None) -> Future[None]:
@@ -237,7 +254,16 @@ class Submitter:
         elif job is not None:
             self._attach(live, job, None)
         if job is not None:
-            self._save(live, state=JobState.CANCELED, error=await _cancelled_remote(provider, job))
+            await self._stop(live, provider, job)
+
+    async def _stop(self, live: Live, provider: Provider, job: Job) -> None:
+        """Cancel the attached job of a cancelled run, unless its answer was already final:
+        a finished job is paid for and its video kept, so its row stays in flight with
+        `FINISHED_FIRST` for `resume` to collect (`RunContext` leaves it so)."""
+        if finished_first(job):
+            self._save(live, error=FINISHED_FIRST)
+            return
+        self._save(live, state=JobState.CANCELED, error=await _cancelled_remote(provider, job))
 
     async def _look_up(self, live: Live, provider: Provider) -> Job | None:
         """One lookup under the reconcile lock; the time limit (a cancel's) is for the lookup
@@ -308,12 +334,19 @@ class Submitter:
             await asyncio.wait(pending)
 
 
+def finished_first(job: Job | None) -> bool:
+    """True when the job's create (or lookup) already answered with a final state."""
+    return job is not None and job.initial is not None and job.initial.state.terminal
+
+
 async def _cancelled_remote(provider: Provider, job: Job) -> str:
     """Cancel ``job`` where the provider allows (`waiting.cancel_remote`); return what the
-    row should say."""
+    row should say: `CANCELLED` only when the provider confirmed it."""
     if not provider.can_cancel:
         return NOT_CANCELLABLE
     failure = await cancel_remote(provider, job)
-    if failure is not None:
-        return f"comparison cancelled; cancelling the remote job failed ({error_text(failure)})"
-    return CANCELLED
+    if failure is None:
+        return CANCELLED
+    if isinstance(failure, CancelUnconfirmed):
+        return CANCEL_ASKED
+    return f"comparison cancelled; cancelling the remote job failed ({error_text(failure)})"

@@ -34,6 +34,7 @@ from abebeats_lab.errors import (
     CANNOT_CANCEL,
     JobTimeout,
     ProtocolError,
+    ProviderError,
     ProviderHTTPError,
     ProviderTransportError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "CANCEL_TIMEOUT_S",
     "MAX_CONSECUTIVE_ERRORS",
     "MAX_GARBLED_ANSWERS",
+    "CancelUnconfirmed",
     "UpdateCallback",
     "WaitPolicy",
     "WaitResult",
@@ -183,15 +185,26 @@ async def wait(
         raise
 
 
+class CancelUnconfirmed(ProviderError):
+    """A cancel the provider took without confirming the job will not run: it had already
+    finished, or the provider only passes the request on. The job may still be charged."""
+
+
 async def cancel_remote(provider: Provider, job: Job) -> Exception | None:
-    """Ask the provider to stop ``job``, within `CANCEL_TIMEOUT_S`: None once it acknowledged,
-    else why not (the timeout included). Only cancellation of the caller escapes."""
+    """Ask the provider to stop ``job``, within `CANCEL_TIMEOUT_S`: None once it confirmed
+    the job will not run (`Provider.cancel`), else why not: `CancelUnconfirmed`, or the
+    request's error (the timeout included). Only cancellation of the caller escapes."""
     try:
         async with asyncio.timeout(CANCEL_TIMEOUT_S):
-            await provider.cancel(job)
+            confirmed = await provider.cancel(job)
     except Exception as exc:  # best effort: the caller records or drops the reason
         return exc
-    return None
+    if confirmed:
+        return None
+    return CancelUnconfirmed(
+        "the provider did not confirm the cancel: the job may have finished, or may still",
+        provider=provider.name,
+    )
 
 
 async def _cancel_on_deadline(provider: Provider, job: Job, policy: WaitPolicy) -> str | None:
@@ -206,6 +219,8 @@ async def _cancel_on_deadline(provider: Provider, job: Job, policy: WaitPolicy) 
         return None
     if isinstance(failure, TimeoutError):
         return f"the cancel request had no answer within {CANCEL_TIMEOUT_S:g} s"
+    if isinstance(failure, CancelUnconfirmed):
+        return "the provider took the cancel without confirming it"
     reason = " ".join(f"{type(failure).__name__}: {failure}".split())
     return f"the cancel request failed ({reason})"
 

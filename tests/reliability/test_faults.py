@@ -97,10 +97,15 @@ FAULTS: dict[str, Fault] = {
     ),
     "hang-past-deadline": Fault(
         Scenario.fast().with_times(0.05, NEVER_S),
-        # Cancelled: the caller's deadline, not a failure. Veo cannot cancel: the job runs
-        # on (paid), so its row stays in flight with its id for resume to collect (queued if
-        # a loaded machine reached the deadline before the first poll).
-        {**_same(("canceled", "cancelled it")), "veo": ("queued|running", "cannot cancel it")},
+        # Cancelled: the caller's deadline, not a failure. Veo cannot cancel, and fal only
+        # passes a running request's cancel on (unconfirmed): those jobs may run on (paid), so
+        # their rows stay in flight with their ids for resume to collect (queued if a loaded
+        # machine reached the deadline before the first poll).
+        {
+            **_same(("canceled", "cancelled it")),
+            "veo": ("queued|running", "cannot cancel it"),
+            "pika": ("queued|running", "without confirming it"),
+        },
         policy=SHORT_DEADLINE,
     ),
     # One cut-off body is fetched again; a URL that cuts off every time fails the row.

@@ -31,10 +31,12 @@ from _runner_support import (
     run_cli,
 )
 
+from abebeats_lab import Settings
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
 from abebeats_lab.providers import provider_class
 from abebeats_lab.run.api import compare, load_run, resume, was_interrupted
-from abebeats_lab.run.submit import CANCELLED
+from abebeats_lab.run.submit import CANCEL_ASKED, CANCELLED, FINISHED_FIRST
+from abebeats_lab.waiting import WaitPolicy
 
 CHILD = """
 import asyncio, json, sys
@@ -367,3 +369,101 @@ def test_resume_after_sigkill_of_an_emulated_run_says_what_to_do_in_one_line(
     (row,) = load_run(run_dir).rows
     assert row.state == "succeeded" and row.emulated
     assert row.job_id != stored[0].job_id
+
+
+FINISHES_IN_S = 0.5
+"""A job quick enough that Replicate's held create answers with it inside the 1 s grace an
+interrupted create gets (`run.submit.LOOKUP_GRACE_S`)."""
+INTERRUPT_AFTER_S = 0.1
+"""When the interrupt lands after the create arrived: well before the job finishes."""
+
+
+async def _warm(route: str, run_dir: Path, settings: Settings) -> None:
+    """One run first, so the emulator's render is cached and jobs end when scripted."""
+    await compare("a red fox", [route], settings, run_dir=run_dir, policy=FAST)
+
+
+async def test_a_job_that_finished_during_the_interrupt_is_collected_not_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding 1: Ctrl-C while Replicate holds the create (``Prefer: wait``); the
+    create answers ``succeeded`` inside the grace. A finished job is never cancelled nor
+    counted as cancelled, so ``resume --rerun-cancelled`` collects it instead of paying
+    for a second one."""
+    require_emulator("replicate")
+    route, settings = (
+        ROUTE_OF["replicate"],
+        Settings(duration_s=4, aspect_ratio="16:9", resolution="720p"),
+    )
+    with Emulators(["replicate"], Scenario.fast().with_times(0.05, FINISHES_IN_S)) as emus:
+        for name, value in emus.env().items():
+            monkeypatch.setenv(name, value)
+        state = emus.states["replicate"]
+        await _warm(route, tmp_path / "warm", settings)
+        sent = state.count("create")
+        run_dir = tmp_path / "run"
+        task = asyncio.ensure_future(
+            compare("a red fox", [route], settings, run_dir=run_dir, policy=FAST)
+        )
+        while state.count("create") == sent:
+            await asyncio.sleep(POLL_S)
+        await asyncio.sleep(INTERRUPT_AFTER_S)
+        interrupted_at = time.time()
+        task.cancel()  # what Ctrl-C in the CLI or a kernel interrupt does to the comparison
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (row,) = load_run(run_dir).rows
+        job = state.jobs[row.job_id or "missing"]
+        assert job.finished > interrupted_at, "the job ended before the interrupt"
+        assert job.phase() == "succeeded" and state.count("cancel") == 0
+        assert row.state == "queued" and row.error == FINISHED_FIRST  # not `canceled`
+        assert not was_interrupted(row)
+
+        result = await resume(run_dir, policy=FAST, rerun_cancelled=True)
+        (done,) = result.rows
+        creates = state.count("create") - sent
+    assert creates == 1  # the same prediction collected, never a second one paid for
+    assert (done.state, done.job_id) == ("succeeded", row.job_id)
+    assert (run_dir / (done.output_path or "missing")).is_file()
+
+
+async def test_an_interrupt_never_deletes_a_runway_task_that_succeeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding 4: Ctrl-C while waiting on a Runway task that has succeeded but was not
+    polled yet. Runway's cancel (DELETE) deletes a finished task and its video, so the task
+    is read first and left alone; ``resume --rerun-cancelled`` collects that very video."""
+    require_emulator("runway")
+    route = ROUTE_OF["runway"]
+    # Polls far apart: the task ends long before the first status request.
+    seldom = WaitPolicy(deadline_s=60.0, min_interval_s=30.0, max_interval_s=30.0, use_stream=False)
+    with Emulators(["runway"], Scenario.fast().with_times(0.05, 0.3)) as emus:
+        for name, value in emus.env().items():
+            monkeypatch.setenv(name, value)
+        state = emus.states["runway"]
+        await _warm(route, tmp_path / "warm", REMOTE)
+        run_dir = tmp_path / "run"
+        task = asyncio.ensure_future(
+            compare("a red fox", [route], REMOTE, run_dir=run_dir, policy=seldom)
+        )
+        deadline = time.monotonic() + CHILD_TIMEOUT_S
+        while not (rows := db_rows(run_dir) if run_dir.is_dir() else []) or not rows[0]["job_id"]:
+            assert time.monotonic() < deadline and not task.done(), "the job was never sent"
+            await asyncio.sleep(POLL_S)
+        job = state.jobs[rows[0]["job_id"]]
+        while job.phase() != "succeeded":
+            await asyncio.sleep(POLL_S)
+        assert state.count("status", job.id) == 0  # we do not know it finished
+        task.cancel()  # what Ctrl-C in the CLI or a kernel interrupt does to the comparison
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (row,) = load_run(run_dir).rows
+        assert was_interrupted(row) and row.error == CANCEL_ASKED
+        assert state.count("cancel") == 0 and not job.deleted  # no DELETE: the video is kept
+
+        result = await resume(run_dir, policy=FAST, rerun_cancelled=True)
+        (done,) = result.rows
+        creates = len(state.jobs)
+    assert creates == 2  # the warm-up's and this run's: the same task collected
+    assert (done.state, done.job_id) == ("succeeded", row.job_id)
+    assert (run_dir / (done.output_path or "missing")).is_file()
