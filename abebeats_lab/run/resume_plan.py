@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from abebeats_lab import capabilities
 from abebeats_lab._types import JobState
 from abebeats_lab.errors import LabError
 from abebeats_lab.run.submit import CANCELLED, NEVER_SENT
@@ -63,6 +64,9 @@ def resume_plan(
     lost = [r for r in rows if emulated_run and r.emulated and r.state is not JobState.PLANNED]
     if lost and not rerun_cancelled:
         raise LabError(_lost_message(len(lost)))
+    # A render on this machine died with the process that ran it: it starts again (free), so
+    # its timing is the new render's, not the time between the stop and this resume.
+    lost += [r for r in rows if r.state is not JobState.PLANNED and _renders_here(r)]
     again, recheck = (
         _rerun_plan(store.rows(info.run_id), emulated_run) if rerun_cancelled else ([], [])
     )
@@ -89,9 +93,13 @@ def _rerun_plan(rows: Sequence[JobRow], emulated_run: bool) -> tuple[list[JobRow
 def may_still_run(row: JobRow, emulated_run: bool) -> bool:
     """True for an interrupted row whose job the provider may still finish (its cancel was
     not confirmed): sending it again could pay twice, so it is re-attached first."""
-    gone = row.job_id is None or row.error in (CANCELLED, NEVER_SENT)
+    gone = row.job_id is None or row.error in (CANCELLED, NEVER_SENT) or _renders_here(row)
     # An in-process emulator's jobs died with it: nothing to re-attach, nothing to pay.
     return was_interrupted(row) and not gone and not (emulated_run and row.emulated)
+
+
+def _renders_here(row: JobRow) -> bool:
+    return capabilities.capabilities_for(row.route).runs_locally
 
 
 def fresh(row: JobRow) -> JobRow:

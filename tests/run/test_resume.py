@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -191,7 +192,7 @@ async def test_an_ambiguous_create_in_a_live_run_is_a_row_not_a_duplicate(
     assert state.count("create") == 1
 
 
-async def test_sigkill_on_local_resumes_planned_and_in_flight_rows(tmp_path: Path) -> None:
+async def test_sigkill_on_local_renders_unfinished_rows_again(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     prompts = [f"scene {i} of a long night" for i in range(4)]
     settings = {"duration_s": 4, "resolution": "360p"}
@@ -199,16 +200,21 @@ async def test_sigkill_on_local_resumes_planned_and_in_flight_rows(tmp_path: Pat
 
     def some_started_some_planned() -> bool:
         states = [r["state"] for r in db_rows(run_dir)]
-        return "planned" in states and any(s in ("queued", "running", "succeeded") for s in states)
+        return "planned" in states and any(s in ("queued", "running") for s in states)
 
     _kill_when(child, some_started_some_planned)
-    ids_before = {r["prompt_index"]: r["job_id"] for r in db_rows(run_dir) if r["job_id"]}
+    before = {r["prompt_index"]: r for r in db_rows(run_dir)}
+    resumed_at = datetime.now(UTC)
     result = await resume(run_dir, policy=FAST)
     assert [r.state for r in result.rows] == ["succeeded"] * len(prompts)
     for row in result.rows:
         assert (run_dir / (row.output_path or "missing")).is_file()
-        if row.prompt_index in ids_before:  # re-attached, not resubmitted
-            assert row.job_id == ids_before[row.prompt_index]
+        old = before[row.prompt_index]
+        if old["state"] == "succeeded":  # kept as it was
+            assert (row.job_id, row.submitted_at) == (old["job_id"], old["submitted_at"])
+        else:  # the render died with the process: rendered again, timed from this resume
+            assert row.job_id != old["job_id"] and row.submitted_at is not None
+            assert datetime.fromisoformat(row.submitted_at) >= resumed_at
 
 
 async def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path) -> None:
