@@ -12,7 +12,8 @@ LabError
 │   ├── ProviderHTTPError            the provider answered with an error status
 │   ├── ProviderTransportError       no usable answer: connection refused, dropped, timed out
 │   ├── ProtocolError                an answer we cannot parse (bad JSON, unknown status)
-│   └── AmbiguousSubmitError         a create may or may not have reached the provider
+│   ├── AmbiguousSubmitError         a create may or may not have reached the provider
+│   └── CancelUnconfirmed            a cancel taken, not confirmed: the job may still finish
 ├── JobFailed                        the job ran and the provider says it failed
 │   └── AllRoutesFailed              a fallback chain ran out of routes (lists every attempt)
 ├── JobCanceled                      the job was cancelled (by us on a deadline, or elsewhere)

@@ -36,7 +36,7 @@ from abebeats_lab import Settings
 from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
 from abebeats_lab.providers import provider_class
 from abebeats_lab.run.api import compare, load_run, resume, was_interrupted
-from abebeats_lab.run.submit import CANCEL_ASKED, CANCELLED, FINISHED_FIRST
+from abebeats_lab.run.submit import CANCEL_ASKED, FINISHED_FIRST
 from abebeats_lab.waiting import WaitPolicy
 
 CHILD = """
@@ -313,11 +313,7 @@ def test_ctrl_c_prints_the_command_that_finishes_the_run(tmp_path: Path) -> None
     interrupted = load_run(run_dir).rows
     assert all(was_interrupted(r) for r in interrupted)
     sent = {r.prompt_index: r.job_id for r in interrupted if r.job_id}
-    assert len(sent) < len(prompts)  # one was never sent
-    # A create answered during the interrupt has its job cancelled, confirmed (CANCELLED):
-    # that row is sent again. The rendering row was only asked to stop: it is re-attached.
-    confirmed = {r.prompt_index for r in interrupted if r.error == CANCELLED}
-    assert set(sent) - confirmed, "no row was left to re-attach"
+    assert sent and len(sent) < len(prompts)  # one was rendering, one was never sent
 
     plain = run_cli("resume", str(run_dir), cwd=tmp_path)  # reports them, reruns nothing
     assert plain.returncode == 1, plain.stderr  # cancelled jobs are not success (issue 17)
@@ -330,10 +326,9 @@ def test_ctrl_c_prints_the_command_that_finishes_the_run(tmp_path: Path) -> None
     assert [r.state for r in rows] == ["succeeded"] * len(prompts)
     for row in rows:
         assert (run_dir / (row.output_path or "missing")).is_file()
-        if row.prompt_index in confirmed:
-            assert row.job_id != sent[row.prompt_index]
-        elif row.prompt_index in sent:  # re-attached to its own job, not a new one
-            assert row.job_id == sent[row.prompt_index]
+        # A render stopped with its process: rendered again as a new job (re-attaching to
+        # a job a provider may still finish is test_rerun_cancelled_collects_...'s case).
+        assert row.job_id not in (None, sent.get(row.prompt_index))
 
 
 def test_resume_after_sigkill_of_an_emulated_run_says_what_to_do_in_one_line(
