@@ -8,7 +8,7 @@ Seconds get two decimals and ``s``, money ``$0.40``, prices ``$0.040/s``; an unk
 from __future__ import annotations
 
 import math
-import textwrap
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +31,9 @@ UNKNOWN = "unknown"
 COLUMN_GAP = "  "
 MIN_WRAP_WIDTH = 8
 """A wrapped column never gets narrower than this, even if the table then overflows."""
+_BREAK_AFTER = re.compile(r"[^\s/:]*(?:[/:]|\s+|$)")
+"""A wrapped cell's pieces: each ends where a line may break (after a space, ``/`` or ``:``,
+so a route such as ``pika:fal-ai/pika/v2.2/text-to-video`` breaks between its parts)."""
 
 
 def number(raw: Any) -> float | None:
@@ -99,7 +102,7 @@ def table(
         widths[wrap] = max(MIN_WRAP_WIDTH, widths[wrap] - overflow)
     lines = []
     for row in [headers, *rows]:
-        pieces = textwrap.wrap(str(row[wrap]), widths[wrap], break_on_hyphens=False) or [""]
+        pieces = _wrapped(str(row[wrap]), widths[wrap])
         for depth, piece in enumerate(pieces):
             cells = [
                 piece if i == wrap else (str(c) if depth == 0 else "") for i, c in enumerate(row)
@@ -110,3 +113,22 @@ def table(
             ]
             lines.append(COLUMN_GAP.join(padded).rstrip())
     return lines
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    """``text`` as lines of at most ``width``, broken after a space, ``/`` or ``:`` (never
+    inside a name); a part longer than ``width`` on its own is cut, the only way it fits."""
+    lines: list[str] = []
+    current = ""
+    for part in _BREAK_AFTER.findall(text):
+        if current and len(current + part.rstrip()) > width:
+            lines.append(current.rstrip())
+            current = part.lstrip()
+        else:
+            current += part
+        while len(current.rstrip()) > width:
+            lines.append(current[:width])
+            current = current[width:]
+    if current.strip():
+        lines.append(current.rstrip())
+    return lines or [""]

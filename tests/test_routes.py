@@ -13,7 +13,7 @@ from _runner_support import run_cli
 from abebeats_lab import capabilities
 from abebeats_lab.cli.run_commands import DEMO_ROUTES
 from abebeats_lab.emulator import EMULATOR_KEYS
-from abebeats_lab.errors import ValidationError
+from abebeats_lab.errors import MissingKeyError, ValidationError
 from abebeats_lab.run import api as runner
 from abebeats_lab.views import report
 
@@ -157,8 +157,9 @@ def test_routes_model_groups_the_resellers_of_one_model(tmp_path: Path) -> None:
 
 def test_model_expansion_needs_a_key_or_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {str(r) for r in runner.model_routes(MODEL, emulate=True)} == SELLERS
-    with pytest.raises(ValidationError, match="or emulate"):
+    with pytest.raises(MissingKeyError, match="--emulate") as caught:
         runner.model_routes(MODEL)
+    assert "FAL_KEY" in str(caught.value) and MODEL in str(caught.value)
     monkeypatch.setenv("FAL_KEY", EMULATOR_KEYS["fal"])
     assert [str(r) for r in runner.model_routes(MODEL)] == ["fal:fal-ai/veo3.1/fast"]
 

@@ -29,7 +29,7 @@ from abebeats_lab.capabilities.table import (
     all_routes,
     capabilities_for,
 )
-from abebeats_lab.errors import ConfigError, ValidationError
+from abebeats_lab.errors import ConfigError, UnknownRouteError, ValidationError
 
 __all__ = [
     "USER_PRICES_FILE",
@@ -56,11 +56,30 @@ def user_prices_path() -> Path:
 
 def _checked_price(route: str, raw: Any, where: str) -> tuple[str, float]:
     """A (route, USD per second) pair, or a `ConfigError` saying what is wrong and where."""
-    key = route.strip() if "*" in route else str(Route.parse(route))
+    key = _known_route(route, where)
     rate = raw if isinstance(raw, int | float) and not isinstance(raw, bool) else None
     if rate is None or not math.isfinite(rate) or rate < 0:
         raise ConfigError(f"{where}: the price of {route} must be USD per second >= 0, got {raw!r}")
     return key, float(rate)
+
+
+def _known_route(route: str, where: str) -> str:
+    """``route`` as prices are keyed, or a `ConfigError` naming ``where`` it came from when no
+    such route can exist: an unknown provider, or a model outside a fixed route table
+    (Replicate and fal sell any model they host, so there only the provider is checked)."""
+    try:
+        if "*" not in route:
+            key = str(Route.parse(route))
+            capabilities_for(key)  # an unknown route names its provider's routes
+            return key
+        key = route.strip()
+        provider = Route.parse(key).provider
+        own = [c.pattern for c in all_routes() if c.pattern.startswith(f"{provider}:")]
+        if not any("*" in p or fnmatch.fnmatchcase(p, key) for p in own):
+            raise UnknownRouteError(key, known=own, hint="every route: `abebeats-lab routes`")
+    except UnknownRouteError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return key
 
 
 def user_prices() -> dict[str, float]:

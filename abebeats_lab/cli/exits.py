@@ -12,14 +12,14 @@ import sys
 
 from abebeats_lab._text import cut
 from abebeats_lab.cli.checks import BadPath, UsageError
-from abebeats_lab.errors import LabError, ValidationError
+from abebeats_lab.errors import ConfigError, LabError, ValidationError
 
 EPILOG = """exit codes:
   0    success: every job of the run succeeded
   1    failure: a job failed, was cancelled, is ambiguous or unfinished (the summary's
-       last line counts them), or a provider, a missing key, a busy run, a file that
-       cannot be written
-  2    bad input (a setting, a route, a path, text that is not UTF-8): nothing was submitted
+       last line counts them), or a provider, a busy run, a file that cannot be written
+  2    bad input (a setting, a route, a price, a path, text that is not UTF-8, a missing
+       key, a cost over --max-cost): nothing was submitted
   130  interrupted (Ctrl-C): remote jobs cancelled where possible; the command that
        finishes the run is printed"""
 EXIT_FAILURE = 1
@@ -27,8 +27,9 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 USER_ERRORS = (LabError, OSError, sqlite3.Error)
 """What a user's situation raises (bad input, a provider, the disk); anything else is a bug."""
-BAD_INPUT = (ValidationError, BadPath, UsageError)
-"""The user errors found before anything is submitted: they exit 2."""
+BAD_INPUT = (ValidationError, ConfigError, BadPath, UsageError)
+"""The user errors found before anything is submitted: they exit 2 (`ConfigError`: a missing
+key or extra, a bad prices.toml, a cost over --max-cost)."""
 
 
 def _os_error_text(exc: OSError) -> str:

@@ -206,6 +206,7 @@ def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
 async def cmd_history(args: argparse.Namespace) -> int:
     from abebeats_lab import history
 
+    _check_history_routes(args.route or ())
     if args.clear:
         removed = history.clear(args.route)
         which = ", ".join(args.route) if args.route else "every route"
@@ -221,8 +222,21 @@ async def cmd_history(args: argparse.Namespace) -> int:
     if rows:
         _print_table(["route", "kind", "jobs", "median", "spread", "last"], rows)
     else:
-        print("no run times recorded yet")
+        which = f" for {', '.join(args.route)}" if args.route else ""
+        print(f"no run times recorded{which} yet")
     return 0
+
+
+def _check_history_routes(routes: Sequence[str]) -> None:
+    """A route neither in the history nor in the route table is a typo: an `UnknownRouteError`
+    naming its provider's routes (one the table no longer lists can still be shown or
+    cleared while the history holds it)."""
+    from abebeats_lab import capabilities, history
+
+    recorded = {h.route for h in history.summaries()} if routes else set()
+    for route in routes:
+        if route not in recorded:
+            capabilities.capabilities_for(route)
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

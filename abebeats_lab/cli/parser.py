@@ -4,8 +4,9 @@ argument gets, and the handler that runs it."""
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from abebeats_lab import __version__
 from abebeats_lab.cli.checks import PathCheck, dir_out, file_in, file_out, run_in
@@ -32,6 +33,52 @@ Send the same prompt and settings to several AI-video providers (Runway, Veo, Pi
 fal, Replicate, and a local renderer), record every job in a run directory and compare
 time, cost and output. --emulate runs a command offline against built-in emulators of
 the providers (no key, no network)."""
+READ_EPILOG = """exit codes:
+  0    success
+  1    failure: a run folder or file that cannot be read or written{more}
+  2    bad input (an argument, a path, prices.toml): nothing was written
+  130  interrupted (Ctrl-C)"""
+"""The footer of the commands that submit nothing (`EPILOG` speaks of jobs)."""
+SCORE_FAILURE = ", or a clip that could not be measured"
+EMULATE_EPILOG = """exit codes:
+  0    stopped after --seconds
+  1    failure: a port that cannot be bound
+  2    bad input (an argument)
+  130  stopped by Ctrl-C"""
+CLOSE_MATCH = 0.6
+"""How alike a misspelt flag and a real one must be (difflib's ratio) to suggest it."""
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an argument it does not know is its own error (its usage and
+    one line, with the closest flag it has), not the top-level parser's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flags: list[str] = []  # before super(): it adds --help through add_argument
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags.extend(action.option_strings)
+        return action
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self._unknown(extra)
+        return parsed, extra
+
+    def _unknown(self, extra: Sequence[str]) -> NoReturn:
+        message = f"unrecognized arguments: {' '.join(extra)}"
+        for word in extra:
+            flag = word.partition("=")[0]
+            close = difflib.get_close_matches(flag, self.flags, n=1, cutoff=CLOSE_MATCH)
+            if flag.startswith("-") and close:
+                message += f" (did you mean {close[0]}?)"
+                break
+        self.error(message)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -39,8 +86,10 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        # Identity, not equality: a default of 0 or 1 is a real one; a flag's True/False is not.
+        # Identity, not equality: a default of 0 or 1 is a real one; a flag's True/False is not,
+        # nor the empty list a repeatable option starts from.
         shown = not any(action.default is v for v in (None, False, True, argparse.SUPPRESS))
+        shown = shown and action.default != []
         if not shown or not action.option_strings or "%(default)" in text:
             return text
         return f"{text} (default: %(default)s)"
@@ -52,10 +101,11 @@ def _command(
     summary: str,
     handler: Handler,
     paths: Sequence[tuple[str, str, PathCheck]] = (),
+    epilog: str = EPILOG,
 ) -> argparse.ArgumentParser:
-    """A subcommand whose help shows defaults and the exit codes."""
+    """A subcommand whose help shows defaults and the exit codes it can end with."""
     parser: argparse.ArgumentParser = sub.add_parser(
-        name, help=summary, description=summary, epilog=EPILOG, formatter_class=_HelpFormatter
+        name, help=summary, description=summary, epilog=epilog, formatter_class=_HelpFormatter
     )
     parser.set_defaults(handler=handler, paths=tuple(paths))
     return parser
@@ -66,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="abebeats-lab", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"abebeats-lab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     demo = _command(
         sub,
@@ -190,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         "linked: keep the run folder where the report can reach it)",
         cmd_report,
         [("run_dir", "RUN_DIR", run_in), ("out", "--out", file_out)],
+        READ_EPILOG.format(more=""),
     )
     rep.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to report on")
     _run_arg(rep)
@@ -235,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compute automatic quality metrics (motion, flicker, sharpness, ...) for a run's videos",
         cmd_score,
         [("run_dir", "RUN_DIR", run_in)],
+        READ_EPILOG.format(more=SCORE_FAILURE),
     )
     sco.add_argument("run_dir", metavar="RUN_DIR", help="the run directory whose videos to score")
     sco.add_argument(
@@ -268,11 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
         "list the runs in a run directory: id, start, kind, jobs and their states",
         cmd_runs,
         [("run_dir", "RUN_DIR", run_in)],
+        READ_EPILOG.format(more=""),
     )
     runs.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to list")
 
     rts = _command(
-        sub, "routes", "list routes, the model each sells, its price and key state", cmd_routes
+        sub,
+        "routes",
+        "list routes, the model each sells, its price and key state",
+        cmd_routes,
+        epilog=READ_EPILOG.format(more=""),
     )
     rts.add_argument(
         "--model",
@@ -281,7 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the routes selling this model (e.g. veo-3.1-fast), with each price's source",
     )
 
-    emu = _command(sub, "emulate", "serve every provider emulator on 127.0.0.1", cmd_emulate)
+    emu = _command(
+        sub,
+        "emulate",
+        "serve every provider emulator on 127.0.0.1",
+        cmd_emulate,
+        epilog=EMULATE_EPILOG,
+    )
     emu.add_argument(
         "--seconds", type=float, default=0, metavar="S", help="stop after this long (0: never)"
     )
@@ -298,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         "history",
         "show or clear the per-user run times the wait schedule learns from",
         cmd_history,
+        epilog=READ_EPILOG.format(more=""),
     )
     hist.add_argument("--clear", action="store_true", help="forget them (a cold start)")
     hist.add_argument(

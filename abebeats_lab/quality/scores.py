@@ -249,7 +249,7 @@ def _succeeded_rows(directory: Path, run_id: str | None) -> tuple[str, list[JobR
     DESIGN.md's layers. A run that failed before planning anything has no jobs; as the
     default it would hide the run before it, so it is passed over.
     """
-    from abebeats_lab.errors import LabError
+    from abebeats_lab.errors import LabError, ValidationError
     from abebeats_lab.store import DB_NAME, RunStore
 
     if not (directory / DB_NAME).is_file():
@@ -257,10 +257,11 @@ def _succeeded_rows(directory: Path, run_id: str | None) -> tuple[str, list[JobR
     with RunStore(directory) as store:
         runs = {info.run_id: info for info in store.runs()}
         info = store.latest_run(with_jobs=True) if run_id is None else runs.get(run_id)
+        if info is None and run_id is not None:  # a wrong --run: bad input, as in run.folder
+            known = ", ".join(runs) or "none yet"
+            raise ValidationError("run_id", run_id, f"a run of {directory}: {known}")
         if info is None:
-            raise LabError(
-                f"no run {run_id} in {directory}" if run_id else f"no run with jobs in {directory}"
-            )
+            raise LabError(f"no run with jobs in {directory}")
         rows = store.rows(info.run_id)
     return info.run_id, [r for r in rows if r.state is JobState.SUCCEEDED and r.output_path]
 

@@ -14,6 +14,7 @@ interface's optional methods carry every difference.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from abebeats_lab import capabilities
 from abebeats_lab._types import JobState, Route, Settings
-from abebeats_lab.errors import LabError, ValidationError
+from abebeats_lab.errors import LabError, MissingKeyError, ValidationError
 from abebeats_lab.run import costs
 from abebeats_lab.run.chains import GenerateResult, continued, plan_chains, run_chains
 from abebeats_lab.run.connect import connect
@@ -79,7 +80,8 @@ log = logging.getLogger(__name__)
 
 def model_routes(model: str, *, emulate: bool = False) -> list[Route]:
     """Every concrete route selling ``model`` that can run here: one whose provider has a key
-    (every one with ``emulate=True``). Raises `ValidationError` when none can."""
+    (every one with ``emulate=True``). Raises `ValidationError` for a model no route sells and
+    `MissingKeyError` (as a single route's missing key does) when no seller has a key."""
     from abebeats_lab import config
 
     rows = capabilities.routes_for_model(model)
@@ -90,9 +92,30 @@ def model_routes(model: str, *, emulate: bool = False) -> list[Route]:
         if emulate or c.runs_locally or config.key_for(c.pattern.partition(":")[0], required=False)
     ]
     if not usable:
-        missing = ", ".join(str(r) for r in sellers)
-        raise ValidationError("model", model, f"a key for one of {missing} (or emulate)")
+        providers = dict.fromkeys(r.provider for r in sellers)
+        variables = dict.fromkeys(config.PROVIDER_ENV[p].keys[0] for p in providers)
+        where = f"{model} (sold by {', '.join(str(r) for r in sellers)})"
+        raise MissingKeyError(where, variables)
     return usable
+
+
+def _check_prices(prices: Mapping[str, float] | None, routes: Sequence[Route]) -> None:
+    """A price (``prices=``, ``--price``) for no route of this call is a typo, not a catalogue
+    (that is ``prices.toml``): refused, since it would silently leave a route unpriced."""
+    names = [str(r) for r in routes]
+    for key in prices or {}:
+        pattern = key.strip() if "*" in key else str(Route.parse(key))
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            allowed = f"a route of this run: {', '.join(names)} (keep others in prices.toml)"
+            raise ValidationError("route", key, allowed, route="--price (prices=)")
+
+
+def _check_counts(what: str, prompts: Sequence[str], routes: Sequence[Route]) -> None:
+    """At least one prompt and one route, said as the bad input it is."""
+    if not prompts:
+        raise ValidationError("prompts", [], f"at least one prompt to {what}")
+    if not routes:
+        raise ValidationError("routes", [], f"at least one route to {what} (see routes)")
 
 
 async def compare(
@@ -138,8 +161,10 @@ async def compare(
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     sellers = model_routes(model, emulate=emulate) if model else []
     route_list = list(dict.fromkeys([*(Route.parse(r) for r in routes), *sellers]))
-    if not prompt_list or not route_list or repeats < 1:
-        raise LabError("compare needs at least one prompt, one route and repeats >= 1")
+    _check_counts("compare", prompt_list, route_list)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValidationError("repeats", repeats, "a whole number of 1 or more")
+    _check_prices(prices, route_list)
     base = checked_settings(settings)
     run_id, directory = _new_run(run_id, run_dir)
     planned = plan_jobs(
@@ -372,8 +397,8 @@ async def generate_many(
     refuse_in_worker_import()
     route_list = [Route.parse(r) for r in routes][: None if fallback else 1]
     prompt_list = list(prompts)
-    if not route_list or not prompt_list:
-        raise LabError("generate needs at least one prompt and one route")
+    _check_counts("generate", prompt_list, route_list)
+    _check_prices(prices, [Route.parse(r) for r in routes])
     sent = settings_for(prompt_list, settings)
     if continue_run is not None and run_id is not None:
         raise ValidationError("run_id", run_id, "None when continuing a run (continue_run)")

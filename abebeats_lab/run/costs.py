@@ -27,6 +27,7 @@ __all__ = [
     "CostEstimate",
     "JobCost",
     "RouteCost",
+    "bound_text",
     "check_limit",
     "emulated_limit_note",
     "job_cost",
@@ -39,6 +40,7 @@ NOTE_ESTIMATE = "estimate"
 NOTE_EMULATED = "emulated: not charged"
 NOTE_LOCAL = "local: free"
 NOTE_NO_JOB = "no job made: not charged"
+ZERO_USD = "$0.00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class CostEstimate:
 
     def describe(self) -> str:
         """One line for a plan printout."""
-        text = f"estimated cost ${self.charged_usd:.2f}"
+        text = f"estimated cost {bound_text(self.charged_usd, partial=bool(self.unknown))}"
         if self.would_be_usd != self.charged_usd or self.unknown_would_be != self.unknown:
             text += f"; on the real routes {self.would_be_text()}"
         missing = tuple(dict.fromkeys((*self.unknown, *self.unknown_would_be)))
@@ -94,9 +96,19 @@ class CostEstimate:
         return text
 
     def would_be_text(self) -> str:
-        """What the same jobs would cost on the real routes: ``$0.48`` or ``at least $0.48``."""
-        amount = f"${self.would_be_usd:.2f}"
-        return f"at least {amount}" if self.unknown_would_be else amount
+        """What the same jobs would cost on the real routes: ``$0.48``, ``at least $0.48``
+        or ``an unknown amount`` (`bound_text`)."""
+        return bound_text(self.would_be_usd, partial=bool(self.unknown_would_be))
+
+
+def bound_text(known_usd: float, *, partial: bool) -> str:
+    """A total in words: ``$0.48``; where some prices are unknown (``partial``) ``at least
+    $0.48``, or ``an unknown amount`` when the known part rounds to nothing (``at least
+    $0.00`` says nothing)."""
+    amount = f"${known_usd:.2f}"
+    if not partial:
+        return amount
+    return f"at least {amount}" if amount != ZERO_USD else "an unknown amount"
 
 
 def _no_price(routes: Iterable[str]) -> str:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
-from abebeats_lab.errors import LabError
+from abebeats_lab.errors import LabError, ValidationError
 from abebeats_lab.store import DB_NAME, RunInfo, RunStore
 
-__all__ = ["open_to_read", "pick_run"]
+__all__ = ["open_to_read", "pick_run", "run_ids"]
+
+LISTED_RUNS = 5
+"""A wrong run id is answered with this many of the folder's latest run ids."""
 
 
 def open_to_read(run_dir: Path | str) -> RunStore:
@@ -36,9 +40,17 @@ def pick_run(store: RunStore, run_id: str | None) -> RunInfo:
     if run_id is not None:
         found = next((info for info in runs if info.run_id == run_id), None)
         if found is None:
-            raise LabError(f"no run {run_id} in {where}")
+            raise ValidationError("run_id", run_id, f"a run of {where}: {run_ids(runs)}")
         return found
     latest = store.latest_run(with_jobs=True)
     if latest is None:
         raise LabError(f"no run with jobs in {where}")
     return latest
+
+
+def run_ids(runs: Sequence[RunInfo]) -> str:
+    """The ids a ``--run`` may name (the latest `LISTED_RUNS` of them), for an error line."""
+    ids = ", ".join(info.run_id for info in runs[-LISTED_RUNS:])
+    if not ids:
+        return "none yet"
+    return f"the latest are {ids}" if len(runs) > LISTED_RUNS else ids

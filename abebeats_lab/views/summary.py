@@ -182,8 +182,9 @@ def summary_lines(rows: Rows, *, width: int = SUMMARY_WIDTH) -> list[str]:
 
 def _would_be(lines: Sequence[Mapping[str, Any]]) -> str:
     unknown = [line["route"] for line in lines if line["would_be_usd"] is None]
-    amount = fmt.money(sum(line["would_be_usd"] or 0.0 for line in lines))
-    return f"at least {amount} (no price known for {', '.join(unknown)})" if unknown else amount
+    known = sum(line["would_be_usd"] or 0.0 for line in lines)
+    amount = costs.bound_text(known, partial=bool(unknown))
+    return f"{amount} (no price known for {', '.join(unknown)})" if unknown else amount
 
 
 SETTING_FIELDS: tuple[tuple[str, str], ...] = (

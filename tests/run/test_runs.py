@@ -81,13 +81,14 @@ def test_an_empty_latest_run_does_not_hide_the_good_one(two_runs: tuple[Path, st
 def test_an_empty_run_or_an_unknown_id_is_one_line(
     two_runs: tuple[Path, str], command: str
 ) -> None:
-    run_dir, _ = two_runs
+    run_dir, good = two_runs
     empty = run_cli(command, str(run_dir), "--run", EMPTY_RUN, cwd=run_dir.parent)
     assert empty.returncode == 1
     assert f"run {EMPTY_RUN}" in one_line(empty) and "has no jobs" in one_line(empty)
     unknown = run_cli(command, str(run_dir), "--run", "nope", cwd=run_dir.parent)
-    assert unknown.returncode == 1
-    assert "no run nope" in one_line(unknown) and "abebeats-lab runs" in one_line(unknown)
+    assert unknown.returncode == 2  # bad input: the ids there are listed
+    assert "'nope'" in one_line(unknown) and "abebeats-lab runs" in one_line(unknown)
+    assert EMPTY_RUN in one_line(unknown) and good in one_line(unknown)
     assert not (run_dir / "report.html").exists()
 
 
@@ -99,7 +100,7 @@ def test_the_python_api_takes_a_run_id(two_runs: tuple[Path, str]) -> None:
         write_report(run_dir, run_id=EMPTY_RUN)
     with pytest.raises(LabError, match="has no jobs"):
         asyncio.run(resume(run_dir, run_id=EMPTY_RUN, emulate=True))
-    with pytest.raises(LabError, match="no run nope"):
+    with pytest.raises(ValidationError, match="'nope'.*" + EMPTY_RUN):
         load_run(run_dir, "nope")
     path = write_report(run_dir, run_dir.parent / "api.html", run_id=good)
     assert good in path.read_text(encoding="utf-8")

@@ -47,6 +47,7 @@ def test_compare_summary_fits_100_columns_and_agrees_with_the_report(tmp_path: P
     # --max-cost with --emulate: one line that says why it does not apply, and the real cost.
     (note,) = [line for line in done.stderr.splitlines() if FREE_LINE in line]
     assert "$0.50" in note and "would cost at least $" in note and REPLICATE in note
+    assert "at least $0.00" not in done.stdout + done.stderr
 
     report = run_cli("report", "run", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
@@ -61,7 +62,7 @@ def test_compare_summary_fits_100_columns_and_agrees_with_the_report(tmp_path: P
 def test_a_price_option_lets_max_cost_bound_an_unpriced_route(tmp_path: Path) -> None:
     args = ("compare", "a kite", "--route", REPLICATE, "--duration", "4", "--max-cost", "5")
     refused = run_cli(*args, "--dry-run", cwd=tmp_path)
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # nothing was submitted: bad input
     (line,) = refused.stderr.strip().splitlines()
     assert f"no price known for {REPLICATE}" in line and "--price" in line
     priced = run_cli(*args, "--price", f"{REPLICATE}=0.1", "--dry-run", cwd=tmp_path)
@@ -90,7 +91,7 @@ def test_prices_in_the_user_config_file_are_used_and_shown(tmp_path: Path) -> No
     assert "$0.40" in wins.stdout and "$0.100/s (user price)" in wins.stdout
     (folder / "prices.toml").write_text(f'"{REPLICATE}" = "cheap"\n', encoding="utf-8")
     broken = run_cli("routes", cwd=tmp_path)
-    assert broken.returncode == 1
+    assert broken.returncode == 2
     (line,) = broken.stderr.strip().splitlines()
     assert "prices.toml" in line and REPLICATE in line
 
