@@ -10,7 +10,9 @@ from _runner_support import run_cli
 
 from abebeats_lab import Settings, history
 from abebeats_lab._types import JobState, JobStatus
+from abebeats_lab.emulator import Emulators, EmulatorState, Scenario
 from abebeats_lab.run.api import compare
+from abebeats_lab.store import JobRow
 from abebeats_lab.waiting import WaitPolicy, WaitResult
 
 VEO = "veo:veo-3.1-fast-generate-001"
@@ -20,39 +22,62 @@ DONE = JobStatus(JobState.SUCCEEDED, "done")
 SMALL = Settings(duration_s=1, aspect_ratio="16:9", resolution="240p")
 FAST_CREATES = {"veo": 600.0}
 """Veo's published 10 creates a minute would space two creates 6 s apart."""
+QUEUE_S = Scenario().queue_s
+LATE_RUN_S = 3.0
+"""A job about three times the learnt one: it outlives the learnt window, and still ends long
+before the blind schedule's second status request."""
 BLIND_CAP_S = WaitPolicy().max_interval_s
 """Without history, Veo's 60 s prior polls every `max_interval_s` (8 s): a 1 s emulated job is
 seen done 8 s after it was first seen running."""
 
 
-async def test_a_second_comparison_in_a_new_folder_waits_on_the_first_ones_run_times(
-    tmp_path: Path,
-) -> None:
-    cold = await compare(
-        "a paper boat", [VEO], VEO_SETTINGS, repeats=2, run_dir=tmp_path / "first",
-        emulate=True, rate_per_min=FAST_CREATES,
-    )  # fmt: skip
-    assert [row.state for row in cold.rows] == ["succeeded", "succeeded"]
-    # Cold: nothing learnt yet, so the second status request comes a blind cap after the first.
-    assert all((row.timing.run_s or 0) >= BLIND_CAP_S for row in cold.rows)
-    assert history.run_time_prior(VEO, emulated=True) is not None
-    assert history.run_time_prior(VEO, emulated=False) is None  # emulated never trains real
+def _status_requests(state: EmulatorState) -> list[int]:
+    """Per job, the status requests the emulator logged for it."""
+    return [truth["status_requests"] for truth in state.truth()]
 
-    warm = await compare(
-        "a paper boat", [VEO], VEO_SETTINGS, run_dir=tmp_path / "second", emulate=True,
-        rate_per_min=FAST_CREATES,
-    )  # fmt: skip
-    [row] = warm.rows
-    assert row.state == "succeeded", row.error
-    # Warm, in a folder that has never seen Veo: the schedule aims at the learnt window.
-    assert (row.timing.run_s or 0) < BLIND_CAP_S
-    assert row.timing.polls <= max(r.timing.polls for r in cold.rows) + 1
+
+async def test_a_second_comparison_in_a_new_folder_waits_on_the_first_ones_run_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Emulators(["veo"], Scenario()) as emus:  # what --emulate serves, logged here
+        for name, value in emus.env().items():
+            monkeypatch.setenv(name, value)
+        state = emus.states["veo"]
+
+        async def comparison(folder: str, repeats: int = 1) -> list[JobRow]:
+            state.jobs.clear()
+            state.requests.clear()
+            done = await compare(
+                "a paper boat", [VEO], VEO_SETTINGS, repeats=repeats, run_dir=tmp_path / folder,
+                rate_per_min=FAST_CREATES,
+            )  # fmt: skip
+            assert all(row.state == "succeeded" and row.emulated for row in done.rows)
+            return done.rows
+
+        cold = await comparison("first", repeats=2)
+        blind = _status_requests(state)
+        # Cold: nothing learnt yet, so the second status request comes a blind cap after the
+        # first (a lower bound: the schedule's own sleep, which load can only lengthen).
+        assert all((row.timing.run_s or 0) >= BLIND_CAP_S for row in cold)
+        assert history.run_time_prior(VEO, emulated=True) is not None
+        assert history.run_time_prior(VEO, emulated=False) is None  # emulated never trains real
+
+        # Warm, in a folder that has never seen Veo: no more requests than the blind wait.
+        [row] = await comparison("second")
+        assert row.timing.polls <= max(r.timing.polls for r in cold) + 1
+
+        # The schedule aims at the learnt window: a job that outlives it is asked about around
+        # the window, where the blind schedule asks once in `BLIND_CAP_S` and then sees it done.
+        state.set_scenario(Scenario().with_times(QUEUE_S, LATE_RUN_S))
+        await comparison("third")
+        [late] = _status_requests(state)
+    assert late > max(blind)
 
     listed = run_cli("history")
     assert listed.returncode == 0, listed.stderr
     assert str(history.history_path()) in listed.stdout
     [line] = [line for line in listed.stdout.splitlines() if line.startswith(VEO)]
-    assert line.split()[1:3] == ["emulated", "3"]
+    assert line.split()[1:3] == ["emulated", "4"]
 
 
 def test_history_lives_in_the_user_cache_and_the_env_var_moves_it(

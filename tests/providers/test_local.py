@@ -16,9 +16,6 @@ LOCAL = Route.parse("local:procedural")
 SMALL = VideoRequest(
     "a kite over dunes", duration_s=1, aspect_ratio="16:9", resolution="240p", seed=3
 )
-PUSHED_LAG_S = 2.0
-"""A generous bound: the pushed end arrives within milliseconds; a poll on the old backoff
-came 6-8 s after a render of well under a second."""
 
 
 def test_a_cli_comparison_of_local_learns_each_end_at_once(tmp_path: Path) -> None:
@@ -40,7 +37,6 @@ def test_a_cli_comparison_of_local_learns_each_end_at_once(tmp_path: Path) -> No
         assert row["state"] == "succeeded", row["error"]
         assert row["polls"] == 1  # the pushed stream; not one poll
         assert row["detect_lag_s_source"] == "provider"
-        assert row["detect_lag_s"] < PUSHED_LAG_S
 
 
 async def test_the_stream_pushes_queued_running_and_the_end_in_order() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,35 @@ def test_score_with_the_default_process_pool(run_dir: Path) -> None:
     assert table["flicker"].notna().all()
 
 
+LOOP_HANG_GUARD_S = 60.0
+"""How long a finished clip waits for the event loop to run one callback: only a guard
+against a loop blocked on the clip (that wait would never end), never a measured figure."""
+
+
+class LoopWatchingExecutor(ThreadPoolExecutor):
+    """A real one-thread pool that, for each clip, asks the event loop to run a callback
+    while the clip is measured, and records whether the loop ran it before the clip returned
+    its result: a loop blocked on the clip (or measuring it itself) cannot."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(max_workers=1)
+        self.loop = loop
+        self.loop_turned: list[bool] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return super().submit(self._watched, fn, *args, **kwargs)
+
+    def _watched(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        turned = threading.Event()
+        self.loop.call_soon_threadsafe(turned.set)
+        result = fn(*args, **kwargs)
+        # The result is not handed back until the loop has turned (or never could); once a
+        # clip found the loop blocked, the next ones do not wait the guard out again.
+        guard = LOOP_HANG_GUARD_S if all(self.loop_turned) else 0.0
+        self.loop_turned.append(turned.wait(guard))
+        return result
+
+
 async def test_score_async_runs_off_the_event_loop(run_dir: Path) -> None:
     ticks = 0
 
@@ -208,11 +238,13 @@ async def test_score_async_runs_off_the_event_loop(run_dir: Path) -> None:
             await asyncio.sleep(0)
 
     ticker = asyncio.ensure_future(tick())
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with LoopWatchingExecutor(asyncio.get_running_loop()) as pool:
         table = await metrics.score_async(run_dir, executor=pool, refresh=True)
     ticker.cancel()
     assert len(table) == len(PROMPTS)
-    assert ticks > len(PROMPTS)  # the loop kept turning while clips were measured
+    assert ticks > len(PROMPTS)
+    # Every clip went through the pool, and the loop kept turning while each was measured.
+    assert pool.loop_turned == [True] * len(PROMPTS)
 
 
 def test_a_clip_that_cannot_be_read_gets_an_error_row(tmp_path: Path, run_dir: Path) -> None:

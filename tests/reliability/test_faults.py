@@ -356,8 +356,9 @@ async def test_hung_create_is_ambiguous_not_repeated(provider: str, env: Emulato
             assert found is not None and found.id in state.jobs
 
 
-DEADLINE_BOUND_S = 30.0
-"""Far above the 1 s deadline, far below the 60 s client timeouts a regression would wait."""
+HANG_GUARD_S = 30.0
+"""Far above the 1 s deadline, far below the 60 s client timeouts a regression would wait:
+only a guard that turns such a hang into a failure, never a measured figure."""
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -368,9 +369,8 @@ async def test_the_deadline_bounds_a_hung_create(
     found again and cancelled where the provider lists jobs (Replicate), ambiguous elsewhere;
     never sent twice."""
     state = reset(env, provider, Scenario.fast(hang_create=1).with_times(0.05, NEVER_S))
-    started = asyncio.get_running_loop().time()
-    row = await _run(ROUTES[provider], tmp_path / "run", FAULTS["hang-past-deadline"], state)
-    assert asyncio.get_running_loop().time() - started < DEADLINE_BOUND_S
+    run = _run(ROUTES[provider], tmp_path / "run", FAULTS["hang-past-deadline"], state)
+    row = await asyncio.wait_for(run, HANG_GUARD_S)
     assert state.count("create") == 1 and len(state.jobs) == 1
     [job] = state.jobs.values()
     if provider == "replicate":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _runner_support import FAST, PIKA, REMOTE, RUNWAY, VEO, require_emulator, run_cli
+from _runner_support import FAST, PIKA, REMOTE, RUNWAY, VEO, run_cli
 from starlette.responses import JSONResponse
 
 from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scenario, create_app
@@ -40,8 +40,6 @@ EXIT_UNFINISHED = 1
 @pytest.fixture
 def emulated(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulators]:
     """Runway, Veo and Pika emulators on loopback, found through the real env vars."""
-    for provider in ("runway", "veo", "pika"):
-        require_emulator(provider)
     with Emulators(["runway", "veo", "pika"], Scenario.fast()) as emus:
         for name, value in emus.env().items():
             monkeypatch.setenv(name, value)
@@ -89,7 +87,6 @@ def _refusing_cancels(app: Any, refused: list[str]) -> Any:
 async def test_a_job_whose_cancel_fails_is_kept_past_the_deadline_and_resume_collects_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    require_emulator("runway")
     state = EmulatorState("runway", Scenario.fast().with_times(0.05, JOB_S))
     refused: list[str] = []
     with serve(_refusing_cancels(create_app("runway", state), refused)) as server:
