@@ -14,7 +14,7 @@ import pytest
 from _runner_support import run_cli
 
 from abebeats_lab.cli.run_commands import DEMO_PROMPTS, DEMO_ROUTES, NO_ROUTES
-from abebeats_lab.emulator import EMULATED_PROVIDERS
+from abebeats_lab.emulator import EMULATED_PROVIDERS, Emulators, Scenario
 from abebeats_lab.media.probe import probe
 from abebeats_lab.run.api import load_run
 from abebeats_lab.run.plan import RUNS_DIR
@@ -153,6 +153,14 @@ def test_demo_runs_every_route_offline_and_writes_the_report(tmp_path: Path) -> 
             assert row[field] is not None, (row["route"], field)
     assert (run_dir / "report.html").is_file()
     assert "report:" in done.stdout and "emulated" in done.stdout
+    # The folder is named after the run inside it, and `runs` lists it from the parent folder.
+    assert run_dir.name == comparison.run_id
+    assert f"run directory: {Path('runs') / run_dir.name}" in done.stdout
+    listed = run_cli("runs", "runs", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.strip().splitlines()[:2]
+    assert header.split()[:2] == ["folder", "run"]
+    assert row.split()[:2] == [str(Path("runs") / run_dir.name), comparison.run_id]
 
 
 def test_emulate_serves_on_the_asked_ports_and_prints_the_exports(tmp_path: Path) -> None:
@@ -273,6 +281,35 @@ def test_the_run_folder_a_command_picks_is_named_after_the_run_inside(tmp_path: 
     (folder,) = {p for p in (tmp_path / RUNS_DIR).iterdir() if p != run_dir}
     assert (tmp_path / generated.stdout.strip()).is_relative_to(folder)  # its video is there
     assert folder.name == load_run(folder).run_id
+    # stdout is the video's path alone; the run folder is named on stderr
+    assert f"run directory: {Path(RUNS_DIR) / folder.name}" in generated.stderr.splitlines()
+
+    parent = run_cli("runs", RUNS_DIR, cwd=tmp_path)  # a folder of run folders
+    assert parent.returncode == 0, parent.stderr
+    listed_ids = {line.split()[1] for line in parent.stdout.splitlines()[1:] if line.strip()}
+    assert {run_dir.name, folder.name} <= listed_ids
+    empty = run_cli("runs", ".", cwd=tmp_path / RUNS_DIR / folder.name / "outputs")
+    assert empty.returncode == 2 and "no run in it" in empty.stderr
+
+
+def test_a_fallback_says_in_one_line_which_route_failed_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = Scenario.fast(fail=True, failure_message="the model is overloaded")
+    args = ["generate", BOAT, "--route", "runway:gen4.5", *LOCAL_SMALL, "--adapt"]
+    with Emulators(["runway"], failing) as emus:
+        for name, value in emus.env().items():
+            monkeypatch.setenv(name, value)
+        done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stderr.splitlines() if "fell back" in x]
+    assert line.startswith("abebeats-lab: fell back after runway:gen4.5: ")
+    assert "the model is overloaded" in line and "JobRow" not in done.stderr
+    (printed,) = re.findall(r"^run directory: (.+)$", done.stderr, flags=re.MULTILINE)
+    rows = {row.route: row for row in load_run(tmp_path / printed).rows}
+    failed = rows["runway:gen4.5"]
+    assert (failed.state, rows["local:procedural"].state) == ("failed", "succeeded")
+    assert failed.error and line.endswith(failed.error)
 
 
 # -- help and progress a person can read ---------------------------------------------------

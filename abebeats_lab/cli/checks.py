@@ -69,6 +69,28 @@ def run_in(path: Path, label: str) -> None:
         raise BadPath(f"{label} {path}: not a run directory (no {DB_NAME} in it)")
 
 
+def run_folders(path: Path) -> list[Path]:
+    """``path`` itself when it is a run directory, else the run directories just under it
+    (a folder of runs, such as ``abebeats-runs``), by name."""
+    from abebeats_lab.run.api import DB_NAME
+
+    if (path / DB_NAME).is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if (p / DB_NAME).is_file())
+
+
+def runs_in(path: Path, label: str) -> None:
+    """An existing run directory, or a folder with run directories in it."""
+    from abebeats_lab.run.api import DB_NAME
+
+    if not path.exists():
+        raise BadPath(f"{label} {path}: no such directory")
+    if not path.is_dir():
+        raise BadPath(f"{label} {path}: is a file, not a run directory")
+    if not run_folders(path):
+        raise BadPath(f"{label} {path}: no run in it (no {DB_NAME} in it or in a folder under it)")
+
+
 def check_paths(args: argparse.Namespace) -> None:
     """Every path argument of the command, before anything runs."""
     for name, label, check in args.paths:

@@ -26,22 +26,31 @@ SCORE_COLUMNS = ("motion", "flicker", "sharpness", "black_fraction", "loudness_l
 
 
 async def cmd_runs(args: argparse.Namespace) -> int:
+    from abebeats_lab.cli.checks import run_folders
     from abebeats_lab.run import api as runner
 
-    listings = runner.list_runs(args.run_dir)
-    rows = [
-        [
-            r.run_id,
-            r.created_at[:19],
-            r.kind,
-            str(r.jobs),
-            ", ".join(f"{n} {state}" for state, n in sorted(r.states.items())) or "-",
+    folders = run_folders(Path(args.run_dir))
+    parent = folders != [Path(args.run_dir)]  # a folder of run folders (abebeats-runs)
+    rows = []
+    for folder in folders:
+        listings = runner.list_runs(folder)
+        rows += [
+            [
+                *([str(folder)] if parent else []),
+                r.run_id,
+                r.created_at[:19],
+                r.kind,
+                str(r.jobs),
+                ", ".join(f"{n} {state}" for state, n in sorted(r.states.items())) or "-",
+            ]
+            for r in listings
         ]
-        for r in listings
-    ]
-    _print_table(["run", "created (UTC)", "kind", "jobs", "states"], rows)
+    header = ["run", "created (UTC)", "kind", "jobs", "states"]
+    _print_table(["folder", *header] if parent else header, rows)
     latest = next((r.run_id for r in reversed(listings) if r.jobs), None)
-    if latest is not None:
+    if parent:
+        print("\nreport, resume and score take one of these folders")
+    elif latest is not None:
         print(f"\nreport and resume use {latest} (the latest run with jobs) unless --run is given")
     return 0
 

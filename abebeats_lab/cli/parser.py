@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from abebeats_lab import __version__
-from abebeats_lab.cli.checks import PathCheck, dir_out, file_in, file_out, run_in
+from abebeats_lab.cli.checks import PathCheck, dir_out, file_in, file_out, run_in, runs_in
 from abebeats_lab.cli.exits import EPILOG
 from abebeats_lab.cli.info_commands import (
     cmd_emulate,
@@ -321,10 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
         "runs",
         "list the runs in a run directory: id, start, kind, jobs and their states",
         cmd_runs,
-        [("run_dir", "RUN_DIR", run_in)],
+        [("run_dir", "RUN_DIR", runs_in)],
         READ_EPILOG.format(more=""),
     )
-    runs.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to list")
+    runs.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or a folder of them")
 
     rts = _command(
         sub,

@@ -8,12 +8,12 @@ import json
 import shlex
 import shutil
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from abebeats_lab._text import cut
 from abebeats_lab._types import JobState, Settings
 from abebeats_lab.cli.checks import UsageError
 from abebeats_lab.cli.exits import EXIT_FAILURE
@@ -36,6 +36,8 @@ DEMO_ROUTES = (
 )
 """Every provider once, and Veo 3.1 Fast on three resellers (Vertex, fal, Runway), so the
 report shows one model side by side."""
+REASON_CHARS = 400
+"""A stored reason is printed up to this many characters: enough to say what failed."""
 NO_ROUTES = "compare needs at least one --route or a --model (see `abebeats-lab routes`)"
 
 
@@ -105,7 +107,9 @@ async def cmd_generate(args: argparse.Namespace) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
     for failure in result.failures:
-        print(f"fell back after: {failure}", file=sys.stderr)
+        print(f"abebeats-lab: fell back after {failure.route}: {failure.error}", file=sys.stderr)
+    # stdout is the video's path alone (scripts read it); the run folder goes to stderr.
+    print(f"run directory: {result.run_dir or run_dir}", file=sys.stderr)
     print(target)
     return 0
 
@@ -157,12 +161,13 @@ async def cmd_resume(args: argparse.Namespace) -> int:
             rerun_cancelled=args.rerun_cancelled,
         )
     _print_comparison(comparison, as_json=args.json)
-    cancelled = sum(map(runner.was_interrupted, comparison.rows))
+    cancelled = [row for row in comparison.rows if runner.was_interrupted(row)]
     if cancelled:
         flags = f" --run {shlex.quote(args.run)}" if args.run else ""
-        flags += " --emulate" if args.emulate else ""
+        # Emulated jobs go to emulators again (free), never to the paid providers.
+        flags += " --emulate" if args.emulate or any(r.emulated for r in cancelled) else ""
         print(
-            f"abebeats-lab: {cancelled} job(s) were cancelled by an interrupt; to run them "
+            f"abebeats-lab: {len(cancelled)} job(s) were cancelled by an interrupt; to run them "
             f"again: abebeats-lab resume {shlex.quote(str(run_dir))}{flags} --rerun-cancelled",
             file=sys.stderr,
         )
@@ -171,10 +176,12 @@ async def cmd_resume(args: argparse.Namespace) -> int:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     from abebeats_lab.run import api as runner
+    from abebeats_lab.run.plan import new_run_id
     from abebeats_lab.views import report
 
     prices = _prices_from(args)
-    run_dir = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_id = new_run_id()
+    run_dir = Path(args.out) / run_id  # named after its run, as `runs` lists it
     args.emulate = True
     _finish_on_interrupt(args, run_dir, then=f" && abebeats-lab report {shlex.quote(str(run_dir))}")
     print(
@@ -192,6 +199,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             adapt=True,
             on_update=progress,
             prices=prices,
+            run_id=run_id,
         )
     print(comparison.summary_text())
     path = report.write_report(comparison.run_dir or run_dir, run_id=comparison.run_id)
@@ -233,6 +241,7 @@ def _verdict(args: argparse.Namespace, rows: Sequence[Any]) -> int:
     unfinished (a full disk, a provider that stopped answering) get the command that
     finishes them."""
     missed = Counter(str(row.state) for row in rows if row.state is not JobState.SUCCEEDED)
+    _why_unfinished(rows)
     if not missed:
         line, code = f"all {len(rows)} job(s) succeeded", 0
     else:
@@ -244,6 +253,19 @@ def _verdict(args: argparse.Namespace, rows: Sequence[Any]) -> int:
             line += f"; to finish the unfinished ones: {hint}"
     print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
     return code
+
+
+def _why_unfinished(rows: Sequence[Any]) -> None:
+    """Say once per state why jobs were left unfinished (a folder that cannot be written, a
+    provider that stopped answering): the first such row's reason stands for the others."""
+    left: dict[str, list[Any]] = {}
+    for row in rows:
+        if row.state.unfinished and row.error:
+            left.setdefault(str(row.state), []).append(row)
+    for state, stuck in sorted(left.items()):
+        first = stuck[0]
+        line = f"{len(stuck)} job(s) left {state}; why ({first.route}): {first.error}"
+        print(f"abebeats-lab: {cut(line, REASON_CHARS)}", file=sys.stderr)
 
 
 def _print_comparison(comparison: Any, *, as_json: bool, dry_run: bool = False) -> None:
