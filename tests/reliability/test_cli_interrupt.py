@@ -113,3 +113,37 @@ def test_a_second_ctrl_c_lets_the_cleanup_finish_and_loses_no_job_id(
     assert [r.state for r in rows] == ["succeeded"] * len(rows)
     # Each row was sent again once, after its first job was seen cancelled.
     assert replicate.count("create") + runway.count("create") - creates == len(rows)
+
+
+def test_plain_resume_of_an_interrupted_emulated_run_names_emulate(tmp_path: Path) -> None:
+    runway = ROUTES["runway"]
+    slots = 2  # Runway's concurrency: the two rows after them wait unsent
+    args = ["compare", "a kite", "--route", runway, "--repeats", str(2 * slots), "--emulate"]
+    child = subprocess.Popen(
+        [*CLI, *args, "--run-dir", "run"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = tmp_path / "run"
+    _wait_until(lambda: any(r["job_id"] for r in db_rows(run_dir)), child, "a job sent")
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=CLI_TIMEOUT_S)
+    assert child.returncode == EXIT_INTERRUPTED, stderr[-3000:]
+    rows = load_run(run_dir).rows
+    assert sum(r.state == "canceled" for r in rows) >= slots  # the unsent ones at least
+
+    def cli(*words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *words], cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
+        )
+
+    plain = cli("resume", "run")  # reports the cancelled jobs, runs nothing
+    assert plain.returncode == 1, plain.stderr[-3000:]
+    hint = plain.stderr.strip().splitlines()[-1]
+    command = hint.partition("to run them again: ")[2]
+    assert command == "abebeats-lab resume run --emulate --rerun-cancelled", hint
+    finished = cli(*shlex.split(command)[1:])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert [r.state for r in load_run(run_dir).rows] == ["succeeded"] * len(rows)

@@ -303,6 +303,11 @@ def test_a_read_only_run_folder_is_read_and_never_a_traceback(tmp_path: Path) ->
         assert "Read-only file system" in one_line(pending)
         in_place = cli("report", "shelf/run", cwd=tmp_path)
         assert in_place.returncode == 1 and "Read-only file system" in one_line(in_place)
+        # It says what to do, not which temporary file failed.
+        assert "--out FILE" in one_line(in_place) and ".part" not in in_place.stderr
+        scored = cli("score", "shelf/run", "--no-clip", cwd=tmp_path)
+        assert scored.returncode == 1 and "Read-only file system" in one_line(scored)
+        assert "writable copy" in one_line(scored) and "database" not in scored.stderr
     assert [r.state for r in load_run(shelf / "pending").rows] == ["planned"]
 
 
@@ -399,6 +404,40 @@ def test_a_full_disk_is_a_line_naming_it_and_the_command_that_finishes(tmp_path:
     assert any("disk is full" in line or "No space left" in line for line in causes), causes
     assert "of 8 job(s) did not succeed" in verdict
     assert "to finish the unfinished ones: abebeats-lab resume disk/run" in verdict
+
+
+def test_jobs_left_downloading_print_why_once_and_resume_collects_them(
+    env: Emulators, tmp_path: Path
+) -> None:
+    reset(env, "runway", Scenario.fast().with_times(0.05, SLOW_RUN_S))
+    run = tmp_path / "run"
+    outputs = run / "outputs"
+    args = ["compare", "a kite", "--route", RUNWAY, "--repeats", "2", "--run-dir", "run"]
+    child = subprocess.Popen(
+        [*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_until(ids_stored(run, 2), child)
+    # The outputs folder turns read-only while both jobs still run at the provider.
+    bind = ["mount", "--bind", str(outputs), str(outputs)]
+    read_only = ["mount", "-o", "remount,ro,bind", str(outputs)]
+    try:
+        with mounted(bind, read_only, target=outputs):
+            stdout, stderr = child.communicate(timeout=CLI_TIMEOUT_S)
+    finally:
+        if child.poll() is None:  # the mount was refused (skipped): stop the run
+            child.kill()
+            child.communicate()
+
+    assert child.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    [why] = [line for line in stderr.splitlines() if "left downloading" in line]
+    assert why.startswith(f"abebeats-lab: 2 job(s) left downloading; why ({RUNWAY}): ")
+    assert "Read-only file system" in why, why
+    assert "2 of 2 job(s) did not succeed (2 downloading)" in stdout
+
+    finished = cli("resume", "run", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert [r.state for r in load_run(run).rows] == ["succeeded", "succeeded"]
 
 
 # -- 12. a megabyte of failure text ------------------------------------------------------
