@@ -165,6 +165,7 @@ class Interrupts:
         self._first_at: float | None = None
         self._told = False
         self._limit: asyncio.TimerHandle | None = None
+        self._take_sigint = False
 
     def run(
         self,
@@ -173,6 +174,8 @@ class Interrupts:
     ) -> int:
         """``handler(args)`` on a new event loop; raises KeyboardInterrupt once Ctrl-C has
         stopped it."""
+        # Only where Ctrl-C has Python's default meaning (a shell may have it ignored).
+        self._take_sigint = signal.getsignal(signal.SIGINT) is signal.default_int_handler
         with asyncio.Runner() as runner:
             try:
                 return runner.run(self._watched(handler, args))
@@ -190,7 +193,8 @@ class Interrupts:
         self._task = asyncio.current_task()
         # No signals on this loop (Windows, another thread): asyncio.Runner's handler stays.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGINT, self._pressed)
+            if self._take_sigint:
+                loop.add_signal_handler(signal.SIGINT, self._pressed)
         try:
             return await handler(args)
         finally:
