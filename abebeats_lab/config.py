@@ -45,6 +45,8 @@ class ProviderEnv:
     ambient: str = ""
     """Credentials found without a key variable (Google ADC), named for the reader; the
     panel never looks for them, since finding them may probe the network."""
+    also: tuple[str, ...] = ()
+    """Variables of which one must be set besides the key (Vertex's billed Cloud project)."""
 
 
 PROVIDER_ENV: Mapping[str, ProviderEnv] = {
@@ -58,7 +60,11 @@ PROVIDER_ENV: Mapping[str, ProviderEnv] = {
     ),
     # Veo authenticates with Google credentials (ADC); a static token serves emulators and CI.
     "veo": ProviderEnv(
-        ("GOOGLE_OAUTH_ACCESS_TOKEN",), "GOOGLE_VERTEX_BASE_URL", "", ambient="Google ADC"
+        ("GOOGLE_OAUTH_ACCESS_TOKEN",),
+        "GOOGLE_VERTEX_BASE_URL",
+        "",
+        ambient="Google ADC",
+        also=("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT_ID"),
     ),
     # fal.ai's queue serves every fal app; `pika` is the same client under Pika's own name.
     "fal": ProviderEnv(("FAL_KEY",), "FAL_QUEUE_BASE_URL", "https://queue.fal.run"),

@@ -203,3 +203,13 @@ def test_the_demo_holds_one_model_on_three_resellers() -> None:
         by_model.setdefault(capabilities.model_of(route), set()).add(route.partition(":")[0])
     assert max(len(providers) for providers in by_model.values()) >= 3
     assert set(DEMO_ROUTES) >= SELLERS
+
+
+def test_routes_says_a_key_without_the_project_vertex_also_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_OAUTH_ACCESS_TOKEN", "token")
+    without = run_cli("routes", cwd=tmp_path).stdout
+    assert "# veo: key set, GOOGLE_CLOUD_PROJECT or GOOGLE_CLOUD_PROJECT_ID missing" in without
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    assert "# veo: key set\n" in run_cli("routes", cwd=tmp_path).stdout

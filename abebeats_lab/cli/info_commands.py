@@ -203,9 +203,12 @@ def _key_state(provider: str, *, runs_locally: bool) -> str:
 
     if runs_locally:
         return "no key needed"
-    if config.key_for(provider, required=False) is not None:
-        return "key set"
-    return f"{' or '.join(config.PROVIDER_ENV[provider].keys)} missing (use --emulate)"
+    env = config.PROVIDER_ENV[provider]
+    if config.key_for(provider, required=False) is None:
+        return f"{' or '.join(env.keys)} missing (use --emulate)"
+    if env.also and config.env_first(*env.also) is None:
+        return f"key set, {' or '.join(env.also)} missing (use --emulate)"
+    return "key set"
 
 
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:

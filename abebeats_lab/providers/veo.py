@@ -56,7 +56,7 @@ DEFAULT_TIMEOUT_S = 60.0
 VERTEX_URL = "https://{location}-aiplatform.googleapis.com"
 """Where genai sends Vertex requests when no base URL is set."""
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-PROJECT_VARS = ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT_ID")
+PROJECT_VARS = config.PROVIDER_ENV["veo"].also
 KEY_VARS = ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
 _ADC_FILE = "application_default_credentials.json"
 _CODE_CANCELLED = 1
