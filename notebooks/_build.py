@@ -214,7 +214,7 @@ e.g. a Dask cluster's) and keeps the figures in the run folder's `quality.sqlite
 on they are columns of `to_pandas()` and `summary()`. Same as `abebeats-lab score RUN_DIR`."""),
     code("""from abebeats_lab.quality.metrics import score
 
-score(result.run_dir)
+score(result.run_dir, clip=False)  # clip=True adds the CLIP score: a one-time model download
 frame = result.to_pandas()
 frame[["route", "prompt_index", "state", "motion", "flicker", "sharpness", "mean_luma",
        "emulated"]]"""),

@@ -280,6 +280,6 @@ def test_a_single_clip_is_measured_in_this_process(tmp_path: Path) -> None:
 def test_score_of_a_folder_without_a_run_is_one_clear_error(tmp_path: Path, run_dir: Path) -> None:
     with pytest.raises(LabError, match="no run store in"):
         score(tmp_path)
-    with pytest.raises(LabError, match="no run nope in"):
+    with pytest.raises(LabError, match="run_id='nope' is not allowed; allowed: a run of"):
         score(run_dir, run_id="nope")
     assert not (tmp_path / QUALITY_DB).exists()
