@@ -8,13 +8,14 @@ failure becomes a row, never a crashed batch; cancelling the comparison cancels 
 jobs. `generate` and `generate_many` are the fallback chains (`run.chains`). `resume`
 re-attaches to a run left unfinished (even by a SIGKILLed process) without resubmitting
 anything (`run.resume_plan`). No provider is named here: capability data and the provider
-interface's optional methods carry every difference.
+interface's optional methods carry every difference. One module past 400 lines: these are the
+functions a user calls, each the same short sequence (check, plan, lock, connect, fan out),
+read side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,8 @@ from abebeats_lab.run.job import JobEvent, RunContext, live_row
 from abebeats_lab.run.limits import Limiter
 from abebeats_lab.run.lock import hold_run
 from abebeats_lab.run.plan import (
+    check_counts,
+    check_prices,
     checked_settings,
     cost_of,
     estimated_time,
@@ -99,25 +102,6 @@ def model_routes(model: str, *, emulate: bool = False) -> list[Route]:
     return usable
 
 
-def _check_prices(prices: Mapping[str, float] | None, routes: Sequence[Route]) -> None:
-    """A price (``prices=``, ``--price``) for no route of this call is a typo, not a catalogue
-    (that is ``prices.toml``): refused, since it would silently leave a route unpriced."""
-    names = [str(r) for r in routes]
-    for key in prices or {}:
-        pattern = key.strip() if "*" in key else str(Route.parse(key))
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            allowed = f"a route of this run: {', '.join(names)} (keep others in prices.toml)"
-            raise ValidationError("route", key, allowed, route="--price (prices=)")
-
-
-def _check_counts(what: str, prompts: Sequence[str], routes: Sequence[Route]) -> None:
-    """At least one prompt and one route, said as the bad input it is."""
-    if not prompts:
-        raise ValidationError("prompts", [], f"at least one prompt to {what}")
-    if not routes:
-        raise ValidationError("routes", [], f"at least one route to {what} (see routes)")
-
-
 async def compare(
     prompts: Sequence[str] | str,
     routes: Sequence[str | Route] = (),
@@ -161,10 +145,8 @@ async def compare(
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     sellers = model_routes(model, emulate=emulate) if model else []
     route_list = list(dict.fromkeys([*(Route.parse(r) for r in routes), *sellers]))
-    _check_counts("compare", prompt_list, route_list)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValidationError("repeats", repeats, "a whole number of 1 or more")
-    _check_prices(prices, route_list)
+    check_counts("compare", prompt_list, route_list, repeats)
+    check_prices(prices, route_list)
     base = checked_settings(settings)
     run_id, directory = _new_run(run_id, run_dir)
     planned = plan_jobs(
@@ -397,8 +379,8 @@ async def generate_many(
     refuse_in_worker_import()
     route_list = [Route.parse(r) for r in routes][: None if fallback else 1]
     prompt_list = list(prompts)
-    _check_counts("generate", prompt_list, route_list)
-    _check_prices(prices, [Route.parse(r) for r in routes])
+    check_counts("generate", prompt_list, route_list)
+    check_prices(prices, [Route.parse(r) for r in routes])
     sent = settings_for(prompt_list, settings)
     if continue_run is not None and run_id is not None:
         raise ValidationError("run_id", run_id, "None when continuing a run (continue_run)")

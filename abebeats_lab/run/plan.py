@@ -9,6 +9,7 @@ writes the store.
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import math
 import secrets
@@ -30,6 +31,8 @@ from abebeats_lab.store import JobRow
 __all__ = [
     "RUNS_DIR",
     "Planned",
+    "check_counts",
+    "check_prices",
     "cost_of",
     "estimated_time",
     "limiters_for",
@@ -256,3 +259,26 @@ def cost_of(row: JobRow) -> costs.JobCost:
     """The cost figures a planned row carries, as `costs.total` adds them up."""
     source, date = row.price_source or "", row.price_date or ""
     return costs.JobCost(row.cost_usd, row.cost_estimate_usd, row.cost_note, source, date)
+
+
+def check_prices(prices: Mapping[str, float] | None, routes: Sequence[Route]) -> None:
+    """A price (``prices=``, ``--price``) for no route of this call is a typo, not a catalogue
+    (that is ``prices.toml``): refused, since it would silently leave a route unpriced."""
+    names = [str(r) for r in routes]
+    for key in prices or {}:
+        pattern = key.strip() if "*" in key else str(Route.parse(key))
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            allowed = f"a route of this run: {', '.join(names)} (keep others in prices.toml)"
+            raise ValidationError("route", key, allowed, route="--price (prices=)")
+
+
+def check_counts(
+    what: str, prompts: Sequence[str], routes: Sequence[Route], repeats: int = 1
+) -> None:
+    """At least one prompt, one route and one repeat, said as the bad input it is."""
+    if not prompts:
+        raise ValidationError("prompts", [], f"at least one prompt to {what}")
+    if not routes:
+        raise ValidationError("routes", [], f"at least one route to {what} (see routes)")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValidationError("repeats", repeats, "a whole number of 1 or more")
