@@ -32,7 +32,7 @@ from abebeats_lab.run.chains import GenerateResult, continued, plan_chains, run_
 from abebeats_lab.run.connect import connect
 from abebeats_lab.run.fanout import UpdateHandler, run_rows, scored, scorer
 from abebeats_lab.run.folder import open_to_read, pick_run
-from abebeats_lab.run.job import JobEvent, RunContext, live_row
+from abebeats_lab.run.job import JobEvent, RunContext, cancelled_by_deadline, live_row
 from abebeats_lab.run.limits import Limiter
 from abebeats_lab.run.lock import hold_run
 from abebeats_lab.run.plan import (
@@ -293,8 +293,13 @@ async def resume(
         for row in todo:
             store.save(row)
         done = await run_rows(store, todo, info.spec, emulate, on_update, policy)
-        # A re-attached job the provider reports cancelled made no video: send it again.
-        again = [fresh(r) for r in done if r.key in recheck and r.state is JobState.CANCELED]
+        # A re-attached job the provider reports cancelled made no video: send it again (not
+        # one this resume's own deadline cancelled: that limit was the caller's).
+        again = [
+            fresh(r)
+            for r in done
+            if r.key in recheck and r.state is JobState.CANCELED and not cancelled_by_deadline(r)
+        ]
         for row in again:
             store.save(row)
         await run_rows(store, again, info.spec, emulate, on_update, policy)

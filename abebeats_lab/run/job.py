@@ -59,7 +59,7 @@ from abebeats_lab.waiting import WaitPolicy, wait
 if TYPE_CHECKING:
     from abebeats_lab.run.limits import Limiter
 
-__all__ = ["JobEvent", "Live", "RunContext", "live_row"]
+__all__ = ["JobEvent", "Live", "RunContext", "cancelled_by_deadline", "live_row"]
 
 log = logging.getLogger("abebeats_lab.run.api")
 
@@ -99,6 +99,14 @@ def _local(exc: BaseException) -> bool:
     TimeoutError is an OSError too, but never a local file problem.
     """
     return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+
+
+def cancelled_by_deadline(row: JobRow) -> bool:
+    """True for a row whose job our own wait deadline cancelled (`RunContext._past_deadline`):
+    the caller's limit ended it, so it is final, never a job to send again."""
+    return row.state is JobState.CANCELED and (row.error or "").startswith(
+        f"{JobTimeout.__name__}: "
+    )
 
 
 class RunContext:

@@ -23,13 +23,15 @@ from abebeats_lab.emulator import EMULATOR_KEYS, Emulators, EmulatorState, Scena
 from abebeats_lab.emulator.server import LOOPBACK, serve
 from abebeats_lab.http import DEFAULT_RETRY
 from abebeats_lab.media.download import DownloadUnreachable, download
-from abebeats_lab.run.api import compare, load_run, resume
+from abebeats_lab.run.api import compare, load_run, resume, was_interrupted
 from abebeats_lab.run.job import DOWNLOAD_LATER, LEFT_RUNNING
 from abebeats_lab.store import JobRow
 from abebeats_lab.waiting import WaitPolicy
 
 JOB_S = 3.0
 """How long the emulated jobs past the deadline run: well past `DEADLINE`."""
+LONG_JOB_S = 60.0
+"""A job that is still running whenever the test interrupts or resumes it."""
 DEADLINE = WaitPolicy(deadline_s=0.5, min_interval_s=0.05, max_interval_s=0.2)
 IN_FLIGHT = ("queued", "running")
 REFUSED_CANCEL = "cancel refused by this test's server"
@@ -179,3 +181,43 @@ async def test_a_host_that_hangs_up_before_answering_is_asked_again_under_the_re
             await download(f"http://{LOOPBACK}:{port}/video.mp4", tmp_path / "out.mp4")
     assert len(accepted) == DEFAULT_RETRY.max_attempts
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+async def test_a_rechecked_job_that_resumes_own_deadline_cancels_is_not_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``resume --rerun-cancelled`` re-attaches a job whose interrupt-time cancel was refused.
+    If that resume's own deadline then cancels it, the user's deadline ended it: the row stays
+    cancelled and no second job is paid for (only a cancel the provider reports is re-sent)."""
+    state = EmulatorState("runway", Scenario.fast().with_times(0.05, LONG_JOB_S))
+    refusing = [True]
+    app = create_app("runway", state)
+
+    async def cancels_refused_at_first(scope: Any, receive: Any, send: Any) -> None:
+        if refusing[0] and scope["type"] == "http" and scope["method"] == "DELETE":
+            await JSONResponse({"error": REFUSED_CANCEL}, status_code=400)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    with serve(cancels_refused_at_first) as server:
+        state.base_url = server.url
+        monkeypatch.setenv("RUNWAYML_BASE_URL", server.url)
+        monkeypatch.setenv("RUNWAYML_API_SECRET", EMULATOR_KEYS["runway"])
+        task = asyncio.ensure_future(compare("a kite", [RUNWAY], REMOTE, run_dir=tmp_path))
+        while not any(r.state == "running" for r in _rows_if_any(tmp_path)):
+            assert not task.done(), task
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        [interrupted] = load_run(tmp_path).rows
+        assert was_interrupted(interrupted) and interrupted.job_id, interrupted.error
+
+        refusing[0] = False
+        [row] = (await resume(tmp_path, rerun_cancelled=True, policy=DEADLINE)).rows
+    assert row.state == "canceled" and "JobTimeout" in (row.error or ""), row.error
+    assert (row.job_id, state.count("create")) == (interrupted.job_id, 1)  # paid once
+
+
+def _rows_if_any(run_dir: Path) -> list[JobRow]:
+    return load_run(run_dir).rows if (run_dir / "run.sqlite").exists() else []
