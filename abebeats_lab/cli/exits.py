@@ -88,6 +88,8 @@ def _unwritable(args: argparse.Namespace, exc: BaseException) -> str | None:
     command = getattr(args, "command", None)
     if command == "report" and getattr(args, "score", False):
         command = "report --score"
+    elif command == "report" and getattr(args, "out", None):
+        return None  # it writes where --out says: the run folder is not the cause
     advice = UNWRITABLE_ADVICE.get(command or "")
     run_dir = getattr(args, "run_dir", None)
     if advice is None or run_dir is None or not isinstance(exc, OSError | sqlite3.Error):
