@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import logging
 import math
 import tomllib
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ __all__ = [
     "user_prices",
     "user_prices_path",
 ]
+
+log = logging.getLogger(__name__)
 
 USER_PRICES_FILE = "prices.toml"
 USER_SOURCE = "user"
@@ -91,7 +94,18 @@ def user_prices() -> dict[str, float]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the prices ({exc})") from exc
-    return dict(_checked_price(route, raw, str(path)) for route, raw in data.items())
+    prices: dict[str, float] = {}
+    for route, raw in data.items():
+        try:
+            _known_route(route, str(path))
+        except ConfigError as exc:
+            # A catalogue may outlive a route (or hold a typo): said, and the rest still priced,
+            # so one stale line does not stop every run.
+            log.warning("%s (this price is ignored)", exc)
+            continue
+        key, rate = _checked_price(route, raw, str(path))
+        prices[key] = rate
+    return prices
 
 
 def parse_price(text: str) -> tuple[str, float]:
