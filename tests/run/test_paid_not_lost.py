@@ -72,11 +72,13 @@ async def test_a_job_veo_cannot_cancel_is_kept_past_the_deadline_and_resume_coll
     assert (tmp_path / (done.output_path or "missing")).is_file()
 
 
-def _refusing_cancels(app: Any, refused: list[str]) -> Any:
-    """ASGI: the emulator, except that every cancel (Runway's DELETE) is refused."""
+def _refusing_cancels(app: Any, refused: list[str], refusing: list[bool] | None = None) -> Any:
+    """ASGI: the emulator, except that every cancel (Runway's DELETE) is refused (while
+    ``refusing[0]`` holds, when given)."""
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "DELETE":
+        on = refusing is None or refusing[0]
+        if on and scope["type"] == "http" and scope["method"] == "DELETE":
             refused.append(scope["path"])
             answer = JSONResponse({"error": REFUSED_CANCEL}, status_code=400)
             await answer(scope, receive, send)
@@ -190,16 +192,9 @@ async def test_a_rechecked_job_that_resumes_own_deadline_cancels_is_not_sent_aga
     If that resume's own deadline then cancels it, the user's deadline ended it: the row stays
     cancelled and no second job is paid for (only a cancel the provider reports is re-sent)."""
     state = EmulatorState("runway", Scenario.fast().with_times(0.05, LONG_JOB_S))
+    refused: list[str] = []
     refusing = [True]
-    app = create_app("runway", state)
-
-    async def cancels_refused_at_first(scope: Any, receive: Any, send: Any) -> None:
-        if refusing[0] and scope["type"] == "http" and scope["method"] == "DELETE":
-            await JSONResponse({"error": REFUSED_CANCEL}, status_code=400)(scope, receive, send)
-            return
-        await app(scope, receive, send)
-
-    with serve(cancels_refused_at_first) as server:
+    with serve(_refusing_cancels(create_app("runway", state), refused, refusing)) as server:
         state.base_url = server.url
         monkeypatch.setenv("RUNWAYML_BASE_URL", server.url)
         monkeypatch.setenv("RUNWAYML_API_SECRET", EMULATOR_KEYS["runway"])
@@ -212,6 +207,7 @@ async def test_a_rechecked_job_that_resumes_own_deadline_cancels_is_not_sent_aga
             await task
         [interrupted] = load_run(tmp_path).rows
         assert was_interrupted(interrupted) and interrupted.job_id, interrupted.error
+        assert refused  # the interrupt's cancel was asked for, and refused
 
         refusing[0] = False
         [row] = (await resume(tmp_path, rerun_cancelled=True, policy=DEADLINE)).rows
